@@ -1,0 +1,271 @@
+// Package config loads banger's optional TOML configuration, resolves the
+// XDG paths banger uses on disk, validates every key with errors that name
+// the file, line and key, and resolves the default VM shape (vcpu, memory,
+// disk) with the provenance of each value. banger never writes the config
+// file: it only reads it.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the decoded and validated content of config.toml. The zero
+// value is not useful; start from Default or Load.
+type Config struct {
+	LogLevel       string     `toml:"log_level"`       // debug|info|warn|error (default info)
+	VMM            string     `toml:"vmm"`             // auto|firecracker|qemu (default auto)
+	Accel          string     `toml:"accel"`           // auto|kvm|tcg (default auto)
+	FirecrackerBin string     `toml:"firecracker_bin"` // absolute path or command name; "" = PATH lookup
+	QEMUBin        string     `toml:"qemu_bin"`        // absolute path or command name; "" = PATH lookup
+	SSHKey         string     `toml:"ssh_key"`         // private key path (absolute or ~/...); "" = generated under DataDir/ssh
+	DefaultImage   string     `toml:"default_image"`   // default "debian-12"
+	Catalogs       []string   `toml:"catalogs"`        // extra image catalogs: http(s) URLs or absolute paths
+	Network        Network    `toml:"network"`
+	VMDefaults     VMDefaults `toml:"vm_defaults"`
+	FileSync       []FileSync `toml:"file_sync"`
+	Path           string     `toml:"-"` // file loaded; "" when none existed
+
+	// keys lists the keys of the file at Path with their lines, in file
+	// order, for error messages.
+	keys []keyLine
+}
+
+// Network configures the host bridge, the guest subnet, the .vm DNS server
+// and the pool of pre-created tap devices.
+type Network struct {
+	Bridge      string   `toml:"bridge"`        // default "banger0"; a Linux interface name
+	Subnet      string   `toml:"subnet"`        // default "10.77.0.0/24"; IPv4 prefix between /16 and /29
+	DNSListen   string   `toml:"dns_listen"`    // default "127.0.0.1:42069"
+	DNSUpstream []string `toml:"dns_upstream"`  // default: nameservers from /etc/resolv.conf
+	TapPoolSize int      `toml:"tap_pool_size"` // default 2, 0..64
+}
+
+// VMDefaults overrides the default VM shape. A zero field (or an absent
+// key) means "not set": the resolver then uses the host heuristic or the
+// built-in constant. See ResolveVMDefaults.
+type VMDefaults struct {
+	VCPU      int    `toml:"vcpu"`
+	MemoryMiB int    `toml:"memory_mib"`
+	DiskSize  string `toml:"disk_size"` // ParseSize syntax, e.g. "16G"
+}
+
+// Default values for keys absent from config.toml.
+const (
+	DefaultLogLevel    = "info"
+	DefaultVMM         = "auto"
+	DefaultAccel       = "auto"
+	DefaultImageName   = "debian-12"
+	DefaultBridge      = "banger0"
+	DefaultSubnet      = "10.77.0.0/24"
+	DefaultDNSListen   = "127.0.0.1:42069"
+	DefaultTapPoolSize = 2
+	MaxTapPoolSize     = 64
+	resolvConfPath     = "/etc/resolv.conf"
+)
+
+// Default returns the configuration used when no config file exists.
+// DNSUpstream is read from /etc/resolv.conf (empty when unreadable).
+func Default() *Config {
+	return &Config{
+		LogLevel:     DefaultLogLevel,
+		VMM:          DefaultVMM,
+		Accel:        DefaultAccel,
+		DefaultImage: DefaultImageName,
+		Network: Network{
+			Bridge:      DefaultBridge,
+			Subnet:      DefaultSubnet,
+			DNSListen:   DefaultDNSListen,
+			DNSUpstream: SystemNameservers(resolvConfPath),
+			TapPoolSize: DefaultTapPoolSize,
+		},
+	}
+}
+
+// SystemNameservers returns the "nameserver" addresses listed in a
+// resolv.conf file, in order. A missing or unreadable file yields nil (the
+// DNS server then answers only .vm names).
+func SystemNameservers(path string) []string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	return parseResolvConf(data)
+}
+
+func parseResolvConf(data []byte) []string {
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		addr, err := netip.ParseAddr(f[1])
+		if err != nil {
+			continue
+		}
+		out = append(out, addr.WithZone("").String())
+	}
+	return out
+}
+
+// Load reads the config file at path ("" means DefaultPaths().ConfigFile).
+// A missing file yields Default() with Path "". A present file is decoded
+// strictly: unknown keys, wrong types and invalid values are errors of
+// one line naming the file, the line and the key. The result is validated.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		p, err := DefaultPaths()
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		path = p.ConfigFile
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Default(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config text; path is used in errors and
+// recorded as Config.Path.
+func Parse(path string, data []byte) (*Config, error) {
+	c := Default()
+	c.Path = path
+	c.keys = scanKeyLines(data)
+	// Decode into a fresh slice so defaults never merge with file values.
+	c.Network.DNSUpstream = nil
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+	if err != nil {
+		return nil, decodeError(path, err)
+	}
+	if !md.IsDefined("network", "dns_upstream") {
+		c.Network.DNSUpstream = Default().Network.DNSUpstream
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		name, line := c.lookupRaw(k)
+		return nil, fmt.Errorf("config %s: unknown key %q", location(path, line), name)
+	}
+	// An explicit zero is a mistake, not "unset": say so.
+	for _, z := range []struct {
+		key   []string
+		value int
+		rule  string
+	}{
+		{[]string{"vm_defaults", "vcpu"}, c.VMDefaults.VCPU, fmt.Sprintf("must be between 1 and %d", MaxVCPU)},
+		{[]string{"vm_defaults", "memory_mib"}, c.VMDefaults.MemoryMiB, fmt.Sprintf("must be at least %d", MinMemoryMiB)},
+	} {
+		if md.IsDefined(z.key...) && z.value == 0 {
+			return nil, c.keyErr(strings.Join(z.key, "."), "0", z.rule+" (remove the key to use the automatic default)")
+		}
+	}
+	if md.IsDefined("vm_defaults", "disk_size") && c.VMDefaults.DiskSize == "" {
+		return nil, c.keyErr("vm_defaults.disk_size", `""`, "must be a size such as \"16G\" (remove the key to use the default)")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// location renders "path:line" or just "path" when the line is unknown.
+func location(path string, line int) string {
+	if path == "" {
+		path = "(defaults)"
+	}
+	if line > 0 {
+		return fmt.Sprintf("%s:%d", path, line)
+	}
+	return path
+}
+
+var (
+	libLineRe  = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "([^"]*)"\))?: (.*)$`)
+	libTypesRe = regexp.MustCompile(`incompatible types: TOML value has type (.+); destination has type (.+)$`)
+)
+
+// decodeError turns the TOML library's syntax and type errors into one
+// line "config FILE:LINE: KEY: reason".
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			msg = fmt.Sprintf("%s: %s", pe.LastKey, msg)
+		}
+		return fmt.Errorf("config %s: %s", location(path, pe.Position.Line), msg)
+	}
+	m := libLineRe.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))
+	}
+	line := 0
+	fmt.Sscan(m[1], &line)
+	reason := m[3]
+	if t := libTypesRe.FindStringSubmatch(reason); t != nil {
+		reason = fmt.Sprintf("wrong type: expected %s, got %s", tomlTypeName(t[2]), tomlTypeName(t[1]))
+	}
+	if m[2] != "" {
+		reason = fmt.Sprintf("%s: %s", m[2], reason)
+	}
+	return fmt.Errorf("config %s: %s", location(path, line), reason)
+}
+
+// tomlTypeName maps the decoder's Go/TOML type words to TOML vocabulary.
+func tomlTypeName(s string) string {
+	switch s {
+	case "int", "int64", "integer":
+		return "integer"
+	case "slice", "array":
+		return "array"
+	case "map", "struct", "hash", "table":
+		return "table"
+	}
+	return strings.ToLower(s)
+}
+
+// lookupRaw renders a key from the TOML metadata, adding the array index
+// of the first matching occurrence, and finds its line.
+func (c *Config) lookupRaw(k toml.Key) (string, int) {
+	dotted := strings.Join(k, ".")
+	for _, e := range c.keys {
+		if e.plain == dotted {
+			return e.indexed, e.line
+		}
+	}
+	// Not found (e.g. inside an inline table): use the closest parent's line.
+	for i := len(k) - 1; i > 0; i-- {
+		parent := strings.Join(k[:i], ".")
+		for _, e := range c.keys {
+			if e.plain == parent {
+				return dotted, e.line
+			}
+		}
+	}
+	return dotted, 0
+}
+
+// keyErr formats a validation error for key (rendered with index, e.g.
+// "file_sync[2].guest") whose value is val.
+func (c *Config) keyErr(key, val, reason string) error {
+	line := c.lineOf(key)
+	if val == "" {
+		return fmt.Errorf("config %s: %s: %s", location(c.Path, line), key, reason)
+	}
+	return fmt.Errorf("config %s: %s %s: %s", location(c.Path, line), key, val, reason)
+}

@@ -1,0 +1,170 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Validate checks every value and returns the first problem as one line
+// naming the file, the line when known, the key and the reason, e.g.
+//
+//	config /home/u/.config/banger/config.toml:12: file_sync[2].guest "/etc/x": guest path must be under ~/ or /root/
+func (c *Config) Validate() error {
+	oneOf := func(key, val string, allowed ...string) error {
+		for _, a := range allowed {
+			if val == a {
+				return nil
+			}
+		}
+		return c.keyErr(key, strconv.Quote(val), "must be one of "+strings.Join(allowed, ", "))
+	}
+	if err := oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error"); err != nil {
+		return err
+	}
+	if err := oneOf("vmm", c.VMM, "auto", "firecracker", "qemu"); err != nil {
+		return err
+	}
+	if err := oneOf("accel", c.Accel, "auto", "kvm", "tcg"); err != nil {
+		return err
+	}
+	if c.VMM == "firecracker" && c.Accel == "tcg" {
+		return c.keyErr("accel", `"tcg"`, `firecracker needs KVM; use vmm = "qemu" for tcg`)
+	}
+	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"qemu_bin", c.QEMUBin}} {
+		if strings.Contains(b.val, "/") && !filepath.IsAbs(b.val) {
+			return c.keyErr(b.key, strconv.Quote(b.val), "must be an absolute path or a command name on PATH")
+		}
+	}
+	if c.SSHKey != "" && !filepath.IsAbs(c.SSHKey) && !strings.HasPrefix(c.SSHKey, "~/") {
+		return c.keyErr("ssh_key", strconv.Quote(c.SSHKey), `must be absolute or start with "~/"`)
+	}
+	if c.DefaultImage == "" || strings.ContainsAny(c.DefaultImage, " \t/") {
+		return c.keyErr("default_image", strconv.Quote(c.DefaultImage), `must be an image name such as "debian-12"`)
+	}
+	for i, cat := range c.Catalogs {
+		if !validCatalog(cat) {
+			return c.keyErr(fmt.Sprintf("catalogs[%d]", i), strconv.Quote(cat), "must be an http(s) URL or an absolute path")
+		}
+	}
+	if err := c.validateNetwork(); err != nil {
+		return err
+	}
+	if err := c.validateVMDefaults(); err != nil {
+		return err
+	}
+	for i, f := range c.FileSync {
+		if field, reason := f.check(); field != "" {
+			val := map[string]string{"host": f.Host, "guest": f.Guest, "mode": f.Mode}[field]
+			return c.keyErr(fmt.Sprintf("file_sync[%d].%s", i, field), strconv.Quote(val), reason)
+		}
+	}
+	return nil
+}
+
+func validCatalog(s string) bool {
+	if filepath.IsAbs(s) {
+		return true
+	}
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// ValidInterfaceName reports whether s is usable as a Linux network
+// interface name: 1-15 bytes of [a-zA-Z0-9_.-], not "." or "..".
+func ValidInterfaceName(s string) bool {
+	if len(s) == 0 || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; !(isBareKeyChar(b) || b == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validateNetwork() error {
+	n := c.Network
+	if !ValidInterfaceName(n.Bridge) {
+		return c.keyErr("network.bridge", strconv.Quote(n.Bridge), "must be a Linux interface name: 1-15 characters of a-z, A-Z, 0-9, '_', '.', '-'")
+	}
+	pfx, err := netip.ParsePrefix(n.Subnet)
+	if err != nil || !pfx.Addr().Is4() {
+		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), `must be an IPv4 prefix such as "10.77.0.0/24"`)
+	}
+	if pfx.Bits() < 16 || pfx.Bits() > 29 {
+		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), "prefix length must be between /16 and /29")
+	}
+	if pfx != pfx.Masked() {
+		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), fmt.Sprintf("host bits are set; did you mean %q?", pfx.Masked().String()))
+	}
+	if _, err := netip.ParseAddrPort(n.DNSListen); err != nil {
+		return c.keyErr("network.dns_listen", strconv.Quote(n.DNSListen), `must be an address and port such as "127.0.0.1:42069"`)
+	}
+	for i, u := range n.DNSUpstream {
+		if _, err := ParseUpstream(u); err != nil {
+			return c.keyErr(fmt.Sprintf("network.dns_upstream[%d]", i), strconv.Quote(u), `must be an IP address, optionally with a port ("192.0.2.53", "192.0.2.53:53", "[2001:db8::1]:53")`)
+		}
+	}
+	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
+		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
+	}
+	return nil
+}
+
+// ParseUpstream parses a DNS upstream: an IP address (port 53 assumed) or
+// an address and port.
+func ParseUpstream(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, 53), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("dns upstream %q: %w", s, err)
+	}
+	return ap, nil
+}
+
+func (c *Config) validateVMDefaults() error {
+	v := c.VMDefaults
+	if v.VCPU < 0 || v.VCPU > MaxVCPU {
+		return c.keyErr("vm_defaults.vcpu", strconv.Itoa(v.VCPU), fmt.Sprintf("must be between 1 and %d", MaxVCPU))
+	}
+	if v.MemoryMiB < 0 || v.MemoryMiB > 0 && v.MemoryMiB < MinMemoryMiB {
+		return c.keyErr("vm_defaults.memory_mib", strconv.Itoa(v.MemoryMiB), fmt.Sprintf("must be at least %d", MinMemoryMiB))
+	}
+	if v.DiskSize != "" {
+		n, err := ParseSize(v.DiskSize)
+		if err != nil {
+			return c.keyErr("vm_defaults.disk_size", strconv.Quote(v.DiskSize), `must be a size such as "16G" (units K, M, G, T; powers of 1024)`)
+		}
+		if n < MinDiskBytes {
+			return c.keyErr("vm_defaults.disk_size", strconv.Quote(v.DiskSize), "must be at least "+FormatSize(MinDiskBytes))
+		}
+	}
+	return nil
+}
+
+// Prefix returns the guest subnet. It is the zero Prefix when Subnet is
+// invalid (Validate rejects that).
+func (n Network) Prefix() netip.Prefix {
+	p, err := netip.ParsePrefix(n.Subnet)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p.Masked()
+}
+
+// Gateway returns the bridge's address: the first address of the subnet
+// (10.77.0.1 for 10.77.0.0/24).
+func (n Network) Gateway() netip.Addr {
+	p := n.Prefix()
+	if !p.IsValid() {
+		return netip.Addr{}
+	}
+	return p.Addr().Next()
+}
