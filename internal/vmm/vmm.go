@@ -1,0 +1,204 @@
+// Package vmm defines how banger drives a virtual machine monitor: the
+// Spec of a VM to boot, the Handles the operating system hands back (PID,
+// sockets, tap), the Driver interface implemented by vmm/firecracker and
+// vmm/qemu, and the single liveness check used by the daemon's reconcile.
+//
+// Handles never go into SQLite: they live in a HandleCache in memory and in
+// handles.json in the VM directory, so a restarted daemon can re-adopt VMM
+// processes that outlived it.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Driver names, as stored in Handles.VMM and accepted by Select.
+const (
+	Firecracker = "firecracker"
+	QEMU        = "qemu"
+	Auto        = "auto"
+)
+
+// Agent transports, as stored in Handles.AgentTransport.
+const (
+	TransportVsock  = "vsock"
+	TransportSerial = "serial"
+)
+
+// Accelerators for the QEMU driver, as set in Spec.Accel.
+const (
+	AccelKVM = "kvm"
+	AccelTCG = "tcg"
+)
+
+// Names of the files a driver creates in the VM directory. Short on purpose:
+// unix socket paths are limited to 107 bytes.
+const (
+	ConsoleLogFile  = "console.log"
+	VMMLogFile      = "vmm.log"
+	MetricsFile     = "metrics.log"
+	HandlesFile     = "handles.json"
+	APISocketFile   = "api.sock"
+	VsockSocketFile = "vsock.sock"
+	AgentSocketFile = "agent.sock"
+	QMPSocketFile   = "qmp.sock"
+	PIDFile         = "vmm.pid"
+)
+
+// Drive is one block device given to the guest. The guest finds its
+// filesystems by label, so only the order of Spec.Drives is conventional.
+type Drive struct {
+	ID       string
+	Path     string
+	ReadOnly bool
+}
+
+// Spec is everything a driver needs to boot one VM. The caller resolves
+// every choice (accelerator, tap, CID) before calling Start.
+type Spec struct {
+	VMID      string
+	Name      string
+	VCPU      int
+	MemoryMiB int
+	// Vmlinux is the uncompressed ELF kernel (Firecracker); BzImage the
+	// compressed kernel (QEMU).
+	Vmlinux string
+	BzImage string
+	Initrd  string
+	// Cmdline is banger's kernel command line (see the guest contract);
+	// drivers append only what they must.
+	Cmdline string
+	// Drives in order: rootfs (read-only), overlay, work, config (read-only).
+	Drives []Drive
+	// Tap is the host tap device; empty means no network interface.
+	Tap string
+	MAC string
+	// CID is the guest's vsock context id (>= 3).
+	CID uint32
+	// Dir is the VM directory holding sockets and logs.
+	Dir string
+	// Accel is the QEMU accelerator, AccelKVM or AccelTCG.
+	Accel string
+}
+
+// Validate reports the first missing or impossible field of s that every
+// driver needs.
+func (s Spec) Validate() error {
+	switch {
+	case s.VMID == "":
+		return errors.New("spec: vm id is empty")
+	case s.VCPU < 1:
+		return fmt.Errorf("spec %s: vcpu %d < 1", s.VMID, s.VCPU)
+	case s.MemoryMiB < 1:
+		return fmt.Errorf("spec %s: memory %d MiB < 1", s.VMID, s.MemoryMiB)
+	case s.Dir == "":
+		return fmt.Errorf("spec %s: vm dir is empty", s.VMID)
+	case s.Tap != "" && s.MAC == "":
+		return fmt.Errorf("spec %s: tap %s without a mac address", s.VMID, s.Tap)
+	}
+	for i, d := range s.Drives {
+		if d.ID == "" || d.Path == "" {
+			return fmt.Errorf("spec %s: drive %d needs an id and a path", s.VMID, i)
+		}
+	}
+	return nil
+}
+
+// Handles is what the operating system handed out for one running VM. It is
+// stored as JSON in handles.json, never in SQLite.
+type Handles struct {
+	VMM string `json:"vmm"`
+	PID int    `json:"pid"`
+	// StartTime is field 22 of /proc/<pid>/stat (clock ticks since boot); it
+	// tells our VMM apart from a later process that reused the PID.
+	StartTime      uint64 `json:"start_time"`
+	APISocket      string `json:"api_socket,omitempty"`
+	VsockSocket    string `json:"vsock_socket,omitempty"`
+	SerialSocket   string `json:"serial_socket,omitempty"`
+	QMPSocket      string `json:"qmp_socket,omitempty"`
+	ConsoleLog     string `json:"console_log,omitempty"`
+	VMMLog         string `json:"vmm_log,omitempty"`
+	Tap            string `json:"tap,omitempty"`
+	AgentTransport string `json:"agent_transport,omitempty"`
+}
+
+// ControlSocket is the socket that identifies this VM's VMM process on its
+// command line: the Firecracker API socket or the QEMU QMP socket.
+func (h Handles) ControlSocket() string {
+	if h.APISocket != "" {
+		return h.APISocket
+	}
+	return h.QMPSocket
+}
+
+// Driver boots and ends VMM processes. Implementations keep every
+// VMM-specific call inside their own package.
+type Driver interface {
+	// Name returns the driver name (Firecracker or QEMU).
+	Name() string
+	// Start boots the VM as a detached process (own session, stdio to
+	// files) that outlives the daemon; it returns once the process runs and
+	// the VMM accepted the configuration. On error nothing is left running.
+	Start(ctx context.Context, s Spec) (Handles, error)
+	// Stop asks the guest to shut down and kills the VMM after timeout, then
+	// waits for the process to exit. It is idempotent: nil when the VMM is
+	// already gone.
+	Stop(ctx context.Context, h Handles, timeout time.Duration) error
+	// Kill ends the VMM at once and waits for it to exit; idempotent.
+	Kill(ctx context.Context, h Handles) error
+}
+
+// MaxSocketPath is the longest unix socket path the kernel accepts
+// (sun_path is 108 bytes including the terminating NUL).
+const MaxSocketPath = 107
+
+// CheckSocketPath returns an error naming path when it is too long to bind
+// as a unix socket.
+func CheckSocketPath(path string) error {
+	if len(path) > MaxSocketPath {
+		return fmt.Errorf("unix socket path %s is %d bytes, longer than the %d-byte limit: use a shorter state directory", path, len(path), MaxSocketPath)
+	}
+	return nil
+}
+
+// Select picks the driver for want (Auto, Firecracker or QEMU) given what
+// the host offers. Auto prefers Firecracker when its binary is present and
+// KVM is usable, and falls back to QEMU. Errors name what is missing.
+func Select(want string, fcAvailable, kvmUsable, qemuAvailable bool) (string, error) {
+	switch want {
+	case Firecracker:
+		var missing []error
+		if !fcAvailable {
+			missing = append(missing, errors.New("no firecracker binary (set firecracker_bin or put firecracker on PATH)"))
+		}
+		if !kvmUsable {
+			missing = append(missing, errors.New("KVM is not usable (/dev/kvm must open read-write and the CPU must advertise vmx or svm)"))
+		}
+		if len(missing) > 0 {
+			return "", fmt.Errorf("select vmm firecracker: %w", errors.Join(missing...))
+		}
+		return Firecracker, nil
+	case QEMU:
+		if !qemuAvailable {
+			return "", errors.New("select vmm qemu: qemu-system-x86_64 not found on PATH (install qemu-system-x86)")
+		}
+		return QEMU, nil
+	case Auto, "":
+		if fcAvailable && kvmUsable {
+			return Firecracker, nil
+		}
+		if qemuAvailable {
+			return QEMU, nil
+		}
+		reason := "no firecracker binary"
+		if fcAvailable {
+			reason = "firecracker present but KVM is not usable"
+		}
+		return "", fmt.Errorf("select vmm auto: %s, and qemu-system-x86_64 not found on PATH (install qemu-system-x86)", reason)
+	default:
+		return "", fmt.Errorf("select vmm: unknown vmm %q (want auto, firecracker or qemu)", want)
+	}
+}

@@ -1,0 +1,363 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestSelect(t *testing.T) {
+	tests := []struct {
+		want          string
+		fc, kvm, qemu bool
+		out           string
+		errHas        string
+	}{
+		{want: "auto", fc: true, kvm: true, qemu: true, out: Firecracker},
+		{want: "", fc: true, kvm: true, qemu: false, out: Firecracker},
+		{want: "auto", fc: true, kvm: false, qemu: true, out: QEMU},
+		{want: "auto", fc: false, kvm: true, qemu: true, out: QEMU},
+		{want: "auto", fc: false, kvm: false, qemu: false, errHas: "no firecracker binary, and qemu-system-x86_64 not found"},
+		{want: "auto", fc: true, kvm: false, qemu: false, errHas: "KVM is not usable, and qemu"},
+		{want: "firecracker", fc: true, kvm: true, out: Firecracker},
+		{want: "firecracker", fc: false, kvm: true, errHas: "firecracker_bin"},
+		{want: "firecracker", fc: true, kvm: false, errHas: "vmx or svm"},
+		{want: "qemu", qemu: true, out: QEMU},
+		{want: "qemu", fc: true, kvm: true, errHas: "qemu-system-x86_64 not found"},
+		{want: "xen", qemu: true, errHas: `unknown vmm "xen"`},
+	}
+	for _, tt := range tests {
+		name := fmt.Sprintf("%s/fc=%v,kvm=%v,qemu=%v", tt.want, tt.fc, tt.kvm, tt.qemu)
+		t.Run(name, func(t *testing.T) {
+			got, err := Select(tt.want, tt.fc, tt.kvm, tt.qemu)
+			if tt.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+					t.Fatalf("Select() = %q, %v; want error containing %q", got, err, tt.errHas)
+				}
+				return
+			}
+			if err != nil || got != tt.out {
+				t.Fatalf("Select() = %q, %v; want %q", got, err, tt.out)
+			}
+		})
+	}
+}
+
+func TestCheckSocketPath(t *testing.T) {
+	if err := CheckSocketPath("/" + strings.Repeat("a", 106)); err != nil {
+		t.Errorf("107-byte path rejected: %v", err)
+	}
+	long := "/" + strings.Repeat("a", 107)
+	err := CheckSocketPath(long)
+	if err == nil || !strings.Contains(err.Error(), long) {
+		t.Errorf("108-byte path: err = %v, want an error naming the path", err)
+	}
+}
+
+func TestSpec_Validate(t *testing.T) {
+	ok := Spec{VMID: "v1", VCPU: 1, MemoryMiB: 128, Dir: "/d"}
+	tests := []struct {
+		name   string
+		mod    func(*Spec)
+		errHas string
+	}{
+		{"ok", func(*Spec) {}, ""},
+		{"no id", func(s *Spec) { s.VMID = "" }, "vm id"},
+		{"no vcpu", func(s *Spec) { s.VCPU = 0 }, "vcpu"},
+		{"no mem", func(s *Spec) { s.MemoryMiB = 0 }, "memory"},
+		{"no dir", func(s *Spec) { s.Dir = "" }, "dir"},
+		{"tap without mac", func(s *Spec) { s.Tap = "tap0" }, "mac"},
+		{"drive without path", func(s *Spec) { s.Drives = []Drive{{ID: "root"}} }, "drive 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ok
+			tt.mod(&s)
+			err := s.Validate()
+			if tt.errHas == "" && err != nil || tt.errHas != "" && (err == nil || !strings.Contains(err.Error(), tt.errHas)) {
+				t.Fatalf("Validate() = %v, want error containing %q", err, tt.errHas)
+			}
+		})
+	}
+}
+
+func sampleHandles(dir string) Handles {
+	return Handles{
+		VMM: QEMU, PID: 4242, StartTime: 123456,
+		QMPSocket:      filepath.Join(dir, QMPSocketFile),
+		SerialSocket:   filepath.Join(dir, AgentSocketFile),
+		ConsoleLog:     filepath.Join(dir, ConsoleLogFile),
+		VMMLog:         filepath.Join(dir, VMMLogFile),
+		Tap:            "bgtap0",
+		AgentTransport: TransportSerial,
+	}
+}
+
+func TestHandles_RoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	want := sampleHandles(dir)
+	if err := WriteHandles(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadHandles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	// Overwrite: the new value wins and no temporary file is left behind.
+	want.PID = 99
+	if err := WriteHandles(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ReadHandles(dir); got.PID != 99 {
+		t.Fatalf("after overwrite pid = %d, want 99", got.PID)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != HandlesFile {
+		t.Fatalf("dir holds %v, want only %s", entries, HandlesFile)
+	}
+	if err := RemoveHandles(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveHandles(dir); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+}
+
+func TestReadHandles_Bad(t *testing.T) {
+	tests := []struct {
+		name    string
+		content *string
+		noHand  bool
+	}{
+		{name: "missing", noHand: true},
+		{name: "garbage", content: ptr("{not json")},
+		{name: "truncated", content: ptr(`{"vmm":"qemu","pid":12`)},
+		{name: "unknown field", content: ptr(`{"vmm":"qemu","pid":12,"start_time":1,"color":"red"}`)},
+		{name: "no pid", content: ptr(`{"vmm":"qemu"}`)},
+		{name: "empty", content: ptr("")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.content != nil {
+				if err := os.WriteFile(filepath.Join(dir, HandlesFile), []byte(*tt.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := ReadHandles(dir)
+			if err == nil {
+				t.Fatal("ReadHandles succeeded")
+			}
+			if got := errors.Is(err, ErrNoHandles); got != tt.noHand {
+				t.Fatalf("errors.Is(err, ErrNoHandles) = %v, want %v (err %v)", got, tt.noHand, err)
+			}
+			if !strings.Contains(err.Error(), filepath.Join(dir, HandlesFile)) {
+				t.Fatalf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestHandleCache_Concurrent(t *testing.T) {
+	root := t.TempDir()
+	c := NewHandleCache(root)
+	const n = 16
+	for i := range n {
+		if err := os.Mkdir(c.Dir(fmt.Sprintf("vm%d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("vm%d", i)
+			for j := range 20 {
+				h := sampleHandles(c.Dir(id))
+				h.PID = i*1000 + j + 1
+				if err := c.Set(id, h); err != nil {
+					t.Error(err)
+					return
+				}
+				if got, ok := c.Get(id); !ok || got.PID != h.PID {
+					t.Errorf("Get(%s) = %d, %v; want %d", id, got.PID, ok, h.PID)
+				}
+				_ = c.Snapshot()
+			}
+		}()
+	}
+	wg.Wait()
+	snap := c.Snapshot()
+	if len(snap) != n {
+		t.Fatalf("snapshot has %d entries, want %d", len(snap), n)
+	}
+	// Every Set was written through: a fresh cache loads the last value.
+	fresh := NewHandleCache(root)
+	for i := range n {
+		id := fmt.Sprintf("vm%d", i)
+		h, err := fresh.Load(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i*1000 + 20; h.PID != want {
+			t.Errorf("loaded %s pid %d, want %d", id, h.PID, want)
+		}
+	}
+	// Snapshot is a copy.
+	snap["vm0"] = Handles{}
+	if h, _ := c.Get("vm0"); h.PID == 0 {
+		t.Fatal("Snapshot aliases the cache")
+	}
+	if err := c.Delete("vm0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Get("vm0"); ok {
+		t.Fatal("vm0 still cached after Delete")
+	}
+	if _, err := ReadHandles(c.Dir("vm0")); !errors.Is(err, ErrNoHandles) {
+		t.Fatalf("handles.json of vm0 after Delete: %v", err)
+	}
+	if err := c.Delete("vm0"); err != nil {
+		t.Fatalf("second Delete: %v", err)
+	}
+	// A failed write leaves the cache unchanged.
+	if err := c.Set("no-such-dir", sampleHandles("x")); err == nil {
+		t.Fatal("Set into a missing dir succeeded")
+	}
+	if _, ok := c.Get("no-such-dir"); ok {
+		t.Fatal("failed Set was cached")
+	}
+}
+
+// startFakeVMM runs a detached shell whose command line names sock, like a
+// VMM naming its control socket, and returns its handles.
+func startFakeVMM(t *testing.T, sock string, reap bool) (Handles, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 60; : "+sock)
+	logf, err := Detach(cmd, filepath.Join(t.TempDir(), VMMLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	if reap {
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	} else {
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	st, err := ProcStartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Handles{VMM: QEMU, PID: cmd.Process.Pid, StartTime: st, QMPSocket: sock}, cmd
+}
+
+func TestAlive(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	h, cmd := startFakeVMM(t, sock, false)
+	if sid, err := ProcSession(h.PID); err != nil || sid != h.PID {
+		t.Fatalf("session of detached process = %d, %v; want its own pid %d", sid, err, h.PID)
+	}
+	tests := []struct {
+		name string
+		mod  func(*Handles)
+		want bool
+	}{
+		{"ours", func(*Handles) {}, true},
+		{"pid reused (start time differs)", func(h *Handles) { h.StartTime++ }, false},
+		{"another vm's socket", func(h *Handles) { h.QMPSocket = "/elsewhere/qmp.sock" }, false},
+		{"no socket", func(h *Handles) { h.QMPSocket = "" }, false},
+		{"no pid", func(h *Handles) { h.PID = 0 }, false},
+		{"no start time", func(h *Handles) { h.StartTime = 0 }, false},
+		{"other process", func(h *Handles) { h.PID = os.Getpid() }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hh := h
+			tt.mod(&hh)
+			if got := Alive(hh); got != tt.want {
+				t.Fatalf("Alive() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Killed behind our back: a zombie (not yet reaped) is not alive, and
+	// neither is a reaped process.
+	if err := syscall.Kill(h.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := WaitExit(ctx, h); err != nil {
+		t.Fatalf("WaitExit on a zombie: %v", err)
+	}
+	_ = cmd.Wait()
+	if Alive(h) {
+		t.Fatal("Alive() after kill and reap")
+	}
+}
+
+func TestKillAndStopProcess(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t.Run("kill", func(t *testing.T) {
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		if err := KillProcess(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		if Alive(h) {
+			t.Fatal("alive after KillProcess")
+		}
+		if err := KillProcess(ctx, h); err != nil {
+			t.Fatalf("second KillProcess: %v", err)
+		}
+	})
+	t.Run("ask ignored, killed after timeout", func(t *testing.T) {
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		asked := 0
+		start := time.Now()
+		err := StopProcess(ctx, h, 200*time.Millisecond, func(context.Context) error { asked++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if asked != 1 || Alive(h) || time.Since(start) < 200*time.Millisecond {
+			t.Fatalf("asked %d times, alive %v, after %v", asked, Alive(h), time.Since(start))
+		}
+		if err := StopProcess(ctx, h, time.Second, func(context.Context) error { t.Fatal("asked a dead VMM"); return nil }); err != nil {
+			t.Fatalf("second StopProcess: %v", err)
+		}
+	})
+	t.Run("ask honoured", func(t *testing.T) {
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		err := StopProcess(ctx, h, time.Minute, func(context.Context) error { return syscall.Kill(h.PID, syscall.SIGTERM) })
+		if err != nil || Alive(h) {
+			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
+		}
+	})
+	t.Run("ask fails, killed at once", func(t *testing.T) {
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		err := StopProcess(ctx, h, time.Minute, func(context.Context) error { return errors.New("socket gone") })
+		if err != nil || Alive(h) {
+			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
+		}
+	})
+}
