@@ -1,0 +1,454 @@
+// Package doctor runs host preflight checks for banger (KVM, VMMs, image
+// tools, networking tools, privilege, disk, default image, VM defaults)
+// and reports each as ok, warn or fail with a fix hint. Every host access
+// goes through Probes so the checks can be tested with table rows.
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"banger/internal/config"
+)
+
+// Status is the outcome of one check.
+type Status string
+
+// Check outcomes. A fail means `vm run` would not work.
+const (
+	StatusOK   Status = "ok"
+	StatusWarn Status = "warn"
+	StatusFail Status = "fail"
+)
+
+// Check is one line of the report.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Report is the result of Run. OK is false when any check failed.
+type Report struct {
+	Checks []Check `json:"checks"`
+	OK     bool    `json:"ok"`
+}
+
+// Input is what the checks need besides the probes.
+type Input struct {
+	Config *config.Config
+	Paths  config.Paths
+	Host   config.HostInfo
+	// DefaultImage reports the configured default image's state:
+	// "present" (in the image store), "buildable" (banger has a recipe
+	// for it) or "missing"; detail is shown to the user. Nil means the
+	// state is unknown (the check warns).
+	DefaultImage func(ctx context.Context) (state string, detail string)
+	// BangerdPath, when set, lets the privilege check accept a sudoers
+	// rule that only allows `bangerd priv` (checked with `sudo -n -l`).
+	BangerdPath string
+}
+
+// Default image states reported by Input.DefaultImage.
+const (
+	ImagePresent   = "present"
+	ImageBuildable = "buildable"
+	ImageMissing   = "missing"
+)
+
+// Minimum Firecracker version banger drives.
+const (
+	minFirecrackerMajor = 1
+	minFirecrackerMinor = 8
+)
+
+// Free-disk thresholds for the state directory.
+const (
+	diskWarnBytes = 10 << 30
+	diskFailBytes = 2 << 30
+)
+
+// probeTimeout bounds each external command the doctor runs.
+const probeTimeout = 10 * time.Second
+
+// Run performs every check, in a fixed order.
+func Run(ctx context.Context, p Probes, in Input) Report {
+	c := in.Config
+	if c == nil {
+		c = config.Default()
+	}
+	kvmOK, kvmReason := KVMUsable(p)
+	fcPath, fcVersion, fcErr := findFirecracker(ctx, p, c)
+	qemuPath, qemuVersion, qemuErr := findQEMU(ctx, p, c)
+	fcOK, qemuOK := fcErr == nil, qemuErr == nil
+
+	var checks []Check
+	add := func(name string, s Status, detail, fix string) {
+		checks = append(checks, Check{Name: name, Status: s, Detail: detail, Fix: fix})
+	}
+
+	// KVM.
+	const kvmFix = "enable virtualization (VT-x/AMD-V) in the firmware, load kvm_intel or kvm_amd, and make /dev/kvm read-write for your user (kvm group)"
+	switch {
+	case kvmOK:
+		add("kvm", StatusOK, kvmReason, "")
+	case c.Accel == "kvm":
+		add("kvm", StatusFail, kvmReason+"; config sets accel = \"kvm\"", kvmFix+`; or set accel = "auto" in `+configPath(c, in.Paths))
+	case c.VMM == "firecracker":
+		add("kvm", StatusFail, kvmReason+"; config sets vmm = \"firecracker\", which needs KVM", kvmFix+`; or set vmm = "auto" to use QEMU (TCG)`)
+	case qemuOK:
+		add("kvm", StatusWarn, "TCG only: "+kvmReason, "VMs run under QEMU software emulation (slower); for KVM: "+kvmFix)
+	default:
+		add("kvm", StatusFail, "TCG only: "+kvmReason+", and QEMU is not installed: no VMM can run", "install QEMU (apt install qemu-system-x86) or "+kvmFix+" and install Firecracker")
+	}
+
+	// Firecracker.
+	const fcFix = "download firecracker 1.8 or newer from the Firecracker project's GitHub releases and put it on PATH, or set firecracker_bin"
+	switch {
+	case fcOK && kvmOK:
+		add("firecracker", StatusOK, fmt.Sprintf("%s (%s)", fcVersion, fcPath), "")
+	case fcOK:
+		add("firecracker", StatusOK, fmt.Sprintf("%s (%s); unused while KVM is not usable", fcVersion, fcPath), "")
+	case c.VMM == "firecracker":
+		add("firecracker", StatusFail, fcErr.Error()+`; config sets vmm = "firecracker"`, fcFix)
+	case qemuOK:
+		add("firecracker", StatusWarn, fcErr.Error()+"; QEMU is used instead", fcFix)
+	default:
+		add("firecracker", StatusFail, fcErr.Error()+", and QEMU is not installed either", fcFix)
+	}
+
+	// QEMU.
+	const qemuFix = "apt install qemu-system-x86 (or your distribution's QEMU package), or set qemu_bin"
+	switch {
+	case qemuOK:
+		add("qemu", StatusOK, fmt.Sprintf("%s (%s)", qemuVersion, qemuPath), "")
+	case c.VMM == "qemu":
+		add("qemu", StatusFail, qemuErr.Error()+`; config sets vmm = "qemu"`, qemuFix)
+	case fcOK && kvmOK:
+		add("qemu", StatusWarn, qemuErr.Error()+"; Firecracker is used instead", qemuFix)
+	default:
+		add("qemu", StatusFail, qemuErr.Error(), qemuFix)
+	}
+
+	// Image and disk tools.
+	mmdebstrap, mmErr := findTool(p, "mmdebstrap")
+	if mmErr == nil {
+		add("mmdebstrap", StatusOK, mmdebstrap, "")
+	} else {
+		add("mmdebstrap", StatusWarn, "not found: the default image cannot be built here", "apt install mmdebstrap")
+	}
+	checks = append(checks, toolsCheck(p, "e2fsprogs", StatusFail, "apt install e2fsprogs", "mkfs.ext4", "resize2fs", "debugfs", "e2fsck"))
+	checks = append(checks, toolsCheck(p, "ip/nft", StatusFail, "apt install iproute2 nftables", "ip", "nft"))
+	checks = append(checks, containerCheck(p))
+
+	checks = append(checks, privilegeCheck(ctx, p, in.BangerdPath))
+	checks = append(checks, diskCheck(p, in.Paths.StateDir))
+	checks = append(checks, imageCheck(ctx, c, in, mmErr == nil))
+
+	// VM defaults.
+	r := config.ResolveVMDefaults(c, in.Host)
+	add("vm defaults", StatusOK, fmt.Sprintf("%s; set [vm_defaults] in %s", r.Provenance(), configPath(c, in.Paths)), "")
+
+	rep := Report{Checks: checks, OK: true}
+	for _, ch := range checks {
+		if ch.Status == StatusFail {
+			rep.OK = false
+		}
+	}
+	return rep
+}
+
+func configPath(c *config.Config, p config.Paths) string {
+	if c.Path != "" {
+		return c.Path
+	}
+	if p.ConfigFile != "" {
+		return p.ConfigFile
+	}
+	return "config.toml"
+}
+
+// KVMUsable reports whether VMs can use hardware virtualization: /dev/kvm
+// opens read-write and /proc/cpuinfo advertises vmx or svm. A paravirtual
+// KVM (PVM) has /dev/kvm but neither flag, and stock kernels do not boot
+// under it. reason says why in either case.
+func KVMUsable(p Probes) (ok bool, reason string) {
+	if err := p.OpenReadWrite("/dev/kvm"); err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return false, "/dev/kvm does not exist"
+		case errors.Is(err, fs.ErrPermission):
+			return false, "/dev/kvm is not read-write for this user"
+		default:
+			return false, fmt.Sprintf("cannot open /dev/kvm: %v", err)
+		}
+	}
+	data, err := p.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return false, fmt.Sprintf("cannot read /proc/cpuinfo: %v", err)
+	}
+	switch flag := virtFlag(data); flag {
+	case "":
+		return false, "/dev/kvm is present but the CPU advertises neither vmx nor svm (paravirtual KVM such as PVM)"
+	default:
+		return true, fmt.Sprintf("/dev/kvm read-write, CPU has %s", flag)
+	}
+}
+
+// virtFlag returns "vmx" or "svm" when a flags line of cpuinfo has it.
+func virtFlag(cpuinfo []byte) string {
+	for _, line := range strings.Split(string(cpuinfo), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(key) != "flags" {
+			continue
+		}
+		for _, f := range strings.Fields(val) {
+			if f == "vmx" || f == "svm" {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
+// FindFirecracker locates firecracker (firecracker_bin, else PATH), runs
+// `firecracker --version` and requires version 1.8 or newer.
+func FindFirecracker(p Probes, c *config.Config) (path, version string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	return findFirecracker(ctx, p, c)
+}
+
+func findFirecracker(ctx context.Context, p Probes, c *config.Config) (string, string, error) {
+	bin := "firecracker"
+	if c != nil && c.FirecrackerBin != "" {
+		bin = c.FirecrackerBin
+	}
+	path, version, err := findVersioned(ctx, p, bin)
+	if err != nil {
+		return path, version, err
+	}
+	maj, mnr, ok := parseVersion(version)
+	if !ok {
+		return path, version, fmt.Errorf("firecracker at %s: cannot parse version from %q", path, version)
+	}
+	if maj < minFirecrackerMajor || maj == minFirecrackerMajor && mnr < minFirecrackerMinor {
+		return path, version, fmt.Errorf("firecracker %s at %s is too old: need %d.%d or newer", version, path, minFirecrackerMajor, minFirecrackerMinor)
+	}
+	return path, version, nil
+}
+
+// FindQEMU locates qemu-system-x86_64 (qemu_bin, else PATH) and reads its
+// version.
+func FindQEMU(p Probes, c *config.Config) (path, version string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	return findQEMU(ctx, p, c)
+}
+
+func findQEMU(ctx context.Context, p Probes, c *config.Config) (string, string, error) {
+	bin := "qemu-system-x86_64"
+	if c != nil && c.QEMUBin != "" {
+		bin = c.QEMUBin
+	}
+	return findVersioned(ctx, p, bin)
+}
+
+var versionRe = regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`)
+
+// findVersioned looks bin up and returns its path and "X.Y.Z" version from
+// `bin --version`.
+func findVersioned(ctx context.Context, p Probes, bin string) (string, string, error) {
+	path, err := p.LookPath(bin)
+	if err != nil {
+		return "", "", fmt.Errorf("%s not found", bin)
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	out, err := p.Output(ctx, path, "--version")
+	if err != nil {
+		return path, "", fmt.Errorf("%s --version: %w", path, err)
+	}
+	v := versionRe.FindString(string(out))
+	if v == "" {
+		return path, "", fmt.Errorf("%s --version: no version in %q", path, firstLine(out))
+	}
+	return path, v, nil
+}
+
+func parseVersion(v string) (major, minor int, ok bool) {
+	m := versionRe.FindStringSubmatch(v)
+	if m == nil {
+		return 0, 0, false
+	}
+	major, _ = strconv.Atoi(m[1])
+	minor, _ = strconv.Atoi(m[2])
+	return major, minor, true
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}
+
+// findTool looks name up on PATH and then in the sbin directories, which
+// are often missing from an unprivileged user's PATH.
+func findTool(p Probes, name string) (string, error) {
+	if path, err := p.LookPath(name); err == nil {
+		return path, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		path := filepath.Join(dir, name)
+		if fi, err := p.Stat(path); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+// toolsCheck requires every tool; missing ones get status missing.
+func toolsCheck(p Probes, name string, missing Status, fix string, tools ...string) Check {
+	var absent []string
+	for _, t := range tools {
+		if _, err := findTool(p, t); err != nil {
+			absent = append(absent, t)
+		}
+	}
+	if len(absent) > 0 {
+		return Check{Name: name, Status: missing, Detail: "missing: " + strings.Join(absent, ", "), Fix: fix}
+	}
+	return Check{Name: name, Status: StatusOK, Detail: strings.Join(tools, ", ")}
+}
+
+func containerCheck(p Probes) Check {
+	for _, t := range []string{"podman", "docker"} {
+		if path, err := p.LookPath(t); err == nil {
+			return Check{Name: "podman/docker", Status: StatusOK, Detail: path}
+		}
+	}
+	return Check{Name: "podman/docker", Status: StatusWarn,
+		Detail: "neither found: only needed for images built from a Dockerfile",
+		Fix:    "apt install podman (or install docker)"}
+}
+
+func privilegeCheck(ctx context.Context, p Probes, bangerd string) Check {
+	const name = "privilege"
+	if p.Geteuid() == 0 {
+		return Check{Name: name, Status: StatusOK, Detail: "running as root"}
+	}
+	fix := "allow passwordless sudo for bangerd's privileged helper, e.g. in /etc/sudoers.d/banger: `<user> ALL=(root) NOPASSWD: " + orDefault(bangerd, "/path/to/bangerd") + " priv *`"
+	sudo, err := p.LookPath("sudo")
+	if err != nil {
+		return Check{Name: name, Status: StatusFail, Detail: "not root and sudo is not installed", Fix: "install sudo; then " + fix}
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	if _, err := p.Output(ctx, sudo, "-n", "true"); err == nil {
+		return Check{Name: name, Status: StatusOK, Detail: "sudo -n works"}
+	}
+	if bangerd != "" {
+		if _, err := p.Output(ctx, sudo, "-n", "-l", bangerd, "priv"); err == nil {
+			return Check{Name: name, Status: StatusOK, Detail: "sudo -n may run " + bangerd + " priv"}
+		}
+	}
+	return Check{Name: name, Status: StatusFail, Detail: "not root and `sudo -n` is not allowed (networking and disks need privilege)", Fix: fix}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// diskCheck measures free space on the state dir's filesystem (its
+// closest existing ancestor, before the first run creates it).
+func diskCheck(p Probes, dir string) Check {
+	const name = "disk"
+	if dir == "" {
+		return Check{Name: name, Status: StatusWarn, Detail: "state directory unknown"}
+	}
+	probe := dir
+	for {
+		if _, err := p.Stat(probe); err == nil {
+			break
+		}
+		parent := filepath.Dir(probe)
+		if parent == probe {
+			break
+		}
+		probe = parent
+	}
+	free, err := p.FreeBytes(probe)
+	if err != nil {
+		return Check{Name: name, Status: StatusWarn, Detail: fmt.Sprintf("cannot measure free space in %s: %v", dir, err)}
+	}
+	detail := fmt.Sprintf("%s free in %s", humanBytes(free), dir)
+	fix := "free space there, or point BANGER_STATE_DIR at a larger filesystem"
+	switch {
+	case free < diskFailBytes:
+		return Check{Name: name, Status: StatusFail, Detail: detail + " (need at least 2 GiB)", Fix: fix}
+	case free < diskWarnBytes:
+		return Check{Name: name, Status: StatusWarn, Detail: detail + " (under 10 GiB: images and VM disks may not fit)", Fix: fix}
+	}
+	return Check{Name: name, Status: StatusOK, Detail: detail}
+}
+
+func humanBytes(n uint64) string {
+	const gib = 1 << 30
+	if n >= gib {
+		return fmt.Sprintf("%.1f GiB", float64(n)/gib)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
+}
+
+func imageCheck(ctx context.Context, c *config.Config, in Input, mmdebstrap bool) Check {
+	name := "default image"
+	img := c.DefaultImage
+	if in.DefaultImage == nil {
+		return Check{Name: name, Status: StatusWarn, Detail: img + ": state unknown"}
+	}
+	state, detail := in.DefaultImage(ctx)
+	suffix := ""
+	if detail != "" {
+		suffix = ": " + detail
+	}
+	switch state {
+	case ImagePresent:
+		return Check{Name: name, Status: StatusOK, Detail: img + " present" + suffix}
+	case ImageBuildable:
+		if mmdebstrap {
+			return Check{Name: name, Status: StatusOK, Detail: img + " not built yet; built on first use" + suffix}
+		}
+		return Check{Name: name, Status: StatusFail, Detail: img + " not built and mmdebstrap is missing" + suffix,
+			Fix: "apt install mmdebstrap, or pull a prebuilt image and set default_image"}
+	case ImageMissing:
+		return Check{Name: name, Status: StatusFail, Detail: img + " missing and no recipe builds it" + suffix,
+			Fix: "pull or import an image and set default_image in " + configPath(c, in.Paths)}
+	}
+	return Check{Name: name, Status: StatusWarn, Detail: fmt.Sprintf("%s: unknown state %q%s", img, state, suffix)}
+}
+
+// Render writes one line per check ("ok   kvm          detail") with
+// fix hints indented under the failing or warning line.
+func (r Report) Render(w io.Writer) {
+	width := 0
+	for _, c := range r.Checks {
+		width = max(width, len(c.Name))
+	}
+	for _, c := range r.Checks {
+		fmt.Fprintf(w, "%-4s %-*s  %s\n", c.Status, width, c.Name, c.Detail)
+		if c.Fix != "" && c.Status != StatusOK {
+			fmt.Fprintf(w, "%*s  fix: %s\n", 5+width, "", c.Fix)
+		}
+	}
+}
