@@ -1,0 +1,178 @@
+package debian
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside the guest where the bootstrap installs this package's
+// initramfs files. modules.d is read by mkinitramfs like
+// /etc/initramfs-tools/modules but is no dpkg conffile, so package
+// upgrades never ask about it.
+const (
+	guestOverlayScript = "/etc/initramfs-tools/scripts/local-bottom/banger-overlay"
+	guestModulesFile   = "/usr/share/initramfs-tools/modules.d/banger"
+)
+
+// modulesFile is the content of guestModulesFile.
+func modulesFile() []byte {
+	return []byte("# Loaded by the initramfs so banger's virtio drives, vsock and the overlay root work.\n" +
+		strings.Join(InitramfsModules, "\n") + "\n")
+}
+
+// BootstrapArgs returns the mmdebstrap argv that bootstraps r into the
+// tarball out. filesDir holds this package's files ("banger-overlay",
+// "modules") for the hooks to upload. The essential hook installs the
+// initramfs files before the kernel package is configured, so the
+// kernel's own initramfs already carries them; the customize hook checks
+// that and regenerates the initramfs when it does not.
+func BootstrapArgs(r Recipe, filesDir, out string) []string {
+	check := `for i in "$1"/boot/initrd.img-*; do chroot "$1" lsinitramfs "/boot/${i##*/}" | grep -q 'scripts/local-bottom/banger-overlay$' || exit 1; done`
+	return []string{
+		"mmdebstrap",
+		"--variant=minbase",
+		"--format=tar",
+		"--include=" + strings.Join(r.AllPackages(), ","),
+		"--aptopt=Acquire::Retries \"3\"",
+		"--essential-hook=mkdir -p \"$1" + filepath.Dir(guestOverlayScript) + "\" \"$1" + filepath.Dir(guestModulesFile) + "\"",
+		"--essential-hook=upload " + filepath.Join(filesDir, "banger-overlay") + " " + guestOverlayScript,
+		"--essential-hook=chmod 0755 \"$1" + guestOverlayScript + "\"",
+		"--essential-hook=upload " + filepath.Join(filesDir, "modules") + " " + guestModulesFile,
+		"--customize-hook=echo '" + stageMarker + StageInitramfs + "'",
+		"--customize-hook=ls \"$1\"/boot/vmlinuz-* >/dev/null",
+		"--customize-hook=(" + check + ") || chroot \"$1\" update-initramfs -u -k all",
+		"--customize-hook=" + check,
+		r.Suite, out, r.Mirror,
+	}
+}
+
+// bootstrap runs mmdebstrap for r and stores the result as the cache
+// tarball; a failed or cancelled run leaves no tarball.
+func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Writer, progress func(string, int64, int64)) error {
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		return errors.New("mmdebstrap is not installed (apt-get install mmdebstrap)")
+	}
+	if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
+		return fmt.Errorf("make cache dir: %w", err)
+	}
+	work, err := os.MkdirTemp(workDir, "banger-bootstrap-")
+	if err != nil {
+		return fmt.Errorf("make work dir: %w", err)
+	}
+	defer removeAll(work)
+	filesDir := filepath.Join(work, "files")
+	tmpDir := filepath.Join(work, "tmp")
+	for _, d := range []string{filesDir, tmpDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return fmt.Errorf("make work dir: %w", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(filesDir, "banger-overlay"), OverlayScript(), 0o755); err != nil {
+		return fmt.Errorf("write overlay script: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(filesDir, "modules"), modulesFile(), 0o644); err != nil {
+		return fmt.Errorf("write modules file: %w", err)
+	}
+	// mmdebstrap writes next to the cache entry; the rename publishes it.
+	part := tarball + ".part"
+	defer os.Remove(part)
+	sw := &stageWriter{progress: progress, seen: map[string]bool{}}
+	args := BootstrapArgs(r, filesDir, part)
+	// mmdebstrap makes its temporary chroot under TMPDIR: keep it inside
+	// our work dir so that a kill leaves nothing elsewhere.
+	env := []string{"TMPDIR=" + tmpDir}
+	if err := runEnv(ctx, io.MultiWriter(log, sw), env, args...); err != nil {
+		return fmt.Errorf("%s: %w", StageBootstrap, err)
+	}
+	if !sw.seen[StageInitramfs] {
+		progress(StageBootstrap, 1, 1)
+		progress(StageInitramfs, 0, 1)
+	}
+	progress(StageInitramfs, 1, 1)
+	if err := os.Rename(part, tarball); err != nil {
+		return fmt.Errorf("store bootstrap cache: %w", err)
+	}
+	return nil
+}
+
+// removeAll detaches every mount below dir (a killed mmdebstrap may leave
+// /proc or /sys mounted in its chroot) before removing dir, so the
+// removal never reaches into a host filesystem.
+func removeAll(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	mounts, err := mountsUnder(abs)
+	if err != nil {
+		return err
+	}
+	for _, m := range mounts {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w (left %s in place)", m, err, dir)
+		}
+	}
+	return os.RemoveAll(abs)
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out, sc.Err()
+}
+
+// unescapeMount decodes the octal escapes (\040 for space) of
+// /proc/self/mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

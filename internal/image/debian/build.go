@@ -1,0 +1,193 @@
+package debian
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/image"
+)
+
+// Build stages, in order, as reported to BuildOptions.Progress.
+const (
+	StageBootstrap  = "bootstrap"
+	StageInitramfs  = "initramfs"
+	StageConfigure  = "configure"
+	StageKernel     = "kernel"
+	StageFilesystem = "filesystem"
+)
+
+// BuildOptions are the host-side inputs of Build.
+type BuildOptions struct {
+	// AgentBin is the static banger-agent binary baked into the image.
+	AgentBin string
+	// CacheDir holds bootstrapped root filesystems, one directory per
+	// Recipe.Hash, so a rebuild of the same recipe skips mmdebstrap.
+	CacheDir string
+	// WorkDir is where temporary trees are made (default: os.TempDir()).
+	// It needs room for one unpacked root filesystem (~0.5 GiB).
+	WorkDir string
+	// Log receives the full build log (every command and its output).
+	Log io.Writer
+	// LogPath names the file Log writes to; errors quote it. When empty
+	// and Log is an *os.File, that file's name is used.
+	LogPath string
+	// Progress, when set, is called as stages start (done=0) and end
+	// (done=total).
+	Progress func(stage string, done, total int64)
+}
+
+// cacheTarball is the file inside CacheDir/<hash>/ holding the
+// bootstrapped root filesystem, its initramfs already generated.
+const cacheTarball = "rootfs.tar"
+
+// CachePath returns where Build keeps (or finds) the bootstrapped root
+// filesystem of r.
+func CachePath(cacheDir string, r Recipe) string {
+	return filepath.Join(cacheDir, r.Hash(), cacheTarball)
+}
+
+// Build makes the boot set of recipe r in outDir (vmlinuz, vmlinux,
+// initrd.img, rootfs.ext4, work-seed.ext4) and returns its manifest,
+// ready for image.Store.Commit. The bootstrap is cached under
+// opts.CacheDir by r.Hash(). Cancelling ctx kills the running command
+// and removes every temporary file; outDir's partial content is the
+// caller's to remove.
+func Build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*image.Manifest, error) {
+	m, err := build(ctx, r, opts, outDir)
+	if err != nil {
+		if p := logPath(opts.Log, opts.LogPath); p != "" {
+			return nil, fmt.Errorf("build image %s (build log: %s): %w", r.Name, p, err)
+		}
+		return nil, fmt.Errorf("build image %s: %w", r.Name, err)
+	}
+	return m, nil
+}
+
+func build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*image.Manifest, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.CacheDir == "" {
+		return nil, errors.New("no cache directory")
+	}
+	if opts.AgentBin == "" {
+		return nil, errors.New("no banger-agent binary")
+	}
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(string, int64, int64) {}
+	}
+	agentVersion, err := AgentVersion(ctx, opts.AgentBin)
+	if err != nil {
+		return nil, err
+	}
+
+	tarball := CachePath(opts.CacheDir, r)
+	progress(StageBootstrap, 0, 1)
+	if _, err := os.Stat(tarball); err == nil {
+		fmt.Fprintf(log, "bootstrap: using cached %s\n", tarball)
+		progress(StageBootstrap, 1, 1)
+		progress(StageInitramfs, 0, 1)
+		progress(StageInitramfs, 1, 1)
+	} else {
+		if err := bootstrap(ctx, r, tarball, opts.WorkDir, log, progress); err != nil {
+			return nil, err
+		}
+	}
+
+	work, err := os.MkdirTemp(opts.WorkDir, "banger-debian-")
+	if err != nil {
+		return nil, fmt.Errorf("make work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	tree := filepath.Join(work, "rootfs")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		return nil, fmt.Errorf("make work dir: %w", err)
+	}
+	progress(StageConfigure, 0, 1)
+	if err := Run(ctx, log, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tarball, "-C", tree); err != nil {
+		return nil, fmt.Errorf("unpack %s: %w", tarball, err)
+	}
+	res, err := Assemble(ctx, tree, AssembleOptions{
+		AgentBin: opts.AgentBin, Log: log, Progress: progress, ScratchDir: work,
+	}, outDir)
+	if err != nil {
+		return nil, err
+	}
+	return &image.Manifest{
+		Name:          r.Name,
+		Source:        image.Source{Kind: image.SourceRecipe, Ref: r.Name, RecipeHash: r.Hash()},
+		KernelVersion: res.KernelVersion,
+		AgentVersion:  agentVersion,
+		Init:          image.InitSystemd,
+	}, nil
+}
+
+// Validate checks that a recipe names a suite, a mirror and packages, and
+// that no package name could be read as an option or hook.
+func (r Recipe) Validate() error {
+	if r.Name == "" || r.Suite == "" || r.Mirror == "" {
+		return fmt.Errorf("recipe %q: name, suite and mirror are required", r.Name)
+	}
+	if len(r.Packages) == 0 {
+		return fmt.Errorf("recipe %s: no packages", r.Name)
+	}
+	for _, p := range r.AllPackages() {
+		if strings.HasPrefix(p, "-") || strings.ContainsAny(p, " ,\t\n'\"$;&|") {
+			return fmt.Errorf("recipe %s: bad package name %q", r.Name, p)
+		}
+	}
+	if strings.HasPrefix(r.Suite, "-") || strings.HasPrefix(r.Mirror, "-") {
+		return fmt.Errorf("recipe %s: bad suite or mirror", r.Name)
+	}
+	return nil
+}
+
+// logPath is the name of the build log file, if known.
+func logPath(w io.Writer, named string) string {
+	if named != "" {
+		return named
+	}
+	if f, ok := w.(*os.File); ok && f != os.Stdout && f != os.Stderr {
+		return f.Name()
+	}
+	return ""
+}
+
+// stageWriter watches a command's output for the stage markers the
+// mmdebstrap hooks print and reports them.
+type stageWriter struct {
+	t        tail
+	progress func(string, int64, int64)
+	seen     map[string]bool
+}
+
+// stageMarker prefixes the lines the bootstrap hooks print when a stage
+// starts.
+const stageMarker = "banger-stage: "
+
+func (s *stageWriter) Write(p []byte) (int, error) {
+	n, _ := s.t.Write(p)
+	s.t.mu.Lock()
+	lines := s.t.lines
+	s.t.mu.Unlock()
+	for _, l := range lines {
+		if st, ok := strings.CutPrefix(strings.TrimSpace(l), stageMarker); ok && !s.seen[st] {
+			s.seen[st] = true
+			if st == StageInitramfs {
+				s.progress(StageBootstrap, 1, 1)
+			}
+			s.progress(st, 0, 1)
+		}
+	}
+	return n, nil
+}

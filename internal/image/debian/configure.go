@@ -1,0 +1,254 @@
+package debian
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/image"
+)
+
+// AgentUnitName is the systemd unit that runs banger-agent.
+const AgentUnitName = "banger-agent.service"
+
+// agentUnit is the unit file installed as /etc/systemd/system/
+// banger-agent.service: the agent applies the VM's identity (hostname,
+// network, ssh keys) before sshd and the network are considered up.
+var agentUnit = `[Unit]
+Description=banger guest agent
+Documentation=banger: ARCHITECTURE.md (guest contract)
+DefaultDependencies=no
+After=systemd-udevd.service local-fs.target
+Wants=systemd-udevd.service
+Before=ssh.service network-online.target sysinit.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=simple
+ExecStart=` + image.AgentPath + `
+Restart=always
+RestartSec=1s
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// sshdConfig is /etc/ssh/sshd_config.d/banger.conf: keys only.
+const sshdConfig = `# banger: root logs in with the key banger injects; no passwords.
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+`
+
+// Configure prepares an unpacked root filesystem for the guest contract:
+// banger-agent installed at image.AgentPath and its unit enabled, sshd
+// limited to keys, no ssh host keys (the agent makes them per VM), root's
+// password locked, an empty machine-id (systemd makes one per boot), a
+// placeholder hostname, an empty fstab (the initramfs sets up the overlay
+// root), no resolv.conf from the build host, and no first-boot wizard or
+// periodic apt runs.
+func Configure(tree, agentBin string, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	step := func(format string, args ...any) { fmt.Fprintf(log, "configure: "+format+"\n", args...) }
+
+	step("install %s", image.AgentPath)
+	dst := filepath.Join(tree, image.AgentPath)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(agentBin, dst, 0o755); err != nil {
+		return fmt.Errorf("install agent: %w", err)
+	}
+
+	step("enable %s", AgentUnitName)
+	if err := installUnit(tree, AgentUnitName, agentUnit); err != nil {
+		return err
+	}
+
+	step("sshd: keys only, no host keys")
+	if err := writeFile(tree, "/etc/ssh/sshd_config.d/banger.conf", sshdConfig, 0o644); err != nil {
+		return err
+	}
+	keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*"))
+	for _, k := range keys {
+		if err := os.Remove(k); err != nil {
+			return fmt.Errorf("remove %s: %w", k, err)
+		}
+	}
+
+	step("lock root's password")
+	if err := lockRoot(filepath.Join(tree, "etc/shadow")); err != nil {
+		return err
+	}
+
+	step("machine-id, hostname, hosts, fstab, resolv.conf")
+	files := []struct {
+		path, data string
+	}{
+		{"/etc/machine-id", ""},
+		{"/etc/hostname", "banger\n"},
+		{"/etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tbanger\n::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"},
+		{"/etc/fstab", "# banger: the initramfs mounts the root (an overlay) and /root; nothing else to mount.\n"},
+	}
+	for _, f := range files {
+		if err := writeFile(tree, f.path, f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	// A symlink (systemd-resolved's stub) is kept; a file is the build
+	// host's or the build engine's and must not reach guests.
+	rc := filepath.Join(tree, "etc/resolv.conf")
+	if fi, err := os.Lstat(rc); err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		os.Remove(rc)
+		if err := writeFile(tree, "/etc/resolv.conf", "# banger-agent writes the VM's resolver here at boot.\n", 0o644); err != nil {
+			return err
+		}
+	}
+	os.Remove(filepath.Join(tree, "var/lib/dbus/machine-id"))
+
+	step("mask systemd-firstboot.service, disable apt timers")
+	if err := symlink(tree, "/etc/systemd/system/systemd-firstboot.service", "/dev/null"); err != nil {
+		return err
+	}
+	for _, t := range []string{"apt-daily.timer", "apt-daily-upgrade.timer"} {
+		p := filepath.Join(tree, "etc/systemd/system/timers.target.wants", t)
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("disable %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// installUnit writes unit text to /etc/systemd/system/name and enables
+// it the way `systemctl enable` does: a symlink in <target>.wants/ (or
+// .requires/) for every WantedBy= (RequiredBy=) of its [Install] section.
+func installUnit(tree, name, text string) error {
+	unitPath := "/etc/systemd/system/" + name
+	if err := writeFile(tree, unitPath, text, 0o644); err != nil {
+		return err
+	}
+	for _, l := range InstallLinks(text) {
+		if err := symlink(tree, "/etc/systemd/system/"+l+"/"+name, unitPath); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// InstallLinks returns the directories ("multi-user.target.wants") in
+// which enabling a unit with this text puts its symlink.
+func InstallLinks(unit string) []string {
+	var out []string
+	section := ""
+	sc := bufio.NewScanner(strings.NewReader(unit))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, "[") {
+			section = l
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || section != "[Install]" {
+			continue
+		}
+		suffix := ""
+		switch strings.TrimSpace(k) {
+		case "WantedBy":
+			suffix = ".wants"
+		case "RequiredBy":
+			suffix = ".requires"
+		default:
+			continue
+		}
+		for _, t := range strings.Fields(v) {
+			out = append(out, t+suffix)
+		}
+	}
+	return out
+}
+
+// lockRoot sets root's password field in a shadow file to "*", which no
+// password matches. Key-based ssh logins still work.
+func lockRoot(shadow string) error {
+	data, err := os.ReadFile(shadow)
+	if err != nil {
+		return fmt.Errorf("lock root: %w", err)
+	}
+	lines := strings.Split(string(data), "\n")
+	found := false
+	for i, l := range lines {
+		f := strings.Split(l, ":")
+		if len(f) > 2 && f[0] == "root" {
+			f[1] = "*"
+			lines[i] = strings.Join(f, ":")
+			found = true
+		}
+	}
+	if !found {
+		return errors.New("lock root: no root entry in /etc/shadow")
+	}
+	fi, err := os.Stat(shadow)
+	if err != nil {
+		return fmt.Errorf("lock root: %w", err)
+	}
+	if err := os.WriteFile(shadow, []byte(strings.Join(lines, "\n")), fi.Mode().Perm()); err != nil {
+		return fmt.Errorf("lock root: %w", err)
+	}
+	return nil
+}
+
+// writeFile writes data to the guest path p inside tree, making parent
+// directories; a symlink at p is replaced, never followed out of the tree.
+func writeFile(tree, p, data string, perm os.FileMode) error {
+	dst := filepath.Join(tree, p)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if fi, err := os.Lstat(dst); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		os.Remove(dst)
+	}
+	if err := os.WriteFile(dst, []byte(data), perm); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return os.Chmod(dst, perm)
+}
+
+// symlink makes the guest path p inside tree a symlink to target
+// (replacing whatever is there).
+func symlink(tree, p, target string) error {
+	dst := filepath.Join(tree, p)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	os.Remove(dst)
+	if err := os.Symlink(target, dst); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	return nil
+}
+
+// AgentVersion runs `banger-agent version` and returns its first line.
+func AgentVersion(ctx context.Context, agentBin string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, agentBin, "version").Output()
+	if err != nil {
+		return "", fmt.Errorf("agent version %s: %w", agentBin, err)
+	}
+	line, _, _ := strings.Cut(string(bytes.TrimSpace(out)), "\n")
+	if line == "" {
+		return "", fmt.Errorf("agent version %s: empty output", agentBin)
+	}
+	return line, nil
+}
