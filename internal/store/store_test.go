@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -515,6 +516,31 @@ func TestSuggest(t *testing.T) {
 	for _, tt := range tests {
 		if got := suggest(tt.ref, names); !cmp.Equal(got, tt.want) {
 			t.Errorf("suggest(%q) = %v, want %v", tt.ref, got, tt.want)
+		}
+	}
+}
+
+func TestOpen_paths(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// '#' would start a fragment in a file: URI; the store opens plain paths.
+	s, err := Open(ctx, filepath.Join(dir, "state#1 dir.db"))
+	if err != nil {
+		t.Fatalf("Open with '#' in the path: %v", err)
+	}
+	if err := s.CreateImage(ctx, testImage("img1", "debian")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, "state#1 dir.db")); err != nil {
+		t.Errorf("database not at the given path: %v", err)
+	}
+	for _, p := range []string{"", filepath.Join(dir, "a?b.db")} {
+		if s, err := Open(ctx, p); !errors.Is(err, ErrInvalid) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("Open(%q) = %v, want ErrInvalid", p, err)
 		}
 	}
 }
