@@ -6,16 +6,19 @@ import (
 )
 
 // DefaultSocket returns the daemon socket path from the environment, by
-// the same rule as config.DefaultPaths (a test keeps the two in step):
-// $BANGER_SOCKET, else $XDG_RUNTIME_DIR/banger/bangerd.sock, else
-// run/bangerd.sock in a private directory under the state dir
-// ($BANGER_STATE_DIR, else $XDG_STATE_HOME/banger, else
-// ~/.local/state/banger).
+// the same rule as config.DefaultPaths (a daemon test keeps the two in
+// step): $BANGER_SOCKET, else $XDG_RUNTIME_DIR/banger/bangerd.sock, else
+// run/bangerd.sock under the state dir ($BANGER_STATE_DIR, else
+// $XDG_STATE_HOME/banger, else $HOME/.local/state/banger). Relative XDG
+// values are ignored, as the XDG specification requires.
 func DefaultSocket() string {
 	if s := os.Getenv("BANGER_SOCKET"); s != "" {
+		if abs, err := filepath.Abs(s); err == nil {
+			return abs
+		}
 		return s
 	}
-	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" {
+	if rt := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(rt) {
 		return filepath.Join(rt, "banger", SocketFileName)
 	}
 	return filepath.Join(defaultStateDir(), "run", SocketFileName)
@@ -23,14 +26,13 @@ func DefaultSocket() string {
 
 func defaultStateDir() string {
 	if s := os.Getenv("BANGER_STATE_DIR"); s != "" {
+		if abs, err := filepath.Abs(s); err == nil {
+			return abs
+		}
 		return s
 	}
-	if s := os.Getenv("XDG_STATE_HOME"); s != "" {
+	if s := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(s) {
 		return filepath.Join(s, "banger")
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		home = "/"
-	}
-	return filepath.Join(home, ".local", "state", "banger")
+	return filepath.Join(os.Getenv("HOME"), ".local", "state", "banger")
 }

@@ -73,6 +73,10 @@ type Manager struct {
 	Now func() time.Time
 	// Logger receives one line per operation start and end.
 	Logger *slog.Logger
+	// Classify gives the API code of an error that ends an operation
+	// (the daemon knows its packages' sentinel errors); it defaults to
+	// api.CodeOf. Cancellation is always api.CodeCanceled.
+	Classify func(error) api.Code
 
 	mu     sync.Mutex
 	ops    map[string]*Op
@@ -91,6 +95,7 @@ func NewManager(logger *slog.Logger) *Manager {
 		RollbackTimeout: DefaultRollbackTimeout,
 		Now:             time.Now,
 		Logger:          logger,
+		Classify:        api.CodeOf,
 		ops:             map[string]*Op{},
 	}
 }
@@ -591,7 +596,7 @@ func (op *Op) run(fn Func) {
 // canceled, else err's own code.
 func (op *Op) classify(err error) *api.Error {
 	if op.ctx.Err() == nil {
-		return api.AsError(err)
+		return &api.Error{Code: op.m.Classify(err), Message: err.Error()}
 	}
 	cause := context.Cause(op.ctx)
 	msg := cause.Error()
