@@ -1,0 +1,31 @@
+// Package hostnet owns banger's host networking: one bridge with the host
+// as the guests' gateway, a warm pool of tap devices attached to it, NAT
+// and guest isolation in banger's own nftables table, and their teardown.
+//
+// The package is split the house way: pure planning functions (names,
+// MACs, the nftables ruleset; plan.go) and a thin executor behind the
+// Privileged interface. Direct performs the operations itself and needs
+// root (CAP_NET_ADMIN); Sudo runs them through `sudo -n bangerd priv OP
+// ARGS...`, whose receiving side, PrivMain, validates every argument
+// before calling Direct. Manager sequences the operations: measure the
+// host, act only where it differs, keep the tap pool filled.
+//
+// # nftables through nft -f
+//
+// Direct applies the ruleset by piping the script from Ruleset to `nft -f
+// -` rather than building netlink expressions with google/nftables. The
+// script is the plan: it is what the golden test pins, what a reviewer
+// reads, and what `nft list table inet banger` shows back; nft applies it
+// as one transaction, so replacing the table is atomic and idempotent.
+// The cost is a runtime dependency on the nft binary (nftables package),
+// which the doctor checks.
+//
+// # Host-wide effects
+//
+// Ensure sets net.ipv4.ip_forward=1 in the daemon's network namespace
+// (host-wide when bangerd runs in the host's namespace) and leaves it set
+// on Teardown, since other software may rely on it. A firewall that drops
+// forwarded traffic in another table (docker sets the iptables FORWARD
+// policy to DROP) also drops guest traffic: banger's accepts cannot
+// override another table's drop.
+package hostnet

@@ -1,0 +1,211 @@
+package hostnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Name rules. Every interface banger creates carries one of its prefixes,
+// so the privileged helper can refuse to touch anything else (eth0, a
+// docker bridge, another program's tap) and leaks are recognisable.
+const (
+	// TapPrefix starts every tap banger creates: bgtap0, bgtap1, ...
+	TapPrefix = "bgtap"
+	// MaxIfNameLen is Linux's limit on an interface name (IFNAMSIZ-1).
+	MaxIfNameLen = 15
+)
+
+// ManagedPrefixes are the name prefixes of interfaces banger may create,
+// change or delete: its bridge (default "banger0", or a short "bg…" name)
+// and its taps.
+var ManagedPrefixes = []string{"banger", "bg"}
+
+var (
+	ifNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	tapNameRE = regexp.MustCompile(`^` + TapPrefix + `(0|[1-9][0-9]{0,9})$`)
+)
+
+// ValidIfName reports whether name is a safe Linux interface name: 1-15
+// bytes of [a-zA-Z0-9_.-], not "." or "..", not starting with '-' (so it
+// can never be read as a flag).
+func ValidIfName(name string) bool {
+	return ifNameRE.MatchString(name) && name != "." && name != ".." && !strings.HasPrefix(name, "-")
+}
+
+// ManagedName reports whether name is a valid interface name carrying one
+// of banger's prefixes, i.e. one banger may create, change or delete.
+func ManagedName(name string) bool {
+	if !ValidIfName(name) {
+		return false
+	}
+	for _, p := range ManagedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// TapName returns the name of the tap with pool index i: "bgtap<i>".
+// Names are deterministic so a leaked tap is found by its prefix and the
+// lowest free index is reused.
+func TapName(i int) string {
+	return TapPrefix + strconv.Itoa(i)
+}
+
+// TapIndex parses a name made by TapName. ok is false for anything else,
+// including names with leading zeros or a sign.
+func TapIndex(name string) (i int, ok bool) {
+	if !tapNameRE.MatchString(name) || len(name) > MaxIfNameLen {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(name[len(TapPrefix):], 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return int(n), true
+}
+
+// ValidTapName reports whether name is a tap name banger makes.
+func ValidTapName(name string) bool {
+	_, ok := TapIndex(name)
+	return ok
+}
+
+// NextTapName returns TapName(i) for the lowest i whose name is not in
+// taken. taken holds every name already used (pool, in use, present on
+// the host).
+func NextTapName(taken map[string]bool) string {
+	for i := 0; ; i++ {
+		if n := TapName(i); !taken[n] {
+			return n
+		}
+	}
+}
+
+// Gateway returns the host's address on the bridge: the first host
+// address of subnet (10.77.0.1 for 10.77.0.0/24).
+func Gateway(subnet netip.Prefix) netip.Addr {
+	return subnet.Masked().Addr().Next()
+}
+
+// GatewayPrefix returns the gateway address with the subnet's length, the
+// form it takes on the bridge (10.77.0.1/24).
+func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(Gateway(subnet), subnet.Bits())
+}
+
+// MACForIP returns the guest MAC for a guest address: 06:b6 followed by
+// the four IPv4 bytes. 0x06 sets the locally-administered bit and clears
+// the multicast bit, so the address is unicast and never collides with a
+// vendor's; it is deterministic so a guest keeps its MAC across restarts.
+// It returns nil for an address that is not IPv4.
+func MACForIP(ip netip.Addr) net.HardwareAddr {
+	if !ip.Is4() && !ip.Is4In6() {
+		return nil
+	}
+	b := ip.Unmap().As4()
+	return net.HardwareAddr{0x06, 0xb6, b[0], b[1], b[2], b[3]}
+}
+
+// Subnet limits, the same as the config's: room for a gateway and guests,
+// small enough to stay a single bridge.
+const (
+	MinSubnetBits = 16
+	MaxSubnetBits = 29
+)
+
+// CheckSubnet returns an error unless subnet is an IPv4 network address
+// (no host bits) with a length between MinSubnetBits and MaxSubnetBits.
+func CheckSubnet(subnet netip.Prefix) error {
+	switch {
+	case !subnet.IsValid() || !subnet.Addr().Is4():
+		return fmt.Errorf("subnet %s: must be an IPv4 prefix", subnet)
+	case subnet.Masked() != subnet:
+		return fmt.Errorf("subnet %s: host bits are set", subnet)
+	case subnet.Bits() < MinSubnetBits || subnet.Bits() > MaxSubnetBits:
+		return fmt.Errorf("subnet %s: length must be between /%d and /%d", subnet, MinSubnetBits, MaxSubnetBits)
+	}
+	return nil
+}
+
+// Firewall describes banger's nftables table: which bridge the guests sit
+// behind and their subnet. The gateway is Gateway(Subnet).
+type Firewall struct {
+	Bridge string
+	Subnet netip.Prefix
+}
+
+// Validate checks the bridge name and the subnet.
+func (f Firewall) Validate() error {
+	if !ManagedName(f.Bridge) {
+		return fmt.Errorf("bridge %q: not a banger interface name", f.Bridge)
+	}
+	return CheckSubnet(f.Subnet)
+}
+
+// The nftables table banger owns. Everything banger does to the host
+// firewall lives in it, so removing it removes all of banger's rules and
+// touches nobody else's.
+const (
+	TableFamily = "inet"
+	TableName   = "banger"
+)
+
+// Ruleset returns the nft script that atomically replaces banger's table
+// with the rules for f (nft -f applies a script as one transaction). The
+// first two lines make the replacement idempotent: create the table if it
+// is missing, then delete it, then define it afresh.
+//
+// The rules:
+//   - postrouting: masquerade guest traffic leaving by any interface but
+//     the bridge, so guests reach the outside world as the host.
+//   - forward: guests may go out; replies come back; nothing else is
+//     forwarded to or from the bridge (no spoofed sources, no inbound
+//     connections, no IPv6).
+//   - input: from the bridge, only DNS (udp and tcp 53) to the gateway and
+//     replies to connections the host opened (ssh, the agent) reach the
+//     host; every other host address and port is dropped, guests being
+//     untrusted.
+//
+// Accepting in banger's table does not override a drop in another table on
+// the same hook (a host firewall with a forward drop policy still drops
+// guest traffic); a drop here is final.
+func Ruleset(f Firewall) string {
+	gw := Gateway(f.Subnet)
+	br := strconv.Quote(f.Bridge)
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s\n", TableFamily, TableName)
+	fmt.Fprintf(&b, "delete table %s %s\n", TableFamily, TableName)
+	fmt.Fprintf(&b, "table %s %s {\n", TableFamily, TableName)
+	fmt.Fprintf(&b, "\tchain postrouting {\n")
+	fmt.Fprintf(&b, "\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tip saddr %s oifname != %s masquerade\n", f.Subnet, br)
+	fmt.Fprintf(&b, "\t}\n")
+	fmt.Fprintf(&b, "\tchain forward {\n")
+	fmt.Fprintf(&b, "\t\ttype filter hook forward priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname %s oifname != %s ip saddr %s accept\n", br, br, f.Subnet)
+	fmt.Fprintf(&b, "\t\toifname %s ip daddr %s ct state established,related accept\n", br, f.Subnet)
+	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
+	fmt.Fprintf(&b, "\t\toifname %s drop\n", br)
+	fmt.Fprintf(&b, "\t}\n")
+	fmt.Fprintf(&b, "\tchain input {\n")
+	fmt.Fprintf(&b, "\t\ttype filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname %s ct state established,related accept\n", br)
+	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s udp dport 53 accept\n", br, f.Subnet, gw)
+	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s tcp dport 53 accept\n", br, f.Subnet, gw)
+	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
+	fmt.Fprintf(&b, "\t}\n")
+	fmt.Fprintf(&b, "}\n")
+	return b.String()
+}
+
+// RemoveRuleset returns the nft script that deletes banger's table,
+// succeeding whether or not it exists.
+func RemoveRuleset() string {
+	return fmt.Sprintf("table %s %s\ndelete table %s %s\n", TableFamily, TableName, TableFamily, TableName)
+}

@@ -1,0 +1,211 @@
+package hostnet
+
+import (
+	"flag"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func TestValidIfName(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		valid   bool
+		managed bool
+	}{
+		{"banger0", true, true},
+		{"bgtap0", true, true},
+		{"bg0", true, true},
+		{"bgtap1234567890", true, true},    // 15 bytes
+		{"bgtap12345678901", false, false}, // 16 bytes
+		{"eth0", true, false},
+		{"br-1.2_x", true, false},
+		{"", false, false},
+		{".", false, false},
+		{"..", false, false},
+		{"-x", false, false},
+		{"--help", false, false},
+		{"bg/../x", false, false},
+		{"../bgtap0", false, false},
+		{"bgtap0; rm -rf /", false, false},
+		{"bg$(id)", false, false},
+		{"bg`id`", false, false},
+		{"bg tap", false, false},
+		{"bgtap0\n", false, false},
+		{"bgtäp", false, false},
+		{"BANGER0", true, false},
+	} {
+		if got := ValidIfName(tc.name); got != tc.valid {
+			t.Errorf("ValidIfName(%q) = %v, want %v", tc.name, got, tc.valid)
+		}
+		if got := ManagedName(tc.name); got != tc.managed {
+			t.Errorf("ManagedName(%q) = %v, want %v", tc.name, got, tc.managed)
+		}
+	}
+}
+
+func TestTapName(t *testing.T) {
+	for _, i := range []int{0, 1, 9, 10, 63, 1 << 20, 1<<31 - 1} {
+		n := TapName(i)
+		if len(n) > MaxIfNameLen || !ManagedName(n) {
+			t.Errorf("TapName(%d) = %q: not a managed name within %d bytes", i, n, MaxIfNameLen)
+		}
+		if got, ok := TapIndex(n); !ok || got != i {
+			t.Errorf("TapIndex(%q) = %d, %v; want %d, true", n, got, ok, i)
+		}
+	}
+	for _, bad := range []string{"bgtap", "bgtap01", "bgtap-1", "bgtap+1", "bgtapx", "tap0", "bgtap0 ", "bgtap99999999999", "banger0"} {
+		if i, ok := TapIndex(bad); ok {
+			t.Errorf("TapIndex(%q) = %d, true; want not a tap name", bad, i)
+		}
+	}
+}
+
+func TestNextTapName(t *testing.T) {
+	for _, tc := range []struct {
+		taken []string
+		want  string
+	}{
+		{nil, "bgtap0"},
+		{[]string{"bgtap0"}, "bgtap1"},
+		{[]string{"bgtap0", "bgtap1", "bgtap3"}, "bgtap2"},
+		{[]string{"bgtap1", "eth0"}, "bgtap0"},
+	} {
+		taken := map[string]bool{}
+		for _, n := range tc.taken {
+			taken[n] = true
+		}
+		if got := NextTapName(taken); got != tc.want {
+			t.Errorf("NextTapName(%v) = %q, want %q", tc.taken, got, tc.want)
+		}
+	}
+}
+
+func TestMACForIP(t *testing.T) {
+	for _, tc := range []struct {
+		ip   string
+		want string
+	}{
+		{"10.77.0.2", "06:b6:0a:4d:00:02"},
+		{"192.0.2.254", "06:b6:c0:00:02:fe"},
+		{"0.0.0.0", "06:b6:00:00:00:00"},
+		{"::ffff:10.0.0.1", "06:b6:0a:00:00:01"},
+	} {
+		got := MACForIP(netip.MustParseAddr(tc.ip))
+		if got.String() != tc.want {
+			t.Errorf("MACForIP(%s) = %s, want %s", tc.ip, got, tc.want)
+		}
+		if got[0]&0x02 == 0 || got[0]&0x01 != 0 {
+			t.Errorf("MACForIP(%s) = %s: not locally administered unicast", tc.ip, got)
+		}
+	}
+	if got := MACForIP(netip.MustParseAddr("2001:db8::1")); got != nil {
+		t.Errorf("MACForIP(IPv6) = %s, want nil", got)
+	}
+	// Distinct addresses give distinct MACs.
+	seen := map[string]string{}
+	for i := 0; i < 256; i++ {
+		ip := netip.AddrFrom4([4]byte{10, 77, byte(i / 16), byte(i)})
+		m := MACForIP(ip).String()
+		if prev, dup := seen[m]; dup {
+			t.Fatalf("MACForIP(%s) = MACForIP(%s) = %s", ip, prev, m)
+		}
+		seen[m] = ip.String()
+	}
+	var _ net.HardwareAddr = MACForIP(netip.MustParseAddr("10.0.0.1"))
+}
+
+func TestGateway(t *testing.T) {
+	for _, tc := range []struct{ subnet, gw, pfx string }{
+		{"10.77.0.0/24", "10.77.0.1", "10.77.0.1/24"},
+		{"192.0.2.0/29", "192.0.2.1", "192.0.2.1/29"},
+		{"172.16.0.0/16", "172.16.0.1", "172.16.0.1/16"},
+	} {
+		s := netip.MustParsePrefix(tc.subnet)
+		if got := Gateway(s).String(); got != tc.gw {
+			t.Errorf("Gateway(%s) = %s, want %s", tc.subnet, got, tc.gw)
+		}
+		if got := GatewayPrefix(s).String(); got != tc.pfx {
+			t.Errorf("GatewayPrefix(%s) = %s, want %s", tc.subnet, got, tc.pfx)
+		}
+	}
+}
+
+func TestCheckSubnet(t *testing.T) {
+	for _, tc := range []struct {
+		subnet string
+		err    string
+	}{
+		{"10.77.0.0/24", ""},
+		{"10.77.0.0/16", ""},
+		{"10.77.0.8/29", ""},
+		{"10.77.0.1/24", "host bits are set"},
+		{"10.0.0.0/8", "length must be between /16 and /29"},
+		{"10.0.0.0/30", "length must be between /16 and /29"},
+		{"fd00::/64", "must be an IPv4 prefix"},
+	} {
+		err := CheckSubnet(netip.MustParsePrefix(tc.subnet))
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("CheckSubnet(%s) = %v, want error containing %q", tc.subnet, err, tc.err)
+		}
+	}
+	if err := CheckSubnet(netip.Prefix{}); err == nil {
+		t.Errorf("CheckSubnet(zero) = nil, want error")
+	}
+}
+
+func TestRuleset(t *testing.T) {
+	for _, tc := range []struct {
+		golden string
+		fw     Firewall
+	}{
+		{"ruleset-default.nft", Firewall{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}},
+		{"ruleset-doc.nft", Firewall{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/28")}},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			if err := tc.fw.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.golden, Ruleset(tc.fw))
+		})
+	}
+	golden(t, "remove.nft", RemoveRuleset())
+}
+
+func TestFirewall_Validate(t *testing.T) {
+	for _, fw := range []Firewall{
+		{Bridge: "eth0", Subnet: netip.MustParsePrefix("10.77.0.0/24")},
+		{Bridge: `banger0" accept; #`, Subnet: netip.MustParsePrefix("10.77.0.0/24")},
+		{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.1/24")},
+		{Bridge: "banger0"},
+	} {
+		if err := fw.Validate(); err == nil {
+			t.Errorf("%+v: Validate() = nil, want error", fw)
+		}
+	}
+}
+
+// golden compares got with testdata/name, rewriting it under -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", name, diff)
+	}
+}
