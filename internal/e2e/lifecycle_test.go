@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestLifecycle boots real VMs under QEMU inside a private namespace and
+// checks the promises of `vm run`, exec, ssh, crash recovery and cleanup.
+// The subtests share one daemon and run in order.
+func TestLifecycle(t *testing.T) {
+	e := newEnv(t)
+	e.ensureImage()
+
+	t.Run("run prints the hostname", func(t *testing.T) {
+		r := e.must(e.banger("", "vm", "run", "--name", "t1", "--", "cat", "/etc/hostname"))
+		if strings.TrimSpace(r.stdout) != "t1" {
+			t.Fatalf("stdout = %q, want t1\nstderr: %s", r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "spec: 2 vcpu · 1024 MiB · 2G disk") {
+			t.Errorf("no spec line in stderr:\n%s", r.stderr)
+		}
+	})
+
+	t.Run("exec exit codes and streams", func(t *testing.T) {
+		r := e.banger("", "vm", "exec", "t1", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+		if r.code != 3 || r.stdout != "out\n" || r.stderr != "err\n" {
+			t.Fatalf("got code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+		r = e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' x"))
+		if len(r.stdout) != 10<<20 || strings.Trim(r.stdout, "x") != "" {
+			t.Fatalf("10 MiB stdout: got %d bytes", len(r.stdout))
+		}
+		in := strings.Repeat("banger\n", 5000)
+		r = e.must(e.banger(in, "vm", "exec", "t1", "--", "wc", "-c"))
+		if strings.TrimSpace(r.stdout) != fmt.Sprint(len(in)) {
+			t.Fatalf("wc -c of stdin = %q, want %d", r.stdout, len(in))
+		}
+	})
+
+	t.Run("ssh with strict host keys", func(t *testing.T) {
+		r := e.must(e.banger("", "vm", "ssh", "t1", "--", "hostname"))
+		if strings.TrimSpace(r.stdout) != "t1" {
+			t.Fatalf("ssh hostname = %q\nstderr: %s", r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "banger vm stop t1") {
+			t.Errorf("no still-running reminder after ssh:\n%s", r.stderr)
+		}
+	})
+
+	t.Run("ports lists a guest listener", func(t *testing.T) {
+		e.must(e.banger("", "vm", "exec", "t1", "--", "systemd-run", "--unit=bgports", "systemd-socket-activate", "-l", "8765", "cat"))
+		var found bool
+		for i := 0; i < 50 && !found; i++ {
+			r := e.must(e.banger("", "vm", "ports", "t1", "--json"))
+			found = strings.Contains(r.stdout, `"port": 8765`)
+			if !found {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if !found {
+			t.Fatal("vm ports never listed the listener on 8765")
+		}
+	})
+
+	t.Run("cp round-trips a tree with modes", func(t *testing.T) {
+		src := t.TempDir()
+		os.MkdirAll(filepath.Join(src, "tree", "sub"), 0o755)
+		os.WriteFile(filepath.Join(src, "tree", "run.sh"), []byte("#!/bin/sh\necho hi\n"), 0o751)
+		os.WriteFile(filepath.Join(src, "tree", "sub", "secret"), []byte("s3cret"), 0o600)
+		e.must(e.banger("", "vm", "cp", filepath.Join(src, "tree"), "t1:/root/"))
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "stat", "-c", "%a %n", "/root/tree/run.sh", "/root/tree/sub/secret"))
+		if !strings.Contains(r.stdout, "751 /root/tree/run.sh") || !strings.Contains(r.stdout, "600 /root/tree/sub/secret") {
+			t.Fatalf("modes in guest:\n%s", r.stdout)
+		}
+		back := t.TempDir()
+		e.must(e.banger("", "vm", "cp", "t1:/root/tree", back))
+		st, err := os.Stat(filepath.Join(back, "tree", "run.sh"))
+		if err != nil || st.Mode().Perm() != 0o751 {
+			t.Fatalf("copied back: %v %v", st, err)
+		}
+		b, _ := os.ReadFile(filepath.Join(back, "tree", "sub", "secret"))
+		if string(b) != "s3cret" {
+			t.Fatalf("content copied back = %q", b)
+		}
+	})
+
+	t.Run("dns answers NAME.vm", func(t *testing.T) {
+		ip, _ := e.vm("t1")["ip"].(string)
+		var got []string
+		err := e.ns.Do(func() error {
+			m := new(dns.Msg)
+			m.SetQuestion("t1.vm.", dns.TypeA)
+			in, err := dns.Exchange(m, "127.0.0.1:42169")
+			if err != nil {
+				return err
+			}
+			for _, rr := range in.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					got = append(got, a.A.String())
+				}
+			}
+			return nil
+		})
+		if err != nil || len(got) != 1 || got[0] != ip {
+			t.Fatalf("host query t1.vm = %v (%v), want %s", got, err, ip)
+		}
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "getent", "hosts", "t1.vm"))
+		if !strings.Contains(r.stdout, ip) {
+			t.Fatalf("guest resolves t1.vm to %q, want %s", r.stdout, ip)
+		}
+	})
+
+	t.Run("survives kill -9 of the daemon", func(t *testing.T) {
+		pid := e.daemonPID()
+		if pid == 0 {
+			t.Fatal("no daemon running")
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitGone(pid, 5*time.Second)
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "cat", "/etc/hostname"))
+		if strings.TrimSpace(r.stdout) != "t1" {
+			t.Fatalf("after daemon restart: %q", r.stdout)
+		}
+		if v := e.vm("t1"); v["state"] != "running" {
+			t.Fatalf("state after restart = %v", v["state"])
+		}
+	})
+
+	t.Run("delete leaves nothing", func(t *testing.T) {
+		v := e.vm("t1")
+		dir, _ := v["dir"].(string)
+		pid := int(v["pid"].(float64))
+		e.must(e.banger("", "vm", "delete", "t1"))
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("vmm pid %d still alive", pid)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("vm dir %s still exists", dir)
+		}
+		r := e.banger("", "vm", "show", "t1")
+		if r.code == 0 {
+			t.Errorf("vm show t1 after delete succeeded")
+		}
+		for _, l := range strings.Split(e.links(), "\n") {
+			if strings.Contains(l, "bgtap") && !strings.Contains(l, "master bgtest0") {
+				t.Errorf("stray tap: %s", l)
+			}
+		}
+		r = e.must(e.banger("", "daemon", "status", "--json"))
+		if !strings.Contains(r.stdout, `"vms": 0`) {
+			t.Errorf("daemon still counts VMs: %s", r.stdout)
+		}
+	})
+
+	t.Run("run propagates the exit code", func(t *testing.T) {
+		r := e.banger("", "vm", "run", "--rm", "--", "sh", "-c", "exit 7")
+		if r.code != 7 {
+			t.Fatalf("exit code = %d, want 7\nstderr: %s", r.code, r.stderr)
+		}
+		list := e.must(e.banger("", "vm", "list", "--json"))
+		if strings.TrimSpace(list.stdout) != "[]" {
+			t.Fatalf("--rm left a VM: %s", list.stdout)
+		}
+	})
+
+	t.Run("a VMM killed behind the daemon's back is cleaned up", func(t *testing.T) {
+		e.must(e.banger("", "vm", "create", "--name", "t2"))
+		v := e.vm("t2")
+		pid := int(v["pid"].(float64))
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitGone(pid, 5*time.Second)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			v = e.vm("t2")
+			if v["state"] == "stopped" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("state = %v, want stopped", v["state"])
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if le, _ := v["last_error"].(string); !strings.Contains(le, "exited") {
+			t.Errorf("last_error = %q", le)
+		}
+		dir, _ := v["dir"].(string)
+		if _, err := os.Stat(filepath.Join(dir, "handles.json")); !os.IsNotExist(err) {
+			t.Errorf("handles.json left after the VMM died")
+		}
+		e.must(e.banger("", "vm", "delete", "t2"))
+	})
+}

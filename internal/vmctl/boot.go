@@ -1,0 +1,237 @@
+package vmctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/hostnet"
+	
+	"banger/internal/image"
+	"banger/internal/operation"
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// BaseCmdline is the kernel command line every banger guest boots with
+// (see the guest contract in ARCHITECTURE.md). Drivers append only what
+// they must (QEMU under TCG adds tsc_early_khz).
+const BaseCmdline = "console=ttyS0 reboot=k panic=-1 root=LABEL=" + image.LabelRoot + " ro rootwait" +
+	" banger.overlay=LABEL=" + image.LabelOverlay + " banger.work=LABEL=" + image.LabelWork
+
+// Cmdline returns the kernel command line for an image with the given init.
+func Cmdline(init string) string {
+	if init == image.InitAgent {
+		return BaseCmdline + " init=" + image.AgentPath
+	}
+	return BaseCmdline
+}
+
+func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
+
+// boot starts a recorded VM whose disks exist: tap, config drive, VMM,
+// agent, DNS. It is shared by create and start; its undo steps are
+// registered on op.
+func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image) (store.VM, error) {
+	op.Plan(StageNetwork, StageConfig, StageBoot, StageAgent)
+	man, err := manifestOf(img)
+	if err != nil {
+		return vm, err
+	}
+	dir := m.vmDir(vm.ID)
+	driver := m.opt.Drivers[vm.VMM]
+	if driver == nil {
+		return vm, fmt.Errorf("vm %s: no %s driver in this daemon", vm.Name, vm.VMM)
+	}
+
+	var tap string
+	if err := op.Do(StageNetwork, func(s *operation.Stage) error {
+		if err := m.opt.Network.Ensure(ctx); err != nil {
+			return fmt.Errorf("host network: %w", err)
+		}
+		var err error
+		tap, err = m.opt.Network.AcquireTap(ctx)
+		if err != nil {
+			return fmt.Errorf("acquire tap: %w", err)
+		}
+		op.OnRollback(func(ctx context.Context) error { return m.opt.Network.ReleaseTap(ctx, tap) })
+		s.Detail("%s on %s, tap %s", vm.IP, m.opt.Config.Network.Bridge, tap)
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+
+	if err := op.Do(StageConfig, func(s *operation.Stage) error {
+		warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, ConfigFile))
+		for _, w := range warnings {
+			op.Logf("warning: %s", w)
+		}
+		if err != nil {
+			return err
+		}
+		if len(warnings) > 0 {
+			s.Detail("%d file_sync warning(s): %s", len(warnings), strings.Join(warnings, "; "))
+		}
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+
+	var h vmm.Handles
+	if err := op.Do(StageBoot, func(s *operation.Stage) error {
+		spec, accelNote, err := m.spec(vm, img, man, tap)
+		if err != nil {
+			return err
+		}
+		h, err = driver.Start(ctx, spec)
+		if err != nil {
+			return fmt.Errorf("start %s: %w (log: %s)", vm.VMM, err, filepath.Join(dir, vmm.VMMLogFile))
+		}
+		h.Tap = tap
+		op.OnRollback(func(ctx context.Context) error {
+			m.dropAgent(vm.ID)
+			kerr := driver.Kill(ctx, h)
+			return errors.Join(kerr, m.opt.Handles.Delete(vm.ID))
+		})
+		if err := m.opt.Handles.Set(vm.ID, h); err != nil {
+			return err
+		}
+		s.Detail("%s pid %d%s", vm.VMM, h.PID, accelNote)
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+
+	if err := op.Do(StageAgent, func(s *operation.Stage) error {
+		health, err := m.waitAgent(ctx, vm, h)
+		if err != nil {
+			return err
+		}
+		s.Detail("agent %s, systemd %s", health.Version, orDash(health.SystemState))
+		return nil
+	}); err != nil {
+		return vm, err
+	}
+
+	if ip, err := netip.ParseAddr(vm.IP); err == nil {
+		m.opt.DNS.Set(vm.Name, ip)
+	}
+	vm, err = m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error {
+		v.State = store.StateRunning
+		v.DesiredState = store.StateRunning
+		v.StartedAt = time.Now()
+		v.LastError = ""
+		return nil
+	})
+	if err != nil {
+		return vm, err
+	}
+	return vm, nil
+}
+
+// spec builds the VMM spec of vm. accelNote says which accelerator QEMU
+// uses and why, for the boot stage.
+func (m *Manager) spec(vm store.VM, img store.Image, man *image.Manifest, tap string) (vmm.Spec, string, error) {
+	dir := m.vmDir(vm.ID)
+	s := vmm.Spec{
+		VMID:      vm.ID,
+		Name:      vm.Name,
+		VCPU:      vm.VCPU,
+		MemoryMiB: vm.MemoryMiB,
+		Vmlinux:   filepath.Join(img.Dir, image.FileVmlinux),
+		BzImage:   filepath.Join(img.Dir, image.FileVmlinuz),
+		Initrd:    filepath.Join(img.Dir, image.FileInitrd),
+		Cmdline:   Cmdline(man.Init),
+		Drives: []vmm.Drive{
+			{ID: "rootfs", Path: filepath.Join(img.Dir, image.FileRootfs), ReadOnly: true},
+			{ID: "overlay", Path: filepath.Join(dir, OverlayFile)},
+			{ID: "work", Path: filepath.Join(dir, WorkFile)},
+			{ID: "config", Path: filepath.Join(dir, ConfigFile), ReadOnly: true},
+		},
+		Tap: tap,
+		MAC: vm.MAC,
+		CID: vm.CID,
+		Dir: dir,
+	}
+	note := ""
+	if vm.VMM == vmm.QEMU {
+		kvm, why := m.opt.Host.KVMUsable()
+		switch m.opt.Config.Accel {
+		case "kvm":
+			if !kvm {
+				return s, "", fmt.Errorf("accel = \"kvm\" in config but KVM is not usable: %s", why)
+			}
+			s.Accel = vmm.AccelKVM
+		case "tcg":
+			s.Accel = vmm.AccelTCG
+			note = ", tcg (accel = \"tcg\" in config)"
+		default:
+			if kvm {
+				s.Accel = vmm.AccelKVM
+				note = ", kvm"
+			} else {
+				s.Accel = vmm.AccelTCG
+				note = ", tcg software emulation (" + why + ")"
+			}
+		}
+	}
+	return s, note, nil
+}
+
+// waitAgent polls the guest agent until it answers, the VMM dies or the
+// agent timeout passes. On success it pins the guest's ssh host keys.
+func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (agent.Health, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opt.AgentTimeout)
+	defer cancel()
+	client := m.agentClient(vm, h)
+	var last error
+	for {
+		if !vmm.Alive(h) {
+			return agent.Health{}, fmt.Errorf("%s exited during boot (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
+		}
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		health, err := client.Health(actx)
+		acancel()
+		if err == nil {
+			keys, kerr := client.HostKeys(ctx)
+			if kerr == nil && len(keys) > 0 && m.opt.KnownHosts != nil {
+				kerr = m.opt.KnownHosts.Set(vm.Name+".vm", keys)
+			}
+			if kerr != nil {
+				return health, fmt.Errorf("learn ssh host keys: %w", kerr)
+			}
+			return health, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)", m.opt.AgentTimeout, last, h.ConsoleLog)
+			}
+			return agent.Health{}, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// removeVMDir deletes the VM directory; a missing one is fine.
+func removeVMDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove vm dir: %w", err)
+	}
+	return nil
+}
+

@@ -1,0 +1,172 @@
+package vmctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"banger/internal/agent"
+	"banger/internal/config"
+	"banger/internal/disk"
+	"banger/internal/image"
+	"banger/internal/store"
+)
+
+// IdentityFile is the name of the identity document on the config drive.
+const IdentityFile = "identity.json"
+
+// configDriveSlack is room left on the config drive beyond its content, so
+// mke2fs has space for its metadata.
+const configDriveSlack = 8 << 20
+
+// Identity builds the per-VM identity the agent applies at boot.
+func (m *Manager) Identity(vm store.VM) (agent.Identity, error) {
+	ip, err := netip.ParseAddr(vm.IP)
+	if err != nil {
+		return agent.Identity{}, fmt.Errorf("vm %s address %q: %w", vm.Name, vm.IP, err)
+	}
+	n := m.opt.Config.Network
+	pub, err := m.opt.SSHKey.PublicKey()
+	if err != nil {
+		return agent.Identity{}, err
+	}
+	gw := n.Gateway()
+	return agent.Identity{
+		VMID:           vm.ID,
+		Hostname:       vm.Name,
+		Address:        netip.PrefixFrom(ip, n.Prefix().Bits()).String(),
+		Gateway:        gw.String(),
+		DNS:            []string{gw.String()},
+		MAC:            vm.MAC,
+		AuthorizedKeys: []string{pub},
+		Token:          vm.AgentToken,
+	}, nil
+}
+
+// writeConfigDrive builds the VM's config drive at path: identity.json and
+// the [[file_sync]] payload under files/, made into a small ext4 with
+// mkfs.ext4 -d (no mount). Missing host paths are skipped and returned as
+// warnings; any other file_sync error fails, naming the entry.
+func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string) ([]string, error) {
+	id, err := m.Identity(vm)
+	if err != nil {
+		return nil, err
+	}
+	staging, err := os.MkdirTemp(filepath.Dir(path), ".config-")
+	if err != nil {
+		return nil, fmt.Errorf("config drive: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	home, _ := os.UserHomeDir()
+	files, warnings, size, err := stageFileSync(m.opt.Config.FileSync, home, filepath.Join(staging, "files"))
+	if err != nil {
+		return warnings, err
+	}
+	id.Files = files
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return warnings, err
+	}
+	if err := os.WriteFile(filepath.Join(staging, IdentityFile), b, 0o600); err != nil {
+		return warnings, fmt.Errorf("config drive: %w", err)
+	}
+	if err := disk.MakeExt4(ctx, path, size+int64(len(b))+configDriveSlack, image.LabelConfig, staging); err != nil {
+		return warnings, fmt.Errorf("config drive: %w", err)
+	}
+	return warnings, nil
+}
+
+// stageFileSync copies every file_sync source into dir/<index> and
+// describes it for the agent. It returns the bytes copied.
+func stageFileSync(entries []config.FileSync, home, dir string) ([]agent.SyncFile, []string, int64, error) {
+	var (
+		out      []agent.SyncFile
+		warnings []string
+		total    int64
+	)
+	for i, e := range entries {
+		host, guest, mode, err := e.Resolve(home)
+		if err != nil {
+			return out, warnings, total, fmt.Errorf("file_sync[%d]: %w", i, err)
+		}
+		st, err := os.Stat(host)
+		if errors.Is(err, fs.ErrNotExist) {
+			warnings = append(warnings, fmt.Sprintf("file_sync[%d]: %s does not exist, skipped", i, host))
+			continue
+		}
+		if err != nil {
+			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+		src := strconv.Itoa(i)
+		dst := filepath.Join(dir, src)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return out, warnings, total, err
+		}
+		var n int64
+		if st.IsDir() {
+			n, err = copyTree(host, dst)
+		} else {
+			n, err = copyFile(host, dst, 0o600)
+		}
+		if err != nil {
+			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+		total += n
+		out = append(out, agent.SyncFile{Source: "files/" + src, Guest: guest, Mode: uint32(mode.Perm()), Dir: st.IsDir()})
+	}
+	return out, warnings, total, nil
+}
+
+// copyTree copies the directory src to dst keeping each file's mode.
+func copyTree(src, dst string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, info.Mode().Perm()|0o700)
+		case info.Mode().IsRegular():
+			n, err := copyFile(p, target, info.Mode().Perm())
+			total += n
+			return err
+		default:
+			return nil // sockets, devices and symlinks are not synced
+		}
+	})
+	return total, err
+}
+
+func copyFile(src, dst string, mode os.FileMode) (int64, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(dst, mode)
+	}
+	return n, err
+}

@@ -1,0 +1,233 @@
+package vmctl
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/disk"
+	"banger/internal/image"
+	"banger/internal/operation"
+	"banger/internal/store"
+	"banger/internal/vmm"
+	"banger/internal/vmname"
+)
+
+// Stage names of create and start, in order. The CLI shows them as they run.
+const (
+	StageImage   = "image"
+	StageDisks   = "disks"
+	StageNetwork = "network"
+	StageConfig  = "config drive"
+	StageBoot    = "boot"
+	StageAgent   = "agent ready"
+)
+
+// Files of a VM directory that vmctl owns (the drivers own the sockets and
+// logs named in package vmm).
+const (
+	OverlayFile = "overlay.ext4"
+	WorkFile    = "work.ext4"
+	ConfigFile  = "config.ext4"
+)
+
+// Create validates req, records the VM and boots it, reporting each stage
+// on op. Everything made before a failing stage is undone through op's
+// rollback. The returned VM is running and its agent answered.
+func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVMRequest) (store.VM, error) {
+	op.Plan(StageImage, StageDisks, StageNetwork, StageConfig, StageBoot, StageAgent)
+	vm, vmmName, err := m.validate(ctx, req)
+	if err != nil {
+		return store.VM{}, err
+	}
+	ref := req.Image
+	if ref == "" {
+		ref = m.opt.Config.DefaultImage
+	}
+
+	var img store.Image
+	if err := op.Do(StageImage, func(s *operation.Stage) error {
+		var err error
+		img, err = m.opt.Images.Ensure(ctx, op, ref)
+		if err != nil {
+			return err
+		}
+		s.Detail("%s (%s)", img.Name, shortID(img.ID))
+		return nil
+	}); err != nil {
+		return store.VM{}, err
+	}
+	vm.ImageID = img.ID
+	vm.VMM = vmmName
+
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if err := m.opt.Store.CreateVM(ctx, vm); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return store.VM{}, api.Errorf(api.CodeConflict, "vm name %q is already taken", vm.Name)
+		}
+		return store.VM{}, fmt.Errorf("record vm %s: %w", vm.Name, err)
+	}
+	op.OnRollback(func(ctx context.Context) error { return m.opt.Store.DeleteVM(ctx, vm.ID) })
+	dir := m.vmDir(vm.ID)
+	op.OnRollback(func(context.Context) error { return os.RemoveAll(dir) })
+
+	if err := op.Do(StageDisks, func(s *operation.Stage) error {
+		method, err := m.makeDisks(ctx, vm, img)
+		if err != nil {
+			return err
+		}
+		s.Detail("work disk %s (%s), overlay", config.FormatSize(vm.DiskBytes), method)
+		return nil
+	}); err != nil {
+		return store.VM{}, err
+	}
+	if err := m.assignAddress(ctx, &vm); err != nil {
+		return store.VM{}, err
+	}
+	vm, err = m.boot(ctx, op, vm, img)
+	if err != nil {
+		return store.VM{}, err
+	}
+	return vm, nil
+}
+
+// validate checks req before anything is created and returns the VM row
+// to record (state creating) and the VMM to use.
+func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.VM, string, error) {
+	name := req.Name
+	if name == "" {
+		name = vmname.Generate(func(n string) bool {
+			taken, err := m.opt.Store.NameTaken(ctx, n)
+			return err != nil || taken
+		})
+	} else if err := vmname.Validate(name); err != nil {
+		return store.VM{}, "", api.WithCode(api.CodeInvalid, fmt.Errorf("--name: %w", err))
+	}
+	if taken, err := m.opt.Store.NameTaken(ctx, name); err != nil {
+		return store.VM{}, "", err
+	} else if taken {
+		return store.VM{}, "", api.Errorf(api.CodeConflict, "--name: vm %q already exists", name)
+	}
+	spec := req.Spec
+	hostMiB := m.opt.Host.MemoryMiB()
+	switch {
+	case spec.VCPU < 1 || spec.VCPU > config.MaxVCPU:
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--vcpu %d: must be between 1 and %d", spec.VCPU, config.MaxVCPU)
+	case spec.MemoryMiB < config.MinMemoryMiB:
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--memory %d MiB: below the %d MiB floor", spec.MemoryMiB, config.MinMemoryMiB)
+	case hostMiB > 0 && spec.MemoryMiB > hostMiB:
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--memory %d MiB: more than the host's %d MiB", spec.MemoryMiB, hostMiB)
+	case spec.DiskBytes < config.MinDiskBytes:
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--disk-size %s: below the %s floor", config.FormatSize(spec.DiskBytes), config.FormatSize(config.MinDiskBytes))
+	}
+	if err := os.MkdirAll(m.opt.VMsDir, 0o700); err != nil {
+		return store.VM{}, "", fmt.Errorf("create vms dir: %w", err)
+	}
+	if free, err := disk.FreeBytes(ctx, m.opt.VMsDir); err == nil && spec.DiskBytes > free {
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--disk-size %s: more than the %s free in %s", config.FormatSize(spec.DiskBytes), config.FormatSize(free), m.opt.VMsDir)
+	}
+	want := req.VMM
+	if want == "" {
+		want = m.opt.Config.VMM
+	}
+	kvm, _ := m.opt.Host.KVMUsable()
+	vmmName, err := vmm.Select(want, m.opt.Host.Firecracker() != "", kvm, m.opt.Host.QEMU() != "")
+	if err != nil {
+		return store.VM{}, "", api.WithCode(api.CodeInvalid, err)
+	}
+	if _, ok := m.opt.Drivers[vmmName]; !ok {
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--vmm %s: driver not available in this daemon", vmmName)
+	}
+	token := make([]byte, 24)
+	if _, err := rand.Read(token); err != nil {
+		return store.VM{}, "", err
+	}
+	return store.VM{
+		ID:           store.NewID(),
+		Name:         name,
+		VCPU:         spec.VCPU,
+		MemoryMiB:    spec.MemoryMiB,
+		DiskBytes:    spec.DiskBytes,
+		State:        store.StateCreating,
+		DesiredState: store.StateRunning,
+		AgentToken:   hex.EncodeToString(token),
+	}, vmmName, nil
+}
+
+func (m *Manager) vmDir(id string) string { return filepath.Join(m.opt.VMsDir, id) }
+
+// makeDisks creates the VM directory, the sparse overlay and the work disk
+// cloned from the image's seed and grown to the VM's disk size. Nothing
+// proportional to the image size is copied.
+func (m *Manager) makeDisks(ctx context.Context, vm store.VM, img store.Image) (disk.Method, error) {
+	dir := m.vmDir(vm.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create vm dir: %w", err)
+	}
+	if err := disk.MakeExt4(ctx, filepath.Join(dir, OverlayFile), vm.DiskBytes, image.LabelOverlay, ""); err != nil {
+		return "", fmt.Errorf("overlay disk: %w", err)
+	}
+	work := filepath.Join(dir, WorkFile)
+	method, err := disk.Clone(ctx, filepath.Join(img.Dir, image.FileWorkSeed), work)
+	if err != nil {
+		return "", fmt.Errorf("clone work disk: %w", err)
+	}
+	if err := disk.Resize(ctx, work, vm.DiskBytes); err != nil {
+		return "", fmt.Errorf("grow work disk: %w", err)
+	}
+	return method, nil
+}
+
+// assignAddress leases the VM's address and vsock CID inside its row.
+func (m *Manager) assignAddress(ctx context.Context, vm *store.VM) error {
+	prefix := m.opt.Config.Network.Prefix()
+	ip, err := m.opt.Store.AllocateLease(ctx, vm.ID, prefix, m.opt.Config.Network.Gateway())
+	if err != nil {
+		return fmt.Errorf("lease an address in %s: %w", prefix, err)
+	}
+	cid, err := m.opt.Store.AllocateCID(ctx, vm.ID)
+	if err != nil {
+		return err
+	}
+	updated, err := m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error {
+		v.IP = ip.String()
+		v.MAC = macForIP(ip)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	updated.CID = cid
+	*vm = updated
+	return nil
+}
+
+// manifestOf decodes the image's manifest stored with its row.
+func manifestOf(img store.Image) (*image.Manifest, error) {
+	var man image.Manifest
+	if len(img.Manifest) == 0 {
+		return &man, nil
+	}
+	if err := json.Unmarshal(img.Manifest, &man); err != nil {
+		return nil, fmt.Errorf("image %s manifest: %w", img.Name, err)
+	}
+	return &man, nil
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }

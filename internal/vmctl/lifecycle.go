@@ -1,0 +1,181 @@
+package vmctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/operation"
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// Start boots a stopped VM again: same disks, address and identity; the
+// config drive is rebuilt so file_sync applies on every start. Starting a
+// running VM is a no-op.
+func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string) (store.VM, error) {
+	vm, err := m.opt.Store.GetVM(ctx, ref)
+	if err != nil {
+		return store.VM{}, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if m.Alive(vm.ID) {
+		op.Logf("vm %s is already running", vm.Name)
+		return vm, nil
+	}
+	if vm.State == store.StateCreating {
+		return vm, api.Errorf(api.CodeConflict, "vm %s is still being created", vm.Name)
+	}
+	img, err := m.opt.Store.GetImage(ctx, vm.ImageID)
+	if err != nil {
+		return vm, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
+	}
+	if _, err := os.Stat(filepath.Join(m.vmDir(vm.ID), WorkFile)); err != nil {
+		return vm, fmt.Errorf("vm %s: work disk missing: %w", vm.Name, err)
+	}
+	vm, err = m.boot(ctx, op, vm, img)
+	if err != nil {
+		m.markFailed(vm.ID, err)
+		return vm, err
+	}
+	return vm, nil
+}
+
+// Stop shuts the VM down (guest first, then the VMM after the stop
+// timeout), returns its tap and drops its DNS record. Stopping a stopped
+// VM is a no-op.
+func (m *Manager) Stop(ctx context.Context, ref string) (store.VM, error) {
+	vm, err := m.opt.Store.GetVM(ctx, ref)
+	if err != nil {
+		return store.VM{}, err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	if err := m.halt(ctx, vm, false); err != nil {
+		return vm, err
+	}
+	return m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error {
+		v.State = store.StateStopped
+		v.DesiredState = store.StateStopped
+		return nil
+	})
+}
+
+// Restart stops and starts the VM.
+func (m *Manager) Restart(ctx context.Context, op *operation.Op, ref string) (store.VM, error) {
+	if _, err := m.Stop(ctx, ref); err != nil {
+		return store.VM{}, err
+	}
+	return m.Start(ctx, op, ref)
+}
+
+// Delete removes the VM completely: VMM, tap, DNS record, known_hosts
+// entry, files, lease and row. A running VM is killed (its disks are going
+// away). With force, teardown errors are reported but the record is
+// removed anyway. Deleting is idempotent per VM.
+func (m *Manager) Delete(ctx context.Context, ref string, force bool) error {
+	vm, err := m.opt.Store.GetVM(ctx, ref)
+	if err != nil {
+		return err
+	}
+	unlock := m.lock(vm.ID)
+	defer unlock()
+	herr := m.halt(ctx, vm, true)
+	if herr != nil && !force {
+		return fmt.Errorf("delete vm %s: %w (use --force to remove the record anyway)", vm.Name, herr)
+	}
+	var errs []error
+	if herr != nil {
+		errs = append(errs, herr)
+	}
+	if m.opt.KnownHosts != nil {
+		if err := m.opt.KnownHosts.Remove(vm.Name + ".vm"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := removeVMDir(m.vmDir(vm.ID)); err != nil {
+		errs = append(errs, err)
+		if !force {
+			return errors.Join(errs...)
+		}
+	}
+	// The lease and sessions go with the row (ON DELETE CASCADE).
+	if err := m.opt.Store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// halt ends the VM's VMM (gracefully unless kill) and releases what its
+// handles name. It succeeds when there is nothing to halt.
+func (m *Manager) halt(ctx context.Context, vm store.VM, kill bool) error {
+	m.dropAgent(vm.ID)
+	m.opt.DNS.Remove(vm.Name)
+	h, ok := m.opt.Handles.Get(vm.ID)
+	if !ok {
+		var err error
+		h, err = m.opt.Handles.Load(vm.ID)
+		if errors.Is(err, vmm.ErrNoHandles) {
+			return nil
+		}
+		if err != nil {
+			m.log.Warn("unreadable handles, nothing to tear down", "vm", vm.Name, "err", err)
+			return nil
+		}
+	}
+	var errs []error
+	if vmm.Alive(h) {
+		driver := m.opt.Drivers[h.VMM]
+		if driver == nil {
+			return fmt.Errorf("vm %s runs under %s, which this daemon cannot drive", vm.Name, h.VMM)
+		}
+		var err error
+		if kill {
+			err = driver.Kill(ctx, h)
+		} else {
+			err = driver.Stop(ctx, h, m.opt.StopTimeout)
+		}
+		if err != nil {
+			return fmt.Errorf("stop %s of vm %s: %w", h.VMM, vm.Name, err)
+		}
+	}
+	errs = append(errs, m.teardown(ctx, vm.ID, h))
+	return errors.Join(errs...)
+}
+
+// teardown releases the host resources named by the handles of a VM whose
+// VMM is gone: the tap, stale sockets and the handles themselves.
+func (m *Manager) teardown(ctx context.Context, id string, h vmm.Handles) error {
+	var errs []error
+	if h.Tap != "" {
+		if err := m.opt.Network.ReleaseTap(ctx, h.Tap); err != nil {
+			errs = append(errs, fmt.Errorf("release tap %s: %w", h.Tap, err))
+		}
+	}
+	for _, s := range []string{h.APISocket, h.VsockSocket, h.SerialSocket, h.QMPSocket} {
+		if s != "" {
+			if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := m.opt.Handles.Delete(id); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) markFailed(id string, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = m.opt.Store.UpdateVM(ctx, id, func(v *store.VM) error {
+		v.State = store.StateStopped
+		v.LastError = cause.Error()
+		return nil
+	})
+}

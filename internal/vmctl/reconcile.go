@@ -1,0 +1,120 @@
+package vmctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// Reconcile brings memory in line with reality after daemon start: every
+// VM recorded as running or creating whose VMM still runs is re-adopted
+// (handles cached, tap marked in use, DNS record restored); every other
+// one has what its handles name torn down and is marked stopped (or
+// failed, for an interrupted create) with the reason in last_error.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	vms, err := m.opt.Store.ListVMs(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	records := map[string]netip.Addr{}
+	var taps []string
+	var errs []error
+	for _, vm := range vms {
+		h, herr := m.opt.Handles.Load(vm.ID)
+		if herr == nil && vmm.Alive(h) {
+			if h.Tap != "" {
+				taps = append(taps, h.Tap)
+			}
+			if ip, err := netip.ParseAddr(vm.IP); err == nil {
+				records[vm.Name] = ip
+			}
+			if vm.State != store.StateRunning {
+				_, err := m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error { v.State = store.StateRunning; return nil })
+				errs = append(errs, err)
+			}
+			m.log.Info("re-adopted running vm", "vm", vm.Name, "pid", h.PID)
+			continue
+		}
+		if herr != nil && !errors.Is(herr, vmm.ErrNoHandles) {
+			m.log.Warn("unreadable handles", "vm", vm.Name, "err", herr)
+		}
+		if herr == nil {
+			errs = append(errs, m.teardown(ctx, vm.ID, h))
+		}
+		if vm.State == store.StateRunning || vm.State == store.StateCreating {
+			reason := "vmm exited while bangerd was not running"
+			state := store.StateStopped
+			if vm.State == store.StateCreating {
+				reason, state = "create interrupted by a daemon restart", store.StateFailed
+			}
+			_, err := m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error {
+				v.State = state
+				v.LastError = reason
+				return nil
+			})
+			errs = append(errs, err)
+			m.log.Info("marked vm stopped", "vm", vm.Name, "reason", reason)
+		}
+	}
+	m.opt.Network.Adopt(taps)
+	m.opt.DNS.Replace(records)
+	return errors.Join(errs...)
+}
+
+// Watch notices VMMs that exit behind the daemon's back (guest poweroff,
+// crash, kill) and cleans up after them, until ctx ends.
+func (m *Manager) Watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.reap(ctx)
+		}
+	}
+}
+
+// reap tears down every running VM whose VMM is gone.
+func (m *Manager) reap(ctx context.Context) {
+	for id, h := range m.opt.Handles.Snapshot() {
+		if vmm.Alive(h) {
+			continue
+		}
+		m.reapOne(ctx, id)
+	}
+}
+
+func (m *Manager) reapOne(ctx context.Context, id string) {
+	unlock := m.lock(id)
+	defer unlock()
+	h, ok := m.opt.Handles.Get(id)
+	if !ok || vmm.Alive(h) {
+		return // stopped or restarted meanwhile
+	}
+	vm, err := m.opt.Store.GetVM(ctx, id)
+	if err != nil {
+		_ = m.teardown(ctx, id, h)
+		return
+	}
+	m.dropAgent(id)
+	m.opt.DNS.Remove(vm.Name)
+	terr := m.teardown(ctx, id, h)
+	_, uerr := m.opt.Store.UpdateVM(ctx, id, func(v *store.VM) error {
+		if v.State == store.StateRunning {
+			v.State = store.StateStopped
+			v.LastError = fmt.Sprintf("%s exited unexpectedly (console: %s)", h.VMM, h.ConsoleLog)
+		}
+		return nil
+	})
+	m.log.Info("vmm exited, cleaned up", "vm", vm.Name, "pid", h.PID, "teardown_err", terr, "update_err", uerr)
+}
+
+// Refresh reaps dead VMMs now, so a listing right after a crash is true.
+func (m *Manager) Refresh(ctx context.Context) { m.reap(ctx) }

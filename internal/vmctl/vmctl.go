@@ -1,0 +1,205 @@
+// Package vmctl orchestrates the life of a VM: create, start, stop,
+// restart, delete and the startup reconcile. It ties together the store
+// (durable intent), the image store, disks, host networking, the VMM
+// drivers, the guest agent and DNS, and it is the only place that decides
+// whether a VM is alive (Manager.alive).
+//
+// Every step that creates something registers its undo on the operation,
+// so a failed or cancelled create leaves nothing behind: the tap goes back
+// to the pool, the lease is freed, files are removed and the row deleted.
+package vmctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/config"
+	"banger/internal/operation"
+	"banger/internal/sshkey"
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// Network is the slice of host networking vmctl needs. hostnet.Manager
+// implements it; every method is idempotent.
+type Network interface {
+	// Ensure creates the bridge, gateway address and NAT table if missing.
+	Ensure(ctx context.Context) error
+	// AcquireTap hands out a tap attached to the bridge.
+	AcquireTap(ctx context.Context) (string, error)
+	// ReleaseTap returns a tap to the pool or deletes it.
+	ReleaseTap(ctx context.Context, name string) error
+	// Adopt marks taps of VMs found running at daemon start as in use.
+	Adopt(names []string)
+}
+
+// DNS is the record set of the .vm zone.
+type DNS interface {
+	Set(name string, ip netip.Addr)
+	Remove(name string)
+	Replace(records map[string]netip.Addr)
+}
+
+// Images resolves an image reference to a registered image, pulling or
+// building it first when it is in a catalog but not local.
+type Images interface {
+	Ensure(ctx context.Context, op *operation.Op, ref string) (store.Image, error)
+}
+
+// Host answers what the host can run: it is resolved once per create so a
+// newly installed binary is picked up without a daemon restart.
+type Host interface {
+	// KVMUsable reports whether /dev/kvm works for stock kernels, and why not.
+	KVMUsable() (bool, string)
+	// Firecracker returns the firecracker binary path, or "" when absent.
+	Firecracker() string
+	// QEMU returns the qemu-system-x86_64 path, or "" when absent.
+	QEMU() string
+	// MemoryMiB is the host's RAM, the ceiling for one VM's memory.
+	MemoryMiB() int
+}
+
+// Options are the Manager's collaborators.
+type Options struct {
+	Store      *store.Store
+	Images     Images
+	Network    Network
+	DNS        DNS
+	Host       Host
+	Drivers    map[string]vmm.Driver
+	Handles    *vmm.HandleCache
+	Config     *config.Config
+	VMsDir     string
+	SSHKey     sshkey.Key
+	KnownHosts *sshkey.KnownHosts
+	Logger     *slog.Logger
+	// AgentTimeout bounds the wait for the guest agent after boot.
+	AgentTimeout time.Duration
+	// StopTimeout is how long a guest gets to shut down before its VMM is
+	// killed.
+	StopTimeout time.Duration
+}
+
+// Manager runs VM lifecycles. It is safe for concurrent use; operations on
+// one VM are serialised by a per-VM lock.
+type Manager struct {
+	opt Options
+	log *slog.Logger
+
+	mu     sync.Mutex
+	locks  map[string]*sync.Mutex
+	agents map[string]*agentConn
+}
+
+type agentConn struct {
+	dialer agent.Dialer
+	client *agent.Client
+	h      vmm.Handles
+}
+
+// New returns a Manager over opt.
+func New(opt Options) *Manager {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.AgentTimeout == 0 {
+		opt.AgentTimeout = 4 * time.Minute
+	}
+	if opt.StopTimeout == 0 {
+		opt.StopTimeout = 30 * time.Second
+	}
+	return &Manager{opt: opt, log: opt.Logger, locks: map[string]*sync.Mutex{}, agents: map[string]*agentConn{}}
+}
+
+// lock serialises lifecycle changes of one VM.
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// alive is the one liveness decision: the VM has handles and its VMM
+// process is ours, for this VM, and running.
+func (m *Manager) alive(id string) (vmm.Handles, bool) {
+	h, ok := m.opt.Handles.Get(id)
+	if !ok {
+		return vmm.Handles{}, false
+	}
+	return h, vmm.Alive(h)
+}
+
+// Alive reports whether the VM's VMM process is running.
+func (m *Manager) Alive(id string) bool {
+	_, ok := m.alive(id)
+	return ok
+}
+
+// Handles returns the VM's current handles, if it has any.
+func (m *Manager) Handles(id string) (vmm.Handles, bool) { return m.opt.Handles.Get(id) }
+
+// Agent returns a client for the VM's guest agent. The VM must be running.
+func (m *Manager) Agent(ctx context.Context, ref string) (*agent.Client, store.VM, error) {
+	vm, err := m.opt.Store.GetVM(ctx, ref)
+	if err != nil {
+		return nil, store.VM{}, err
+	}
+	h, ok := m.alive(vm.ID)
+	if !ok {
+		return nil, vm, fmt.Errorf("vm %s is not running (start it with: banger vm start %s): %w", vm.Name, vm.Name, ErrNotRunning)
+	}
+	return m.agentClient(vm, h), vm, nil
+}
+
+// ErrNotRunning reports an action that needs a running VM.
+var ErrNotRunning = errors.New("vm not running")
+
+func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agent.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.agents[vm.ID]; ok && c.h == h {
+		return c.client
+	}
+	if c, ok := m.agents[vm.ID]; ok {
+		c.dialer.Close()
+	}
+	var d agent.Dialer
+	if h.AgentTransport == vmm.TransportVsock {
+		d = agent.NewVsockDialer(h.VsockSocket, agent.VsockPort)
+	} else {
+		d = agent.NewSerialDialer(h.SerialSocket)
+	}
+	c := &agentConn{dialer: d, client: agent.NewClient(d, vm.AgentToken), h: h}
+	m.agents[vm.ID] = c
+	return c.client
+}
+
+func (m *Manager) dropAgent(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.agents[id]; ok {
+		c.dialer.Close()
+		delete(m.agents, id)
+	}
+}
+
+// Close releases agent connections. VMs keep running.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, c := range m.agents {
+		c.dialer.Close()
+		delete(m.agents, id)
+	}
+}
