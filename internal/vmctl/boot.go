@@ -12,7 +12,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/hostnet"
-	
+
 	"banger/internal/image"
 	"banger/internal/operation"
 	"banger/internal/store"
@@ -234,4 +234,3 @@ func removeVMDir(dir string) error {
 	}
 	return nil
 }
-
