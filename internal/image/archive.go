@@ -172,14 +172,22 @@ func importFile(ctx context.Context, r io.Reader, path string, want FileInfo) er
 }
 
 // copySparse copies r to f, seeking over 64 KiB blocks of zeros instead of
-// writing them; the caller truncates f to the returned length.
+// writing them; the caller truncates f to the returned length. Only
+// io.EOF ends the copy: a tar reader reports a cut archive as
+// io.ErrUnexpectedEOF, which is returned.
 func copySparse(f *os.File, r io.Reader) (int64, error) {
 	const blk = 64 << 10
 	buf := make([]byte, blk)
 	zero := make([]byte, blk)
 	var off int64
 	for {
-		n, err := io.ReadFull(r, buf)
+		n := 0
+		var err error
+		for n < blk && err == nil {
+			var m int
+			m, err = r.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			if !bytes.Equal(buf[:n], zero[:n]) {
 				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
@@ -188,7 +196,7 @@ func copySparse(f *os.File, r io.Reader) (int64, error) {
 			}
 			off += int64(n)
 		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			return off, nil
 		}
 		if err != nil {
