@@ -1,0 +1,414 @@
+// Package dns serves the `.vm` zone: NAME.vm resolves to the address of the
+// running VM named NAME, so the host and other guests find a VM by name.
+// Every other name is forwarded to upstream resolvers, which lets guests
+// use the gateway as their only DNS server.
+//
+// The server is authoritative for `vm.` and keeps its records in memory;
+// the daemon owns them (Set when a VM runs, Remove when it stops, Replace
+// after a daemon restart).
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// Zone is the domain the server answers for, fully qualified.
+const Zone = "vm."
+
+// TTL is the time to live, in seconds, of every answer in the zone and of
+// negative answers: short, because records follow VMs starting and
+// stopping.
+const TTL = 5
+
+// DefaultForwardTimeout bounds one exchange with one upstream.
+const DefaultForwardTimeout = 2 * time.Second
+
+// Log attribute keys.
+const (
+	logKeyAddr     = "addr"
+	logKeyUpstream = "upstream"
+	logKeyName     = "name"
+)
+
+// Server is an authoritative DNS server for the `.vm` zone that forwards
+// other names upstream. It is safe for concurrent use; records may change
+// while it serves.
+type Server struct {
+	// ForwardTimeout bounds each exchange with one upstream (UDP, and TCP
+	// again after a truncated answer). Zero means DefaultForwardTimeout.
+	// Set it before the first Listen.
+	ForwardTimeout time.Duration
+
+	upstreams []string
+	logger    *slog.Logger
+
+	mu      sync.RWMutex
+	records map[string]netip.Addr // key: lowercase VM name
+	serial  atomic.Uint32         // SOA serial, bumped on every change
+
+	lmu       sync.Mutex
+	servers   []*mdns.Server
+	addrs     []string
+	closed    bool
+	baseCtx   context.Context // cancelled by Close; ends in-flight forwards
+	cancelAll context.CancelFunc
+}
+
+// New returns a server forwarding non-`.vm` names to upstreams ("host" or
+// "host:port"; port 53 when absent), tried in order. With no upstreams such
+// queries are REFUSED. A nil logger discards logs.
+func New(upstreams []string, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ups := make([]string, 0, len(upstreams))
+	for _, u := range upstreams {
+		ups = append(ups, withDefaultPort(u))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		upstreams: ups,
+		logger:    logger,
+		records:   map[string]netip.Addr{},
+		baseCtx:   ctx,
+		cancelAll: cancel,
+	}
+	s.serial.Store(1)
+	return s
+}
+
+// withDefaultPort adds port 53 to an upstream given without one.
+func withDefaultPort(u string) string {
+	if _, _, err := net.SplitHostPort(u); err == nil {
+		return u
+	}
+	return net.JoinHostPort(strings.Trim(u, "[]"), "53")
+}
+
+// key turns a VM name (or "name.vm", or "name.vm.") into a record key.
+func key(name string) string {
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	return strings.TrimSuffix(n, ".vm")
+}
+
+// Set makes name.vm resolve to ip (an A record for IPv4, AAAA for IPv6).
+func (s *Server) Set(name string, ip netip.Addr) {
+	s.mu.Lock()
+	s.records[key(name)] = ip.Unmap()
+	s.mu.Unlock()
+	s.serial.Add(1)
+}
+
+// Remove deletes name.vm; removing an unknown name does nothing.
+func (s *Server) Remove(name string) {
+	s.mu.Lock()
+	delete(s.records, key(name))
+	s.mu.Unlock()
+	s.serial.Add(1)
+}
+
+// Replace swaps all records for records (VM name -> address), as after a
+// daemon restart rebuilds them from the running VMs.
+func (s *Server) Replace(records map[string]netip.Addr) {
+	m := make(map[string]netip.Addr, len(records))
+	for n, ip := range records {
+		m[key(n)] = ip.Unmap()
+	}
+	s.mu.Lock()
+	s.records = m
+	s.mu.Unlock()
+	s.serial.Add(1)
+}
+
+func (s *Server) lookup(name string) (netip.Addr, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ip, ok := s.records[name]
+	return ip, ok
+}
+
+// Listen serves DNS over UDP and TCP on addr ("127.0.0.1:42069", or the
+// gateway's "10.77.0.1:53"). With port 0 both protocols share the port the
+// kernel picks; Addrs reports it. It returns once both sockets are bound
+// and served. ctx bounds the setup only: serving stops at Close. It may be
+// called for several addresses.
+func (s *Server) Listen(ctx context.Context, addr string) error {
+	s.lmu.Lock()
+	closed := s.closed
+	s.lmu.Unlock()
+	if closed {
+		return fmt.Errorf("dns listen on %s: server closed", addr)
+	}
+	pc, l, err := listenPair(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("dns listen on %s: %w", addr, err)
+	}
+	handler := mdns.HandlerFunc(s.serve)
+	started := make(chan struct{}, 2)
+	notify := func() { started <- struct{}{} }
+	udp := &mdns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: notify}
+	tcp := &mdns.Server{Listener: l, Handler: handler, NotifyStartedFunc: notify}
+	errc := make(chan error, 2)
+	for _, srv := range []*mdns.Server{udp, tcp} {
+		go func() {
+			err := srv.ActivateAndServe()
+			if err != nil && !s.isClosed() {
+				s.logger.Error("dns server stopped", logKeyAddr, pc.LocalAddr().String(), "err", err)
+			}
+			errc <- err
+		}()
+	}
+	for n := 0; n < 2; {
+		select {
+		case <-started:
+			n++
+		case err := <-errc:
+			shutdown(udp, tcp)
+			return fmt.Errorf("dns serve on %s: %w", addr, err)
+		case <-ctx.Done():
+			shutdown(udp, tcp)
+			return fmt.Errorf("dns listen on %s: %w", addr, ctx.Err())
+		}
+	}
+
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	if s.closed {
+		shutdown(udp, tcp)
+		return fmt.Errorf("dns listen on %s: server closed", addr)
+	}
+	s.servers = append(s.servers, udp, tcp)
+	s.addrs = append(s.addrs, pc.LocalAddr().String())
+	s.logger.Info("dns listening", logKeyAddr, pc.LocalAddr().String())
+	return nil
+}
+
+// listenPair binds UDP and TCP on addr. For port 0, TCP takes the port UDP
+// was given, retrying a few times if another socket holds it for TCP.
+func listenPair(ctx context.Context, addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var lc net.ListenConfig
+	for attempt := 0; ; attempt++ {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		l, err := lc.Listen(ctx, "tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if port != "0" || attempt == 4 {
+			return nil, nil, err
+		}
+	}
+}
+
+func shutdown(servers ...*mdns.Server) error {
+	var errs []error
+	for _, srv := range servers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := srv.ShutdownContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) isClosed() bool {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	return s.closed
+}
+
+// Addrs returns the addresses being served, one per Listen call, with the
+// actual port.
+func (s *Server) Addrs() []string {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	return append([]string(nil), s.addrs...)
+}
+
+// Close stops every listener and cancels in-flight forwards. Calling it
+// again does nothing.
+func (s *Server) Close() error {
+	s.lmu.Lock()
+	if s.closed {
+		s.lmu.Unlock()
+		return nil
+	}
+	s.closed = true
+	servers := s.servers
+	s.servers, s.addrs = nil, nil
+	s.lmu.Unlock()
+	s.cancelAll()
+	if err := shutdown(servers...); err != nil {
+		return fmt.Errorf("close dns server: %w", err)
+	}
+	return nil
+}
+
+// serve answers one query.
+func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
+	overTCP := w.LocalAddr().Network() == "tcp"
+	var resp *mdns.Msg
+	switch {
+	case req.Opcode != mdns.OpcodeQuery:
+		resp = new(mdns.Msg).SetRcode(req, mdns.RcodeNotImplemented)
+	case len(req.Question) != 1:
+		resp = new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError)
+	case inZone(req.Question[0].Name):
+		resp = s.answer(req)
+	default:
+		resp = s.forward(req, overTCP)
+	}
+	if !overTCP {
+		resp.Truncate(udpSize(req))
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		s.logger.Debug("dns write reply", "err", err)
+	}
+}
+
+// udpSize is the largest UDP reply the client accepts.
+func udpSize(req *mdns.Msg) int {
+	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > mdns.MinMsgSize {
+		return int(opt.UDPSize())
+	}
+	return mdns.MinMsgSize
+}
+
+func inZone(qname string) bool {
+	n := strings.ToLower(qname)
+	return n == Zone || strings.HasSuffix(n, "."+Zone)
+}
+
+// soa is the zone's start of authority, returned in negative answers so
+// resolvers cache them for TTL seconds only.
+func (s *Server) soa() *mdns.SOA {
+	return &mdns.SOA{
+		Hdr:     mdns.RR_Header{Name: Zone, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: TTL},
+		Ns:      "ns." + Zone,
+		Mbox:    "hostmaster." + Zone,
+		Serial:  s.serial.Load(),
+		Refresh: 3600,
+		Retry:   600,
+		Expire:  86400,
+		Minttl:  TTL,
+	}
+}
+
+// answer builds the authoritative reply for a question inside the zone.
+func (s *Server) answer(req *mdns.Msg) *mdns.Msg {
+	q := req.Question[0]
+	m := new(mdns.Msg).SetReply(req)
+	m.Authoritative = true
+	m.RecursionAvailable = len(s.upstreams) > 0
+	if opt := req.IsEdns0(); opt != nil {
+		m.SetEdns0(1232, false)
+	}
+	name := strings.ToLower(q.Name)
+	if name == Zone {
+		if q.Qtype == mdns.TypeSOA {
+			m.Answer = []mdns.RR{s.soa()}
+		} else {
+			m.Ns = []mdns.RR{s.soa()}
+		}
+		return m
+	}
+	ip, ok := s.lookup(strings.TrimSuffix(name, "."+Zone))
+	if !ok {
+		m.Rcode = mdns.RcodeNameError
+		m.Ns = []mdns.RR{s.soa()}
+		return m
+	}
+	hdr := func(t uint16) mdns.RR_Header {
+		return mdns.RR_Header{Name: q.Name, Rrtype: t, Class: mdns.ClassINET, Ttl: TTL}
+	}
+	qany := q.Qtype == mdns.TypeANY
+	switch {
+	case ip.Is4() && (q.Qtype == mdns.TypeA || qany):
+		m.Answer = []mdns.RR{&mdns.A{Hdr: hdr(mdns.TypeA), A: ip.AsSlice()}}
+	case ip.Is6() && (q.Qtype == mdns.TypeAAAA || qany):
+		m.Answer = []mdns.RR{&mdns.AAAA{Hdr: hdr(mdns.TypeAAAA), AAAA: ip.AsSlice()}}
+	default:
+		// The name exists but has no record of this type: NODATA.
+		m.Ns = []mdns.RR{s.soa()}
+	}
+	return m
+}
+
+// forward relays a question outside the zone to the upstreams in order:
+// UDP first, TCP when the answer is truncated (or when the client asked over
+// TCP). The first upstream that answers with anything but SERVFAIL or
+// REFUSED wins; when none does the reply is SERVFAIL.
+func (s *Server) forward(req *mdns.Msg, overTCP bool) *mdns.Msg {
+	if len(s.upstreams) == 0 {
+		return new(mdns.Msg).SetRcode(req, mdns.RcodeRefused)
+	}
+	timeout := s.ForwardTimeout
+	if timeout <= 0 {
+		timeout = DefaultForwardTimeout
+	}
+	out := req.Copy()
+	out.Id = mdns.Id() // a fresh id per hop, so upstream replies cannot be guessed from ours
+	var last *mdns.Msg
+	for _, up := range s.upstreams {
+		resp, err := s.exchange(out, up, overTCP, timeout)
+		if err != nil {
+			s.logger.Debug("dns forward failed", logKeyUpstream, up, logKeyName, req.Question[0].Name, "err", err)
+			continue
+		}
+		resp.Id = req.Id
+		if resp.Rcode == mdns.RcodeServerFailure || resp.Rcode == mdns.RcodeRefused {
+			last = resp
+			continue
+		}
+		return resp
+	}
+	if last != nil {
+		last.Rcode = mdns.RcodeServerFailure
+		return last
+	}
+	return new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
+}
+
+// exchange sends m to one upstream, retrying over TCP after a truncated
+// UDP answer.
+func (s *Server) exchange(m *mdns.Msg, upstream string, overTCP bool, timeout time.Duration) (*mdns.Msg, error) {
+	if !overTCP {
+		ctx, cancel := context.WithTimeout(s.baseCtx, timeout)
+		c := &mdns.Client{Net: "udp", Timeout: timeout, UDPSize: mdns.DefaultMsgSize}
+		resp, _, err := c.ExchangeContext(ctx, m, upstream)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("udp %s: %w", upstream, err)
+		}
+		if !resp.Truncated {
+			return resp, nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.baseCtx, timeout)
+	defer cancel()
+	c := &mdns.Client{Net: "tcp", Timeout: timeout}
+	resp, _, err := c.ExchangeContext(ctx, m, upstream)
+	if err != nil {
+		return nil, fmt.Errorf("tcp %s: %w", upstream, err)
+	}
+	return resp, nil
+}
