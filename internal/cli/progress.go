@@ -1,0 +1,318 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+)
+
+// Progress renders an operation's events for people: one permanent line
+// per finished stage with its duration, and, on a terminal, an animated
+// status line for the running stage (spinner, detail, progress bar,
+// elapsed time). Without a terminal it prints plain lines only, so logs
+// and CI output stay readable. Use NewProgress, feed it every Event, and
+// Close it.
+type Progress struct {
+	w   io.Writer
+	tty bool
+	now func() time.Time
+
+	mu        sync.Mutex
+	stages    map[int]api.Stage // latest state by stage index
+	announced map[int]bool      // plain mode: "→ name" printed
+	running   []int             // running stage indexes, oldest first
+	frame     int
+	drawn     bool // a status line is on screen
+	ticker    *time.Ticker
+	stop      chan struct{}
+	stopped   chan struct{}
+}
+
+// Progress glyphs.
+const (
+	glyphStart   = "→"
+	glyphDone    = "✓"
+	glyphFailed  = "✗"
+	glyphSkipped = "·"
+	redraw       = 100 * time.Millisecond
+	barWidth     = 20
+	maxDetail    = 60
+	clearLine    = "\r\033[K"
+)
+
+var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+
+// NewProgress returns a renderer writing to w; tty animates a status line.
+func NewProgress(w io.Writer, tty bool) *Progress {
+	return &Progress{w: w, tty: tty, now: time.Now, stages: map[int]api.Stage{}, announced: map[int]bool{}}
+}
+
+// Event renders one operation event.
+func (p *Progress) Event(ev api.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch ev.Type {
+	case api.EventStage:
+		if ev.Stage != nil {
+			p.stageLocked(ev.StageIndex, *ev.Stage)
+		}
+	case api.EventLog:
+		p.printLocked("  " + ev.Message)
+	case api.EventDone:
+		p.running = nil
+		p.clearLocked()
+	}
+}
+
+func (p *Progress) stageLocked(i int, s api.Stage) {
+	prev, seen := p.stages[i]
+	p.stages[i] = s
+	switch s.State {
+	case api.StagePending:
+	case api.StageRunning:
+		if !containsInt(p.running, i) {
+			p.running = append(p.running, i)
+		}
+		if p.tty {
+			p.startTickerLocked()
+			p.drawLocked()
+			return
+		}
+		if !p.announced[i] {
+			p.announced[i] = true
+			p.printLocked(fmt.Sprintf("%s %s", glyphStart, s.Name))
+		}
+		if s.Detail != "" && (!seen || prev.Detail != s.Detail) {
+			p.printLocked(fmt.Sprintf("  %s: %s", s.Name, s.Detail))
+		}
+	case api.StageDone:
+		p.endLocked(i, fmt.Sprintf("%s %s %s", glyphDone, s.Name, formatDuration(s.Duration)))
+	case api.StageFailed:
+		// The error itself is printed once, by the command.
+		p.endLocked(i, fmt.Sprintf("%s %s %s", glyphFailed, s.Name, formatDuration(s.Duration)))
+	case api.StageSkipped:
+		// Stages never started are skipped silently when the operation ends.
+		if s.Started.IsZero() && s.Detail == "" {
+			p.endLocked(i, "")
+			return
+		}
+		line := fmt.Sprintf("%s %s skipped", glyphSkipped, s.Name)
+		if s.Detail != "" {
+			line += ": " + s.Detail
+		}
+		p.endLocked(i, line)
+	}
+}
+
+func (p *Progress) endLocked(i int, line string) {
+	p.running = removeInt(p.running, i)
+	if line != "" {
+		p.printLocked(line)
+	}
+	if p.tty && len(p.running) > 0 {
+		p.drawLocked()
+	}
+}
+
+// Notef prints a permanent line, e.g. "canceling…".
+func (p *Progress) Notef(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.printLocked(fmt.Sprintf(format, args...))
+	if p.tty && len(p.running) > 0 {
+		p.drawLocked()
+	}
+}
+
+// printLocked prints a permanent line above the status line.
+func (p *Progress) printLocked(line string) {
+	p.clearLocked()
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *Progress) clearLocked() {
+	if p.drawn {
+		io.WriteString(p.w, clearLine)
+		p.drawn = false
+	}
+}
+
+// drawLocked redraws the status line for the newest running stage.
+func (p *Progress) drawLocked() {
+	if len(p.running) == 0 {
+		p.clearLocked()
+		return
+	}
+	s := p.stages[p.running[len(p.running)-1]]
+	var b strings.Builder
+	b.WriteString(clearLine)
+	fmt.Fprintf(&b, "%s %s", spinner[p.frame%len(spinner)], s.Name)
+	if d := s.Detail; d != "" {
+		if r := []rune(d); len(r) > maxDetail {
+			d = string(r[:maxDetail-1]) + "…"
+		}
+		b.WriteString("  " + d)
+	}
+	if pr := s.Progress; pr != nil && pr.Total > 0 {
+		frac := min(1, float64(pr.Done)/float64(pr.Total))
+		n := int(frac * barWidth)
+		fmt.Fprintf(&b, "  [%s%s] %3.0f%%", strings.Repeat("=", n), strings.Repeat(" ", barWidth-n), frac*100)
+	}
+	if !s.Started.IsZero() {
+		fmt.Fprintf(&b, "  %s", formatDuration(p.now().Sub(s.Started).Round(100*time.Millisecond)))
+	}
+	io.WriteString(p.w, b.String())
+	p.drawn = true
+}
+
+func (p *Progress) startTickerLocked() {
+	if p.ticker != nil {
+		return
+	}
+	p.ticker = time.NewTicker(redraw)
+	p.stop = make(chan struct{})
+	p.stopped = make(chan struct{})
+	go func() {
+		defer close(p.stopped)
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-p.ticker.C:
+				p.mu.Lock()
+				p.frame++
+				if len(p.running) > 0 {
+					p.drawLocked()
+				}
+				p.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// Close stops the animation and clears the status line.
+func (p *Progress) Close() {
+	p.mu.Lock()
+	t := p.ticker
+	p.ticker = nil
+	if t != nil {
+		t.Stop()
+		close(p.stop)
+	}
+	p.mu.Unlock()
+	if t != nil {
+		<-p.stopped
+	}
+	p.mu.Lock()
+	p.clearLocked()
+	p.mu.Unlock()
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func removeInt(s []int, v int) []int {
+	out := s[:0]
+	for _, x := range s {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// exitInterrupted is the status after Ctrl-C canceled an operation.
+const exitInterrupted = 130
+
+// followOperation renders the events of ref on stderr until the operation
+// finishes and returns its result. The first Ctrl-C asks the daemon to
+// cancel and keeps following, so the rollback is shown and awaited; a
+// second Ctrl-C stops waiting (the daemon still finishes the rollback).
+func (a *app) followOperation(ctx context.Context, c *api.Client, ref api.OperationRef) (json.RawMessage, error) {
+	events, err := c.OperationEvents(ctx, ref.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer events.Close()
+	prog := NewProgress(a.streams.ErrOut, a.streams.ErrTTY)
+	defer prog.Close()
+
+	interrupt := a.streams.Interrupt
+	if interrupt == nil {
+		ch := make(chan os.Signal, 2)
+		signal.Notify(ch, os.Interrupt)
+		defer signal.Stop(ch)
+		interrupt = ch
+	}
+
+	type next struct {
+		ev  api.Event
+		err error
+	}
+	evc := make(chan next)
+	quit := make(chan struct{})
+	defer close(quit)
+	go func() {
+		for {
+			ev, err := events.Next()
+			select {
+			case evc <- next{ev, err}:
+			case <-quit:
+				return
+			}
+			if err != nil || ev.Type == api.EventDone {
+				return
+			}
+		}
+	}()
+
+	canceled := false
+	for {
+		select {
+		case <-interrupt:
+			if canceled {
+				prog.Notef("stopped waiting; bangerd finishes rolling back %s", ref.ID)
+				return nil, &exitError{code: exitInterrupted}
+			}
+			canceled = true
+			prog.Notef("canceling %s: rolling back (Ctrl-C again to stop waiting)", ref.Kind)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+			err := c.CancelOperation(cctx, ref.ID)
+			cancel()
+			if err != nil && !errors.Is(err, api.ErrNotFound) {
+				prog.Notef("cancel %s: %v", ref.ID, err)
+			}
+		case n := <-evc:
+			if n.err != nil {
+				return nil, fmt.Errorf("follow %s %s: %w", ref.Kind, ref.ID, n.err)
+			}
+			prog.Event(n.ev)
+			if n.ev.Type != api.EventDone {
+				continue
+			}
+			if n.ev.Error != nil {
+				if canceled && errors.Is(n.ev.Error, api.ErrCanceled) {
+					prog.Notef("%s canceled and rolled back", ref.Kind)
+					return nil, &exitError{code: exitInterrupted}
+				}
+				return nil, n.ev.Error
+			}
+			return n.ev.Result, nil
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/vmname"
+)
+
+// vmFlags are the flags shared by `vm create` and `vm run`. Their
+// defaults come from config.ResolveVMDefaults, so --help shows what a VM
+// would get on this host with this config.
+type vmFlags struct {
+	name, image, vmm, diskSize string
+	vcpu, memoryMiB            int
+}
+
+func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
+	d := config.ResolveVMDefaults(a.cfg, a.host)
+	image, vmm := config.DefaultImageName, config.DefaultVMM
+	if a.cfg != nil {
+		image, vmm = a.cfg.DefaultImage, a.cfg.VMM
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.name, "name", "", "VM name (DNS label; generated when empty)")
+	fl.StringVar(&f.image, "image", image, "image to boot")
+	fl.IntVar(&f.vcpu, "vcpu", d.VCPU, fmt.Sprintf("virtual CPUs (%s)", d.VCPUSource))
+	fl.IntVar(&f.memoryMiB, "memory", d.MemoryMiB, fmt.Sprintf("memory in MiB (%s)", d.MemorySource))
+	fl.StringVar(&f.diskSize, "disk-size", config.FormatSize(d.DiskBytes), fmt.Sprintf("size of the /root work disk, e.g. 16G (%s)", d.DiskSource))
+	fl.StringVar(&f.vmm, "vmm", vmm, "VMM: auto, firecracker or qemu")
+}
+
+// request validates the flags and builds the create request.
+func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error) {
+	var r config.ResolvedDefaults
+	if f.name != "" {
+		if err := vmname.Validate(f.name); err != nil {
+			return api.CreateVMRequest{}, r, err
+		}
+	}
+	if f.vcpu < 1 || f.vcpu > config.MaxVCPU {
+		return api.CreateVMRequest{}, r, fmt.Errorf("--vcpu %d: must be between 1 and %d", f.vcpu, config.MaxVCPU)
+	}
+	if f.memoryMiB < config.MinMemoryMiB {
+		return api.CreateVMRequest{}, r, fmt.Errorf("--memory %d: must be at least %d MiB", f.memoryMiB, config.MinMemoryMiB)
+	}
+	disk, err := config.ParseSize(f.diskSize)
+	if err != nil {
+		return api.CreateVMRequest{}, r, fmt.Errorf("--disk-size: %w", err)
+	}
+	if disk < config.MinDiskBytes {
+		return api.CreateVMRequest{}, r, fmt.Errorf("--disk-size %s: must be at least %s", f.diskSize, config.FormatSize(config.MinDiskBytes))
+	}
+	switch f.vmm {
+	case "auto", "firecracker", "qemu":
+	default:
+		return api.CreateVMRequest{}, r, fmt.Errorf("--vmm %q: want auto, firecracker or qemu", f.vmm)
+	}
+	r = config.ResolvedDefaults{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk}
+	req := api.CreateVMRequest{
+		Name:  f.name,
+		Image: f.image,
+		VMM:   f.vmm,
+		Spec:  api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
+	}
+	return req, r, nil
+}
+
+func newVMCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vm",
+		Short: "Create, run and manage VMs",
+		Args:  noArgs,
+	}
+	cmd.AddCommand(newVMCreateCmd(a), newVMRunCmd(a))
+	return cmd
+}
+
+func newVMCreateCmd(a *app) *cobra.Command {
+	var f vmFlags
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create and boot a VM",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vm, err := a.createVM(cmd.Context(), &f)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, vm)
+			}
+			fmt.Fprintln(a.streams.Out, vm.Name)
+			return nil
+		},
+	}
+	a.addVMFlags(cmd, &f)
+	return cmd
+}
+
+func newVMRunCmd(a *app) *cobra.Command {
+	var f vmFlags
+	var rm bool
+	cmd := &cobra.Command{
+		Use:   "run [flags] [-- CMD [ARG...]]",
+		Short: "Create a VM, boot it and run a command in it",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if dash := cmd.ArgsLenAtDash(); len(args) > 0 && dash != 0 {
+				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("put the command after --, as in: banger vm run -- %s", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vm, err := a.createVM(cmd.Context(), &f)
+			if err != nil {
+				return err
+			}
+			return a.runInVM(cmd.Context(), vm, args, rm)
+		},
+	}
+	a.addVMFlags(cmd, &f)
+	cmd.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command exits")
+	return cmd
+}
+
+// createVM prints the spec line, starts the create operation and follows
+// it to the created VM.
+func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
+	if _, err := a.config(); err != nil {
+		return api.VM{}, err
+	}
+	req, spec, err := f.request()
+	if err != nil {
+		return api.VM{}, err
+	}
+	fmt.Fprintln(a.streams.ErrOut, spec.SpecLine())
+	c, err := a.client(ctx)
+	if err != nil {
+		return api.VM{}, err
+	}
+	ref, err := c.CreateVM(ctx, req)
+	if err != nil {
+		return api.VM{}, err
+	}
+	res, err := a.followOperation(ctx, c, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	var vm api.VM
+	if err := json.Unmarshal(res, &vm); err != nil {
+		return api.VM{}, fmt.Errorf("decode created vm: %w", err)
+	}
+	return vm, nil
+}
+
+// runInVM runs argv in vm with the caller's stdio and exits with its
+// status; rm deletes the VM afterwards.
+func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm bool) error {
+	return api.Errorf(api.CodeNotImplemented, "vm run: running a command in %s is not implemented yet", vm.Name)
+}
