@@ -1,0 +1,461 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Log attribute keys.
+const (
+	logKeyTap    = "tap"
+	logKeyBridge = "bridge"
+	logKeyErr    = "err"
+)
+
+// refillRetry is how long the background refill waits after a failure
+// before trying again (a new Acquire or Release also wakes it).
+const refillRetry = 5 * time.Second
+
+// Config is the host network a Manager keeps: the bridge, the guests'
+// subnet (the host takes Gateway(Subnet)), how many idle taps to keep
+// ready, and the user that owns the taps (the one running the VMMs).
+type Config struct {
+	Bridge   string
+	Subnet   netip.Prefix
+	PoolSize int
+	UID, GID int
+}
+
+// Validate checks the names, the subnet, the pool size and the ids.
+func (c Config) Validate() error {
+	if !ManagedName(c.Bridge) {
+		return fmt.Errorf("bridge %q: must be an interface name starting with one of %q", c.Bridge, ManagedPrefixes)
+	}
+	if err := CheckSubnet(c.Subnet); err != nil {
+		return err
+	}
+	if c.PoolSize < 0 {
+		return fmt.Errorf("tap pool size %d: must not be negative", c.PoolSize)
+	}
+	if c.UID < 0 || c.GID < 0 || c.UID > maxID || c.GID > maxID {
+		return fmt.Errorf("tap owner %d:%d: out of range", c.UID, c.GID)
+	}
+	return nil
+}
+
+// Manager keeps banger's host network: it ensures the bridge, the
+// firewall table and forwarding, hands out taps from a warm pool that a
+// background goroutine refills, takes them back, finds leaked ones and
+// tears everything down. Its methods are safe for concurrent use.
+type Manager struct {
+	cfg Config
+	p   Privileged
+	log *slog.Logger
+
+	mu       sync.Mutex
+	ensured  bool            // Ensure succeeded and no Teardown since
+	closed   bool            // Close was called
+	pool     []string        // idle taps, ready to hand out, oldest first
+	inUse    map[string]bool // taps handed out or adopted
+	creating map[string]bool // names reserved while being created or reset
+	kick     chan struct{}   // wakes the refill loop; buffered, size 1
+	stop     context.CancelFunc
+	done     chan struct{} // closed when the refill loop exits
+}
+
+// New returns a Manager for cfg acting through p. It touches nothing until
+// Ensure. logger may be nil.
+func New(cfg Config, p Privileged, logger *slog.Logger) *Manager {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{
+		cfg:      cfg,
+		p:        p,
+		log:      logger,
+		inUse:    map[string]bool{},
+		creating: map[string]bool{},
+		kick:     make(chan struct{}, 1),
+	}
+}
+
+// Ensure makes the bridge exist with the gateway address and be up,
+// installs banger's nftables table and turns IPv4 forwarding on, then
+// starts filling the tap pool in the background. It is idempotent: the
+// bridge and forwarding are measured first and only changed when they
+// differ; the table is replaced atomically every time (reading it back
+// needs privilege, replacing it is as cheap).
+//
+// Taps left by an earlier daemon are not taken over here: after adopting
+// the taps of running VMs, the daemon lists the rest with Orphans and
+// hands each to ReleaseTap, which pools or deletes it.
+func (m *Manager) Ensure(ctx context.Context) error {
+	if err := m.cfg.Validate(); err != nil {
+		return fmt.Errorf("ensure host network: %w", err)
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return errors.New("ensure host network: manager closed")
+	}
+	st, err := m.p.Inspect(ctx)
+	if err != nil {
+		return fmt.Errorf("ensure host network: %w", err)
+	}
+	if !bridgeReady(st, m.cfg) {
+		m.log.Info("creating bridge", logKeyBridge, m.cfg.Bridge, "addr", GatewayPrefix(m.cfg.Subnet).String())
+		if err := m.p.EnsureBridge(ctx, m.cfg.Bridge, m.cfg.Subnet); err != nil {
+			return fmt.Errorf("ensure host network: %w", err)
+		}
+	}
+	if err := m.p.ApplyFirewall(ctx, Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet}); err != nil {
+		return fmt.Errorf("ensure host network: %w", err)
+	}
+	if !st.Forwarding {
+		m.log.Info("enabling ipv4 forwarding")
+		if err := m.p.EnableForwarding(ctx); err != nil {
+			return fmt.Errorf("ensure host network: %w", err)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("ensure host network: manager closed")
+	}
+	m.ensured = true
+	if m.stop == nil {
+		loopCtx, cancel := context.WithCancel(context.Background())
+		m.stop, m.done = cancel, make(chan struct{})
+		go m.refillLoop(loopCtx, m.done)
+	}
+	m.wake()
+	return nil
+}
+
+// bridgeReady reports whether the bridge exists, is up and carries
+// exactly the gateway address.
+func bridgeReady(st State, cfg Config) bool {
+	br, ok := st.Link(cfg.Bridge)
+	return ok && br.Kind == "bridge" && br.Up && len(br.Addrs) == 1 && br.HasAddr(GatewayPrefix(cfg.Subnet))
+}
+
+// tapReady reports whether tap name exists, owned as configured, attached
+// to the bridge and up.
+func tapReady(st State, cfg Config, name string) bool {
+	l, ok := st.Link(name)
+	return ok && l.Kind == "tuntap" && l.Up && l.Master == cfg.Bridge && l.Owner == cfg.UID && l.Group == cfg.GID
+}
+
+// wake nudges the refill loop without blocking. Callers hold m.mu or not;
+// it does not matter.
+func (m *Manager) wake() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refillLoop keeps the pool at PoolSize until ctx ends.
+func (m *Manager) refillLoop(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	for {
+		var retry <-chan time.Time
+		if err := m.fill(ctx); err != nil && ctx.Err() == nil {
+			// Nobody waits on the background refill: log, and retry
+			// later. AcquireTap still creates taps on demand.
+			m.log.Warn("refill tap pool", logKeyErr, err)
+			retry = time.After(refillRetry)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-retry:
+		}
+	}
+}
+
+// fill creates taps until the pool (counting taps being created) holds
+// PoolSize.
+func (m *Manager) fill(ctx context.Context) error {
+	for ctx.Err() == nil {
+		m.mu.Lock()
+		full := !m.ensured || len(m.pool)+len(m.creating) >= m.cfg.PoolSize
+		m.mu.Unlock()
+		if full {
+			return nil
+		}
+		name, err := m.createTap(ctx)
+		if err != nil {
+			return err
+		}
+		m.mu.Lock()
+		m.pool = append(m.pool, name)
+		m.mu.Unlock()
+		m.log.Debug("tap pooled", logKeyTap, name)
+	}
+	return nil
+}
+
+// createTap picks the lowest free tap name (free of the pool, the taps in
+// use, those being created and every link on the host), reserves it and
+// creates the tap.
+func (m *Manager) createTap(ctx context.Context) (string, error) {
+	st, err := m.p.Inspect(ctx)
+	if err != nil {
+		return "", fmt.Errorf("create tap: %w", err)
+	}
+	m.mu.Lock()
+	taken := map[string]bool{}
+	for _, l := range st.Links {
+		taken[l.Name] = true
+	}
+	for _, n := range m.pool {
+		taken[n] = true
+	}
+	for n := range m.inUse {
+		taken[n] = true
+	}
+	for n := range m.creating {
+		taken[n] = true
+	}
+	name := NextTapName(taken)
+	m.creating[name] = true
+	m.mu.Unlock()
+
+	err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+	m.mu.Lock()
+	delete(m.creating, name)
+	m.mu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("create tap: %w", err)
+	}
+	return name, nil
+}
+
+// AcquireTap hands out a tap attached to the bridge, up and owned by the
+// configured user: an idle one from the pool (checked to still be so, and
+// repaired when not) or, when the pool is empty, one created now. The
+// refill loop then tops the pool up. Ensure must have succeeded.
+func (m *Manager) AcquireTap(ctx context.Context) (string, error) {
+	m.mu.Lock()
+	if !m.ensured {
+		m.mu.Unlock()
+		return "", errors.New("acquire tap: host network not ensured")
+	}
+	var name string
+	if len(m.pool) > 0 {
+		name, m.pool = m.pool[0], m.pool[1:]
+		m.inUse[name] = true
+	}
+	m.mu.Unlock()
+	m.wake()
+
+	if name == "" {
+		created, err := m.createTap(ctx)
+		if err != nil {
+			return "", fmt.Errorf("acquire tap: %w", err)
+		}
+		m.mu.Lock()
+		m.inUse[created] = true
+		m.mu.Unlock()
+		return created, nil
+	}
+
+	// A pooled tap may have been changed or removed behind our back.
+	st, err := m.p.Inspect(ctx)
+	if err == nil && !tapReady(st, m.cfg, name) {
+		err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+	}
+	if err != nil {
+		m.mu.Lock()
+		delete(m.inUse, name)
+		m.mu.Unlock()
+		return "", fmt.Errorf("acquire tap %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// ReleaseTap takes a tap back once its VMM has exited: it returns to the
+// pool if the pool has room (re-attached and up, recreated if it vanished)
+// and is deleted otherwise. Releasing a pooled tap, or a tap already gone
+// with no room in the pool, is a no-op, so ReleaseTap is idempotent. It
+// also accepts banger taps the Manager does not know (orphans reclaimed at
+// daemon start).
+func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
+	if !ValidTapName(name) {
+		return fmt.Errorf("release tap %q: not a banger tap name", name)
+	}
+	m.mu.Lock()
+	if slices.Contains(m.pool, name) || m.creating[name] {
+		m.mu.Unlock()
+		return nil
+	}
+	delete(m.inUse, name)
+	room := m.ensured && !m.closed && len(m.pool)+len(m.creating) < m.cfg.PoolSize
+	if room {
+		m.creating[name] = true
+	}
+	m.mu.Unlock()
+
+	if !room {
+		if err := m.p.DeleteLink(ctx, name); err != nil {
+			return fmt.Errorf("release tap: %w", err)
+		}
+		return nil
+	}
+	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+	m.mu.Lock()
+	delete(m.creating, name)
+	if err == nil {
+		m.pool = append(m.pool, name)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("release tap %s to pool: %w", name, err)
+	}
+	return nil
+}
+
+// IsPoolTap reports whether name is an idle tap in the pool. Pool taps are
+// banger's own and never leaks.
+func (m *Manager) IsPoolTap(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Contains(m.pool, name)
+}
+
+// Pool returns the idle taps in the pool.
+func (m *Manager) Pool() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.pool)
+}
+
+// InUse returns the taps handed out or adopted, sorted.
+func (m *Manager) InUse() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.inUse))
+	for n := range m.inUse {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Adopt marks the taps of VMs found running at daemon start as in use, so
+// they are neither pooled, reused nor reported as orphans. Names that are
+// not banger tap names are ignored.
+func (m *Manager) Adopt(names []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range names {
+		if !ValidTapName(n) {
+			continue
+		}
+		m.inUse[n] = true
+		m.pool = slices.DeleteFunc(m.pool, func(p string) bool { return p == n })
+	}
+}
+
+// Orphans lists the taps on the host that carry banger's prefix but are
+// neither pooled, being created, handed out, adopted, nor in inUse (the
+// caller's own record of running VMs): leaks, sorted by name.
+func (m *Manager) Orphans(ctx context.Context, inUse []string) ([]string, error) {
+	st, err := m.p.Inspect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find orphan taps: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, l := range st.Links {
+		n := l.Name
+		if l.Kind != "tuntap" || !strings.HasPrefix(n, TapPrefix) {
+			continue
+		}
+		if slices.Contains(m.pool, n) || m.inUse[n] || m.creating[n] || slices.Contains(inUse, n) {
+			continue
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Teardown removes everything Ensure and the pool made: the pool taps,
+// any orphaned banger taps, banger's nftables table and the bridge. It
+// refuses while a tap is in use. IPv4 forwarding is left on (other
+// software may rely on it). A later Ensure builds the network again.
+func (m *Manager) Teardown(ctx context.Context) error {
+	m.mu.Lock()
+	if len(m.inUse) > 0 {
+		in := make([]string, 0, len(m.inUse))
+		for n := range m.inUse {
+			in = append(in, n)
+		}
+		slices.Sort(in)
+		m.mu.Unlock()
+		return fmt.Errorf("tear down host network: taps in use: %s", strings.Join(in, ", "))
+	}
+	m.ensured = false
+	m.mu.Unlock()
+	m.stopRefill()
+
+	m.mu.Lock()
+	pool := m.pool
+	m.pool = nil
+	m.mu.Unlock()
+
+	orphans, err := m.Orphans(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("tear down host network: %w", err)
+	}
+	var errs []error
+	for _, n := range append(pool, orphans...) {
+		if err := m.p.DeleteLink(ctx, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := m.p.RemoveFirewall(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.p.DeleteLink(ctx, m.cfg.Bridge); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tear down host network: %w", err)
+	}
+	return nil
+}
+
+// stopRefill stops the refill loop and waits for it to exit.
+func (m *Manager) stopRefill() {
+	m.mu.Lock()
+	stop, done := m.stop, m.done
+	m.stop, m.done = nil, nil
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// Close stops the background refill and waits for it. The taps, the
+// bridge and the table stay for the next daemon; Teardown removes them.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.stopRefill()
+	return nil
+}

@@ -1,0 +1,176 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+)
+
+// maxID is the largest uid or gid accepted; 2^32-1 is (uid_t)-1, "no
+// change", and never a real owner.
+const maxID = 1<<32 - 2
+
+// privTimeout bounds one privileged operation.
+const privTimeout = time.Minute
+
+// Exit codes of `bangerd priv`.
+const (
+	privOK     = 0
+	privFailed = 1 // the operation itself failed
+	privUsage  = 2 // the request was rejected before anything ran
+)
+
+// PrivMain is `bangerd priv OP ARGS...` (args excludes "priv"): the side
+// of Sudo that runs as root. It validates every argument strictly,
+// rejecting anything that is not exactly what banger sends, then performs
+// the operation with Direct. It returns the exit code: 0 done, 1 the
+// operation failed, 2 the request was rejected.
+func PrivMain(args []string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), privTimeout)
+	defer cancel()
+	return privMain(ctx, args, os.Stderr, Direct{})
+}
+
+// privMain is PrivMain with its executor and error stream injected.
+func privMain(ctx context.Context, args []string, stderr io.Writer, p Privileged) int {
+	req, err := ParsePriv(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "bangerd priv: %v\n", err)
+		return privUsage
+	}
+	if err := req.Do(ctx, p); err != nil {
+		fmt.Fprintf(stderr, "bangerd priv: %v\n", err)
+		return privFailed
+	}
+	return privOK
+}
+
+// PrivRequest is one validated `bangerd priv` request.
+type PrivRequest struct {
+	Op       string
+	Name     string       // link name (ensure-bridge, ensure-tap, delete-link)
+	Bridge   string       // ensure-tap, apply-firewall
+	Subnet   netip.Prefix // ensure-bridge, apply-firewall
+	UID, GID int          // ensure-tap
+}
+
+// ErrPrivUsage marks a rejected `bangerd priv` request.
+var ErrPrivUsage = errors.New("rejected")
+
+func usage(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrPrivUsage, fmt.Sprintf(format, a...))
+}
+
+// ParsePriv validates a `bangerd priv` argv (without "priv"). Interface
+// names must be banger's (ManagedName; taps exactly TapName(N)), subnets
+// canonical IPv4 network prefixes within CheckSubnet's bounds, uid and gid
+// canonical decimal numbers; the argument count must be exact. Errors
+// wrap ErrPrivUsage.
+func ParsePriv(args []string) (PrivRequest, error) {
+	if len(args) == 0 {
+		return PrivRequest{}, usage("missing operation; one of %s, %s, %s, %s, %s, %s",
+			OpEnsureBridge, OpEnsureTap, OpDeleteLink, OpApplyFirewall, OpRemoveFirewall, OpEnableForwarding)
+	}
+	op, rest := args[0], args[1:]
+	want := map[string]int{
+		OpEnsureBridge: 2, OpEnsureTap: 4, OpDeleteLink: 1,
+		OpApplyFirewall: 2, OpRemoveFirewall: 0, OpEnableForwarding: 0,
+	}
+	n, ok := want[op]
+	if !ok {
+		return PrivRequest{}, usage("unknown operation %q", op)
+	}
+	if len(rest) != n {
+		return PrivRequest{}, usage("%s takes %d arguments, got %d", op, n, len(rest))
+	}
+	req := PrivRequest{Op: op}
+	var err error
+	switch op {
+	case OpEnsureBridge:
+		if req.Name, err = parseManaged("bridge", rest[0]); err != nil {
+			return PrivRequest{}, err
+		}
+		if req.Subnet, err = parseSubnet(rest[1]); err != nil {
+			return PrivRequest{}, err
+		}
+	case OpEnsureTap:
+		if !ValidTapName(rest[0]) {
+			return PrivRequest{}, usage("tap %q: must be %s followed by a number", rest[0], TapPrefix)
+		}
+		req.Name = rest[0]
+		if req.Bridge, err = parseManaged("bridge", rest[1]); err != nil {
+			return PrivRequest{}, err
+		}
+		if req.UID, err = parseID("uid", rest[2]); err != nil {
+			return PrivRequest{}, err
+		}
+		if req.GID, err = parseID("gid", rest[3]); err != nil {
+			return PrivRequest{}, err
+		}
+	case OpDeleteLink:
+		if req.Name, err = parseManaged("link", rest[0]); err != nil {
+			return PrivRequest{}, err
+		}
+	case OpApplyFirewall:
+		if req.Bridge, err = parseManaged("bridge", rest[0]); err != nil {
+			return PrivRequest{}, err
+		}
+		if req.Subnet, err = parseSubnet(rest[1]); err != nil {
+			return PrivRequest{}, err
+		}
+	}
+	return req, nil
+}
+
+// Do performs the request with p.
+func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
+	switch r.Op {
+	case OpEnsureBridge:
+		return p.EnsureBridge(ctx, r.Name, r.Subnet)
+	case OpEnsureTap:
+		return p.EnsureTap(ctx, r.Name, r.Bridge, r.UID, r.GID)
+	case OpDeleteLink:
+		return p.DeleteLink(ctx, r.Name)
+	case OpApplyFirewall:
+		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet})
+	case OpRemoveFirewall:
+		return p.RemoveFirewall(ctx)
+	case OpEnableForwarding:
+		return p.EnableForwarding(ctx)
+	}
+	return usage("unknown operation %q", r.Op)
+}
+
+func parseManaged(what, s string) (string, error) {
+	if !ValidIfName(s) {
+		return "", usage("%s %q: not an interface name (1-15 of a-z A-Z 0-9 _ . -, not starting with -)", what, s)
+	}
+	if !ManagedName(s) {
+		return "", usage("%s %q: not a banger interface (names start with %q)", what, s, ManagedPrefixes)
+	}
+	return s, nil
+}
+
+func parseSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.String() != s {
+		return netip.Prefix{}, usage("subnet %q: not a canonical prefix such as 10.77.0.0/24", s)
+	}
+	if err := CheckSubnet(p); err != nil {
+		return netip.Prefix{}, usage("%v", err)
+	}
+	return p, nil
+}
+
+func parseID(what, s string) (int, error) {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || strconv.FormatUint(v, 10) != s || v > maxID {
+		return 0, usage("%s %q: not a numeric id", what, s)
+	}
+	return int(v), nil
+}
