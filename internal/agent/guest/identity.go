@@ -1,0 +1,395 @@
+package guest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"banger/internal/agent"
+)
+
+// NetConfig is the network part of an identity, handed to System.
+type NetConfig struct {
+	// MAC selects the NIC; empty (or no match) means the first
+	// non-loopback NIC.
+	MAC string
+	// Address is the IPv4 address in CIDR form.
+	Address netip.Prefix
+	// Gateway is the default route's next hop; invalid means no route.
+	Gateway netip.Addr
+}
+
+// System is what Apply needs from the running kernel. Every method is
+// idempotent: calling it again with the same arguments changes nothing.
+type System interface {
+	// SetHostname sets the kernel hostname.
+	SetHostname(name string) error
+	// ConfigureNetwork brings the NIC up with the address and the default
+	// route (replacing what is there).
+	ConfigureNetwork(cfg NetConfig) error
+	// IsMounted reports whether something is mounted at path.
+	IsMounted(path string) (bool, error)
+	// FindLabel returns the device holding the ext filesystem labelled
+	// label, or "" when there is none.
+	FindLabel(label string) (string, error)
+	// Mount mounts an ext4 device at target (created when missing).
+	Mount(dev, target string, readOnly bool) error
+	// Chown sets the owner of path without following symlinks.
+	Chown(path string, uid, gid int) error
+	// GenerateHostKeys creates the missing ssh host keys under root
+	// (ssh-keygen -A -f root).
+	GenerateHostKeys(root string) error
+}
+
+// LoadIdentity reads and validates identity.json.
+func LoadIdentity(path string) (agent.Identity, error) {
+	var id agent.Identity
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return id, fmt.Errorf("read identity: %w", err)
+	}
+	if err := json.Unmarshal(b, &id); err != nil {
+		return id, fmt.Errorf("parse identity %s: %w", path, err)
+	}
+	return id, nil
+}
+
+var hostnameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+
+// Apply makes the guest whose filesystem is at root match id; configDir
+// is the mounted config drive (file_sync sources are under its files/).
+// Steps are independent: a failing step does not stop the others, and the
+// errors of all failed steps are returned together. Applying the same
+// identity again (a reboot) changes nothing.
+func Apply(root, configDir string, id agent.Identity, sys System) error {
+	var errs []error
+	step := func(name string, fn func() error) {
+		if err := fn(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	// The work disk first: authorized_keys and file_sync live under /root.
+	step("mount work disk", func() error { return mountWork(root, sys) })
+	if id.Hostname != "" {
+		step("hostname", func() error { return applyHostname(root, id.Hostname, sys) })
+	}
+	if id.Address != "" {
+		step("network", func() error { return applyNetwork(id, sys) })
+	}
+	if len(id.DNS) > 0 {
+		step("dns", func() error { return applyDNS(root, id.DNS) })
+	}
+	if len(id.AuthorizedKeys) > 0 {
+		step("authorized keys", func() error { return applyAuthorizedKeys(root, id.AuthorizedKeys, sys) })
+	}
+	step("ssh host keys", func() error { return ensureHostKeys(root, sys) })
+	for _, f := range id.Files {
+		step("file_sync "+f.Guest, func() error { return applySyncFile(root, configDir, f, sys) })
+	}
+	return errors.Join(errs...)
+}
+
+func mountWork(root string, sys System) error {
+	target := filepath.Join(root, "root")
+	mounted, err := sys.IsMounted(target)
+	if err != nil || mounted {
+		return err
+	}
+	dev, err := sys.FindLabel(agent.WorkLabel)
+	if err != nil {
+		return err
+	}
+	if dev == "" {
+		return fmt.Errorf("no filesystem labelled %s", agent.WorkLabel)
+	}
+	return sys.Mount(dev, target, false)
+}
+
+func applyHostname(root, name string, sys System) error {
+	if !hostnameRE.MatchString(name) {
+		return fmt.Errorf("invalid hostname %q", name)
+	}
+	if err := sys.SetHostname(name); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(root, "etc", "hostname"), []byte(name+"\n"), 0o644); err != nil {
+		return err
+	}
+	// 127.0.1.1 maps the hostname locally (Debian's convention), so tools
+	// resolving their own name do not wait on DNS.
+	hostsPath := filepath.Join(root, "etc", "hosts")
+	old, err := os.ReadFile(hostsPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read hosts: %w", err)
+	}
+	var lines []string
+	if len(old) == 0 {
+		lines = append(lines, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback")
+	}
+	for _, l := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+		if l == "" && len(old) == 0 {
+			continue
+		}
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "127.0.1.1" {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	lines = append(lines, "127.0.1.1\t"+name)
+	return writeFileAtomic(hostsPath, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+func applyNetwork(id agent.Identity, sys System) error {
+	pfx, err := netip.ParsePrefix(id.Address)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", id.Address, err)
+	}
+	cfg := NetConfig{MAC: id.MAC, Address: pfx}
+	if id.Gateway != "" {
+		gw, err := netip.ParseAddr(id.Gateway)
+		if err != nil {
+			return fmt.Errorf("gateway %q: %w", id.Gateway, err)
+		}
+		cfg.Gateway = gw
+	}
+	return sys.ConfigureNetwork(cfg)
+}
+
+func applyDNS(root string, servers []string) error {
+	var b strings.Builder
+	b.WriteString("# written by banger-agent\n")
+	for _, s := range servers {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("dns server %q: %w", s, err)
+		}
+		fmt.Fprintf(&b, "nameserver %s\n", a)
+	}
+	p := filepath.Join(root, "etc", "resolv.conf")
+	// Replace a symlink (systemd-resolved's stub) instead of writing
+	// through it.
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("replace resolv.conf link: %w", err)
+		}
+	}
+	return writeFileAtomic(p, []byte(b.String()), 0o644)
+}
+
+func applyAuthorizedKeys(root string, keys []string, sys System) error {
+	dir := filepath.Join(root, "root", ".ssh")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	if err := sys.Chown(dir, 0, 0); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "authorized_keys")
+	old, err := os.ReadFile(p)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read authorized_keys: %w", err)
+	}
+	// Keep keys the user added; add ours when missing.
+	var lines []string
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(old), "\n") {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		lines = append(lines, l)
+		have[strings.TrimSpace(l)] = true
+	}
+	for _, k := range keys {
+		k = strings.TrimSpace(k)
+		if k != "" && !have[k] {
+			lines = append(lines, k)
+			have[k] = true
+		}
+	}
+	if err := writeFileAtomic(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	return sys.Chown(p, 0, 0)
+}
+
+func ensureHostKeys(root string, sys System) error {
+	sshDir := filepath.Join(root, "etc", "ssh")
+	if _, err := os.Stat(sshDir); errors.Is(err, fs.ErrNotExist) {
+		return nil // no ssh server in this image
+	}
+	keys, err := filepath.Glob(filepath.Join(sshDir, "ssh_host_*_key"))
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		return nil
+	}
+	return sys.GenerateHostKeys(root)
+}
+
+// guestPath joins an absolute guest path under root, refusing "..".
+func guestPath(root, p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("guest path %q is not absolute", p)
+	}
+	if hasDotDot(p) {
+		return "", fmt.Errorf("guest path %q contains \"..\"", p)
+	}
+	return filepath.Join(root, p), nil
+}
+
+func hasDotDot(p string) bool {
+	for _, seg := range strings.Split(filepath.ToSlash(p), "/") {
+		if seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func applySyncFile(root, configDir string, f agent.SyncFile, sys System) error {
+	if f.Source == "" || hasDotDot(f.Source) || filepath.IsAbs(f.Source) {
+		return fmt.Errorf("source %q: want a relative path without \"..\"", f.Source)
+	}
+	src := filepath.Join(configDir, agent.ConfigFilesDir, f.Source)
+	dst, err := guestPath(root, f.Guest)
+	if err != nil {
+		return err
+	}
+	if err := mkdirParents(root, filepath.Dir(dst), sys); err != nil {
+		return err
+	}
+	if f.Dir {
+		return copyTree(src, dst, sys)
+	}
+	mode := fs.FileMode(f.Mode).Perm()
+	if mode == 0 {
+		mode = 0o600
+	}
+	return installFile(src, dst, mode, sys)
+}
+
+// mkdirParents creates dir and its missing parents (0755, root-owned).
+func mkdirParents(root, dir string, sys System) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir && len(parent) >= len(root) {
+		if err := mkdirParents(root, parent, sys); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	return sys.Chown(dir, 0, 0)
+}
+
+func installFile(src, dst string, mode fs.FileMode, sys System) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	if err := writeFileAtomic(dst, b, mode); err != nil {
+		return err
+	}
+	return sys.Chown(dst, 0, 0)
+}
+
+// copyTree copies the directory src to dst recursively: each file and
+// directory keeps its own mode, everything becomes root-owned, symlinks
+// are copied as links.
+func copyTree(src, dst string, sys System) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", src, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", src)
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.MkdirAll(target, 0o700); err != nil {
+				return fmt.Errorf("create %s: %w", target, err)
+			}
+			if err := os.Chmod(target, info.Mode().Perm()); err != nil {
+				return fmt.Errorf("chmod %s: %w", target, err)
+			}
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(target)
+			if err := os.Symlink(link, target); err != nil {
+				return fmt.Errorf("symlink %s: %w", target, err)
+			}
+		case info.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", p, err)
+			}
+			if err := writeFileAtomic(target, b, info.Mode().Perm()); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		return sys.Chown(target, 0, 0)
+	})
+}
+
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, with the given mode, so a crash never leaves half a file.
+func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("install %s: %w", path, err)
+	}
+	return nil
+}
