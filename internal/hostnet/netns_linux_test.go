@@ -1,0 +1,420 @@
+package hostnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"banger/internal/testenv"
+)
+
+// requireNetTools stops a privileged test unless it can run: root, ip and
+// nft (fatal in CI, skip elsewhere).
+func requireNetTools(t *testing.T) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "ip", "nft")
+}
+
+// ipLink is the part of `ip -j -d link show` the tests read.
+type ipLink struct {
+	Name     string   `json:"ifname"`
+	Flags    []string `json:"flags"`
+	Master   string   `json:"master"`
+	LinkInfo struct {
+		Kind string `json:"info_kind"`
+		Data struct {
+			Type  string `json:"type"`
+			User  any    `json:"user"` // a number, or a name iproute2 resolved
+			Group any    `json:"group"`
+		} `json:"info_data"`
+	} `json:"linkinfo"`
+	AddrInfo []struct {
+		Family string `json:"family"`
+		Local  string `json:"local"`
+		Len    int    `json:"prefixlen"`
+	} `json:"addr_info"`
+}
+
+// links reads the namespace's links back with iproute2, independently of
+// the netlink code under test.
+func links(t *testing.T, ns *testenv.Netns) map[string]ipLink {
+	t.Helper()
+	out, err := ns.Run(context.Background(), "ip", "-j", "-d", "addr", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ls []ipLink
+	if err := json.Unmarshal(out, &ls); err != nil {
+		t.Fatalf("parse ip -j output: %v\n%s", err, out)
+	}
+	m := map[string]ipLink{}
+	for _, l := range ls {
+		m[l.Name] = l
+	}
+	return m
+}
+
+// tableChains reads banger's table back with `nft -j`, returning its
+// chain names, or nil when the table is absent.
+func tableChains(t *testing.T, ns *testenv.Netns) []string {
+	t.Helper()
+	out, err := ns.Run(context.Background(), "nft", "-j", "list", "table", TableFamily, TableName)
+	if err != nil {
+		if strings.Contains(string(out), "No such file or directory") {
+			return nil
+		}
+		t.Fatal(err)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("parse nft -j output: %v\n%s", err, out)
+	}
+	var chains []string
+	for _, obj := range doc.Nftables {
+		if raw, ok := obj["chain"]; ok {
+			var c struct {
+				Name string `json:"name"`
+			}
+			if err := json.Unmarshal(raw, &c); err != nil {
+				t.Fatal(err)
+			}
+			chains = append(chains, c.Name)
+		}
+	}
+	slices.Sort(chains)
+	return chains
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func TestManager_Netns(t *testing.T) {
+	requireNetTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hostFwd, _ := os.ReadFile(ipForwardPath)
+
+	ns := testenv.NewNetns(t)
+	cfg := Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), PoolSize: 2, UID: 1234, GID: 2345}
+	m := New(cfg, Direct{NetNS: ns.Path}, testLogger(t))
+	defer m.Close()
+
+	t.Run("Ensure is idempotent", func(t *testing.T) {
+		for i := range 2 {
+			if err := m.Ensure(ctx); err != nil {
+				t.Fatalf("Ensure #%d: %v", i+1, err)
+			}
+			br, ok := links(t, ns)["bgtest0"]
+			if !ok || br.LinkInfo.Kind != "bridge" {
+				t.Fatalf("Ensure #%d: no bridge bgtest0: %+v", i+1, br)
+			}
+			if !slices.Contains(br.Flags, "UP") {
+				t.Errorf("Ensure #%d: bridge not up: %v", i+1, br.Flags)
+			}
+			var v4 []string
+			for _, a := range br.AddrInfo {
+				if a.Family == "inet" {
+					v4 = append(v4, a.Local+"/"+strconv.Itoa(a.Len))
+				}
+			}
+			if !slices.Equal(v4, []string{"192.0.2.1/24"}) {
+				t.Errorf("Ensure #%d: bridge addresses %q, want [192.0.2.1/24]", i+1, v4)
+			}
+			if got := tableChains(t, ns); !slices.Equal(got, []string{"forward", "input", "postrouting"}) {
+				t.Errorf("Ensure #%d: table inet banger chains %q", i+1, got)
+			}
+			out, err := ns.Run(ctx, "cat", ipForwardPath)
+			if err != nil || strings.TrimSpace(string(out)) != "1" {
+				t.Errorf("Ensure #%d: ip_forward in the namespace = %q, %v", i+1, out, err)
+			}
+		}
+		if now, _ := os.ReadFile(ipForwardPath); string(now) != string(hostFwd) {
+			t.Errorf("the test's own ip_forward changed from %q to %q", hostFwd, now)
+		}
+	})
+
+	checkTap := func(t *testing.T, name string) {
+		t.Helper()
+		l, ok := links(t, ns)[name]
+		switch {
+		case !ok:
+			t.Errorf("tap %s missing", name)
+		case l.LinkInfo.Kind != "tun" || l.LinkInfo.Data.Type != "tap":
+			t.Errorf("%s is %s/%s, want a tap", name, l.LinkInfo.Kind, l.LinkInfo.Data.Type)
+		case l.Master != "bgtest0":
+			t.Errorf("%s attached to %q, want bgtest0", name, l.Master)
+		case fmt.Sprint(l.LinkInfo.Data.User) != "1234" || fmt.Sprint(l.LinkInfo.Data.Group) != "2345":
+			t.Errorf("%s owned by %s:%s, want 1234:2345", name, l.LinkInfo.Data.User, l.LinkInfo.Data.Group)
+		case !slices.Contains(l.Flags, "UP"):
+			t.Errorf("%s not up: %v", name, l.Flags)
+		}
+	}
+
+	var acquired string
+	t.Run("pool fills and refills in the background", func(t *testing.T) {
+		waitFor(t, "pool of 2", func() bool { return len(m.Pool()) == 2 })
+		for _, n := range m.Pool() {
+			checkTap(t, n)
+		}
+		var err error
+		acquired, err = m.AcquireTap(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkTap(t, acquired)
+		if m.IsPoolTap(acquired) {
+			t.Errorf("acquired %s still pooled", acquired)
+		}
+		waitFor(t, "refill", func() bool { return len(m.Pool()) == 2 })
+		for _, n := range m.Pool() {
+			checkTap(t, n)
+		}
+	})
+
+	t.Run("Orphans lists a stray tap, not pool taps", func(t *testing.T) {
+		if _, err := ns.Run(ctx, "ip", "tuntap", "add", "bgtap9", "mode", "tap"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Orphans(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, []string{"bgtap9"}) {
+			t.Errorf("Orphans = %q, want [bgtap9] (pool %q, in use %s)", got, m.Pool(), acquired)
+		}
+		// An existing tap owned by someone else is not silently taken.
+		err = Direct{NetNS: ns.Path}.EnsureTap(ctx, "bgtap9", "bgtest0", 1234, 2345)
+		if err == nil || !strings.Contains(err.Error(), "owned by 0:0") {
+			t.Errorf("EnsureTap over a foreign-owned tap = %v, want an ownership error", err)
+		}
+	})
+
+	t.Run("ReleaseTap returns to the pool or deletes", func(t *testing.T) {
+		// The pool is full: the released tap is deleted.
+		if err := m.ReleaseTap(ctx, acquired); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := links(t, ns)[acquired]; ok {
+			t.Errorf("released %s still present with a full pool", acquired)
+		}
+		if err := m.ReleaseTap(ctx, acquired); err != nil {
+			t.Errorf("second release: %v", err)
+		}
+		// Reclaiming the orphan while the pool is full deletes it.
+		if err := m.ReleaseTap(ctx, "bgtap9"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := links(t, ns)["bgtap9"]; ok {
+			t.Errorf("bgtap9 still present")
+		}
+	})
+
+	t.Run("Teardown leaves nothing", func(t *testing.T) {
+		n, err := m.AcquireTap(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Teardown(ctx); err == nil {
+			t.Errorf("Teardown with %s in use = nil, want refusal", n)
+		}
+		if err := m.ReleaseTap(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Teardown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for name := range links(t, ns) {
+			if ManagedName(name) {
+				t.Errorf("link %s left after Teardown", name)
+			}
+		}
+		if got := tableChains(t, ns); got != nil {
+			t.Errorf("table inet banger left after Teardown: chains %q", got)
+		}
+		if err := m.Teardown(ctx); err != nil {
+			t.Errorf("second Teardown: %v", err)
+		}
+	})
+}
+
+// TestNAT_Netns builds, inside throwaway namespaces, a host (bridge, NAT
+// and the guest firewall from Ensure), a guest on the bridge (a veth end
+// in its own namespace standing in for a VM's tap) and an outside world
+// behind a second veth, and checks what a guest can and cannot reach.
+func TestNAT_Netns(t *testing.T) {
+	requireNetTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	host, guest, world := testenv.NewNetns(t), testenv.NewNetns(t), testenv.NewNetns(t)
+
+	m := New(Config{Bridge: "bgnat0", Subnet: netip.MustParsePrefix("192.0.2.0/24")}, Direct{NetNS: host.Path}, testLogger(t))
+	defer m.Close()
+	if err := m.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		ns   *testenv.Netns
+		argv string
+	}{
+		{host, "ip link add bgveth0 type veth peer name eth0 netns " + guest.Name},
+		{host, "ip link set bgveth0 master bgnat0 up"},
+		{guest, "ip addr add 192.0.2.2/24 dev eth0"},
+		{guest, "ip link set eth0 up"},
+		{guest, "ip route add default via 192.0.2.1"},
+		{host, "ip link add bgup0 type veth peer name eth0 netns " + world.Name},
+		{host, "ip addr add 203.0.113.1/24 dev bgup0"},
+		{host, "ip link set bgup0 up"},
+		// The world has no route back to the guests: only masquerading
+		// lets replies find their way.
+		{world, "ip addr add 203.0.113.2/24 dev eth0"},
+		{world, "ip link set eth0 up"},
+	} {
+		if _, err := step.ns.Run(ctx, strings.Fields(step.argv)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Listeners that answer with the peer address they see.
+	listen := func(ns *testenv.Netns, addr string) {
+		t.Helper()
+		var ln net.Listener
+		if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(c.RemoteAddr().(*net.TCPAddr).IP.String()))
+				c.Close()
+			}
+		}()
+	}
+	listen(world, "203.0.113.2:8000")
+	listen(host, "192.0.2.1:53")
+	listen(host, "192.0.2.1:8080")
+	listen(host, "203.0.113.1:8080")
+	var udp net.PacketConn
+	if err := host.Do(func() (err error) { udp, err = net.ListenPacket("udp", "192.0.2.1:53"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = udp.WriteTo(buf[:n], from)
+		}
+	}()
+
+	// dial connects from ns to addr and returns what the listener said.
+	dial := func(ns *testenv.Netns, addr string) (string, error) {
+		var got []byte
+		err := ns.Do(func() error {
+			c, err := net.DialTimeout("tcp", addr, 1500*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 64)
+			n, err := c.Read(buf)
+			got = buf[:n]
+			if errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
+			return err
+		})
+		return string(got), err
+	}
+
+	t.Run("guest reaches the world masqueraded", func(t *testing.T) {
+		got, err := dial(guest, "203.0.113.2:8000")
+		if err != nil {
+			t.Fatalf("guest -> world: %v", err)
+		}
+		if got != "203.0.113.1" {
+			t.Errorf("world saw the guest as %q, want the host's address 203.0.113.1", got)
+		}
+	})
+	t.Run("guest reaches the gateway's DNS over tcp and udp", func(t *testing.T) {
+		got, err := dial(guest, "192.0.2.1:53")
+		if err != nil {
+			t.Fatalf("guest -> gateway tcp/53: %v", err)
+		}
+		if got != "192.0.2.2" {
+			t.Errorf("gateway saw the guest as %q, want 192.0.2.2 (no NAT on the bridge)", got)
+		}
+		err = guest.Do(func() error {
+			c, err := net.Dial("udp", "192.0.2.1:53")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("ping")); err != nil {
+				return err
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 16)
+			n, err := c.Read(buf)
+			if err == nil && string(buf[:n]) != "ping" {
+				t.Errorf("udp/53 echoed %q", buf[:n])
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("guest -> gateway udp/53: %v", err)
+		}
+	})
+	t.Run("guest reaches no other host service", func(t *testing.T) {
+		for _, addr := range []string{"192.0.2.1:8080", "203.0.113.1:8080"} {
+			if got, err := dial(guest, addr); err == nil {
+				t.Errorf("guest reached host service %s (answered %q)", addr, got)
+			}
+		}
+		// The same service is up: the world (not a guest) reaches it.
+		if _, err := dial(world, "203.0.113.1:8080"); err != nil {
+			t.Errorf("control: world -> host 203.0.113.1:8080: %v", err)
+		}
+	})
+	t.Run("the world cannot open connections to the guest", func(t *testing.T) {
+		listen(guest, "192.0.2.2:9000")
+		if _, err := world.Run(ctx, "ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.1"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := dial(world, "192.0.2.2:9000"); err == nil {
+			t.Errorf("world reached the guest's port 9000 (answered %q)", got)
+		}
+		// The host itself may (ssh, the agent): replies are allowed back.
+		if _, err := dial(host, "192.0.2.2:9000"); err != nil {
+			t.Errorf("host -> guest: %v", err)
+		}
+	})
+}
