@@ -31,6 +31,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/buildinfo"
 	"banger/internal/config"
+	"banger/internal/imagectl"
 	"banger/internal/operation"
 	"banger/internal/store"
 )
@@ -81,6 +82,9 @@ type Daemon struct {
 	Store *store.Store
 	// Ops runs long work (VM create, image build).
 	Ops *operation.Manager
+	// Images makes, finds and removes images; use ImageManager (image.go).
+	Images     *imagectl.Manager
+	imagesOnce sync.Once
 
 	// dnsListen is the address the DNS server serves on, "" when it does
 	// not serve; set by startSubsystems.

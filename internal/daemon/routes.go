@@ -31,6 +31,7 @@ func (d *Daemon) routeTable() []Route {
 	return slices.Concat(
 		d.daemonRoutes(),    // daemon.go handlers: version, status, stop, logs
 		d.operationRoutes(), // operations: get, list, events, cancel
+		d.imageRoutes(),     // image.go: list, show, rm, export, build, pull, import
 		d.pendingRoutes(),   // endpoints whose implementation has not landed
 		d.extra,             // AddRoutes (tests)
 	)
