@@ -41,6 +41,9 @@ type Assembled struct {
 	KernelVersion string
 	// RootfsSize is the apparent size of rootfs.ext4.
 	RootfsSize int64
+	// Init is image.InitSystemd when the tree has systemd as /sbin/init,
+	// else image.InitAgent (banger-agent runs as PID 1).
+	Init string
 }
 
 // WorkSeedSize is the apparent size of work-seed.ext4 (sparse; it is
@@ -79,6 +82,13 @@ func Assemble(ctx context.Context, tree string, o AssembleOptions, outDir string
 	}
 	progress(StageKernel, 1, 1)
 
+	initKind := image.InitAgent
+	if _, err := os.Stat(filepath.Join(tree, "lib/systemd/systemd")); err == nil {
+		if _, err := os.Stat(filepath.Join(tree, "sbin/init")); err == nil {
+			initKind = image.InitSystemd
+		}
+	}
+
 	progress(StageFilesystem, 0, 2)
 	seed, err := os.MkdirTemp(scratch, "work-seed-")
 	if err != nil {
@@ -107,7 +117,7 @@ func Assemble(ctx context.Context, tree string, o AssembleOptions, outDir string
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	progress(StageFilesystem, 2, 2)
-	return &Assembled{KernelVersion: version, RootfsSize: size}, nil
+	return &Assembled{KernelVersion: version, RootfsSize: size, Init: initKind}, nil
 }
 
 // RootfsSize sizes rootfs.ext4 for the tree: the space its files take
@@ -176,7 +186,7 @@ func placeKernel(tree, kernelDir, outDir string, log io.Writer) (string, error) 
 	if err := copyFile(initrd, filepath.Join(outDir, image.FileInitrd), 0o644); err != nil {
 		return "", err
 	}
-	if err := writeVmlinux(vmlinuz, filepath.Join(outDir, image.FileVmlinux)); err != nil {
+	if err := image.ExtractVmlinux(vmlinuz, filepath.Join(outDir, image.FileVmlinux)); err != nil {
 		return "", err
 	}
 	v, err := kernelVersion(vmlinuz)
@@ -202,17 +212,15 @@ func placeKernel(tree, kernelDir, outDir string, log io.Writer) (string, error) 
 	return v, nil
 }
 
-// kernelVersion reads the release from a bzImage.
+// kernelVersion returns the kernel release ("6.1.0-28-cloud-amd64"), the
+// first word of a bzImage's version string.
 func kernelVersion(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	v, err := image.KernelVersion(path)
 	if err != nil {
-		return "", fmt.Errorf("kernel version: %w", err)
+		return "", err
 	}
-	v, err := bzImageVersion(data)
-	if err != nil {
-		return "", fmt.Errorf("kernel version of %s: %w", path, err)
-	}
-	return v, nil
+	release, _, _ := strings.Cut(v, " ")
+	return release, nil
 }
 
 // moveContents renames every entry of src into dst (same filesystem).

@@ -128,7 +128,7 @@ func build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*im
 		Source:        image.Source{Kind: image.SourceRecipe, Ref: r.Name, RecipeHash: r.Hash()},
 		KernelVersion: res.KernelVersion,
 		AgentVersion:  agentVersion,
-		Init:          image.InitSystemd,
+		Init:          res.Init,
 	}, nil
 }
 

@@ -25,7 +25,6 @@ const AgentUnitName = "banger-agent.service"
 // network, ssh keys) before sshd and the network are considered up.
 var agentUnit = `[Unit]
 Description=banger guest agent
-Documentation=banger: ARCHITECTURE.md (guest contract)
 DefaultDependencies=no
 After=systemd-udevd.service local-fs.target
 Wants=systemd-udevd.service
