@@ -1,0 +1,106 @@
+package guest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"banger/internal/agent"
+	"banger/internal/buildinfo"
+)
+
+// Main is banger-agent's entry point: `banger-agent [serve]` boots and
+// serves (as PID 1 it becomes the init and runs the agent as its child),
+// `banger-agent version` prints the version, `banger-agent unit` prints
+// the systemd unit. It returns the process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, buildinfo.Version())
+		return 0
+	case "unit":
+		fmt.Fprint(stdout, agent.SystemdUnit)
+		return 0
+	case "serve":
+		if os.Getpid() == 1 && os.Getenv("BANGER_AGENT_CHILD") == "" {
+			if err := RunInit(append([]string{"banger-agent", "serve"}, args...), log); err != nil {
+				fmt.Fprintf(stderr, "banger-agent: %v\n", err)
+				return 1
+			}
+			return 0
+		}
+		if err := serve(ctx, args, log); err != nil {
+			fmt.Fprintf(stderr, "banger-agent: %v\n", err)
+			return 1
+		}
+		return 0
+	default:
+		fmt.Fprintf(stderr, "banger-agent: unknown command %q (want serve, version or unit)\n", cmd)
+		return 2
+	}
+}
+
+func serve(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	noBoot := fs.Bool("no-boot", false, "do not look for the config drive or apply the identity")
+	tokenFile := fs.String("token-file", "", "read the bearer token from this file instead of the identity")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	srv := &agent.Server{Version: buildinfo.Version(), Logger: log}
+	if !*noBoot {
+		id, err := Boot(ctx, BootConfig{Sys: LinuxSystem{}})
+		if err != nil {
+			log.Error("identity", "err", err)
+		} else {
+			log.Info("identity applied", "hostname", id.Hostname, "vm_id", id.VMID)
+		}
+		srv.Token = id.Token
+		srv.SetIdentityResult(err)
+	}
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("read token: %w", err)
+		}
+		srv.Token = strings.TrimSpace(string(b))
+	}
+	if srv.Token == "" {
+		log.Warn("no token: every request will be refused")
+	}
+	sessions, err := NewSessionsForGuest(log)
+	if err != nil {
+		log.Warn("sessions disabled", "err", err)
+	} else {
+		srv.Sessions = sessions
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := ServeVsock(ctx, srv, agent.VsockPort, log); err != nil {
+			log.Error("vsock transport", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := ServeSerial(ctx, srv, agent.SerialPortName, log); err != nil {
+			log.Error("serial transport", "err", err)
+		}
+	}()
+	if err := Notify("READY=1"); err != nil {
+		log.Warn("notify systemd", "err", err)
+	}
+	wg.Wait()
+	return nil
+}

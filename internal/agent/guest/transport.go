@@ -1,0 +1,125 @@
+package guest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/mdlayher/vsock"
+
+	"banger/internal/agent"
+)
+
+// pollInterval is how often the transports look for their device to
+// appear (modules load and udev runs after the agent starts).
+const pollInterval = 250 * time.Millisecond
+
+// waitFor polls until cond is true or ctx ends.
+func waitFor(ctx context.Context, cond func() bool) error {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// ServeVsock waits for /dev/vsock, listens on the agent's vsock port and
+// serves srv until ctx ends. It never listens on any network interface.
+func ServeVsock(ctx context.Context, srv *agent.Server, port uint32, log *slog.Logger) error {
+	if err := waitFor(ctx, func() bool { _, err := os.Stat("/dev/vsock"); return err == nil }); err != nil {
+		return nil
+	}
+	l, err := vsock.Listen(port, nil)
+	if err != nil {
+		return fmt.Errorf("listen on vsock port %d: %w", port, err)
+	}
+	log.Info("serving on vsock", "port", port)
+	return srv.Serve(ctx, l)
+}
+
+// FindSerialPort returns the device of the virtio-serial port named name:
+// /dev/virtio-ports/<name> (a udev symlink) or, without udev, the
+// /dev/vportNpM whose /sys/class/virtio-ports entry carries the name.
+// It returns "" when the port does not exist (yet).
+func FindSerialPort(name string) string {
+	p := filepath.Join("/dev/virtio-ports", name)
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	entries, _ := os.ReadDir("/sys/class/virtio-ports")
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/sys/class/virtio-ports", e.Name(), "name"))
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			dev := filepath.Join("/dev", e.Name())
+			if _, err := os.Stat(dev); err == nil {
+				return dev
+			}
+		}
+	}
+	return ""
+}
+
+// ServeSerial serves srv over yamux sessions on the virtio-serial port
+// named name until ctx ends: it waits for the port to appear, opens it
+// and runs a yamux server session on it; when the host side disconnects
+// (reads return EOF) it reopens the port and starts a new session.
+func ServeSerial(ctx context.Context, srv *agent.Server, name string, log *slog.Logger) error {
+	var dev string
+	if err := waitFor(ctx, func() bool { dev = FindSerialPort(name); return dev != "" }); err != nil {
+		return nil
+	}
+	log.Info("serving on virtio-serial", "port", dev)
+	return ServeSessions(ctx, srv, func() (io.ReadWriteCloser, error) {
+		return os.OpenFile(dev, os.O_RDWR, 0)
+	}, log)
+}
+
+// ServeSessions runs one yamux server session at a time over the byte
+// streams open returns, serving srv on each, until ctx ends. A session
+// that ends (EOF, protocol error) is followed by a new open after a short
+// pause.
+func ServeSessions(ctx context.Context, srv *agent.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
+	for ctx.Err() == nil {
+		if err := serveOneSession(ctx, srv, open); err != nil {
+			log.Debug("serial session ended", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pollInterval):
+		}
+	}
+	return nil
+}
+
+func serveOneSession(ctx context.Context, srv *agent.Server, open func() (io.ReadWriteCloser, error)) error {
+	port, err := open()
+	if err != nil {
+		return fmt.Errorf("open serial port: %w", err)
+	}
+	sess, err := yamux.Server(port, agent.YamuxConfig())
+	if err != nil {
+		port.Close()
+		return fmt.Errorf("start yamux session: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+	err = srv.Serve(ctx, sess)
+	sess.Close()
+	port.Close()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,191 @@
+package guest
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"banger/internal/agent"
+)
+
+func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bgr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "chardev.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	opens := 0
+	// The "port": each open yields the next host connection, as the guest
+	// side of a virtio-serial port sees a new host after a reconnect.
+	open := func() (io.ReadWriteCloser, error) {
+		c, err := l.Accept()
+		if err == nil {
+			opens++
+		}
+		return c, err
+	}
+	srv := &agent.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); l.Close(); <-done }()
+
+	for i := 0; i < 3; i++ {
+		c := agent.NewClient(agent.NewSerialDialer(path), "t")
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h, err := c.Health(cctx)
+		ccancel()
+		if err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+		if h.Version != "serial-test" {
+			t.Fatalf("host %d: version %q", i, h.Version)
+		}
+		c.Close() // the daemon goes away: the guest must start over
+	}
+	if opens != 3 {
+		t.Fatalf("port opened %d times, want 3", opens)
+	}
+}
+
+func TestBoot_FindsMountsAndApplies(t *testing.T) {
+	root := t.TempDir()
+	cfgDir := t.TempDir()
+	id := agent.Identity{VMID: "vm-9", Hostname: "bright-fox", Token: "tok", AuthorizedKeys: []string{"ssh-ed25519 K banger"}}
+	b, _ := json.Marshal(id)
+	if err := os.WriteFile(filepath.Join(cfgDir, agent.IdentityFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sys := &fakeSystem{
+		mounted: map[string]bool{filepath.Join(root, "root"): true},
+		labels:  map[string]string{agent.ConfigLabel: "/dev/vdd"},
+		chowned: map[string]bool{},
+	}
+	got, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Token != "tok" || got.VMID != "vm-9" {
+		t.Fatalf("identity %+v", got)
+	}
+	if len(sys.mounts) != 1 || sys.mounts[0] != "/dev/vdd "+cfgDir {
+		t.Fatalf("mounts %v", sys.mounts)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc", "hostname")); string(b) != "bright-fox\n" {
+		t.Fatalf("hostname file %q", b)
+	}
+	// Second boot: already mounted, nothing mounted again.
+	if _, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys}); err != nil {
+		t.Fatal(err)
+	}
+	if len(sys.mounts) != 1 {
+		t.Fatalf("mounted again: %v", sys.mounts)
+	}
+
+	// No config drive: a bounded wait and a clear error.
+	empty := &fakeSystem{mounted: map[string]bool{}, labels: map[string]string{}, chowned: map[string]bool{}}
+	_, err = Boot(context.Background(), BootConfig{Root: root, ConfigDir: t.TempDir(), Sys: empty, Wait: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "no filesystem labelled banger-config") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestIsMountPoint(t *testing.T) {
+	mi := filepath.Join(t.TempDir(), "mountinfo")
+	content := `22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda ro
+30 22 254:2 / /root rw,noatime shared:2 - ext4 /dev/vdb rw
+31 22 254:3 / /run/banger/config ro shared:3 - ext4 /dev/vdc ro
+32 22 0:5 / /mnt/with\040space rw - tmpfs tmpfs rw
+`
+	if err := os.WriteFile(mi, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{"/root": true, "/root/": true, "/run/banger/config": true, "/run": false, "/mnt/with space": true, "/home": false} {
+		got, err := isMountPoint(mi, path)
+		if err != nil || got != want {
+			t.Errorf("isMountPoint(%q) = %v, %v; want %v", path, got, err, want)
+		}
+	}
+}
+
+// TestLinuxSystem_ConfigureNetwork runs the real netlink executor inside
+// a network namespace the test creates, on veth NICs.
+func TestLinuxSystem_ConfigureNetwork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root for a network namespace")
+		}
+		t.Skip("needs root for a network namespace")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatalf("new netns: %v", err)
+	}
+	defer ns.Close()
+	defer netns.Set(orig)
+
+	mac, _ := net.ParseMAC("02:00:c0:00:02:07")
+	for _, l := range []*netlink.Veth{
+		{LinkAttrs: netlink.LinkAttrs{Name: "eth0", HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, PeerName: "peer0"},
+		{LinkAttrs: netlink.LinkAttrs{Name: "eth1", HardwareAddr: mac}, PeerName: "peer1"},
+	} {
+		if err := netlink.LinkAdd(l); err != nil {
+			t.Fatalf("add %s: %v", l.Name, err)
+		}
+	}
+	id := agent.Identity{Address: "192.0.2.7/24", Gateway: "192.0.2.1", MAC: "02:00:C0:00:02:07"}
+	for i := 0; i < 2; i++ { // twice: idempotent
+		if err := applyNetwork(id, LinuxSystem{}); err != nil {
+			t.Fatalf("apply %d: %v", i, err)
+		}
+	}
+	link, err := netlink.LinkByName("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatal("eth1 not up")
+	}
+	addrs, _ := netlink.AddrList(link, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "192.0.2.7/24" {
+		t.Fatalf("eth1 addresses %v", addrs)
+	}
+	routes, _ := netlink.RouteList(link, netlink.FAMILY_V4)
+	var gw string
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			gw = r.Gw.String()
+		}
+	}
+	if gw != "192.0.2.1" {
+		t.Fatalf("default route via %q; routes %v", gw, routes)
+	}
+	other, _ := netlink.LinkByName("eth0")
+	if a, _ := netlink.AddrList(other, netlink.FAMILY_V4); len(a) != 0 {
+		t.Fatalf("eth0 got addresses %v", a)
+	}
+}
