@@ -34,7 +34,7 @@ func (f *fakeSystem) ConfigureNetwork(c NetConfig) error {
 	f.nets = append(f.nets, c)
 	return nil
 }
-func (f *fakeSystem) IsMounted(p string) (bool, error)    { return f.mounted[p], nil }
+func (f *fakeSystem) IsMounted(p string) (bool, error)   { return f.mounted[p], nil }
 func (f *fakeSystem) FindLabel(l string) (string, error) { return f.labels[l], nil }
 func (f *fakeSystem) Mount(dev, target string, ro bool) error {
 	f.mounts = append(f.mounts, dev+" "+target)
