@@ -110,14 +110,24 @@ func stopDaemon(ctx context.Context, c *api.Client, pid int) error {
 	return fmt.Errorf("bangerd (pid %d) did not exit within %s", pid, stopTimeout)
 }
 
-// processAlive reports whether pid exists (a zombie counts as gone only
-// once reaped, which its parent does).
+// processAlive reports whether pid runs. A zombie (exited, not yet
+// reaped by its parent) counts as gone.
 func processAlive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// Fields after the parenthesised command name: state first.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z' && stat[i+2] != 'X'
+	}
+	return true
 }
 
 // findBangerd locates the daemon binary: $BANGERD_BIN, else bangerd next

@@ -144,6 +144,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.AddCommand(
 		newDaemonCmd(a),
 		newDoctorCmd(a),
+		newImageCmd(a),
 		newVersionCmd(a),
 		newVMCmd(a),
 	)

@@ -178,16 +178,15 @@ func (p *Progress) startTickerLocked() {
 	if p.ticker != nil {
 		return
 	}
-	p.ticker = time.NewTicker(redraw)
-	p.stop = make(chan struct{})
-	p.stopped = make(chan struct{})
+	ticker, stop, stopped := time.NewTicker(redraw), make(chan struct{}), make(chan struct{})
+	p.ticker, p.stop, p.stopped = ticker, stop, stopped
 	go func() {
-		defer close(p.stopped)
+		defer close(stopped)
 		for {
 			select {
-			case <-p.stop:
+			case <-stop:
 				return
-			case <-p.ticker.C:
+			case <-ticker.C:
 				p.mu.Lock()
 				p.frame++
 				if len(p.running) > 0 {
@@ -202,15 +201,13 @@ func (p *Progress) startTickerLocked() {
 // Close stops the animation and clears the status line.
 func (p *Progress) Close() {
 	p.mu.Lock()
-	t := p.ticker
+	t, stop, stopped := p.ticker, p.stop, p.stopped
 	p.ticker = nil
-	if t != nil {
-		t.Stop()
-		close(p.stop)
-	}
 	p.mu.Unlock()
 	if t != nil {
-		<-p.stopped
+		t.Stop()
+		close(stop)
+		<-stopped
 	}
 	p.mu.Lock()
 	p.clearLocked()
