@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -78,6 +79,8 @@ func newVMCmd(a *app) *cobra.Command {
 		Args:  noArgs,
 	}
 	cmd.AddCommand(newVMCreateCmd(a), newVMRunCmd(a))
+	cmd.AddCommand(lifecycleCmds(a)...)
+	cmd.AddCommand(guestCmds(a)...)
 	return cmd
 }
 
@@ -96,6 +99,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 				return printJSON(a.streams.Out, vm)
 			}
 			fmt.Fprintln(a.streams.Out, vm.Name)
+			a.printNextSteps(vm)
 			return nil
 		},
 	}
@@ -105,7 +109,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 
 func newVMRunCmd(a *app) *cobra.Command {
 	var f vmFlags
-	var rm bool
+	var rm, tty bool
 	cmd := &cobra.Command{
 		Use:   "run [flags] [-- CMD [ARG...]]",
 		Short: "Create a VM, boot it and run a command in it",
@@ -120,11 +124,12 @@ func newVMRunCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.runInVM(cmd.Context(), vm, args, rm)
+			return a.runInVM(cmd.Context(), vm, args, rm, tty)
 		},
 	}
 	a.addVMFlags(cmd, &f)
 	cmd.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command exits")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal for CMD")
 	return cmd
 }
 
@@ -159,7 +164,35 @@ func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
 }
 
 // runInVM runs argv in vm with the caller's stdio and exits with its
-// status; rm deletes the VM afterwards.
-func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm bool) error {
-	return api.Errorf(api.CodeNotImplemented, "vm run: running a command in %s is not implemented yet", vm.Name)
+// status; rm deletes the VM afterwards. Without argv it prints the
+// next-step commands and attaches nothing.
+func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm, tty bool) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	code := 0
+	if len(argv) > 0 {
+		code, err = a.exec(ctx, c, vm.Name, api.ExecRequest{Argv: argv, TTY: tty})
+	} else if !rm {
+		a.printNextSteps(vm)
+	}
+	if rm {
+		if derr := c.DeleteVM(context.WithoutCancel(ctx), vm.ID, true); derr != nil {
+			err = errors.Join(err, fmt.Errorf("delete vm %s: %w", vm.Name, derr))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// printNextSteps tells the user what to do with a new VM.
+func (a *app) printNextSteps(vm api.VM) {
+	fmt.Fprintf(a.streams.ErrOut, "vm %s is running at %s (%s)\n", vm.Name, vm.IP, vm.DNSName)
+	fmt.Fprintf(a.streams.ErrOut, "  banger vm ssh %s\n  banger vm exec %s -- CMD\n  banger vm delete %s\n", vm.Name, vm.Name, vm.Name)
 }

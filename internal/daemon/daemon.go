@@ -31,9 +31,13 @@ import (
 	"banger/internal/api"
 	"banger/internal/buildinfo"
 	"banger/internal/config"
+	"banger/internal/dns"
+	"banger/internal/hostnet"
 	"banger/internal/imagectl"
 	"banger/internal/operation"
+	"banger/internal/sshkey"
 	"banger/internal/store"
+	"banger/internal/vmctl"
 )
 
 // Log attribute keys used across the daemon.
@@ -85,6 +89,16 @@ type Daemon struct {
 	// Images makes, finds and removes images; use ImageManager (image.go).
 	Images     *imagectl.Manager
 	imagesOnce sync.Once
+
+	// VMs runs VM lifecycles (vmsys.go).
+	VMs *vmctl.Manager
+	// sshKey and knownHosts are banger's ssh identity and pinned guest
+	// host keys.
+	sshKey     sshkey.Key
+	knownHosts *sshkey.KnownHosts
+	// dns serves the .vm zone; hostNet keeps the bridge, NAT and taps.
+	dns     *dns.Server
+	hostNet *hostnet.Manager
 
 	// dnsListen is the address the DNS server serves on, "" when it does
 	// not serve; set by startSubsystems.

@@ -32,7 +32,7 @@ func (d *Daemon) routeTable() []Route {
 		d.daemonRoutes(),    // daemon.go handlers: version, status, stop, logs
 		d.operationRoutes(), // operations: get, list, events, cancel
 		d.imageRoutes(),     // image.go: list, show, rm, export, build, pull, import
-		d.pendingRoutes(),   // endpoints whose implementation has not landed
+		d.vmRoutes(),        // vm.go: lifecycle and guest access
 		d.extra,             // AddRoutes (tests)
 	)
 }

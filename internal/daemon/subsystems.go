@@ -7,11 +7,11 @@ import "context"
 // the socket serves. Add each subsystem here, storing its handle in a
 // Daemon field.
 func (d *Daemon) startSubsystems(ctx context.Context) error {
-	return nil
+	return d.startVMs(ctx)
 }
 
 // stopSubsystems stops, in reverse order, what startSubsystems started.
 // It runs after operations have rolled back and requests have drained.
 func (d *Daemon) stopSubsystems(ctx context.Context) error {
-	return nil
+	return d.stopVMs()
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/image/imagetest"
 	"banger/internal/testenv"
 )
 
@@ -38,16 +39,15 @@ func repoRoot(t *testing.T) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// imageCache is where built images are cached across runs, keyed by their
-// recipe hash inside.
-func imageCache() string {
-	if d := os.Getenv("BANGER_TEST_CACHE"); d != "" {
-		return filepath.Join(d, "images")
+// imageCache is the Debian bootstrap cache shared with the image
+// package's tests (keyed by recipe hash inside), so a CI run builds the
+// bootstrap once.
+func imageCache(t *testing.T) string {
+	d, err := imagetest.CacheDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "banger-test", "images")
-	}
-	return filepath.Join(os.TempDir(), "banger-test", "images")
+	return filepath.Join(d, "debian")
 }
 
 func newEnv(t *testing.T) *env {
@@ -98,7 +98,7 @@ disk_size = "2G"
 		"BANGER_STATE_DIR="+e.state,
 		"BANGER_SOCKET="+e.socket,
 		"BANGER_CACHE_DIR="+filepath.Join(base, "cache"),
-		"BANGER_IMAGE_CACHE="+imageCache(),
+		"BANGER_IMAGE_CACHE="+imageCache(t),
 		"BANGERD_BIN="+filepath.Join(e.bin, "bangerd"),
 		"BANGER_AGENT_BIN="+filepath.Join(e.bin, "banger-agent"),
 		"XDG_DATA_HOME="+filepath.Join(base, "data"),

@@ -1,0 +1,177 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"banger/internal/config"
+	"banger/internal/dns"
+	"banger/internal/doctor"
+	"banger/internal/hostnet"
+	"banger/internal/sshkey"
+	"banger/internal/vmctl"
+	"banger/internal/vmm"
+	"banger/internal/vmm/qemu"
+)
+
+// reapInterval is how often the daemon looks for VMMs that died behind
+// its back.
+const reapInterval = 2 * time.Second
+
+// startVMs brings up what VMs need: banger's ssh key, the DNS server, the
+// host-network manager (which touches nothing until the first VM starts),
+// the VMM drivers and the lifecycle manager; then it reconciles VMs that
+// were running before this daemon started.
+func (d *Daemon) startVMs(ctx context.Context) error {
+	key, err := sshkey.Ensure(ctx, d.Config.SSHKey, d.Paths.SSHDir)
+	if err != nil {
+		return fmt.Errorf("ssh key: %w", err)
+	}
+	d.sshKey = key
+	d.knownHosts = &sshkey.KnownHosts{Path: filepath.Join(d.Paths.SSHDir, "known_hosts")}
+
+	d.dns = dns.New(d.Config.Network.DNSUpstream, d.Logger.With("component", "dns"))
+	if addr := d.Config.Network.DNSListen; addr != "" {
+		if err := d.dns.Listen(ctx, addr); err != nil {
+			// A busy port must not keep VMs from running; status shows it.
+			d.Logger.Warn("dns listener unavailable", "addr", addr, logKeyErr, err)
+		} else {
+			d.dnsListen = addr
+		}
+	}
+
+	netCfg := hostnet.Config{
+		Bridge:   d.Config.Network.Bridge,
+		Subnet:   d.Config.Network.Prefix(),
+		PoolSize: d.Config.Network.TapPoolSize,
+		UID:      os.Getuid(),
+		GID:      os.Getgid(),
+	}
+	var priv hostnet.Privileged = hostnet.Direct{}
+	if os.Geteuid() != 0 {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find bangerd for sudo: %w", err)
+		}
+		priv = hostnet.Sudo{Bangerd: self}
+	}
+	d.hostNet = hostnet.New(netCfg, priv, d.Logger.With("component", "hostnet"))
+	nw := &vmNetwork{Manager: d.hostNet, dns: d.dns, gateway: d.Config.Network.Gateway(), log: d}
+
+	host := newHostProbe(d.Config)
+	drivers := map[string]vmm.Driver{
+		vmm.QEMU: &qemu.Driver{Binary: host.QEMU()},
+	}
+	d.VMs = vmctl.New(vmctl.Options{
+		Store:      d.Store,
+		Images:     d.ImageManager(),
+		Network:    nw,
+		DNS:        d.dns,
+		Host:       host,
+		Drivers:    drivers,
+		Handles:    vmm.NewHandleCache(d.Paths.VMsDir),
+		Config:     d.Config,
+		VMsDir:     d.Paths.VMsDir,
+		SSHKey:     key,
+		KnownHosts: d.knownHosts,
+		Logger:     d.Logger.With("component", "vmctl"),
+	})
+	if err := d.VMs.Reconcile(ctx); err != nil {
+		d.Logger.Warn("reconcile", logKeyErr, err)
+	}
+	// Taps of running VMs keep the host network in use: bring the bridge
+	// and table back (idempotent) so guests keep their NAT and DNS.
+	if len(d.hostNet.InUse()) > 0 {
+		if err := nw.Ensure(ctx); err != nil {
+			d.Logger.Warn("restore host network", logKeyErr, err)
+		}
+	}
+	go d.VMs.Watch(d.runCtx, reapInterval)
+	return nil
+}
+
+// stopVMs releases the daemon's hold on VMs; the VMs keep running.
+func (d *Daemon) stopVMs() error {
+	var errs []error
+	if d.VMs != nil {
+		d.VMs.Close()
+	}
+	if d.hostNet != nil {
+		errs = append(errs, d.hostNet.Close())
+	}
+	if d.dns != nil {
+		errs = append(errs, d.dns.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// vmNetwork is the host network as the lifecycle sees it: ensuring it
+// also makes the DNS server answer guests on the gateway address.
+type vmNetwork struct {
+	*hostnet.Manager
+	dns     *dns.Server
+	gateway netip.Addr
+	log     *Daemon
+
+	once sync.Once
+}
+
+// Ensure sets up the bridge, NAT and tap pool, then listens for guests'
+// DNS queries on the gateway (once; a failure is logged, not fatal).
+func (n *vmNetwork) Ensure(ctx context.Context) error {
+	if err := n.Manager.Ensure(ctx); err != nil {
+		return err
+	}
+	n.once.Do(func() {
+		addr := net.JoinHostPort(n.gateway.String(), strconv.Itoa(53))
+		if err := n.dns.Listen(ctx, addr); err != nil {
+			n.log.Logger.Warn("dns for guests unavailable", "addr", addr, logKeyErr, err)
+		}
+	})
+	return nil
+}
+
+// hostProbe answers vmctl's questions about the host, through doctor's
+// probes so the daemon and `banger doctor` agree.
+type hostProbe struct {
+	p   doctor.Probes
+	cfg *config.Config
+}
+
+func newHostProbe(cfg *config.Config) *hostProbe {
+	return &hostProbe{p: doctor.HostProbes(), cfg: cfg}
+}
+
+func (h *hostProbe) KVMUsable() (bool, string) { return doctor.KVMUsable(h.p) }
+
+func (h *hostProbe) Firecracker() string {
+	path, _, err := doctor.FindFirecracker(h.p, h.cfg)
+	if err != nil {
+		return ""
+	}
+	return path
+}
+
+func (h *hostProbe) QEMU() string {
+	path, _, err := doctor.FindQEMU(h.p, h.cfg)
+	if err != nil {
+		return ""
+	}
+	return path
+}
+
+func (h *hostProbe) MemoryMiB() int {
+	info, err := config.ProbeHost()
+	if err != nil {
+		return 0
+	}
+	return info.MemoryMiB
+}
