@@ -65,6 +65,7 @@ type Manager struct {
 	pool     []string        // idle taps, ready to hand out, oldest first
 	inUse    map[string]bool // taps handed out or adopted
 	creating map[string]bool // names reserved while being created or reset
+	pending  int             // pool taps being created or reset (counted toward PoolSize)
 	kick     chan struct{}   // wakes the refill loop; buffered, size 1
 	stop     context.CancelFunc
 	done     chan struct{} // closed when the refill loop exits
@@ -188,18 +189,24 @@ func (m *Manager) refillLoop(ctx context.Context, done chan struct{}) {
 func (m *Manager) fill(ctx context.Context) error {
 	for ctx.Err() == nil {
 		m.mu.Lock()
-		full := !m.ensured || len(m.pool)+len(m.creating) >= m.cfg.PoolSize
+		full := !m.ensured || len(m.pool)+m.pending >= m.cfg.PoolSize
+		if !full {
+			m.pending++
+		}
 		m.mu.Unlock()
 		if full {
 			return nil
 		}
 		name, err := m.createTap(ctx)
+		m.mu.Lock()
+		m.pending--
+		if err == nil {
+			m.pool = append(m.pool, name)
+		}
+		m.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		m.mu.Lock()
-		m.pool = append(m.pool, name)
-		m.mu.Unlock()
 		m.log.Debug("tap pooled", logKeyTap, name)
 	}
 	return nil
@@ -267,6 +274,7 @@ func (m *Manager) AcquireTap(ctx context.Context) (string, error) {
 		m.mu.Lock()
 		m.inUse[created] = true
 		m.mu.Unlock()
+		m.wake()
 		return created, nil
 	}
 
@@ -286,7 +294,7 @@ func (m *Manager) AcquireTap(ctx context.Context) (string, error) {
 
 // ReleaseTap takes a tap back once its VMM has exited: it returns to the
 // pool if the pool has room (re-attached and up, recreated if it vanished)
-// and is deleted otherwise. Releasing a pooled tap, or a tap already gone
+// and is deleted otherwise, or when it cannot be reset. Releasing a pooled tap, or a tap already gone
 // with no room in the pool, is a no-op, so ReleaseTap is idempotent. It
 // also accepts banger taps the Manager does not know (orphans reclaimed at
 // daemon start).
@@ -300,9 +308,10 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 		return nil
 	}
 	delete(m.inUse, name)
-	room := m.ensured && !m.closed && len(m.pool)+len(m.creating) < m.cfg.PoolSize
+	room := m.ensured && !m.closed && len(m.pool)+m.pending < m.cfg.PoolSize
 	if room {
 		m.creating[name] = true
+		m.pending++
 	}
 	m.mu.Unlock()
 
@@ -315,11 +324,17 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
 	m.mu.Lock()
 	delete(m.creating, name)
+	m.pending--
 	if err == nil {
 		m.pool = append(m.pool, name)
 	}
 	m.mu.Unlock()
 	if err != nil {
+		// A tap that cannot be reset (changed owner, wrong kind) is not
+		// worth keeping: delete it rather than leave a leak.
+		if delErr := m.p.DeleteLink(ctx, name); delErr != nil {
+			err = errors.Join(err, delErr)
+		}
 		return fmt.Errorf("release tap %s to pool: %w", name, err)
 	}
 	return nil

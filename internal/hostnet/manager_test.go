@@ -190,6 +190,15 @@ func TestManager_ReleaseReturnsToPool(t *testing.T) {
 	if err != nil || n != "bgtap5" {
 		t.Errorf("AcquireTap = %q, %v; want bgtap5", n, err)
 	}
+	// A tap that cannot be reset (someone else's now) is deleted, not
+	// pooled or leaked.
+	h.addLink(Link{Name: "bgtap6", Kind: "tuntap", Owner: 0, Group: 0})
+	if err := m.ReleaseTap(ctx, "bgtap6"); err == nil || !strings.Contains(err.Error(), "owned by 0:0") {
+		t.Errorf("ReleaseTap(foreign bgtap6) = %v, want the reset failure", err)
+	}
+	if m.IsPoolTap("bgtap6") || slices.Contains(h.linkNames(TapPrefix), "bgtap6") {
+		t.Errorf("unresettable bgtap6 kept (pool %q, host %q)", m.Pool(), h.linkNames(TapPrefix))
+	}
 }
 
 func TestManager_AdoptAndOrphans(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -417,4 +418,81 @@ func TestNAT_Netns(t *testing.T) {
 			t.Errorf("host -> guest: %v", err)
 		}
 	})
+}
+
+// TestSudo_PrivMain_Netns runs the whole privileged path: Sudo builds the
+// argv, a stand-in sudo runs it inside a test namespace, the test binary
+// acting as bangerd parses it with PrivMain and applies it with Direct.
+func TestSudo_PrivMain_Netns(t *testing.T) {
+	requireNetTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ns := testenv.NewNetns(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sudo := filepath.Join(t.TempDir(), "sudo")
+	script := "#!/bin/sh\n" +
+		"[ \"$1\" = -n ] || { echo 'expected -n' >&2; exit 99; }\nshift\n" +
+		"exec ip netns exec " + ns.Name + " env " + privEnv + "=1 \"$@\"\n"
+	if err := os.WriteFile(sudo, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := Sudo{Bangerd: self, SudoPath: sudo}
+	subnet := netip.MustParsePrefix("198.51.100.0/24")
+
+	if err := s.EnsureBridge(ctx, "bgsudo0", subnet); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureTap(ctx, "bgtap0", "bgsudo0", 4321, 4322); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyFirewall(ctx, Firewall{Bridge: "bgsudo0", Subnet: subnet}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnableForwarding(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ls := links(t, ns)
+	if br := ls["bgsudo0"]; br.LinkInfo.Kind != "bridge" || len(br.AddrInfo) == 0 || br.AddrInfo[0].Local != "198.51.100.1" {
+		t.Errorf("bridge through sudo: %+v", br)
+	}
+	if tap := ls["bgtap0"]; tap.Master != "bgsudo0" || fmt.Sprint(tap.LinkInfo.Data.User) != "4321" {
+		t.Errorf("tap through sudo: master %q owner %v", tap.Master, tap.LinkInfo.Data.User)
+	}
+	if got := tableChains(t, ns); len(got) != 3 {
+		t.Errorf("table through sudo: chains %q", got)
+	}
+
+	// Hostile or foreign names are rejected by PrivMain with exit code 2
+	// and touch nothing.
+	for _, name := range []string{"lo", "-x", "bgtap0; ip link del bgsudo0", "$(id)"} {
+		err := s.DeleteLink(ctx, name)
+		var ce *CommandError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "exit status 2") || !strings.Contains(err.Error(), "rejected") {
+			t.Errorf("DeleteLink(%q) = %v, want a rejection (exit status 2)", name, err)
+		}
+	}
+	if _, ok := links(t, ns)["lo"]; !ok {
+		t.Errorf("lo deleted")
+	}
+
+	if err := s.DeleteLink(ctx, "bgtap0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteLink(ctx, "bgsudo0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemoveFirewall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name := range links(t, ns) {
+		if ManagedName(name) {
+			t.Errorf("link %s left", name)
+		}
+	}
+	if got := tableChains(t, ns); got != nil {
+		t.Errorf("table left: %q", got)
+	}
 }
