@@ -1,13 +1,7 @@
 package main
 
-import (
-	"fmt"
-	"os"
-)
+import "banger/internal/hostnet"
 
-// privMain runs `bangerd priv ARGS`, the privileged host-network helper.
-// This build has none: the host-network package provides it.
-func privMain(args []string) int {
-	fmt.Fprintln(os.Stderr, "bangerd priv: the privileged network helper is not available in this build")
-	return 2
-}
+// privMain runs `bangerd priv ARGS`, the privileged host-network helper
+// that a non-root bangerd invokes through `sudo -n`.
+func privMain(args []string) int { return hostnet.PrivMain(args) }
