@@ -399,10 +399,12 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, eio ExecIO) (ExitSta
 		return ExitStatus{}, fmt.Errorf("exec %s: agent answered %s instead of switching protocols", req.Argv[0], resp.Status)
 	}
 	defer rwc.Close()
-	return runExecStream(ctx, stream.NewConn(rwc), rwc, eio, durOr(c.KillGrace, DefaultKillGrace), req.Argv[0])
+	return runExecStream(ctx, stream.NewConn(rwc), rwc, eio, durOr(c.KillGrace, DefaultKillGrace), "exec "+req.Argv[0])
 }
 
-// runExecStream drives the client side of an exec stream.
+// runExecStream drives the client side of an exec or attach stream.
+// When ctx ends it forwards SIGTERM and closes the stream grace later; a
+// zero grace closes it at once without a signal (detach).
 func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio ExecIO, grace time.Duration, name string) (ExitStatus, error) {
 	done := make(chan struct{})
 	defer close(done)
@@ -438,6 +440,10 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 				_ = sc.WriteFrame(stream.Signal, []byte(sig))
 			case <-ctxDone:
 				ctxDone = nil
+				if grace == 0 {
+					closer.Close()
+					return
+				}
 				_ = sc.WriteFrame(stream.Signal, []byte("TERM"))
 				killTimer = time.After(grace)
 			case <-killTimer:
@@ -474,10 +480,12 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 		return st, ctx.Err()
 	}
 	if ctx.Err() != nil {
-		return ExitStatus{}, fmt.Errorf("exec %s: %w", name, ctx.Err())
+		return ExitStatus{}, fmt.Errorf("%s: %w", name, ctx.Err())
 	}
 	if err == nil {
 		err = io.ErrUnexpectedEOF
 	}
-	return ExitStatus{}, fmt.Errorf("exec %s: stream ended without an exit status: %w", name, err)
+	return ExitStatus{}, fmt.Errorf("%s: stream ended without an exit status: %w", name, err)
 }
+
+func newStreamConn(rwc io.ReadWriteCloser) *stream.Conn { return stream.NewConn(rwc) }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -131,6 +132,11 @@ func vsockHandshake(ctx context.Context, conn net.Conn, port uint32) error {
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The connection deadline (the context's) fired a hair before
+		// the context noticed.
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }

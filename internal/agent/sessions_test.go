@@ -1,0 +1,201 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sessionServer(t *testing.T, dir string, maxLog int64) *Client {
+	t.Helper()
+	srv := testServer(t)
+	ss, err := NewSessions(dir, maxLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Sessions = ss
+	c := NewClient(unixDialer{serveUnix(t, srv)}, testToken)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func waitSession(t *testing.T, c *Client, name string, state string) SessionInfo {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := c.Session(ctxTimeout(t, 5*time.Second), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == state {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s still %s, want %s", name, info.State, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSessions_Lifecycle(t *testing.T) {
+	dir := t.TempDir()
+	c := sessionServer(t, dir, 0)
+	info, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{
+		Name: "loop",
+		Argv: []string{"sh", "-c", `i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 0.05; done`},
+		Env:  []string{"SECRET=hunter2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != SessionRunning || info.PID == 0 || strings.Join(info.EnvNames, ",") != "SECRET" {
+		t.Fatalf("started %+v", info)
+	}
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "loop", Argv: []string{"true"}}); !IsCode(err, CodeConflict) {
+		t.Fatalf("duplicate running name: %v", err)
+	}
+
+	// Attach, see output, detach: the session keeps running.
+	for round := 0; round < 2; round++ {
+		out := newLineWatcher("tick")
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-out.seen; cancel() }()
+		_, err := c.AttachSession(ctx, "loop", AttachOptions{Replay: 1 << 20}, ExecIO{Stdout: out})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("round %d: detach err = %v", round, err)
+		}
+		if got := waitSession(t, c, "loop", SessionRunning); got.PID != info.PID {
+			t.Fatalf("round %d: pid changed %d -> %d", round, info.PID, got.PID)
+		}
+	}
+
+	list, err := c.Sessions(ctxTimeout(t, 5*time.Second))
+	if err != nil || len(list) != 1 || list[0].Name != "loop" {
+		t.Fatalf("list %+v, %v", list, err)
+	}
+
+	if err := c.SignalSession(ctxTimeout(t, 5*time.Second), "loop", "TERM"); err != nil {
+		t.Fatal(err)
+	}
+	ended := waitSession(t, c, "loop", SessionExited)
+	if ended.Exit == nil || ended.Exit.Signal != "SIGTERM" || ended.EndedAt == nil {
+		t.Fatalf("ended %+v", ended)
+	}
+	if err := c.SignalSession(ctxTimeout(t, 5*time.Second), "loop", "TERM"); !IsCode(err, CodeConflict) {
+		t.Fatalf("signal after exit: %v", err)
+	}
+
+	// Logs keep the output; attaching to an ended session reports its exit.
+	rc, err := c.SessionLogs(ctxTimeout(t, 5*time.Second), "loop", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.HasPrefix(logs, []byte("tick 0\n")) || int64(len(logs)) != ended.OutputBytes {
+		t.Fatalf("logs %d bytes (want %d) starting %q", len(logs), ended.OutputBytes, logs[:min(len(logs), 20)])
+	}
+	st, err := c.AttachSession(ctxTimeout(t, 5*time.Second), "loop", AttachOptions{}, ExecIO{})
+	if err != nil || st.Signal != "SIGTERM" {
+		t.Fatalf("attach ended: %+v, %v", st, err)
+	}
+
+	// A new agent process over the same state dir still knows it.
+	c2 := sessionServer(t, dir, 0)
+	again, err := c2.Session(ctxTimeout(t, 5*time.Second), "loop")
+	if err != nil || again.State != SessionExited || again.Exit == nil || again.Exit.Signal != "SIGTERM" || again.OutputBytes != ended.OutputBytes {
+		t.Fatalf("after agent restart: %+v, %v", again, err)
+	}
+
+	if err := c.RemoveSession(ctxTimeout(t, 5*time.Second), "loop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Session(ctxTimeout(t, 5*time.Second), "loop"); !IsCode(err, CodeNotFound) {
+		t.Fatalf("after remove: %v", err)
+	}
+}
+
+func TestSessions_StdinPTYAndFollow(t *testing.T) {
+	c := sessionServer(t, t.TempDir(), 0)
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "rd", Argv: []string{"sh", "-c", `read l; echo "got:$l"; exit 5`}}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	st, err := c.AttachSession(ctxTimeout(t, 20*time.Second), "rd", AttachOptions{}, ExecIO{Stdin: strings.NewReader("hi\n"), Stdout: &out})
+	if err != nil || st.Code != 5 || !strings.Contains(out.String(), "got:hi") {
+		t.Fatalf("stdin session: %+v %v %q", st, err, out.String())
+	}
+
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "tty", Argv: []string{"sh", "-c", "sleep 0.3; stty size"}, TTY: true, Cols: 99, Rows: 33}); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := c.SessionLogs(ctxTimeout(t, 20*time.Second), "tty", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	followed, err := io.ReadAll(rc) // follow ends when the session does
+	rc.Close()
+	if err != nil || string(followed) != "33 99\r\n" {
+		t.Fatalf("followed %q, %v", followed, err)
+	}
+
+	for _, tt := range []struct {
+		req  SessionRequest
+		code string
+	}{
+		{SessionRequest{Argv: []string{"no-such-cmd-q"}}, CodeCommandNotFound},
+		{SessionRequest{Argv: []string{"true"}, Dir: "/no/where"}, CodeBadRequest},
+		{SessionRequest{Name: "../x", Argv: []string{"true"}}, CodeBadRequest},
+	} {
+		if _, err := c.StartSession(ctxTimeout(t, 5*time.Second), tt.req); !IsCode(err, tt.code) {
+			t.Errorf("%+v: err = %v, want %s", tt.req, err, tt.code)
+		}
+	}
+}
+
+func TestSessions_LogRotation(t *testing.T) {
+	const maxLog = 64 << 10
+	c := sessionServer(t, t.TempDir(), maxLog)
+	// 5 * maxLog bytes of numbered lines.
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "big", Argv: []string{"sh", "-c", "seq 1 60000"}}); err != nil {
+		t.Fatal(err)
+	}
+	info := waitSession(t, c, "big", SessionExited)
+	rc, err := c.SessionLogs(ctxTimeout(t, 10*time.Second), "big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(rc)
+	rc.Close()
+	if info.OutputBytes < 5*maxLog {
+		t.Fatalf("output %d bytes, test needs more", info.OutputBytes)
+	}
+	if len(logs) > 2*maxLog || len(logs) < maxLog/2 {
+		t.Fatalf("kept %d bytes, want within (%d, %d]", len(logs), maxLog/2, 2*maxLog)
+	}
+	if !bytes.HasSuffix(logs, []byte("\n59999\n60000\n")) {
+		t.Fatalf("log does not end with the last lines: %q", logs[len(logs)-20:])
+	}
+}
+
+func TestSessions_LostAfterAgentRestart(t *testing.T) {
+	dir := t.TempDir()
+	c := sessionServer(t, dir, 0)
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "sleeper", Argv: []string{"sleep", "30"}}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.SignalSession(context.Background(), "sleeper", "KILL")
+	ss, err := NewSessions(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := ss.get("sleeper")
+	if !ok || e.snapshot().State != SessionLost {
+		t.Fatalf("reloaded running session: ok=%v %+v", ok, e.snapshot())
+	}
+}
