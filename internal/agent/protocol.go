@@ -154,7 +154,8 @@ type Identity struct {
 
 // SyncFile is one file_sync entry as it reaches the guest.
 type SyncFile struct {
-	// Source is the path inside the config drive's files/ directory.
+	// Source is the path inside the config drive's files/ directory
+	// ("0/token.json"); a path that starts with "files/" is also accepted.
 	Source string `json:"source"`
 	// Guest is the absolute destination path in the guest.
 	Guest string `json:"guest"`

@@ -261,6 +261,13 @@ func applySyncFile(root, configDir string, f agent.SyncFile, sys System) error {
 		return fmt.Errorf("source %q: want a relative path without \"..\"", f.Source)
 	}
 	src := filepath.Join(configDir, agent.ConfigFilesDir, f.Source)
+	if rest, ok := strings.CutPrefix(filepath.ToSlash(f.Source), agent.ConfigFilesDir+"/"); ok {
+		// Tolerate a source written relative to the drive root
+		// ("files/0") as well as the documented form ("0").
+		if _, err := os.Lstat(src); err != nil {
+			src = filepath.Join(configDir, agent.ConfigFilesDir, rest)
+		}
+	}
 	dst, err := guestPath(root, f.Guest)
 	if err != nil {
 		return err

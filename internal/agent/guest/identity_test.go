@@ -147,7 +147,7 @@ func TestApply_TwiceIsHarmless(t *testing.T) {
 		Files: []agent.SyncFile{
 			{Source: "0/token.json", Guest: "/root/.config/tool/token.json"},
 			{Source: "1/conf", Guest: "/root/.tool", Dir: true},
-			{Source: "0/token.json", Guest: "/etc/tool/exec.json", Mode: 0o755},
+			{Source: "files/0/token.json", Guest: "/etc/tool/exec.json", Mode: 0o755},
 		},
 	}
 	sys := &fakeSystem{mounted: map[string]bool{}, labels: map[string]string{agent.WorkLabel: "/dev/vdb"}, chowned: map[string]bool{}}
