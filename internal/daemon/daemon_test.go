@@ -22,6 +22,9 @@ import (
 	"banger/internal/stream"
 )
 
+// testConfig is the config of test daemons.
+const testConfig = "[network]\ndns_listen = \"127.0.0.1:0\"\n"
+
 // testPaths returns Paths under fresh temporary directories. The socket
 // lives in a short directory: unix socket paths are limited to 108 bytes.
 func testPaths(t *testing.T) config.Paths {
@@ -34,6 +37,10 @@ func testPaths(t *testing.T) config.Paths {
 	t.Cleanup(func() { os.RemoveAll(rt) })
 	state := filepath.Join(root, "state")
 	data := filepath.Join(root, "data")
+	// Serve DNS on a free port: tests run side by side.
+	if err := os.WriteFile(filepath.Join(root, "config.toml"), []byte(testConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return config.Paths{
 		ConfigFile: filepath.Join(root, "config.toml"),
 		StateDir:   state,
@@ -88,9 +95,12 @@ func TestDaemon_VersionAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
+	if st.DNSListen == "" {
+		t.Errorf("Status.DNSListen is empty: the DNS server does not serve")
+	}
 	want := api.Status{
 		PID: os.Getpid(), Version: buildinfo.Version(), BuildStamp: st.BuildStamp, StartedAt: st.StartedAt,
-		Socket: p.Socket, StateDir: p.StateDir, LogFile: p.LogFile,
+		Socket: p.Socket, StateDir: p.StateDir, LogFile: p.LogFile, ConfigFile: p.ConfigFile, DNSListen: st.DNSListen,
 	}
 	if st != want {
 		t.Errorf("Status = %+v\nwant     %+v", st, want)
@@ -119,19 +129,22 @@ func TestDaemon_SocketMode(t *testing.T) {
 
 func TestDaemon_ErrorCodes(t *testing.T) {
 	p := testPaths(t)
-	_, c := startDaemon(t, p, Route{"GET /v1/test/error/{kind}", func(w http.ResponseWriter, r *http.Request) error {
+	_, c := startDaemon(t, p, Route{"POST /v1/test/error/{kind}", func(w http.ResponseWriter, r *http.Request) error {
 		switch r.PathValue("kind") {
 		case "store-conflict":
 			return fmt.Errorf("create vm web: %w", store.ErrConflict)
 		case "store-notfound":
 			return fmt.Errorf("get vm x: %w", &store.NotFoundError{Kind: "vm", Ref: "x"})
+		case "body":
+			var req struct{ Name string }
+			return readJSON(r, &req)
 		case "unavailable":
 			return api.Errorf(api.CodeUnavailable, "qemu: %w", errors.New("not installed"))
 		}
 		return errors.New("disk on fire")
 	}})
 	ctx := testCtx(t)
-	get := func(path string) error { return c.Do(ctx, http.MethodGet, path, nil, nil) }
+	get := func(path string) error { return c.Do(ctx, http.MethodPost, path, nil, nil) }
 	for _, tc := range []struct {
 		name    string
 		call    func() error
@@ -140,9 +153,11 @@ func TestDaemon_ErrorCodes(t *testing.T) {
 	}{
 		{"unknown operation", func() error { _, err := c.Operation(ctx, "op-missing"); return err }, api.ErrNotFound, "operation op-missing not found"},
 		{"cancel unknown operation", func() error { return c.CancelOperation(ctx, "op-missing") }, api.ErrNotFound, "operation op-missing not found"},
-		{"unknown endpoint", func() error { return get("/v1/nope") }, api.ErrNotFound, "no endpoint GET /v1/nope"},
-		{"bad body", func() error { return c.Do(ctx, http.MethodPost, api.PathVMs, map[string]int{"bogus": 1}, nil) }, api.ErrInvalid, `unknown field "bogus"`},
-		{"not implemented", func() error { return c.Do(ctx, http.MethodPost, api.PathVMs, api.CreateVMRequest{}, nil) }, api.ErrNotImplemented, "not implemented yet"},
+		{"unknown endpoint", func() error { return get("/v1/nope") }, api.ErrNotFound, "no endpoint POST /v1/nope"},
+		{"bad body", func() error {
+			return c.Do(ctx, http.MethodPost, "/v1/test/error/body", map[string]int{"bogus": 1}, nil)
+		}, api.ErrInvalid, `unknown field "bogus"`},
+		{"empty body", func() error { return get("/v1/test/error/body") }, api.ErrInvalid, "empty request body"},
 		{"store conflict", func() error { return get("/v1/test/error/store-conflict") }, api.ErrConflict, "create vm web: conflict"},
 		{"store not found", func() error { return get("/v1/test/error/store-notfound") }, api.ErrNotFound, `vm "x" not found`},
 		{"coded", func() error { return get("/v1/test/error/unavailable") }, api.ErrUnavailable, "qemu: not installed"},
