@@ -1,0 +1,140 @@
+// Package qemu drives QEMU's microvm machine as a banger VMM: the command
+// line is computed as data by Cmdline (golden-tested), the process runs
+// detached, and QMP carries the readiness check and the clean shutdown.
+package qemu
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"banger/internal/vmm"
+)
+
+// DefaultBinary is the QEMU system emulator banger runs. Debian's
+// qemu-system-x86_64-microvm is KVM-only, so the full binary is used.
+const DefaultBinary = "qemu-system-x86_64"
+
+// AgentPortName is the virtio-serial port the guest agent listens on when
+// vsock is unavailable (guest contract: /dev/virtio-ports/banger.agent).
+const AgentPortName = "banger.agent"
+
+// Options are the host facts Cmdline needs besides the Spec.
+type Options struct {
+	// Binary is argv[0]; DefaultBinary when empty.
+	Binary string
+	// Vsock is true when /dev/vhost-vsock exists on the host; the agent
+	// channel is then a vhost-vsock device, else a virtio-serial port.
+	Vsock bool
+	// HostKHz is the host TSC frequency in kHz, passed to the guest as
+	// tsc_early_khz under TCG (without it the kernel often hangs
+	// calibrating the TSC). Zero omits it.
+	HostKHz int
+}
+
+// Paths of the files QEMU creates for s, all inside s.Dir.
+func qmpPath(s vmm.Spec) string     { return filepath.Join(s.Dir, vmm.QMPSocketFile) }
+func agentPath(s vmm.Spec) string   { return filepath.Join(s.Dir, vmm.AgentSocketFile) }
+func consolePath(s vmm.Spec) string { return filepath.Join(s.Dir, vmm.ConsoleLogFile) }
+func pidPath(s vmm.Spec) string     { return filepath.Join(s.Dir, vmm.PIDFile) }
+
+// escape doubles commas, QEMU's escape inside option values.
+func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// KernelCmdline is s.Cmdline plus what QEMU needs appended: under TCG,
+// tsc_early_khz=<host kHz>.
+func KernelCmdline(s vmm.Spec, o Options) string {
+	c := s.Cmdline
+	if s.Accel != vmm.AccelKVM && o.HostKHz > 0 {
+		c = strings.TrimSpace(c + " tsc_early_khz=" + strconv.Itoa(o.HostKHz))
+	}
+	return c
+}
+
+// Cmdline returns the full argv that boots s. It is a pure function of its
+// inputs. Under TCG the machine keeps the PIT, PIC and RTC (the kernel hangs
+// calibrating its clock without them); under KVM they go, with -cpu host.
+func Cmdline(s vmm.Spec, o Options) []string {
+	bin := o.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	args := []string{bin, "-name", "guest=" + escape(nameOf(s)) + ",debug-threads=on"}
+	if s.Accel == vmm.AccelKVM {
+		args = append(args,
+			"-M", "microvm,acpi=on,pit=off,pic=off,rtc=on",
+			"-accel", "kvm", "-cpu", "host")
+	} else {
+		args = append(args,
+			"-M", "microvm,acpi=on,pit=on,pic=on,rtc=on",
+			"-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	args = append(args,
+		"-m", strconv.Itoa(s.MemoryMiB),
+		"-smp", strconv.Itoa(s.VCPU),
+		"-nodefaults", "-no-user-config", "-nographic", "-display", "none",
+		"-serial", "file:"+consolePath(s),
+		"-kernel", s.BzImage,
+	)
+	if s.Initrd != "" {
+		args = append(args, "-initrd", s.Initrd)
+	}
+	args = append(args, "-append", KernelCmdline(s, o))
+	for _, d := range s.Drives {
+		drive := "id=" + escape(d.ID) + ",file=" + escape(d.Path) + ",format=raw,if=none"
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+escape(d.ID))
+	}
+	if s.Tap != "" {
+		args = append(args,
+			"-netdev", "tap,id=net0,ifname="+escape(s.Tap)+",script=no,downscript=no",
+			"-device", "virtio-net-device,netdev=net0,mac="+s.MAC)
+	}
+	if o.Vsock {
+		args = append(args, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(s.CID), 10))
+	} else {
+		args = append(args,
+			"-device", "virtio-serial-device",
+			"-chardev", "socket,id=agent,path="+escape(agentPath(s))+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name="+AgentPortName)
+	}
+	args = append(args,
+		"-qmp", "unix:"+escape(qmpPath(s))+",server=on,wait=off",
+		"-pidfile", pidPath(s),
+		"-no-reboot",
+	)
+	return args
+}
+
+func nameOf(s vmm.Spec) string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.VMID
+}
+
+// ParseCPUInfoKHz returns the first "cpu MHz" of a /proc/cpuinfo listing,
+// in kHz.
+func ParseCPUInfoKHz(r io.Reader) (int, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse cpu MHz %q: %w", v, err)
+		}
+		return int(mhz * 1000), nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read cpuinfo: %w", err)
+	}
+	return 0, fmt.Errorf("no cpu MHz line in cpuinfo")
+}

@@ -1,0 +1,218 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"time"
+
+	"banger/internal/vmm"
+)
+
+// DefaultStartTimeout bounds how long Start waits for QMP to answer.
+const DefaultStartTimeout = 30 * time.Second
+
+// Driver starts QEMU microvm processes. Its zero value works: it runs
+// DefaultBinary from PATH and probes the host itself.
+type Driver struct {
+	// Binary is the QEMU binary (path or name on PATH).
+	Binary string
+	// StartTimeout bounds the wait for QMP; DefaultStartTimeout when zero.
+	StartTimeout time.Duration
+	// VsockAvailable reports whether /dev/vhost-vsock exists; nil probes it.
+	VsockAvailable func() bool
+	// HostKHz returns the host TSC kHz for TCG guests; nil reads
+	// /proc/cpuinfo.
+	HostKHz func() (int, error)
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// Name returns vmm.QEMU.
+func (d *Driver) Name() string { return vmm.QEMU }
+
+func (d *Driver) binary() (string, error) {
+	bin := d.Binary
+	if bin == "" {
+		bin = DefaultBinary
+	}
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		return "", fmt.Errorf("find qemu binary %s: %w (install qemu-system-x86)", bin, err)
+	}
+	return p, nil
+}
+
+// Options resolves the host facts for s: the binary, vhost-vsock, and the
+// host kHz under TCG.
+func (d *Driver) Options(s vmm.Spec) (Options, error) {
+	bin, err := d.binary()
+	if err != nil {
+		return Options{}, err
+	}
+	o := Options{Binary: bin}
+	if d.VsockAvailable != nil {
+		o.Vsock = d.VsockAvailable()
+	} else {
+		_, err := os.Stat("/dev/vhost-vsock")
+		o.Vsock = err == nil
+	}
+	if s.Accel != vmm.AccelKVM {
+		khz := d.HostKHz
+		if khz == nil {
+			khz = hostKHz
+		}
+		if o.HostKHz, err = khz(); err != nil {
+			return Options{}, fmt.Errorf("host cpu frequency for tsc_early_khz: %w", err)
+		}
+	}
+	return o, nil
+}
+
+func hostKHz() (int, error) {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return ParseCPUInfoKHz(f)
+}
+
+// Start boots s as a detached qemu process and returns once QMP answers
+// and reports the VM running. On error the process is killed and waited for.
+func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
+	if err := s.Validate(); err != nil {
+		return vmm.Handles{}, err
+	}
+	if s.BzImage == "" {
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: no kernel (bzImage)", s.VMID)
+	}
+	if s.Accel != vmm.AccelKVM && s.Accel != vmm.AccelTCG {
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: accel %q is neither kvm nor tcg", s.VMID, s.Accel)
+	}
+	o, err := d.Options(s)
+	if err != nil {
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)
+	}
+	h := vmm.Handles{
+		VMM:        vmm.QEMU,
+		QMPSocket:  qmpPath(s),
+		ConsoleLog: consolePath(s),
+		VMMLog:     s.Dir + "/" + vmm.VMMLogFile,
+		Tap:        s.Tap,
+	}
+	stale := []string{h.QMPSocket, pidPath(s)}
+	if o.Vsock {
+		h.AgentTransport = vmm.TransportVsock
+	} else {
+		h.AgentTransport = vmm.TransportSerial
+		h.SerialSocket = agentPath(s)
+		stale = append(stale, h.SerialSocket)
+	}
+	for _, p := range stale {
+		if err := vmm.CheckSocketPath(p); err != nil {
+			return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return vmm.Handles{}, fmt.Errorf("start qemu vm %s: remove stale %s: %w", s.VMID, p, err)
+		}
+	}
+
+	argv := Cmdline(s, o)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = s.Dir
+	logf, err := vmm.Detach(cmd, h.VMMLog)
+	if err != nil {
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)
+	}
+	err = cmd.Start()
+	logf.Close()
+	if err != nil {
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }() // reap while this process lives
+	h.PID = cmd.Process.Pid
+	if h.StartTime, err = vmm.ProcStartTime(h.PID); err == nil {
+		err = d.waitReady(ctx, h, exited, &waitErr)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return vmm.Handles{}, fmt.Errorf("start qemu vm %s (see %s): %w", s.VMID, h.VMMLog, err)
+	}
+	return h, nil
+}
+
+// waitReady polls the QMP socket until it answers query-status with
+// "running", the process exits, or the start timeout passes.
+func (d *Driver) waitReady(ctx context.Context, h vmm.Handles, exited <-chan struct{}, waitErr *error) error {
+	timeout := d.StartTimeout
+	if timeout == 0 {
+		timeout = DefaultStartTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var last error
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("qemu exited during start: %v", *waitErr)
+		case <-ctx.Done():
+			return fmt.Errorf("wait for qmp: %w (last: %v)", ctx.Err(), last)
+		case <-t.C:
+		}
+		if _, err := os.Stat(h.QMPSocket); err != nil {
+			last = err
+			continue
+		}
+		q, err := dialQMP(ctx, h.QMPSocket)
+		if err != nil {
+			last = err
+			continue
+		}
+		st, err := q.status(ctx)
+		q.Close()
+		if err != nil {
+			return err
+		}
+		if st != "running" {
+			return fmt.Errorf("qemu status %q after start, want running", st)
+		}
+		return nil
+	}
+}
+
+// Stop sends QMP system_powerdown (an ACPI power button press), waits up to
+// timeout for qemu to exit, then kills it. Idempotent.
+func (d *Driver) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
+	err := vmm.StopProcess(ctx, h, timeout, func(ctx context.Context) error {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		q, err := dialQMP(qctx, h.QMPSocket)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		_, err = q.execute(qctx, "system_powerdown", nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("stop qemu pid %d: %w", h.PID, err)
+	}
+	return nil
+}
+
+// Kill ends qemu at once (SIGKILL) and waits for it to exit. Idempotent.
+func (d *Driver) Kill(ctx context.Context, h vmm.Handles) error {
+	if err := vmm.KillProcess(ctx, h); err != nil {
+		return fmt.Errorf("kill qemu: %w", err)
+	}
+	return nil
+}
