@@ -1,0 +1,472 @@
+package firecracker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/vmm"
+)
+
+// record mirrors fakefc's Record.
+type record struct {
+	Kind    string          `json:"kind"`
+	Method  string          `json:"method"`
+	Path    string          `json:"path"`
+	Body    json.RawMessage `json:"body"`
+	Status  int             `json:"status"`
+	Error   string          `json:"error"`
+	Args    []string        `json:"args"`
+	PID     int             `json:"pid"`
+	Session int             `json:"session"`
+	Seccomp string          `json:"seccomp"`
+}
+
+var (
+	fakeOnce sync.Once
+	fakeBin  string
+	fakeErr  error
+	swagger  string
+)
+
+// buildFake compiles fakefc once per test binary and locates the SDK's
+// OpenAPI spec it validates against.
+func buildFake(t *testing.T) string {
+	t.Helper()
+	fakeOnce.Do(func() {
+		out, err := exec.Command("go", "list", "-m", "-json", "github.com/firecracker-microvm/firecracker-go-sdk").Output()
+		if err != nil {
+			fakeErr = fmt.Errorf("locate firecracker-go-sdk: %w", err)
+			return
+		}
+		var mod struct{ Dir string }
+		if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+			fakeErr = fmt.Errorf("locate firecracker-go-sdk: %v (%s)", err, out)
+			return
+		}
+		swagger = filepath.Join(mod.Dir, "client", "swagger.yaml")
+		dir, err := os.MkdirTemp("", "fakefc")
+		if err != nil {
+			fakeErr = err
+			return
+		}
+		fakeBin = filepath.Join(dir, "firecracker")
+		if b, err := exec.Command("go", "build", "-o", fakeBin, "./fakefc").CombinedOutput(); err != nil {
+			fakeErr = fmt.Errorf("build fakefc: %v: %s", err, b)
+		}
+	})
+	if fakeErr != nil {
+		t.Fatal(fakeErr)
+	}
+	return fakeBin
+}
+
+// env points fakefc at the spec and at per-test record and connection files.
+type env struct {
+	record, conns string
+}
+
+func setupEnv(t *testing.T) env {
+	dir := t.TempDir()
+	e := env{record: filepath.Join(dir, "calls.jsonl"), conns: filepath.Join(dir, "conns")}
+	t.Setenv("FAKEFC_SWAGGER", swagger)
+	t.Setenv("FAKEFC_RECORD", e.record)
+	t.Setenv("FAKEFC_CONNS", e.conns)
+	return e
+}
+
+func (e env) records(t *testing.T) []record {
+	t.Helper()
+	b, err := os.ReadFile(e.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []record
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("record line %q: %v", sc.Text(), err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// calls returns the API calls and fails the test on any call the fake
+// rejected.
+func (e env) calls(t *testing.T) []record {
+	t.Helper()
+	var cs []record
+	for _, r := range e.records(t) {
+		if r.Kind != "call" {
+			continue
+		}
+		if r.Status >= 400 {
+			t.Errorf("fake firecracker rejected %s %s %s: %s", r.Method, r.Path, r.Body, r.Error)
+		}
+		cs = append(cs, r)
+	}
+	return cs
+}
+
+// waitNoConns waits until the fake reports no open API connections.
+func (e env) waitNoConns(t *testing.T) {
+	t.Helper()
+	var last string
+	for range 100 {
+		b, _ := os.ReadFile(e.conns)
+		if last = string(b); last == "0" {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("fake firecracker still has %s open API connection(s)", last)
+}
+
+// testCmdline has repeated keys and an order a map would not keep.
+const testCmdline = "console=ttyS0 reboot=k panic=-1 root=LABEL=banger-root ro rootwait banger.overlay=LABEL=banger-overlay banger.work=LABEL=banger-work quiet quiet x=1 x=2"
+
+func testSpec(t *testing.T) vmm.Spec {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	touch := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return vmm.Spec{
+		VMID: "01JFCTEST", Name: "fctest", VCPU: 2, MemoryMiB: 512,
+		Vmlinux: touch("vmlinux"), Initrd: touch("initrd.img"), Cmdline: testCmdline,
+		Drives: []vmm.Drive{
+			{ID: "rootfs", Path: touch("rootfs.ext4"), ReadOnly: true},
+			{ID: "overlay", Path: touch("overlay.ext4")},
+			{ID: "work", Path: touch("work.ext4")},
+			{ID: "config", Path: touch("config.ext4"), ReadOnly: true},
+		},
+		Tap: "bgtap1", MAC: "06:00:c0:00:02:05", CID: 5, Dir: dir,
+	}
+}
+
+func TestDriver_StartStop(t *testing.T) {
+	bin := buildFake(t)
+	e := setupEnv(t)
+	s := testSpec(t)
+	d := &Driver{Binary: bin}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
+
+	if !vmm.Alive(h) {
+		t.Fatal("not Alive after Start")
+	}
+	if h.VMM != vmm.Firecracker || h.AgentTransport != vmm.TransportVsock || h.VsockSocket != filepath.Join(s.Dir, vmm.VsockSocketFile) || h.Tap != s.Tap {
+		t.Fatalf("handles %+v", h)
+	}
+
+	// Process: detached in its own session, seccomp on.
+	rs := e.records(t)
+	if rs[0].Kind != "start" {
+		t.Fatalf("first record %+v", rs[0])
+	}
+	st := rs[0]
+	if st.PID != h.PID || st.Session != h.PID {
+		t.Errorf("fake pid %d session %d; want pid %d leading its own session", st.PID, st.Session, h.PID)
+	}
+	if st.Seccomp != "default" || slices.Contains(st.Args, "--no-seccomp") {
+		t.Errorf("seccomp %q with args %v; want Firecracker's default filter", st.Seccomp, st.Args)
+	}
+
+	// Calls: all accepted, configuration before InstanceStart, which is last.
+	calls := e.calls(t)
+	var got []string
+	for _, c := range calls {
+		if c.Method != http.MethodGet {
+			got = append(got, c.Method+" "+c.Path)
+		}
+	}
+	want := []string{
+		"PUT /logger", "PUT /metrics", "PUT /machine-config", "PUT /boot-source",
+		"PUT /drives/rootfs", "PUT /drives/overlay", "PUT /drives/work", "PUT /drives/config",
+		"PUT /network-interfaces/1", "PUT /vsock", "PUT /actions",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("calls\n got %v\nwant %v", got, want)
+	}
+	body := func(path string) map[string]any {
+		for _, c := range calls {
+			if c.Method == http.MethodPut && c.Path == path {
+				var m map[string]any
+				if err := json.Unmarshal(c.Body, &m); err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+		}
+		t.Fatalf("no PUT %s", path)
+		return nil
+	}
+	bs := body("/boot-source")
+	if bs["boot_args"] != testCmdline {
+		t.Errorf("boot_args %q, want exactly %q", bs["boot_args"], testCmdline)
+	}
+	if strings.Contains(fmt.Sprint(bs["boot_args"]), "nomodule") {
+		t.Error("boot_args contain nomodule")
+	}
+	if bs["kernel_image_path"] != s.Vmlinux || bs["initrd_path"] != s.Initrd {
+		t.Errorf("boot-source %v", bs)
+	}
+	for _, dr := range s.Drives {
+		m := body("/drives/" + dr.ID)
+		if m["is_root_device"] != false || m["is_read_only"] != dr.ReadOnly || m["path_on_host"] != dr.Path {
+			t.Errorf("drive %s: %v", dr.ID, m)
+		}
+	}
+	if m := body("/machine-config"); m["vcpu_count"] != 2.0 || m["mem_size_mib"] != 512.0 {
+		t.Errorf("machine-config %v", m)
+	}
+	if m := body("/network-interfaces/1"); m["host_dev_name"] != s.Tap || m["guest_mac"] != s.MAC {
+		t.Errorf("network-interface %v", m)
+	}
+	if m := body("/vsock"); m["uds_path"] != h.VsockSocket || m["guest_cid"] != 5.0 {
+		t.Errorf("vsock %v", m)
+	}
+	if m := body("/actions"); m["action_type"] != "InstanceStart" {
+		t.Errorf("last action %v", m)
+	}
+	if m := body("/logger"); m["log_path"] != h.VMMLog {
+		t.Errorf("logger %v", m)
+	}
+
+	// No API connection left open by the SDK.
+	e.waitNoConns(t)
+
+	// The hybrid vsock socket answers the CONNECT handshake.
+	c, err := net.Dial("unix", h.VsockSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "CONNECT 1024\n")
+	if ack, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(ack, "OK ") {
+		t.Fatalf("vsock ack %q, %v", ack, err)
+	}
+	fmt.Fprintf(c, "hello\n")
+	if echo, err := br.ReadString('\n'); err != nil || echo != "hello\n" {
+		t.Fatalf("vsock echo %q, %v", echo, err)
+	}
+	c.Close()
+
+	// Stop: Ctrl-Alt-Del ends the VMM before the timeout.
+	if err := d.Stop(ctx, h, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if vmm.Alive(h) {
+		t.Fatal("Alive after Stop")
+	}
+	rs = e.records(t)
+	if last := rs[len(rs)-1]; last.Kind != "exit" {
+		t.Fatalf("last record %+v; want the fake's clean exit after SendCtrlAltDel", last)
+	}
+	var sent bool
+	for _, c := range e.calls(t) {
+		sent = sent || strings.Contains(string(c.Body), "SendCtrlAltDel")
+	}
+	if !sent {
+		t.Fatal("Stop did not send SendCtrlAltDel")
+	}
+	if err := d.Stop(ctx, h, time.Second); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if err := d.Kill(ctx, h); err != nil {
+		t.Fatalf("Kill after Stop: %v", err)
+	}
+}
+
+func TestDriver_Kill(t *testing.T) {
+	bin := buildFake(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tests := []struct {
+		name string
+		end  func(d *Driver, h vmm.Handles) error
+	}{
+		{"Kill", func(d *Driver, h vmm.Handles) error { return d.Kill(ctx, h) }},
+		{"behind the driver's back", func(d *Driver, h vmm.Handles) error {
+			if err := syscall.Kill(h.PID, syscall.SIGKILL); err != nil {
+				return err
+			}
+			return vmm.WaitExit(ctx, h)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setupEnv(t)
+			d := &Driver{Binary: bin}
+			h, err := d.Start(ctx, testSpec(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
+			if !vmm.Alive(h) {
+				t.Fatal("not Alive after Start")
+			}
+			if err := tt.end(d, h); err != nil {
+				t.Fatal(err)
+			}
+			if vmm.Alive(h) {
+				t.Fatal("Alive after the VMM was killed")
+			}
+			// A new process reusing the PID would have another start time.
+			reused := h
+			reused.StartTime++
+			if vmm.Alive(reused) {
+				t.Fatal("Alive with a different start time")
+			}
+			if err := d.Stop(ctx, h, time.Second); err != nil {
+				t.Fatalf("Stop of a dead VM: %v", err)
+			}
+			if err := d.Kill(ctx, h); err != nil {
+				t.Fatalf("Kill of a dead VM: %v", err)
+			}
+			for _, r := range e.records(t) {
+				if r.Kind == "exit" {
+					t.Fatal("fake exited cleanly; want it killed")
+				}
+			}
+		})
+	}
+}
+
+func TestDriver_CustomSeccomp(t *testing.T) {
+	bin := buildFake(t)
+	e := setupEnv(t)
+	s := testSpec(t)
+	filter := filepath.Join(s.Dir, "seccomp.bpf")
+	if err := os.WriteFile(filter, []byte{0}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{Binary: bin, SeccompFilter: filter}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Kill(ctx, h)
+	if got := e.records(t)[0].Seccomp; got != "custom:"+filter {
+		t.Fatalf("seccomp %q, want custom:%s", got, filter)
+	}
+	e.calls(t)
+}
+
+func TestDriver_StartFailure(t *testing.T) {
+	bin := buildFake(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tests := []struct {
+		name     string
+		mod      func(*vmm.Spec)
+		errHas   string
+		started  bool
+		rejected string
+	}{
+		{name: "missing kernel", mod: func(s *vmm.Spec) { s.Vmlinux = filepath.Join(s.Dir, "nope") }, errHas: "kernel image"},
+		{name: "missing drive", mod: func(s *vmm.Spec) { s.Drives[2].Path = filepath.Join(s.Dir, "gone.ext4") }, started: true, rejected: "/drives/work"},
+		{name: "cid too small", mod: func(s *vmm.Spec) { s.CID = 2 }, errHas: "cid 2"},
+		{name: "socket path too long", mod: func(s *vmm.Spec) {
+			s.Dir = filepath.Join(s.Dir, strings.Repeat("d", 100))
+			_ = os.MkdirAll(s.Dir, 0o755)
+		}, errHas: "107-byte limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := setupEnv(t)
+			s := testSpec(t)
+			tt.mod(&s)
+			h, err := (&Driver{Binary: bin}).Start(ctx, s)
+			if err == nil {
+				t.Fatalf("Start succeeded: %+v", h)
+			}
+			if !strings.Contains(err.Error(), tt.errHas) {
+				t.Fatalf("error %q lacks %q", err, tt.errHas)
+			}
+			rs, _ := os.ReadFile(e.record)
+			if !tt.started {
+				if len(rs) != 0 {
+					t.Fatalf("firecracker ran: %s", rs)
+				}
+				return
+			}
+			recs := e.records(t)
+			pid := recs[0].PID
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("firecracker pid %d left running after a failed Start", pid)
+			}
+			var rejected bool
+			for _, r := range recs {
+				rejected = rejected || r.Status >= 400 && r.Path == tt.rejected
+			}
+			if !rejected {
+				t.Fatalf("no rejected call to %s in %s", tt.rejected, rs)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	bin := buildFake(t)
+	v, err := BinaryVersion(context.Background(), bin)
+	if err != nil || v != (Version{1, 8, 0}) || CheckVersion(v) != nil {
+		t.Fatalf("BinaryVersion = %v, %v (check %v)", v, err, CheckVersion(v))
+	}
+	tests := []struct {
+		out     string
+		want    Version
+		wantErr bool
+		old     bool
+	}{
+		{"Firecracker v1.16.2\n\nSupported snapshot data format versions: v1.0.0\n", Version{1, 16, 2}, false, false},
+		{"Firecracker v1.7.0", Version{1, 7, 0}, false, true},
+		{"Firecracker v2.0.0", Version{2, 0, 0}, false, false},
+		{"Firecracker v0.25.2", Version{0, 25, 2}, false, true},
+		{"qemu 7.2", Version{}, true, false},
+	}
+	for _, tt := range tests {
+		v, err := ParseVersion(tt.out)
+		if (err != nil) != tt.wantErr || v != tt.want {
+			t.Errorf("ParseVersion(%q) = %v, %v; want %v", tt.out, v, err, tt.want)
+		}
+		if err == nil && (CheckVersion(v) != nil) != tt.old {
+			t.Errorf("CheckVersion(%v) = %v, want old=%v", v, CheckVersion(v), tt.old)
+		}
+	}
+}
