@@ -25,6 +25,9 @@ type AssembleOptions struct {
 	// kernel). When empty, the kernel and initramfs are taken from the
 	// tree's /boot and removed from it.
 	KernelDir string
+	// Tarball, when set, is unpacked into the (empty) tree first, as part
+	// of the configure stage.
+	Tarball string
 	// ScratchDir is where the work-seed tree is made; it must be on the
 	// tree's filesystem (default: the tree's parent).
 	ScratchDir string
@@ -70,6 +73,11 @@ func Assemble(ctx context.Context, tree string, o AssembleOptions, outDir string
 	}
 
 	progress(StageConfigure, 0, 1)
+	if o.Tarball != "" {
+		if err := Run(ctx, log, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", o.Tarball, "-C", tree); err != nil {
+			return nil, fmt.Errorf("%s: unpack %s: %w", StageConfigure, o.Tarball, err)
+		}
+	}
 	if err := Configure(tree, o.AgentBin, log); err != nil {
 		return nil, fmt.Errorf("%s: %w", StageConfigure, err)
 	}

@@ -46,7 +46,10 @@ func hostKHz() (int, error) {
 func qemuArgs(img, vm string, khz int) []string {
 	cmdline := "console=ttyS0 reboot=k panic=-1 root=LABEL=banger-root ro rootwait " +
 		"banger.overlay=LABEL=banger-overlay banger.work=LABEL=banger-work " +
-		fmt.Sprintf("tsc_early_khz=%d", khz)
+		fmt.Sprintf("tsc_early_khz=%d ", khz) +
+		// PID1 stops printing status once a getty owns the console;
+		// journald's copy shows the whole boot.
+		"systemd.journald.forward_to_console=1"
 	drive := func(id, file string, ro bool) []string {
 		spec := fmt.Sprintf("id=%s,file=%s,format=raw,if=none", id, file)
 		if ro {

@@ -113,12 +113,8 @@ func build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*im
 	if err := os.Mkdir(tree, 0o755); err != nil {
 		return nil, fmt.Errorf("make work dir: %w", err)
 	}
-	progress(StageConfigure, 0, 1)
-	if err := Run(ctx, log, "tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tarball, "-C", tree); err != nil {
-		return nil, fmt.Errorf("unpack %s: %w", tarball, err)
-	}
 	res, err := Assemble(ctx, tree, AssembleOptions{
-		AgentBin: opts.AgentBin, Log: log, Progress: progress, ScratchDir: work,
+		AgentBin: opts.AgentBin, Tarball: tarball, Log: log, Progress: progress, ScratchDir: work,
 	}, outDir)
 	if err != nil {
 		return nil, err

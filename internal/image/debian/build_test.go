@@ -2,6 +2,7 @@ package debian_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"debug/elf"
 	"errors"
@@ -153,11 +154,15 @@ func TestBuildDefault(t *testing.T) {
 	})
 
 	t.Run("initrd", func(t *testing.T) {
-		names, err := initrdFiles(filepath.Join(dir, image.FileInitrd))
+		files, err := initrdFiles(filepath.Join(dir, image.FileInitrd))
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"scripts/local-bottom/banger-overlay", "usr/share/initramfs-tools/modules.d/banger"}
+		var names []string
+		for n := range files {
+			names = append(names, n)
+		}
+		want := []string{"scripts/local-bottom/banger-overlay"}
 		for _, m := range []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_pci", "virtio_console",
 			"vmw_vsock_virtio_transport", "vsock", "overlay"} {
 			want = append(want, "/"+m+".ko")
@@ -167,8 +172,18 @@ func TestBuildDefault(t *testing.T) {
 				t.Errorf("initrd lacks %s", w)
 			}
 		}
-		if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "scripts/local-bottom/ORDER") }) {
-			t.Error("initrd has no local-bottom ORDER file")
+		if got := string(files["scripts/local-bottom/banger-overlay"]); got != string(debian.OverlayScript()) {
+			t.Errorf("initrd overlay script differs from the package's:\n%s", got)
+		}
+		if order := string(files["scripts/local-bottom/ORDER"]); !strings.Contains(order, "/scripts/local-bottom/banger-overlay") {
+			t.Errorf("local-bottom ORDER does not run banger-overlay:\n%s", order)
+		}
+		// conf/modules lists what the initramfs loads at boot.
+		loaded := strings.Fields(string(files["conf/modules"]))
+		for _, m := range debian.InitramfsModules {
+			if !slices.Contains(loaded, m) {
+				t.Errorf("initrd conf/modules lacks %s: %q", m, loaded)
+			}
 		}
 	})
 
@@ -234,24 +249,31 @@ func debugfs(t *testing.T, img, req string) string {
 	return string(out)
 }
 
-// initrdFiles lists the paths in an initramfs: a sequence of newc cpio
-// archives, each uncompressed or zstd-compressed (Debian's default), as
+// initrdFiles returns the files (path -> content) of an initramfs: a sequence of newc cpio
+// archives, each uncompressed, gzip- or zstd-compressed, as
 // lsinitramfs would.
-func initrdFiles(path string) ([]string, error) {
+func initrdFiles(path string) (map[string][]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var names []string
+	files := map[string][]byte{}
 	for len(data) > 0 {
 		switch {
 		case len(data) >= 6 && string(data[:6]) == "070701":
-			var n []string
-			n, data, err = cpioNames(data)
+			data, err = cpioFiles(data, files)
 			if err != nil {
 				return nil, err
 			}
-			names = append(names, n...)
+		case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
+			g, err := gzip.NewReader(bytes.NewReader(data))
+			if err != nil {
+				return nil, err
+			}
+			data, err = io.ReadAll(g)
+			if err != nil {
+				return nil, fmt.Errorf("gzip: %w", err)
+			}
 		case bytes.HasPrefix(data, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 			d, err := zstd.NewReader(bytes.NewReader(data))
 			if err != nil {
@@ -268,18 +290,17 @@ func initrdFiles(path string) ([]string, error) {
 			return nil, fmt.Errorf("unknown initrd segment (magic % x)", data[:min(6, len(data))])
 		}
 	}
-	return names, nil
+	return files, nil
 }
 
-// cpioNames reads one newc cpio archive and returns its names and what
+// cpioFiles reads one newc cpio archive into files and returns what
 // follows its trailer.
-func cpioNames(data []byte) ([]string, []byte, error) {
-	var names []string
+func cpioFiles(data []byte, files map[string][]byte) ([]byte, error) {
 	pad4 := func(n int) int { return (n + 3) &^ 3 }
 	off := 0
 	for {
 		if off+110 > len(data) || string(data[off:off+6]) != "070701" {
-			return nil, nil, errors.New("bad cpio header")
+			return nil, errors.New("bad cpio header")
 		}
 		field := func(i int) int {
 			v, _ := strconv.ParseUint(string(data[off+6+8*i:off+14+8*i]), 16, 32)
@@ -288,7 +309,7 @@ func cpioNames(data []byte) ([]string, []byte, error) {
 		size, nameLen := field(6), field(11)
 		nameEnd := off + 110 + nameLen
 		if nameEnd > len(data) {
-			return nil, nil, errors.New("truncated cpio name")
+			return nil, errors.New("truncated cpio name")
 		}
 		name := strings.TrimRight(string(data[off+110:nameEnd]), "\x00")
 		next := pad4(nameEnd) + pad4(size)
@@ -296,9 +317,9 @@ func cpioNames(data []byte) ([]string, []byte, error) {
 			next = len(data)
 		}
 		if name == "TRAILER!!!" {
-			return names, data[next:], nil
+			return data[next:], nil
 		}
-		names = append(names, name)
+		files[name] = data[pad4(nameEnd):min(pad4(nameEnd)+size, len(data))]
 		off = next
 	}
 }

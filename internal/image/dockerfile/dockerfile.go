@@ -13,9 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,18 +206,14 @@ func build(ctx context.Context, e Engine, opts Options, outDir string) (*image.M
 	if err := debian.Run(ctx, log, e.argv("export", "-o", exported, tag)...); err != nil {
 		return nil, fmt.Errorf("%s: %w", StageExport, err)
 	}
+	progress(StageExport, 1, 1)
+
 	tree := filepath.Join(work, "rootfs")
 	if err := os.Mkdir(tree, 0o755); err != nil {
 		return nil, err
 	}
-	if err := debian.Run(ctx, log, "tar", "--numeric-owner", "-xpf", exported, "-C", tree); err != nil {
-		return nil, fmt.Errorf("%s: unpack: %w", StageExport, err)
-	}
-	os.Remove(exported)
-	progress(StageExport, 1, 1)
-
 	res, err := debian.Assemble(ctx, tree, debian.AssembleOptions{
-		AgentBin: opts.AgentBin, KernelDir: opts.Base, ScratchDir: work, Log: log, Progress: progress,
+		AgentBin: opts.AgentBin, KernelDir: opts.Base, Tarball: exported, ScratchDir: work, Log: log, Progress: progress,
 	}, outDir)
 	if err != nil {
 		return nil, err
@@ -269,6 +268,8 @@ func loadBase(ctx context.Context, e Engine, base, work string, log io.Writer) e
 	if err := debian.Run(ctx, log, "tar", "--numeric-owner", "-cf", tarball, "-C", tree, "."); err != nil {
 		return err
 	}
+	// Drop the stale copy first so re-importing leaves no untagged image.
+	_ = debian.Run(ctx, log, e.argv("rmi", "-f", BaseTag)...)
 	args := []string{"import"}
 	if sum != "" {
 		args = append(args, "--change", "LABEL "+baseLabel+"="+sum)
@@ -276,7 +277,12 @@ func loadBase(ctx context.Context, e Engine, base, work string, log io.Writer) e
 	return debian.Run(ctx, log, e.argv(append(args, tarball, BaseTag)...)...)
 }
 
-// baseSum is the sha256 of the base rootfs from its manifest, or "".
+// baseFormat versions how the base is loaded; it is part of the label
+// value so a change here reloads every engine's copy.
+const baseFormat = "2"
+
+// baseSum identifies the base rootfs: the load format and the sha256
+// from its manifest, or "" without a manifest.
 func baseSum(base string) string {
 	data, err := os.ReadFile(filepath.Join(base, image.FileManifest))
 	if err != nil {
@@ -286,7 +292,10 @@ func baseSum(base string) string {
 	if json.Unmarshal(data, &m) != nil {
 		return ""
 	}
-	return m.Files[image.FileRootfs].SHA256
+	if m.Files[image.FileRootfs].SHA256 == "" {
+		return ""
+	}
+	return baseFormat + ":" + m.Files[image.FileRootfs].SHA256
 }
 
 // Dump copies the content of the ext4 image img into dir without mounting
@@ -325,7 +334,102 @@ func Dump(ctx context.Context, img, dir string, log io.Writer) error {
 	if err := debian.Run(ctx, log, "debugfs", "-f", cmds, img); err != nil {
 		return fmt.Errorf("dump %s: %w", img, err)
 	}
+	if err := restoreModes(ctx, img, dir); err != nil {
+		return fmt.Errorf("dump %s: %w", img, err)
+	}
 	return nil
+}
+
+// restoreModes puts back the setuid, setgid and sticky bits rdump drops
+// (it chowns after chmod, which clears them): one debugfs run lists every
+// dumped directory of img, and entries with any of those bits get their
+// full mode again.
+func restoreModes(ctx context.Context, img, dir string) error {
+	var reqs []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(rel, "\"") {
+			return nil
+		}
+		if rel == "." {
+			rel = ""
+		}
+		reqs = append(reqs, fmt.Sprintf("ls -p \"/%s\"", filepath.ToSlash(rel)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cmds := filepath.Join(filepath.Dir(dir), ".debugfs-"+randomID())
+	if err := os.WriteFile(cmds, []byte(strings.Join(reqs, "\n")+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(cmds)
+	out, err := exec.CommandContext(ctx, "debugfs", "-f", cmds, img).Output()
+	if err != nil {
+		return fmt.Errorf("list modes: %w", err)
+	}
+	for _, fix := range SpecialModes(string(out)) {
+		if err := os.Chmod(filepath.Join(dir, fix.Path), fix.Mode); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restore mode of %s: %w", fix.Path, err)
+		}
+	}
+	return nil
+}
+
+// ModeFix is a path (relative to the image root) and the mode it must
+// have.
+type ModeFix struct {
+	Path string
+	Mode os.FileMode
+}
+
+// SpecialModes parses the output of debugfs `ls -p "DIR"` requests (each
+// preceded by the "debugfs: ls -p ..." echo) and returns the regular files
+// and directories with setuid, setgid or sticky bits.
+func SpecialModes(out string) []ModeFix {
+	var fixes []ModeFix
+	cur := ""
+	for _, l := range strings.Split(out, "\n") {
+		if q, ok := strings.CutPrefix(l, "debugfs: ls -p "); ok {
+			cur = strings.Trim(q, "\"")
+			continue
+		}
+		// /inode/mode/uid/gid/name/size/
+		f := strings.Split(l, "/")
+		if len(f) < 7 || f[5] == "." || f[5] == ".." {
+			continue
+		}
+		m, err := strconv.ParseUint(f[2], 8, 32)
+		if err != nil {
+			continue
+		}
+		typ := m &^ 0o7777
+		if m&0o7000 == 0 || (typ != 0o100000 && typ != 0o040000) {
+			continue
+		}
+		mode := os.FileMode(m & 0o777)
+		if m&0o4000 != 0 {
+			mode |= os.ModeSetuid
+		}
+		if m&0o2000 != 0 {
+			mode |= os.ModeSetgid
+		}
+		if m&0o1000 != 0 {
+			mode |= os.ModeSticky
+		}
+		fixes = append(fixes, ModeFix{Path: strings.TrimPrefix(path.Join(cur, f[5]), "/"), Mode: mode})
+	}
+	return fixes
 }
 
 func randomID() string {

@@ -233,3 +233,28 @@ func debugfs(t *testing.T, img, req string) string {
 	}
 	return string(out)
 }
+
+func TestSpecialModes(t *testing.T) {
+	out := `debugfs 1.47.0 (5-Feb-2023)
+debugfs: ls -p "/"
+/2/040755/0/0/.//
+/652/041777/0/0/tmp//
+/12/040755/0/0/usr//
+debugfs: ls -p "/usr/bin"
+/701/100755/0/0/cvtsudoers/345280/
+/969/104755/0/0/sudo/281624/
+/970/120777/0/0/sudoedit/4/
+/980/102755/0/42/chage/80000/
+debugfs: ls -p "/root/.ssh"
+/990/040700/0/0/.//
+`
+	got := dockerfile.SpecialModes(out)
+	want := []dockerfile.ModeFix{
+		{Path: "tmp", Mode: 0o777 | os.ModeSticky},
+		{Path: "usr/bin/sudo", Mode: 0o755 | os.ModeSetuid},
+		{Path: "usr/bin/chage", Mode: 0o755 | os.ModeSetgid},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("SpecialModes = %v, want %v", got, want)
+	}
+}
