@@ -17,7 +17,8 @@ const SystemdUnit = `[Unit]
 Description=banger guest agent
 Documentation=man:banger(1)
 DefaultDependencies=no
-After=local-fs.target
+After=local-fs.target systemd-udevd.service
+Wants=systemd-udevd.service
 Before=ssh.service sshd.service network-online.target shutdown.target
 Conflicts=shutdown.target
 

@@ -2,6 +2,7 @@ package image
 
 import (
 	"archive/tar"
+	"banger/internal/agent"
 	"context"
 	"errors"
 	"fmt"
@@ -338,25 +339,6 @@ func statInRoot(root, p string) (os.FileInfo, error) {
 	return nil, fmt.Errorf("%s: too many symlinks", p)
 }
 
-// agentUnit runs banger-agent under systemd in imported images (the same
-// contract as the default image: before sshd and network-online).
-const agentUnit = `[Unit]
-Description=banger guest agent
-DefaultDependencies=no
-After=systemd-udevd.service local-fs.target
-Before=ssh.service network-online.target sysinit.target shutdown.target
-Conflicts=shutdown.target
-
-[Service]
-Type=simple
-ExecStart=` + AgentPath + `
-Restart=always
-RestartSec=1s
-
-[Install]
-WantedBy=multi-user.target
-`
-
 // prepareTree applies the guest contract to an imported filesystem:
 // the agent binary (and its unit under systemd), no ssh host keys, a
 // /root directory, and the base image's kernel modules.
@@ -376,7 +358,7 @@ func prepareTree(ctx context.Context, tree string, o OCIOptions, init string) er
 		if err := r.MkdirAll("etc/systemd/system/multi-user.target.wants", 0o755); err != nil {
 			return fmt.Errorf("install agent unit: %w", err)
 		}
-		if err := r.WriteFile("etc/systemd/system/banger-agent.service", []byte(agentUnit), 0o644); err != nil {
+		if err := r.WriteFile("etc/systemd/system/banger-agent.service", []byte(agent.SystemdUnit), 0o644); err != nil {
 			return fmt.Errorf("install agent unit: %w", err)
 		}
 		link := "etc/systemd/system/multi-user.target.wants/banger-agent.service"
