@@ -43,8 +43,8 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		if err := d.dns.Listen(ctx, addr); err != nil {
 			// A busy port must not keep VMs from running; status shows it.
 			d.Logger.Warn("dns listener unavailable", "addr", addr, logKeyErr, err)
-		} else {
-			d.dnsListen = addr
+		} else if addrs := d.dns.Addrs(); len(addrs) > 0 {
+			d.dnsListen = addrs[0] // the bound address, even for port 0
 		}
 	}
 

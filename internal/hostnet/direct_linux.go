@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -270,8 +271,36 @@ func (d Direct) EnableForwarding(ctx context.Context) error {
 	return nil
 }
 
-// Inspect implements Privileged.
+// inspectAttempts bounds the retries of a link dump that the kernel
+// interrupted because links changed meanwhile (the tap pool refills in the
+// background, so this happens).
+const inspectAttempts = 5
+
+// Inspect implements Privileged. A dump interrupted by a concurrent change
+// is retried, so the state returned is always a consistent one.
 func (d Direct) Inspect(ctx context.Context) (State, error) {
+	var (
+		st  State
+		err error
+	)
+	for i := 0; i < inspectAttempts; i++ {
+		st, err = d.inspect()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return State{}, fmt.Errorf("inspect host network: %w", ctx.Err())
+		case <-time.After(time.Duration(i+1) * 10 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("inspect host network: %w", err)
+	}
+	return st, nil
+}
+
+func (d Direct) inspect() (State, error) {
 	var st State
 	err := d.in(func() error {
 		links, err := netlink.LinkList()
@@ -306,10 +335,7 @@ func (d Direct) Inspect(ctx context.Context) (State, error) {
 		st.Forwarding = string(bytes.TrimSpace(fwd)) == "1"
 		return nil
 	})
-	if err != nil {
-		return State{}, fmt.Errorf("inspect host network: %w", err)
-	}
-	return st, nil
+	return st, err
 }
 
 // prefixOf converts a netlink address to a netip.Prefix.
