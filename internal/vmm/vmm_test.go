@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -360,4 +361,36 @@ func TestKillAndStopProcess(t *testing.T) {
 			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
 		}
 	})
+}
+
+// TestKillProcess_Orphan covers the daemon-restart case: the VMM is not a
+// child of the caller (here: re-parented after its parent exited), so only
+// /proc polling can see it exit.
+func TestKillProcess_Orphan(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	out, err := exec.Command("sh", "-c", `sh -c "sleep 60; : `+sock+`" >/dev/null 2>&1 & echo $!`).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("pid %q: %v", out, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	st, err := ProcStartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Handles{VMM: QEMU, PID: pid, StartTime: st, QMPSocket: sock}
+	if !Alive(h) {
+		t.Fatal("orphan not Alive")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := KillProcess(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if Alive(h) {
+		t.Fatal("orphan Alive after KillProcess")
+	}
 }
