@@ -219,3 +219,31 @@ func TestDriver_StartFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestDriver_StopACPI checks the clean path of Stop: the guest handles the
+// ACPI power button pressed through QMP and powers off, which ends qemu
+// before the timeout.
+func TestDriver_StopACPI(t *testing.T) {
+	vmmtest.RequireBinary(t, DefaultBinary)
+	k := vmmtest.DebianKernel(t)
+	s := bootSpec(t, k, vmmtest.BusyboxInitramfsWith(t, k, vmmtest.InitramfsOptions{ACPIPowerOff: true}))
+	d := &Driver{}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h, err := d.Start(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
+	waitConsole(ctx, t, h.ConsoleLog, vmmtest.MarkerReady)
+	if err := d.Stop(ctx, h, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if vmm.Alive(h) {
+		t.Fatal("Alive after Stop")
+	}
+	b, _ := os.ReadFile(h.ConsoleLog)
+	if !strings.Contains(string(b), vmmtest.MarkerPowerOff) || !strings.Contains(string(b), "Power down") {
+		t.Fatalf("guest did not power off through ACPI; console:\n%s", b)
+	}
+}

@@ -168,11 +168,14 @@ func DebianKernel(t testing.TB) Kernel {
 const (
 	MarkerBooted = "BANGER-TEST-BOOTED"
 	MarkerReady  = "BANGER-TEST-READY"
+	// MarkerPowerOff is printed when the guest handles the power button.
+	MarkerPowerOff = "BANGER-TEST-POWEROFF"
 )
 
 // initModules are loaded by /init in dependency order (virtio_mmio,
 // virtio_blk and virtio_console are modules in Debian's cloud kernel).
-var initModules = []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_blk", "virtio_console"}
+// button and evdev deliver the ACPI power button to acpid.
+var initModules = []string{"virtio", "virtio_ring", "virtio_mmio", "virtio_blk", "virtio_console", "button", "evdev"}
 
 const initScript = `#!/bin/sh
 /bin/busybox --install -s /bin
@@ -198,6 +201,13 @@ done
 for b in /sys/block/vd*; do
   [ -e "$b" ] && echo "block: $(basename $b)"
 done
+if [ -x /etc/acpi/PWRF/00000080 ]; then
+  # Ready only once acpid holds the power button's event device: a press
+  # before that is lost.
+  acpid -d -c /etc/acpi &
+  apid=$!
+  for i in $(seq 100); do ls -l /proc/$apid/fd 2>/dev/null | grep -q input/event && break; sleep 0.1; done
+fi
 echo ` + MarkerReady + `
 while true; do sleep 3600; done
 `
@@ -209,6 +219,19 @@ while true; do sleep 3600; done
 // block devices ("block: vda"), prints MarkerReady and waits forever. It
 // returns the path of the archive (in a test temp dir).
 func BusyboxInitramfs(t testing.TB, k Kernel) string {
+	t.Helper()
+	return BusyboxInitramfsWith(t, k, InitramfsOptions{})
+}
+
+// InitramfsOptions change what the busybox /init does.
+type InitramfsOptions struct {
+	// ACPIPowerOff runs acpid so that an ACPI power button press (QMP
+	// system_powerdown) powers the guest off, as systemd-logind would.
+	ACPIPowerOff bool
+}
+
+// BusyboxInitramfsWith is BusyboxInitramfs with options.
+func BusyboxInitramfsWith(t testing.TB, k Kernel, o InitramfsOptions) string {
 	t.Helper()
 	busybox := RequireBinary(t, "busybox")
 	RequireBinary(t, "cpio")
@@ -228,6 +251,16 @@ func BusyboxInitramfs(t testing.TB, k Kernel) string {
 			t.Fatal(err)
 		}
 		copyFile(t, p, filepath.Join(root, "lib", "modules", m+".ko"), 0o644)
+	}
+	if o.ACPIPowerOff {
+		dir := filepath.Join(root, "etc", "acpi", "PWRF")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		handler := "#!/bin/sh\necho " + MarkerPowerOff + "\npoweroff -f\n"
+		if err := os.WriteFile(filepath.Join(dir, "00000080"), []byte(handler), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	script := fmt.Sprintf(initScript, strings.Join(initModules, " "))
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(script), 0o755); err != nil {
