@@ -94,23 +94,8 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("dns answers NAME.vm", func(t *testing.T) {
 		ip, _ := e.vm("t1")["ip"].(string)
-		var got []string
-		err := e.ns.Do(func() error {
-			m := new(dns.Msg)
-			m.SetQuestion("t1.vm.", dns.TypeA)
-			in, err := dns.Exchange(m, "127.0.0.1:42169")
-			if err != nil {
-				return err
-			}
-			for _, rr := range in.Answer {
-				if a, ok := rr.(*dns.A); ok {
-					got = append(got, a.A.String())
-				}
-			}
-			return nil
-		})
-		if err != nil || len(got) != 1 || got[0] != ip {
-			t.Fatalf("host query t1.vm = %v (%v), want %s", got, err, ip)
+		if got := e.lookupVM("t1"); len(got) != 1 || got[0] != ip {
+			t.Fatalf("host query t1.vm = %v, want %s", got, ip)
 		}
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "getent", "hosts", "t1.vm"))
 		if !strings.Contains(r.stdout, ip) {
@@ -139,8 +124,11 @@ func TestLifecycle(t *testing.T) {
 		dir, _ := v["dir"].(string)
 		pid := int(v["pid"].(float64))
 		e.must(e.banger("", "vm", "delete", "t1"))
-		if syscall.Kill(pid, 0) == nil {
-			t.Errorf("vmm pid %d still alive", pid)
+		if processRunning(pid) {
+			t.Errorf("vmm pid %d still running", pid)
+		}
+		if got := e.lookupVM("t1"); len(got) != 0 {
+			t.Errorf("t1.vm still resolves to %v after delete", got)
 		}
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("vm dir %s still exists", dir)
@@ -197,4 +185,41 @@ func TestLifecycle(t *testing.T) {
 		}
 		e.must(e.banger("", "vm", "delete", "t2"))
 	})
+}
+
+// lookupVM asks the daemon's DNS listener in the test namespace for
+// NAME.vm and returns the A records.
+func (e *env) lookupVM(name string) []string {
+	e.t.Helper()
+	var got []string
+	err := e.ns.Do(func() error {
+		m := new(dns.Msg)
+		m.SetQuestion(name+".vm.", dns.TypeA)
+		in, err := dns.Exchange(m, "127.0.0.1:42169")
+		if err != nil {
+			return err
+		}
+		for _, rr := range in.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				got = append(got, a.A.String())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("dns query %s.vm: %v", name, err)
+	}
+	return got
+}
+
+// processRunning reports whether pid exists and is not a zombie waiting
+// for a reaper (a VMM outlives the daemon that started it, so its parent
+// may not be around to reap it).
+func processRunning(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
