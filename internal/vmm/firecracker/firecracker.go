@@ -276,6 +276,7 @@ func (d *Driver) Kill(ctx context.Context, h vmm.Handles) error {
 // Version is a Firecracker release number.
 type Version struct{ Major, Minor, Patch int }
 
+// String formats v as MAJOR.MINOR.PATCH.
 func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
 
 // Less reports whether v is older than o.
