@@ -19,6 +19,7 @@ import (
 	"banger/internal/sshkey"
 	"banger/internal/vmctl"
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
 	"banger/internal/vmm/qemu"
 )
 
@@ -68,7 +69,8 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 
 	host := newHostProbe(d.Config)
 	drivers := map[string]vmm.Driver{
-		vmm.QEMU: &qemu.Driver{Binary: host.QEMU()},
+		vmm.QEMU:        &qemu.Driver{Binary: host.QEMU()},
+		vmm.Firecracker: &firecracker.Driver{Binary: host.Firecracker()},
 	}
 	d.VMs = vmctl.New(vmctl.Options{
 		Store:      d.Store,

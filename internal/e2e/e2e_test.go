@@ -26,7 +26,7 @@ import (
 // env is one test world: binaries, a state dir, a config and the netns the
 // daemon and its guests live in.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	state  string
 	ns     *testenv.Netns
@@ -34,7 +34,7 @@ type env struct {
 	socket string
 }
 
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
@@ -42,7 +42,7 @@ func repoRoot(t *testing.T) string {
 // imageCache is the Debian bootstrap cache shared with the image
 // package's tests (keyed by recipe hash inside), so a CI run builds the
 // bootstrap once.
-func imageCache(t *testing.T) string {
+func imageCache(t testing.TB) string {
 	d, err := imagetest.CacheDir()
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func imageCache(t *testing.T) string {
 	return filepath.Join(d, "debian")
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "nft", "ip", "ssh")
 	if testing.Short() {

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"banger/internal/api"
+	"banger/internal/stream"
 )
 
 // TestLifecycle boots real VMs under QEMU inside a private namespace and
@@ -42,6 +47,33 @@ func TestLifecycle(t *testing.T) {
 		r = e.must(e.banger(in, "vm", "exec", "t1", "--", "wc", "-c"))
 		if strings.TrimSpace(r.stdout) != fmt.Sprint(len(in)) {
 			t.Fatalf("wc -c of stdin = %q, want %d", r.stdout, len(in))
+		}
+	})
+
+	t.Run("pty exec sees the host's window size", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := &api.Client{Socket: e.socket}
+		conn, err := c.Exec(ctx, "t1", api.ExecRequest{Argv: []string{"stty", "size"}, TTY: true, Cols: 123, Rows: 45})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		sc := stream.NewConn(conn)
+		if err := sc.WriteFrame(stream.StdinEOF, nil); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		code := int32(-1)
+		_ = sc.Demux(map[stream.Kind]func(stream.Frame) error{
+			stream.Stdout: stream.Sink{W: &out}.Deliver,
+			stream.Exit: func(f stream.Frame) error {
+				code, _, _ = stream.DecodeExit(f.Data)
+				return io.EOF
+			},
+		})
+		if code != 0 || strings.TrimSpace(out.String()) != "45 123" {
+			t.Fatalf("stty size under a pty = %q (exit %d), want \"45 123\"", out.String(), code)
 		}
 	})
 

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/disk"
+	"banger/internal/image"
+	"banger/internal/vmctl"
+	"banger/internal/vmm"
+)
+
+// BenchmarkCreate measures `vm create` from request to agent ready, stage
+// by stage, and compares it in the same run with the bare VMM booting the
+// same kernel, initrd and disks (the exact argv banger used, a fresh
+// overlay) to the same point: the guest agent answering. The ratio
+// banger/bare is banger's overhead.
+//
+//	CI=true go test -run '^$' -bench Create -benchtime 3x ./internal/e2e/
+func BenchmarkCreate(b *testing.B) {
+	e := newEnv(b)
+	e.ensureImage()
+	e.must(e.banger("", "daemon", "status"))
+	c := &api.Client{Socket: e.socket}
+	ctx := context.Background()
+
+	stages := map[string]time.Duration{}
+	var order []string
+	var total, bare time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("bench%d", i)
+		start := time.Now()
+		ref, err := c.CreateVM(ctx, api.CreateVMRequest{Name: name, VMM: "qemu",
+			Spec: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done, err := c.WaitOperation(ctx, ref.ID, nil)
+		if err != nil || done.State != api.OpSucceeded {
+			b.Fatalf("create %s: %v %+v", name, err, done.Error)
+		}
+		total += time.Since(start)
+		op, err := c.Operation(ctx, ref.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range op.Stages {
+			if _, ok := stages[s.Name]; !ok {
+				order = append(order, s.Name)
+			}
+			stages[s.Name] += s.Duration
+		}
+
+		b.StopTimer()
+		vm, err := c.GetVM(ctx, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		argv, err := procCmdline(vm.PID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		token, err := identityToken(filepath.Join(vm.Dir, vmctl.ConfigFile))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.StopVM(ctx, name); err != nil {
+			b.Fatal(err)
+		}
+		// A fresh overlay, so the bare guest redoes its first boot too.
+		if err := disk.MakeExt4(ctx, filepath.Join(vm.Dir, vmctl.OverlayFile), vm.Spec.DiskBytes, image.LabelOverlay, ""); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+
+		d, err := e.bareBoot(ctx, argv, filepath.Join(vm.Dir, vmm.AgentSocketFile), token)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bare += d
+
+		b.StopTimer()
+		if err := c.DeleteVM(ctx, name, true); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	for _, s := range order {
+		b.ReportMetric(stages[s].Seconds()/n, "s/"+strings.ReplaceAll(s, " ", "-"))
+	}
+	b.ReportMetric(total.Seconds()/n, "s/create-to-ready")
+	b.ReportMetric(bare.Seconds()/n, "s/bare-vmm-to-ready")
+	b.ReportMetric(total.Seconds()/bare.Seconds(), "banger/bare")
+}
+
+// bareBoot runs the VMM argv inside the test namespace and returns the
+// time until the guest agent answers on agentSock; the VMM is killed
+// afterwards.
+func (e *env) bareBoot(ctx context.Context, argv []string, agentSock, token string) (time.Duration, error) {
+	os.Remove(agentSock)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	cmd := e.ns.Command(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("bare %s: %w", argv[0], err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	d := agent.NewSerialDialer(agentSock)
+	defer d.Close()
+	client := agent.NewClient(d, token)
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.Health(hctx)
+		hcancel()
+		if err == nil {
+			return time.Since(start), nil
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("bare boot: agent never answered: %w", err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// procCmdline returns the argv of a running process.
+func procCmdline(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
+}
+
+// identityToken reads the agent token from a config drive without
+// mounting it.
+func identityToken(configDrive string) (string, error) {
+	out, err := exec.Command("debugfs", "-R", "cat /"+vmctl.IdentityFile, configDrive).Output()
+	if err != nil {
+		return "", fmt.Errorf("read identity: %w", err)
+	}
+	var id agent.Identity
+	if err := json.Unmarshal(out, &id); err != nil {
+		return "", fmt.Errorf("decode identity: %w", err)
+	}
+	return id.Token, nil
+}
