@@ -14,32 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"banger/internal/agent"
 	"banger/internal/image"
 )
 
 // AgentUnitName is the systemd unit that runs banger-agent.
-const AgentUnitName = "banger-agent.service"
-
-// agentUnit is the unit file installed as /etc/systemd/system/
-// banger-agent.service: the agent applies the VM's identity (hostname,
-// network, ssh keys) before sshd and the network are considered up.
-var agentUnit = `[Unit]
-Description=banger guest agent
-DefaultDependencies=no
-After=systemd-udevd.service local-fs.target
-Wants=systemd-udevd.service
-Before=ssh.service network-online.target sysinit.target shutdown.target
-Conflicts=shutdown.target
-
-[Service]
-Type=simple
-ExecStart=` + image.AgentPath + `
-Restart=always
-RestartSec=1s
-
-[Install]
-WantedBy=multi-user.target
-`
+const AgentUnitName = agent.UnitName
 
 // sshdConfig is /etc/ssh/sshd_config.d/banger.conf: keys only.
 const sshdConfig = `# banger: root logs in with the key banger injects; no passwords.
@@ -71,7 +51,7 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	}
 
 	step("enable %s", AgentUnitName)
-	if err := installUnit(tree, AgentUnitName, agentUnit); err != nil {
+	if err := installUnit(tree, AgentUnitName, agent.SystemdUnit); err != nil {
 		return err
 	}
 

@@ -1,5 +1,5 @@
 // Package debiantest gives tests a real default image: banger-agent built
-// from the module (or a stand-in when the agent command is absent), the
+// from the module, the
 // debian-12 boot set built with mmdebstrap once and cached between runs
 // under the test cache directory, keyed by recipe hash and agent hash.
 package debiantest
@@ -45,10 +45,7 @@ var (
 )
 
 // AgentBin returns a static banger-agent built with CGO_ENABLED=0 from
-// ./cmd/banger-agent, or, while that command does not exist, the stand-in
-// in internal/image/debian/testdata/agentstub (it answers `version` and
-// logs the mounts of / and /root to the kernel log at boot). The binary
-// lives for the whole test process.
+// ./cmd/banger-agent. The binary lives for the whole test process.
 func AgentBin(tb testing.TB) string {
 	tb.Helper()
 	testenv.RequireCommand(tb, "go")
@@ -58,10 +55,7 @@ func AgentBin(tb testing.TB) string {
 			agentErr = err
 			return
 		}
-		pkg := "./cmd/banger-agent"
-		if gofiles, _ := filepath.Glob(filepath.Join(root, "cmd", "banger-agent", "*.go")); len(gofiles) == 0 {
-			pkg = "./internal/image/debian/testdata/agentstub"
-		}
+		const pkg = "./cmd/banger-agent"
 		dir, err := os.MkdirTemp("", "banger-agent-test-")
 		if err != nil {
 			agentErr = err
@@ -79,16 +73,6 @@ func AgentBin(tb testing.TB) string {
 		tb.Fatalf("build agent: %v", agentErr)
 	}
 	return agentPath
-}
-
-// IsStub reports whether the agent at path is the test stand-in.
-func IsStub(tb testing.TB, path string) bool {
-	tb.Helper()
-	v, err := debian.AgentVersion(context.Background(), path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return strings.HasPrefix(v, "banger-agent-stub")
 }
 
 // RequireBuild stops the test unless an image build can run here (root,
