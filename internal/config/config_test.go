@@ -26,7 +26,7 @@ func TestLoad_invalid(t *testing.T) {
 		want string // error text after "config <path>"
 	}{
 		{"unknown top-level key", "log_level = \"info\"\nlog_levle = \"debug\"\n", `:2: unknown key "log_levle"`},
-		{"unknown nested key", "[network]\nbridge = \"br0\"\n\n# typo below\nbrige = \"x\"\n", `:5: unknown key "network.brige"`},
+		{"unknown nested key", "[network]\nbridge = \"bg0\"\n\n# typo below\nbrige = \"x\"\n", `:5: unknown key "network.brige"`},
 		{"unknown table", "[netwrk]\nbridge = \"x\"\n", `:1: unknown key "netwrk"`},
 		{"unknown dotted key", "network.brige = \"x\"\n", `:1: unknown key "network.brige"`},
 		{"unknown key in file_sync entry", "[[file_sync]]\nhost = \"~/a\"\nguest = \"~/a\"\n[[file_sync]]\nhost = \"~/b\"\nguest = \"~/b\"\nmdoe = \"0600\"\n", `:7: unknown key "file_sync[1].mdoe"`},
@@ -50,6 +50,7 @@ func TestLoad_invalid(t *testing.T) {
 		{"subnet host bits", "[network]\nsubnet = \"10.77.0.1/24\"\n", `:2: network.subnet "10.77.0.1/24": host bits are set; did you mean "10.77.0.0/24"?`},
 		{"bridge too long", "[network]\nbridge = \"banger-bridge-01\"\n", `:2: network.bridge "banger-bridge-01": must be a Linux interface name`},
 		{"bridge bad char", "[network]\nbridge = \"br/0\"\n", `:2: network.bridge "br/0": must be a Linux interface name`},
+		{"bridge not ours", "[network]\nbridge = \"docker0\"\n", `:2: network.bridge "docker0": must start with "banger" or "bg"`},
 		{"bad dns_listen", "[network]\ndns_listen = \"localhost:53\"\n", `:2: network.dns_listen "localhost:53": must be an address and port`},
 		{"bad dns_upstream", "[network]\ndns_upstream = [\"192.0.2.1\", \"dns.example\"]\n", `:2: network.dns_upstream[1] "dns.example": must be an IP address`},
 		{"tap pool too big", "[network]\ntap_pool_size = 65\n", `:2: network.tap_pool_size 65: must be between 0 and 64`},
@@ -124,7 +125,7 @@ default_image = "debian-12-dev"
 catalogs = ["https://images.example.org/catalog.json", "/srv/catalog.json"]
 
 [network]
-bridge = "bng0"
+bridge = "bgn0"
 subnet = "192.0.2.0/28"
 dns_listen = "127.0.0.1:5353"
 dns_upstream = ["192.0.2.53", "198.51.100.53:5353"]
@@ -157,7 +158,7 @@ func TestLoad_full(t *testing.T) {
 		SSHKey: "~/.ssh/id_ed25519", DefaultImage: "debian-12-dev",
 		Catalogs: []string{"https://images.example.org/catalog.json", "/srv/catalog.json"},
 		Network: Network{
-			Bridge: "bng0", Subnet: "192.0.2.0/28", DNSListen: "127.0.0.1:5353",
+			Bridge: "bgn0", Subnet: "192.0.2.0/28", DNSListen: "127.0.0.1:5353",
 			DNSUpstream: []string{"192.0.2.53", "198.51.100.53:5353"}, TapPoolSize: 0,
 		},
 		VMDefaults: VMDefaults{VCPU: 3, MemoryMiB: 3072, DiskSize: "20G"},
@@ -183,13 +184,13 @@ func TestLoad_full(t *testing.T) {
 }
 
 func TestLoad_partialKeepsDefaults(t *testing.T) {
-	p := writeConfig(t, "[network]\nbridge = \"bx\"\n")
+	p := writeConfig(t, "[network]\nbridge = \"bgx\"\n")
 	got, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Default()
-	want.Network.Bridge = "bx"
+	want.Network.Bridge = "bgx"
 	want.Path = p
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(Config{})); diff != "" {
 		t.Errorf("mismatch (-want +got):\n%s", diff)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -87,10 +88,18 @@ func ValidInterfaceName(s string) bool {
 	return true
 }
 
+// ManagedIfPrefixes are the name prefixes of the network interfaces
+// banger creates and may delete (its bridge and taps); the privileged
+// helper refuses to touch any other interface.
+var ManagedIfPrefixes = []string{"banger", "bg"}
+
 func (c *Config) validateNetwork() error {
 	n := c.Network
 	if !ValidInterfaceName(n.Bridge) {
 		return c.keyErr("network.bridge", strconv.Quote(n.Bridge), "must be a Linux interface name: 1-15 characters of a-z, A-Z, 0-9, '_', '.', '-'")
+	}
+	if !slices.ContainsFunc(ManagedIfPrefixes, func(p string) bool { return strings.HasPrefix(n.Bridge, p) }) {
+		return c.keyErr("network.bridge", strconv.Quote(n.Bridge), fmt.Sprintf("must start with %q or %q: banger only manages interfaces it names", ManagedIfPrefixes[0], ManagedIfPrefixes[1]))
 	}
 	pfx, err := netip.ParsePrefix(n.Subnet)
 	if err != nil || !pfx.Addr().Is4() {

@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"banger/internal/config"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,7 +23,9 @@ const (
 // ManagedPrefixes are the name prefixes of interfaces banger may create,
 // change or delete: its bridge (default "banger0", or a short "bg…" name)
 // and its taps.
-var ManagedPrefixes = []string{"banger", "bg"}
+// The config package owns the list so config validation and the network
+// code agree on it.
+var ManagedPrefixes = config.ManagedIfPrefixes
 
 var (
 	ifNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
