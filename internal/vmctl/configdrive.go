@@ -119,7 +119,7 @@ func stageFileSync(entries []config.FileSync, home, dir string) ([]agent.SyncFil
 			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
 		}
 		total += n
-		out = append(out, agent.SyncFile{Source: "files/" + src, Guest: guest, Mode: uint32(mode.Perm()), Dir: st.IsDir()})
+		out = append(out, agent.SyncFile{Source: src, Guest: guest, Mode: uint32(mode.Perm()), Dir: st.IsDir()})
 	}
 	return out, warnings, total, nil
 }

@@ -19,6 +19,8 @@ import (
 	"banger/internal/store"
 	"banger/internal/vmm"
 	"banger/internal/vmname"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stage names of create and start, in order. The CLI shows them as they run.
@@ -132,7 +134,7 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 	if err := os.MkdirAll(m.opt.VMsDir, 0o700); err != nil {
 		return store.VM{}, "", fmt.Errorf("create vms dir: %w", err)
 	}
-	if free, err := disk.FreeBytes(ctx, m.opt.VMsDir); err == nil && spec.DiskBytes > free {
+	if free, err := freeBytes(m.opt.VMsDir); err == nil && spec.DiskBytes > free {
 		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--disk-size %s: more than the %s free in %s", config.FormatSize(spec.DiskBytes), config.FormatSize(free), m.opt.VMsDir)
 	}
 	want := req.VMM
@@ -164,6 +166,16 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 }
 
 func (m *Manager) vmDir(id string) string { return filepath.Join(m.opt.VMsDir, id) }
+
+// freeBytes is the space available to this user on the filesystem of dir.
+// VM disks are sparse, so this bounds what a VM could grow to.
+func freeBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}
 
 // makeDisks creates the VM directory, the sparse overlay and the work disk
 // cloned from the image's seed and grown to the VM's disk size. Nothing
