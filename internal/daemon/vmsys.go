@@ -89,6 +89,17 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	if err := d.VMs.Reconcile(ctx); err != nil {
 		d.Logger.Warn("reconcile", logKeyErr, err)
 	}
+	// Taps an earlier daemon left (its idle pool, or taps of VMs that are
+	// gone) are taken back: into the pool while it has room, else deleted.
+	if orphans, err := d.hostNet.Orphans(ctx, nil); err != nil {
+		d.Logger.Warn("find orphan taps", logKeyErr, err)
+	} else {
+		for _, tap := range orphans {
+			if err := d.hostNet.ReleaseTap(ctx, tap); err != nil {
+				d.Logger.Warn("reclaim orphan tap", "tap", tap, logKeyErr, err)
+			}
+		}
+	}
 	// Taps of running VMs keep the host network in use: bring the bridge
 	// and table back (idempotent) so guests keep their NAT and DNS.
 	if len(d.hostNet.InUse()) > 0 {
