@@ -159,6 +159,11 @@ func TestBootDefault(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("guest up in %s", time.Since(start).Round(100*time.Millisecond))
+	for _, l := range strings.Split(console, "\n") {
+		if strings.Contains(l, "banger-agent") || strings.Contains(l, "Startup finished") {
+			t.Log(strings.TrimSpace(l))
+		}
+	}
 	if strings.Contains(console, "Kernel panic") {
 		t.Errorf("kernel panic on the console")
 	}
