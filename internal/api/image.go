@@ -150,3 +150,21 @@ func (c *Client) ImportImage(ctx context.Context, req ImportImageRequest) (Opera
 func (c *Client) ExportImage(ctx context.Context, ref string) (io.ReadCloser, error) {
 	return c.Stream(ctx, http.MethodGet, imagePath(PathImageExport, ref), nil)
 }
+
+// PathDefaultImage reports the state of the configured default image.
+const PathDefaultImage = "/v1/default-image"
+
+// DefaultImageState says whether the default image is present, can be made
+// on first use (built from a recipe or pulled), or is missing.
+type DefaultImageState struct {
+	Name   string `json:"name"`
+	State  string `json:"state"` // present | buildable | missing
+	Detail string `json:"detail"`
+}
+
+// DefaultImage asks the daemon about the default image.
+func (c *Client) DefaultImage(ctx context.Context) (DefaultImageState, error) {
+	var out DefaultImageState
+	err := c.Do(ctx, http.MethodGet, PathDefaultImage, nil, &out)
+	return out, err
+}

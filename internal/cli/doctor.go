@@ -38,6 +38,9 @@ func (a *app) doctorReport(cmd *cobra.Command) doctor.Report {
 	if bin, err := findBangerd(); err == nil {
 		in.BangerdPath = bin
 	}
+	if cfgErr == nil {
+		in.DefaultImage = a.defaultImageProbe(cmd.Context())
+	}
 	rep := doctor.Run(cmd.Context(), doctor.HostProbes(), in)
 	if cfgErr != nil {
 		check := doctor.Check{Name: "config", Status: doctor.StatusFail, Detail: cfgErr.Error(),

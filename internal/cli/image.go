@@ -16,8 +16,6 @@ import (
 	"golang.org/x/term"
 
 	"banger/internal/api"
-	"banger/internal/config"
-	"banger/internal/doctor"
 )
 
 func newImageCmd(a *app) *cobra.Command {
@@ -393,30 +391,17 @@ func age(t, now time.Time) string {
 // has it, "buildable" when a catalog the daemon reads lists it, else
 // "missing".
 func (a *app) defaultImageProbe(ctx context.Context) func(context.Context) (string, string) {
-	c, _ := a.runningClient(ctx)
-	if c == nil {
-		return nil
-	}
-	name := config.DefaultImageName
-	if cfg, err := a.config(); err == nil && cfg.DefaultImage != "" {
-		name = cfg.DefaultImage
+	c, err := a.client(ctx)
+	if err != nil {
+		return func(context.Context) (string, string) {
+			return "unknown", fmt.Sprintf("bangerd is not available to ask: %v", err)
+		}
 	}
 	return func(ctx context.Context) (string, string) {
-		img, err := c.Image(ctx, name)
-		switch {
-		case err == nil:
-			return doctor.ImagePresent, fmt.Sprintf("%s (%s, %s)", img.Name, shortID(img.ID), humanSize(img.SizeBytes))
-		case !errors.Is(err, api.ErrNotFound):
-			return doctor.ImageMissing, err.Error()
+		st, err := c.DefaultImage(ctx)
+		if err != nil {
+			return "unknown", err.Error()
 		}
-		// The not-found message lists the catalog names.
-		if _, cat, ok := strings.Cut(err.Error(), "catalog images: "); ok {
-			for _, n := range strings.Split(strings.TrimSuffix(cat, ")"), ", ") {
-				if n == name {
-					return doctor.ImageBuildable, fmt.Sprintf("%s is made on first use (`banger image build debian` or `banger image pull %s`)", name, name)
-				}
-			}
-		}
-		return doctor.ImageMissing, fmt.Sprintf("%s is neither an image nor in a catalog", name)
+		return st.State, st.Detail
 	}
 }

@@ -22,7 +22,14 @@ func (d *Daemon) imageRoutes() []Route {
 		{"POST " + api.PathImageBuild, d.handleBuildImage},
 		{"POST " + api.PathImagePull, d.handlePullImage},
 		{"POST " + api.PathImageImport, d.handleImportImage},
+		{"GET " + api.PathDefaultImage, d.handleDefaultImage},
 	}
+}
+
+func (d *Daemon) handleDefaultImage(w http.ResponseWriter, r *http.Request) error {
+	m := d.ImageManager()
+	state, detail := m.DefaultImageState(r.Context())
+	return writeJSON(w, http.StatusOK, api.DefaultImageState{Name: m.DefaultImageName(), State: state, Detail: detail})
 }
 
 // ImageManager returns the daemon's image manager, made on first use
