@@ -76,7 +76,7 @@ func ExtractTar(dir string, r io.Reader, chown bool) error {
 				return fmt.Errorf("create directory %s: %w", name, err)
 			}
 			dirs = append(dirs, dirMeta{name, mode, h.ModTime})
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader reports old TypeRegA entries as TypeReg
 			if err := removeNonDir(root, name); err != nil {
 				return err
 			}
@@ -124,7 +124,7 @@ func ExtractTar(dir string, r io.Reader, chown bool) error {
 				}
 			}
 		}
-		if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA {
+		if h.Typeflag == tar.TypeReg {
 			_ = root.Chtimes(name, h.ModTime, h.ModTime)
 		}
 	}

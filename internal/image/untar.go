@@ -161,7 +161,7 @@ func (x *extractor) entry(name string, h *tar.Header, r io.Reader) error {
 			return err
 		}
 		return nil // attributes after all entries
-	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
+	case tar.TypeReg: // the reader reports old TypeRegA entries as TypeReg
 		fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err
