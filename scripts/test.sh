@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs banger's test suite: installs missing host packages, builds the
-# binaries and runs every package's tests. Privileged and QEMU tests run
+# binaries, lints (gofmt, go vet, staticcheck) and runs every package's
+# tests. Privileged and QEMU tests run
 # when root (they are required, not skipped, when CI=true). Needs no
 # terminal or stdin.
 set -euo pipefail
@@ -9,4 +10,5 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 go mod download
 make build
-go test -count=1 -timeout 60m ./... </dev/null
+make lint
+go test -count=1 -timeout 80m ./... </dev/null
