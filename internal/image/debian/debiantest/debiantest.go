@@ -119,6 +119,11 @@ func Image(tb testing.TB) string {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		tb.Fatal(err)
 	}
+	// Images built with an older agent are of no further use.
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), r.Hash()[:16]+"-*"))
+	for _, p := range stale {
+		os.RemoveAll(p)
+	}
 	stage, err := os.MkdirTemp(filepath.Dir(dir), ".stage-")
 	if err != nil {
 		tb.Fatal(err)
