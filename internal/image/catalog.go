@@ -1,6 +1,7 @@
 package image
 
 import (
+	"banger/internal/suggest"
 	"bytes"
 	"context"
 	_ "embed"
@@ -256,55 +257,7 @@ func (c *Catalog) Lookup(name string) (*CatalogEntry, error) {
 // of a third of its length (at least 2), or sharing a prefix or
 // containing it, closest first.
 func Suggest(name string, candidates []string) []string {
-	type scored struct {
-		s string
-		d int
-	}
-	var out []scored
-	limit := max(2, len(name)/3)
-	for _, c := range candidates {
-		d := levenshtein(strings.ToLower(name), strings.ToLower(c))
-		switch {
-		case d <= limit:
-		case len(name) >= 3 && (strings.Contains(c, name) || strings.HasPrefix(name, c)):
-			d = limit + 1
-		default:
-			continue
-		}
-		out = append(out, scored{c, d})
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].d != out[j].d {
-			return out[i].d < out[j].d
-		}
-		return out[i].s < out[j].s
-	})
-	res := make([]string, 0, len(out))
-	for _, s := range out {
-		res = append(res, s.s)
-	}
-	return res
-}
-
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
+	return suggest.Closest(name, candidates)
 }
 
 // errRecipe is returned when Pull is given an entry that must be built.

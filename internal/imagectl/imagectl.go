@@ -12,6 +12,7 @@
 package imagectl
 
 import (
+	"banger/internal/suggest"
 	"context"
 	"encoding/json"
 	"errors"
@@ -285,7 +286,7 @@ func (m *Manager) notFound(ctx context.Context, ref string) error {
 		}
 	}
 	msg := fmt.Sprintf("image %q not found", ref)
-	if s := suggest(ref, slices.Concat(local, catalogNames)); len(s) > 0 {
+	if s := suggest.Closest(ref, slices.Concat(local, catalogNames)); len(s) > 0 {
 		msg += "; did you mean " + strings.Join(s, ", ") + "?"
 	}
 	if len(catalogNames) > 0 {

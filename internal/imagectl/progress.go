@@ -3,8 +3,6 @@ package imagectl
 import (
 	"fmt"
 	"os/exec"
-	"sort"
-	"strings"
 	"sync"
 
 	"banger/internal/operation"
@@ -113,72 +111,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
-// maxSuggestions bounds the close names listed in a not-found error.
-const maxSuggestions = 5
-
-// suggest returns the names close to ref: sharing a prefix with it
-// either way round, or within an edit distance that grows with its
-// length. Closest first, without duplicates.
-func suggest(ref string, names []string) []string {
-	r := strings.ToLower(ref)
-	maxDist := 1 + len(r)/4
-	type cand struct {
-		name string
-		dist int
-	}
-	var cs []cand
-	seen := map[string]bool{}
-	for _, n := range names {
-		if seen[n] {
-			continue
-		}
-		seen[n] = true
-		l := strings.ToLower(n)
-		d := editDistance(r, l)
-		if d > maxDist && !strings.HasPrefix(l, r) && !(strings.HasPrefix(r, l) && len(l) >= 2) {
-			continue
-		}
-		cs = append(cs, cand{n, d})
-	}
-	sort.Slice(cs, func(i, j int) bool {
-		if cs[i].dist != cs[j].dist {
-			return cs[i].dist < cs[j].dist
-		}
-		return cs[i].name < cs[j].name
-	})
-	var out []string
-	for i, c := range cs {
-		if i == maxSuggestions {
-			break
-		}
-		out = append(out, c.name)
-	}
-	return out
-}
-
-// editDistance is the optimal-string-alignment distance between a and b.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
 }

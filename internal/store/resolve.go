@@ -5,15 +5,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
+
 	"strings"
+
+	"banger/internal/suggest"
 )
 
 // minPrefix is the shortest id prefix accepted as a reference.
 const minPrefix = 4
-
-// maxSuggestions bounds the close matches listed in a NotFoundError.
-const maxSuggestions = 5
 
 // NotFoundError reports a reference (id, id prefix or name) that matched no
 // record of Kind ("vm", "image"), with the names closest to it. It unwraps
@@ -96,7 +95,7 @@ func resolveRef(ctx context.Context, tx *sql.Tx, kind, table, ref string) (strin
 	if err != nil {
 		return "", fmt.Errorf("resolve %s %q: %w", kind, ref, err)
 	}
-	return "", &NotFoundError{Kind: kind, Ref: ref, Suggestions: suggest(ref, names)}
+	return "", &NotFoundError{Kind: kind, Ref: ref, Suggestions: suggest.Closest(ref, names)}
 }
 
 // wrapLookup wraps a lookup failure with op and ref, except for the typed
@@ -126,69 +125,4 @@ func columnStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) (
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-// suggest returns the names close to ref: those sharing a prefix with it
-// (either way round, case-insensitively) or within an edit distance (see editDistance) that
-// grows with ref's length. Closest first, at most maxSuggestions.
-func suggest(ref string, names []string) []string {
-	r := strings.ToLower(ref)
-	maxDist := 1 + len(r)/4
-	type cand struct {
-		name string
-		dist int
-	}
-	var cs []cand
-	for _, n := range names {
-		l := strings.ToLower(n)
-		d := editDistance(r, l)
-		switch {
-		case d <= maxDist:
-		case strings.HasPrefix(l, r) || strings.HasPrefix(r, l) && len(l) >= 2:
-		default:
-			continue
-		}
-		cs = append(cs, cand{n, d})
-	}
-	sort.Slice(cs, func(i, j int) bool {
-		if cs[i].dist != cs[j].dist {
-			return cs[i].dist < cs[j].dist
-		}
-		return cs[i].name < cs[j].name
-	})
-	if len(cs) > maxSuggestions {
-		cs = cs[:maxSuggestions]
-	}
-	var out []string
-	for _, c := range cs {
-		out = append(out, c.name)
-	}
-	return out
-}
-
-// editDistance is the optimal-string-alignment distance between a and b:
-// insertions, deletions, substitutions and adjacent transpositions ("wbe"
-// for "web") each cost one. Counted in bytes: names are ASCII DNS labels.
-func editDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(a)][len(b)]
 }

@@ -502,25 +502,6 @@ func TestAllocateCID(t *testing.T) {
 	}
 }
 
-func TestSuggest(t *testing.T) {
-	names := []string{"web", "worker", "db", "database", "alpha-one"}
-	tests := []struct {
-		ref  string
-		want []string
-	}{
-		{"wbe", []string{"web"}},
-		{"dat", []string{"database"}},
-		{"alpha-onr", []string{"alpha-one"}},
-		{"xyzzy", nil},
-		{"d", []string{"db", "database"}},
-	}
-	for _, tt := range tests {
-		if got := suggest(tt.ref, names); !cmp.Equal(got, tt.want) {
-			t.Errorf("suggest(%q) = %v, want %v", tt.ref, got, tt.want)
-		}
-	}
-}
-
 func TestOpen_paths(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
