@@ -530,20 +530,23 @@ func nameFromRef(ref string) string {
 		for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar"} {
 			base = strings.TrimSuffix(base, ext)
 		}
-		return sanitizeName(base)
+		return SanitizeName(base)
 	}
 	if r, err := name.ParseReference(ref); err == nil {
 		repo := r.Context().RepositoryStr()
 		repo = repo[strings.LastIndex(repo, "/")+1:]
 		if t, ok := r.(name.Tag); ok && t.TagStr() != "latest" {
-			return sanitizeName(repo + "-" + t.TagStr())
+			return SanitizeName(repo + "-" + t.TagStr())
 		}
-		return sanitizeName(repo)
+		return SanitizeName(repo)
 	}
-	return sanitizeName(ref)
+	return SanitizeName(ref)
 }
 
-func sanitizeName(s string) string {
+// SanitizeName maps s onto the image-name alphabet (lowercase letters,
+// digits, '.', '-', '_'), at most 64 bytes; "imported" when nothing is
+// left.
+func SanitizeName(s string) string {
 	s = strings.ToLower(s)
 	var b strings.Builder
 	for _, c := range s {
@@ -554,9 +557,12 @@ func sanitizeName(s string) string {
 			b.WriteByte('-')
 		}
 	}
-	out := strings.Trim(b.String(), "-.")
+	out := strings.Trim(b.String(), "-._")
 	if out == "" {
 		return "imported"
+	}
+	if len(out) > 64 {
+		out = out[:64]
 	}
 	return out
 }

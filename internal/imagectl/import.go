@@ -205,7 +205,7 @@ func (m *Manager) buildDockerfile(ctx context.Context, op *operation.Op, req Bui
 	}
 	name := req.Name
 	if name == "" {
-		name = sanitizeName(filepath.Base(ctxDir))
+		name = image.SanitizeName(filepath.Base(ctxDir))
 	}
 	if err := validName(name); err != nil {
 		return store.Image{}, err
@@ -259,7 +259,7 @@ func nameFromRef(ref string) string {
 		for _, ext := range []string{".tar.gz", ".tgz", ".tar.zst", ".tar"} {
 			base = strings.TrimSuffix(base, ext)
 		}
-		return sanitizeName(base)
+		return image.SanitizeName(base)
 	}
 	if i := strings.Index(base, "@"); i >= 0 {
 		base = base[:i]
@@ -271,27 +271,5 @@ func nameFromRef(ref string) string {
 			base = repo + "-" + tag
 		}
 	}
-	return sanitizeName(base)
-}
-
-// sanitizeName maps s onto the image-name alphabet.
-func sanitizeName(s string) string {
-	s = strings.ToLower(s)
-	var b strings.Builder
-	for _, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
-			b.WriteRune(c)
-		default:
-			b.WriteByte('-')
-		}
-	}
-	out := strings.Trim(b.String(), "-._")
-	if out == "" {
-		return "imported"
-	}
-	if len(out) > 64 {
-		out = out[:64]
-	}
-	return out
+	return image.SanitizeName(base)
 }
