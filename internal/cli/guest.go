@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/stream"
+	"banger/internal/tarfs"
 )
 
 // guestCmds are the vm subcommands that reach into a running guest.
@@ -236,7 +236,7 @@ func newCpCmd(a *app) *cobra.Command {
 					return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("guest path %q must be absolute", dst)}
 				}
 				pr, pw := io.Pipe()
-				go func() { pw.CloseWithError(writeTar(pw, src)) }()
+				go func() { pw.CloseWithError(tarfs.Write(pw, src, true)) }()
 				err := c.UploadFiles(ctx, dstVM, dst, pr)
 				pr.Close()
 				return err
@@ -249,111 +249,8 @@ func newCpCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer body.Close()
-			return extractTar(body, dst)
+			return tarfs.Extract(dst, body, false)
 		},
-	}
-}
-
-// writeTar writes src (a file or a directory tree) as a tar stream whose
-// entries are rooted at src's base name, keeping modes.
-func writeTar(w io.Writer, src string) error {
-	tw := tar.NewWriter(w)
-	base := filepath.Dir(filepath.Clean(src))
-	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(base, p)
-		link := ""
-		if info.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if info.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return tw.Close()
-}
-
-// extractTar unpacks a tar stream into dir, refusing entries that would
-// land outside it, and keeps modes.
-func extractTar(r io.Reader, dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	root, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read archive: %w", err)
-		}
-		target := filepath.Join(root, filepath.FromSlash(hdr.Name))
-		if target != root && !strings.HasPrefix(target, root+string(os.PathSeparator)) {
-			return fmt.Errorf("archive entry %q escapes %s", hdr.Name, dir)
-		}
-		mode := os.FileMode(hdr.Mode).Perm()
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o700); err != nil {
-				return err
-			}
-			if err := os.Chmod(target, mode); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-			if err := os.Chmod(target, mode); err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			_ = os.Remove(target)
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return err
-			}
-		}
 	}
 }
 
