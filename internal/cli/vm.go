@@ -11,6 +11,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/vmname"
+	"banger/internal/workspace"
 )
 
 // vmFlags are the flags shared by `vm create` and `vm run`. Their
@@ -81,6 +82,7 @@ func newVMCmd(a *app) *cobra.Command {
 	cmd.AddCommand(newVMCreateCmd(a), newVMRunCmd(a))
 	cmd.AddCommand(lifecycleCmds(a)...)
 	cmd.AddCommand(guestCmds(a)...)
+	cmd.AddCommand(newSessionCmd(a), newWorkspaceCmd(a))
 	return cmd
 }
 
@@ -110,6 +112,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 func newVMRunCmd(a *app) *cobra.Command {
 	var f vmFlags
 	var rm, tty bool
+	var ws string
 	cmd := &cobra.Command{
 		Use:   "run [flags] [-- CMD [ARG...]]",
 		Short: "Create a VM, boot it and run a command in it",
@@ -120,14 +123,21 @@ func newVMRunCmd(a *app) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ws != "" {
+				if _, err := workspace.Toplevel(cmd.Context(), ws); err != nil {
+					return err
+				}
+			}
 			vm, err := a.createVM(cmd.Context(), &f)
 			if err != nil {
 				return err
 			}
-			return a.runInVM(cmd.Context(), vm, args, rm, tty)
+			return a.runInVM(cmd.Context(), vm, args, rm, tty, ws)
 		},
 	}
 	a.addVMFlags(cmd, &f)
+	cmd.Flags().StringVar(&ws, "workspace", "", "copy the git repository containing DIR (--workspace=DIR; alone: the current one) to /root/repo before CMD")
+	cmd.Flags().Lookup("workspace").NoOptDefVal = "."
 	cmd.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command exits")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal for CMD")
 	return cmd
@@ -165,16 +175,23 @@ func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
 
 // runInVM runs argv in vm with the caller's stdio and exits with its
 // status; rm deletes the VM afterwards. Without argv it prints the
-// next-step commands and attaches nothing.
-func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm, tty bool) error {
+// next-step commands and attaches nothing. A non-empty ws is a directory
+// of the git repository to prepare as the VM's workspace first.
+func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm, tty bool, ws string) error {
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
 	code := 0
-	if len(argv) > 0 {
+	if ws != "" {
+		_, err = a.prepareWorkspace(ctx, c, vm.Name, workspaceOpts{path: ws})
+	}
+	switch {
+	case err != nil:
+		// A failed workspace leaves the VM for inspection unless --rm.
+	case len(argv) > 0:
 		code, err = a.exec(ctx, c, vm.Name, api.ExecRequest{Argv: argv, TTY: tty})
-	} else if !rm {
+	case !rm:
 		a.printNextSteps(vm)
 	}
 	if rm {

@@ -63,7 +63,7 @@ func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string
 	if err != nil {
 		return nil, fmt.Errorf("config drive: %w", err)
 	}
-	defer os.RemoveAll(staging)
+	defer removeStaging(staging)
 	home, _ := os.UserHomeDir()
 	files, warnings, size, err := stageFileSync(m.opt.Config.FileSync, home, filepath.Join(staging, "files"))
 	if err != nil {
@@ -96,13 +96,21 @@ func stageFileSync(entries []config.FileSync, home, dir string) ([]agent.SyncFil
 		if err != nil {
 			return out, warnings, total, fmt.Errorf("file_sync[%d]: %w", i, err)
 		}
-		st, err := os.Stat(host)
+		// A symlinked entry (~/.aws -> elsewhere) syncs what it points to.
+		real, err := filepath.EvalSymlinks(host)
 		if errors.Is(err, fs.ErrNotExist) {
 			warnings = append(warnings, fmt.Sprintf("file_sync[%d]: %s does not exist, skipped", i, host))
 			continue
 		}
 		if err != nil {
 			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+		st, err := os.Stat(real)
+		if err != nil {
+			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+		if !st.IsDir() && !st.Mode().IsRegular() {
+			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: not a regular file or directory", i, host)
 		}
 		src := strconv.Itoa(i)
 		dst := filepath.Join(dir, src)
@@ -111,9 +119,9 @@ func stageFileSync(entries []config.FileSync, home, dir string) ([]agent.SyncFil
 		}
 		var n int64
 		if st.IsDir() {
-			n, err = copyTree(host, dst)
+			n, err = copyTree(real, dst)
 		} else {
-			n, err = copyFile(host, dst, 0o600)
+			n, err = copyFile(real, dst, 0o600)
 		}
 		if err != nil {
 			return out, warnings, total, fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
@@ -124,9 +132,16 @@ func stageFileSync(entries []config.FileSync, home, dir string) ([]agent.SyncFil
 	return out, warnings, total, nil
 }
 
-// copyTree copies the directory src to dst keeping each file's mode.
+// copyTree copies the directory src to dst keeping each file's and each
+// directory's mode (directories get their modes last, so read-only ones
+// can still be filled). Symlinks, sockets and devices inside are skipped.
 func copyTree(src, dst string) (int64, error) {
 	var total int64
+	type dirMode struct {
+		path string
+		mode fs.FileMode
+	}
+	var dirs []dirMode
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -139,7 +154,8 @@ func copyTree(src, dst string) (int64, error) {
 		}
 		switch {
 		case d.IsDir():
-			return os.MkdirAll(target, info.Mode().Perm()|0o700)
+			dirs = append(dirs, dirMode{target, info.Mode().Perm()})
+			return os.MkdirAll(target, 0o700)
 		case info.Mode().IsRegular():
 			n, err := copyFile(p, target, info.Mode().Perm())
 			total += n
@@ -148,7 +164,27 @@ func copyTree(src, dst string) (int64, error) {
 			return nil // sockets, devices and symlinks are not synced
 		}
 	})
-	return total, err
+	if err != nil {
+		return total, err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Chmod(dirs[i].path, dirs[i].mode); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// removeStaging removes a staging tree whose directories may have lost
+// their owner write bit (copyTree keeps source modes).
+func removeStaging(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(dir)
 }
 
 func copyFile(src, dst string, mode os.FileMode) (int64, error) {

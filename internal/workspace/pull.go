@@ -92,11 +92,12 @@ var ErrCheckedOut = errors.New("branch is checked out")
 
 // BranchUpdate says what UpdateBranch did.
 type BranchUpdate struct {
-	Branch string
+	Branch string `json:"branch"`
 	// Old is the previous tip, "" for a new branch.
-	Old, New string
+	Old string `json:"old,omitempty"`
+	New string `json:"new"`
 	// Forced says a non-ancestor tip was replaced.
-	Forced bool
+	Forced bool `json:"forced,omitempty"`
 }
 
 // UpdateBranch points refs/heads/<branch> of the repository at root to

@@ -1,0 +1,344 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/workspace"
+)
+
+func newWorkspaceCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "workspace",
+		Short: "Copy a git repository into a VM (/root/repo) and pull its commits back",
+		Args:  noArgs,
+	}
+	cmd.AddCommand(newWorkspacePrepareCmd(a), newWorkspacePullCmd(a), newWorkspaceStatusCmd(a))
+	return cmd
+}
+
+// workspaceOpts are the options of a prepare.
+type workspaceOpts struct {
+	path  string // any directory inside the repository; "" is the current one
+	mode  string
+	force bool
+}
+
+func newWorkspacePrepareCmd(a *app) *cobra.Command {
+	var o workspaceOpts
+	cmd := &cobra.Command{
+		Use:   "prepare NAME [--path DIR] [--mode MODE] [--force]",
+		Short: "Copy the host repository to /root/repo in a running VM",
+		Long: "Copy the git repository containing DIR (default: the current directory) to /root/repo\n" +
+			"in the guest. Mode worktree (default) copies the working tree as you see it (tracked\n" +
+			"files with their uncommitted changes and untracked files git does not ignore) and the\n" +
+			".git directory, so the guest can commit; full_copy copies everything, ignored files\n" +
+			"and submodules included. A /root/repo with uncommitted changes in the guest is\n" +
+			"refused unless --force.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, err := a.prepareWorkspace(cmd.Context(), c, args[0], o)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, st)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.path, "path", "", "directory inside the host repository (default: current directory)")
+	cmd.Flags().StringVar(&o.mode, "mode", string(workspace.ModeWorktree), "what to copy: worktree or full_copy")
+	cmd.Flags().BoolVar(&o.force, "force", false, "replace /root/repo even when it has uncommitted changes")
+	return cmd
+}
+
+// prepareWorkspace copies the repository to /root/repo in vm, showing
+// progress on stderr.
+func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o workspaceOpts) (api.WorkspaceStatus, error) {
+	mode, err := workspace.ParseMode(o.mode)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	dir := o.path
+	if dir == "" {
+		if dir, err = os.Getwd(); err != nil {
+			return api.WorkspaceStatus{}, err
+		}
+	}
+	root, err := workspace.Toplevel(ctx, dir)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	if !o.force {
+		st, err := c.WorkspaceStatus(ctx, vm)
+		if err != nil {
+			return api.WorkspaceStatus{}, err
+		}
+		if st.Dirty {
+			return api.WorkspaceStatus{}, fmt.Errorf("vm %s: %s has changes not committed in the guest:\n%s\n(pull or commit them first, or replace them with --force)", vm, st.Path, st.Changes)
+		}
+	}
+	sel, err := workspace.Select(ctx, root, mode)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries, %s\n", root, mode, len(sel.Entries), humanBytes(sel.Bytes))
+	if len(sel.SkippedSubmodules) > 0 {
+		fmt.Fprintf(a.streams.ErrOut, "workspace: submodule contents not copied (use --mode full_copy): %v\n", sel.SkippedSubmodules)
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	cw := &countingWriter{w: pw}
+	go func() { pw.CloseWithError(workspace.WriteTar(tctx, cw, sel)) }()
+	stopProgress := a.showTransfer(cw, sel.Bytes)
+	start := time.Now()
+	st, err := c.PrepareWorkspace(ctx, vm, pr, o.force)
+	stopProgress()
+	pr.CloseWithError(errors.New("upload ended"))
+	if err != nil {
+		return st, err
+	}
+	head := st.Head
+	if len(head) > 12 {
+		head = head[:12]
+	}
+	fmt.Fprintf(a.streams.ErrOut, "workspace: sent %s in %s; %s in vm %s at %s", humanBytes(cw.n.Load()), formatDuration(time.Since(start)), st.Path, vm, dashIfEmpty(head))
+	if st.Branch != "" {
+		fmt.Fprintf(a.streams.ErrOut, " on %s", st.Branch)
+	}
+	fmt.Fprintln(a.streams.ErrOut)
+	return st, nil
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "(no commits)"
+	}
+	return s
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// showTransfer prints the bytes sent so far on stderr until the returned
+// function is called: in place on a terminal, every few seconds
+// otherwise. Small transfers print nothing.
+func (a *app) showTransfer(cw *countingWriter, total int64) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	every := 5 * time.Second
+	if a.streams.ErrTTY {
+		every = 200 * time.Millisecond
+	}
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		drawn := false
+		for {
+			select {
+			case <-done:
+				if drawn && a.streams.ErrTTY {
+					fmt.Fprint(a.streams.ErrOut, clearLine)
+				}
+				return
+			case <-t.C:
+				line := fmt.Sprintf("workspace: sent %s of about %s", humanBytes(cw.n.Load()), humanBytes(total))
+				if a.streams.ErrTTY {
+					fmt.Fprint(a.streams.ErrOut, clearLine+line)
+				} else {
+					fmt.Fprintln(a.streams.ErrOut, line)
+				}
+				drawn = true
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// humanBytes renders a byte count: 512 B, 3.4 KiB, 12.0 MiB, 1.2 GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 3; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
+}
+
+func newWorkspacePullCmd(a *app) *cobra.Command {
+	var (
+		path, branch string
+		force        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "pull NAME [--branch B] [--path DIR] [--force]",
+		Short: "Bring the guest's commits back into the host repository as a branch",
+		Long: "Fetch the commit checked out in /root/repo into the host repository as branch B\n" +
+			"(default banger/NAME), without touching your checked-out branch or working tree.\n" +
+			"An existing B that is not an ancestor of the guest's commit is replaced only with\n" +
+			"--force. Uncommitted guest changes are not pulled: commit them in the guest first.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
+			vm, err := c.GetVM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if branch == "" {
+				branch = workspace.BranchName(vm.Name)
+			}
+			if err := workspace.ValidateBranch(branch); err != nil {
+				return &usageError{cmd: cmd.CommandPath(), err: err}
+			}
+			u, st, err := a.pullWorkspace(ctx, c, vm.Name, path, branch, force)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, u)
+			}
+			switch {
+			case u.Old == u.New:
+				fmt.Fprintf(a.streams.Out, "%s already at %s\n", u.Branch, short12(u.New))
+			case u.Old == "":
+				fmt.Fprintf(a.streams.Out, "%s created at %s\n", u.Branch, short12(u.New))
+			case u.Forced:
+				fmt.Fprintf(a.streams.Out, "%s replaced: %s -> %s (forced)\n", u.Branch, short12(u.Old), short12(u.New))
+			default:
+				fmt.Fprintf(a.streams.Out, "%s updated: %s -> %s\n", u.Branch, short12(u.Old), short12(u.New))
+			}
+			if st.Dirty {
+				fmt.Fprintf(a.streams.ErrOut, "note: %s in vm %s has uncommitted changes; they were not pulled\n", st.Path, vm.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&branch, "branch", "", "host branch to create or update (default banger/NAME)")
+	cmd.Flags().StringVar(&path, "path", "", "directory inside the host repository (default: current directory)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace the branch even when it is not an ancestor of the guest's commit")
+	return cmd
+}
+
+// pullWorkspace brings the guest's HEAD into the repository containing
+// path (or the current directory) as branch.
+func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch string, force bool) (workspace.BranchUpdate, api.WorkspaceStatus, error) {
+	var u workspace.BranchUpdate
+	if path == "" {
+		var err error
+		if path, err = os.Getwd(); err != nil {
+			return u, api.WorkspaceStatus{}, err
+		}
+	}
+	root, err := workspace.Toplevel(ctx, path)
+	if err != nil {
+		return u, api.WorkspaceStatus{}, err
+	}
+	st, err := c.WorkspaceStatus(ctx, vm)
+	if err != nil {
+		return u, st, err
+	}
+	switch {
+	case !st.Git:
+		return u, st, fmt.Errorf("vm %s: no git repository at %s (copy one with: banger vm workspace prepare %s)", vm, st.Path, vm)
+	case st.Head == "":
+		return u, st, fmt.Errorf("vm %s: %s has no commits yet", vm, st.Path)
+	}
+	if !workspace.HasCommit(ctx, root, st.Head) {
+		tips, err := workspace.Tips(ctx, root, 64)
+		if err != nil {
+			return u, st, err
+		}
+		body, err := c.WorkspaceBundle(ctx, vm, tips)
+		if err != nil {
+			return u, st, err
+		}
+		f, err := os.CreateTemp("", "banger-pull-*.bundle")
+		if err != nil {
+			body.Close()
+			return u, st, fmt.Errorf("bundle file: %w", err)
+		}
+		defer os.Remove(f.Name())
+		_, cerr := io.Copy(f, body)
+		body.Close()
+		if err := errors.Join(cerr, f.Close()); err != nil {
+			return u, st, fmt.Errorf("receive bundle: %w", err)
+		}
+		if err := workspace.Unbundle(ctx, root, f.Name()); err != nil {
+			return u, st, err
+		}
+	}
+	u, err = workspace.UpdateBranch(ctx, root, branch, st.Head, force)
+	return u, st, err
+}
+
+func short12(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+func newWorkspaceStatusCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show /root/repo in a VM: commit, branch and uncommitted changes",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, err := c.WorkspaceStatus(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, st)
+			}
+			rows := [][2]string{{"path", st.Path}, {"exists", fmt.Sprint(st.Exists)}, {"git", fmt.Sprint(st.Git)},
+				{"head", dash(st.Head)}, {"branch", dash(st.Branch)}, {"dirty", fmt.Sprint(st.Dirty)}}
+			if err := printFields(a.streams.Out, rows); err != nil {
+				return err
+			}
+			if st.Changes != "" {
+				fmt.Fprintln(a.streams.Out, st.Changes)
+			}
+			return nil
+		},
+	}
+}
