@@ -76,7 +76,9 @@ func Cmdline(s vmm.Spec, o Options) []string {
 		"-m", strconv.Itoa(s.MemoryMiB),
 		"-smp", strconv.Itoa(s.VCPU),
 		"-nodefaults", "-no-user-config", "-nographic", "-display", "none",
-		"-serial", "file:"+consolePath(s),
+		// append=on keeps earlier boots in the log across restarts.
+		"-chardev", "file,id=console,path="+escape(consolePath(s))+",append=on",
+		"-serial", "chardev:console",
 		"-kernel", s.BzImage,
 	)
 	if s.Initrd != "" {
