@@ -147,6 +147,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newImageCmd(a),
 		newVersionCmd(a),
 		newVMCmd(a),
+		newTUICmd(a),
 	)
 	return root
 }
