@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -342,13 +343,14 @@ func TestMain_VMFlagsFromResolvedDefaults(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("vm %s --help: exit %d", sub, code)
 		}
+		// Column widths depend on the longest flag, so match any spacing.
 		for _, want := range []string{
-			"--vcpu int           virtual CPUs (config) (default 3)",
-			"--memory int         memory in MiB (config) (default 1024)",
-			`(config) (default "10G")`,
-			`--image string       image to boot (default "trixie")`,
+			`--vcpu int\s+virtual CPUs \(config\) \(default 3\)`,
+			`--memory int\s+memory in MiB \(config\) \(default 1024\)`,
+			`\(config\) \(default "10G"\)`,
+			`--image string\s+image to boot \(default "trixie"\)`,
 		} {
-			if !strings.Contains(out, want) {
+			if !regexp.MustCompile(want).MatchString(out) {
 				t.Errorf("vm %s --help lacks %q:\n%s", sub, want, out)
 			}
 		}
