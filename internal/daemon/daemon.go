@@ -119,7 +119,6 @@ type Daemon struct {
 
 	done    chan struct{}
 	doneErr error
-	stopMu  sync.Mutex
 }
 
 // New returns a Daemon that Start will set up from opts.

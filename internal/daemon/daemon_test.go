@@ -295,8 +295,7 @@ func TestDaemon_OperationEventsCancelRollback(t *testing.T) {
 func TestDaemon_ShutdownEndsOperations(t *testing.T) {
 	p := testPaths(t)
 	rolled := make(chan string, 4)
-	var d *Daemon
-	d = New(Options{Paths: &p})
+	d := New(Options{Paths: &p})
 	d.AddRoutes(slowOpRoute(&d, rolled))
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)

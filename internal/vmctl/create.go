@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"banger/internal/api"
 	"banger/internal/config"
@@ -241,5 +240,3 @@ func shortID(id string) string {
 	}
 	return id
 }
-
-func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }

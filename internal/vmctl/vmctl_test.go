@@ -181,15 +181,6 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	return h, nil
 }
 
-func (f *fakeVMM) stopAgent(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if l, ok := f.agents[id]; ok {
-		l.Close()
-		delete(f.agents, id)
-	}
-}
-
 func (f *fakeVMM) Stop(ctx context.Context, h vmm.Handles, _ time.Duration) error {
 	return vmm.KillProcess(ctx, h)
 }
