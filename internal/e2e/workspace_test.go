@@ -138,6 +138,15 @@ func tickNumber(t *testing.T, line string) int {
 // the VM and run in order.
 func TestWorkspace(t *testing.T) {
 	e := newEnv(t)
+	// One build stamp for the CLI and the daemon (both take their
+	// binary's mtime), so the CLI does not replace the daemon on every
+	// call and the kill -9 below hits the daemon that served the session.
+	now := time.Now()
+	for _, b := range []string{"banger", "bangerd"} {
+		if err := os.Chtimes(filepath.Join(e.bin, b), now, now); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// file_sync payload: a file, a directory with its own modes, and a
 	// missing path; host owners are not root, guest owners must be.
@@ -332,6 +341,26 @@ guest = "~/not-there"
 		e.must(e.banger("", "daemon", "stop"))
 		if s := e.sessions("w1")["loop"]; s.State != "exited" || s.ExitCode == nil || *s.ExitCode != 7 {
 			t.Fatalf("after daemon restart: %+v", s)
+		}
+	})
+
+	t.Run("pty session attaches through a pipe and detaches", func(t *testing.T) {
+		e.must(e.banger("", "vm", "session", "start", "w1", "--name", "tty", "--pty", "--", "sh", "-c", "while :; do echo pts $(tty); sleep 1; done"))
+		line := e.attachUntil(t, "w1", "tty", "pts ")
+		if !strings.Contains(line, "/dev/pts/") {
+			t.Errorf("pty session output %q, want a /dev/pts terminal", line)
+		}
+		r := e.must(e.banger("", "vm", "session", "stop", "w1", "tty", "--signal", "KILL"))
+		if !strings.Contains(r.stdout, "SIGKILL") {
+			t.Errorf("stop --signal KILL: %s", r.stdout)
+		}
+	})
+
+	t.Run("vm run --workspace prepares the repo before the command", func(t *testing.T) {
+		r := e.must(e.banger("", "vm", "run", "--name", "w2", "--rm", "--workspace="+repo, "--",
+			"sh", "-c", "cd /root/repo && git log -1 --format=%s && cat new.txt"))
+		if r.stdout != "second\nuntracked\n" {
+			t.Errorf("vm run --workspace: stdout %q\nstderr: %s", r.stdout, r.stderr)
 		}
 	})
 }
