@@ -65,7 +65,11 @@ func newEnv(t testing.TB) *env {
 	e.bin = filepath.Join(base, "bin")
 	e.state = filepath.Join(base, "s")
 	e.socket = filepath.Join(base, "bangerd.sock")
-	build := exec.Command("go", "build", "-o", e.bin+"/", "./cmd/banger", "./cmd/bangerd")
+	// One link-time stamp for both binaries, as `make build` does: the CLI
+	// replaces a daemon whose stamp is older than its own, and file times
+	// of two separately linked binaries would make every call do that.
+	ldflags := fmt.Sprintf("-X banger/internal/buildinfo.stamp=%d", time.Now().Unix())
+	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", e.bin+"/", "./cmd/banger", "./cmd/bangerd")
 	build.Dir = repoRoot(t)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)

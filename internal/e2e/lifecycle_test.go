@@ -140,6 +140,10 @@ func TestLifecycle(t *testing.T) {
 		if pid == 0 {
 			t.Fatal("no daemon running")
 		}
+		e.must(e.banger("", "vm", "list"))
+		if again := e.daemonPID(); again != pid {
+			t.Fatalf("the CLI replaced a current daemon (pid %d -> %d)", pid, again)
+		}
 		syscall.Kill(pid, syscall.SIGKILL)
 		waitGone(pid, 5*time.Second)
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "cat", "/etc/hostname"))

@@ -138,15 +138,6 @@ func tickNumber(t *testing.T, line string) int {
 // the VM and run in order.
 func TestWorkspace(t *testing.T) {
 	e := newEnv(t)
-	// One build stamp for the CLI and the daemon (both take their
-	// binary's mtime), so the CLI does not replace the daemon on every
-	// call and the kill -9 below hits the daemon that served the session.
-	now := time.Now()
-	for _, b := range []string{"banger", "bangerd"} {
-		if err := os.Chtimes(filepath.Join(e.bin, b), now, now); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	// file_sync payload: a file, a directory with its own modes, and a
 	// missing path; host owners are not root, guest owners must be.

@@ -198,6 +198,11 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 		health, err := client.Health(actx)
 		acancel()
+		if err == nil && health.IdentityError != "" {
+			// The guest is up but did not take its identity (address,
+			// keys, a file_sync entry): a VM that looks fine but is not.
+			return health, fmt.Errorf("guest could not apply its identity: %s", health.IdentityError)
+		}
 		if err == nil {
 			keys, kerr := client.HostKeys(ctx)
 			if kerr == nil && len(keys) > 0 && m.opt.KnownHosts != nil {

@@ -109,9 +109,10 @@ func (fakeHost) MemoryMiB() int            { return 8192 }
 // in-process guest agent serves the VM's token over yamux on the serial
 // socket, as the real guest does.
 type fakeVMM struct {
-	t        *testing.T
-	startErr error
-	noAgent  bool
+	t           *testing.T
+	startErr    error
+	noAgent     bool
+	identityErr error
 
 	mu     sync.Mutex
 	agents map[string]net.Listener
@@ -164,6 +165,7 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	dir := f.t.TempDir()
 	os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key.pub"), []byte("ssh-ed25519 AAAAfake root@guest\n"), 0o644)
 	srv := &agent.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub")}
+	srv.SetIdentityResult(f.identityErr)
 	go func() {
 		for {
 			conn, err := l.Accept()
@@ -406,6 +408,9 @@ func TestCreate_failureRollsBackEverything(t *testing.T) {
 			h.m.opt.AgentTimeout = 2 * time.Second
 		}, "did not answer"},
 		{"network unavailable", func(h *harness) { h.net.ensureErr = errors.New("no bridge for you") }, "no bridge for you"},
+		{"guest cannot apply its identity", func(h *harness) {
+			h.vmm.identityErr = errors.New("file_sync /root/.aws: permission denied")
+		}, "could not apply its identity: file_sync /root/.aws: permission denied"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
