@@ -11,4 +11,6 @@ cd "$(dirname "$0")/.."
 go mod download
 make build
 make lint
-go test -count=1 -timeout 80m ./... </dev/null
+# -p 1: packages one at a time, so guests booting under software emulation
+# (TCG) never compete with each other for the CPU.
+go test -p 1 -count=1 -timeout 80m ./... </dev/null
