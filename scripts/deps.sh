@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
 	qemu-system-x86 mmdebstrap e2fsprogs nftables podman iproute2
-	openssh-client busybox-static lz4 zstd xz-utils cpio sudo
+	openssh-client busybox-static lz4 zstd xz-utils cpio sudo shellcheck tmux
 )
 
 missing=()
