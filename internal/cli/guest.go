@@ -131,10 +131,26 @@ func (a *app) exec(ctx context.Context, c *api.Client, ref string, req api.ExecR
 		}
 		_ = sc.WriteFrame(stream.StdinEOF, nil)
 	}()
+	code, err := a.demuxStdio(sc)
+	if err != nil {
+		return 0, fmt.Errorf("exec: %w", err)
+	}
+	return code, nil
+}
+
+// errStreamEnded reports an attach stream that ended without an exit
+// status or an error frame.
+var errStreamEnded = errors.New("stream ended without an exit status")
+
+// demuxStdio copies stdout and stderr frames to the caller's streams
+// until the exit frame, whose code it returns, or an error frame, whose
+// message it returns as the error. A stream cut before either wraps
+// errStreamEnded.
+func (a *app) demuxStdio(sc *stream.Conn) (int, error) {
 	code := -1
 	var remote error
 	errDone := errors.New("done")
-	err = sc.Demux(map[stream.Kind]func(stream.Frame) error{
+	err := sc.Demux(map[stream.Kind]func(stream.Frame) error{
 		stream.Stdout: stream.Sink{W: a.streams.Out}.Deliver,
 		stream.Stderr: stream.Sink{W: a.streams.ErrOut}.Deliver,
 		stream.Exit: func(f stream.Frame) error {
@@ -154,10 +170,10 @@ func (a *app) exec(ctx context.Context, c *api.Client, ref string, req api.ExecR
 		return 0, remote
 	}
 	if code < 0 {
-		if err == nil {
+		if err == nil || errors.Is(err, errDone) {
 			err = io.ErrUnexpectedEOF
 		}
-		return 0, fmt.Errorf("exec stream ended without an exit status: %w", err)
+		return 0, fmt.Errorf("%w: %w", errStreamEnded, err)
 	}
 	return code, nil
 }

@@ -270,25 +270,7 @@ func (a *app) attachSession(ctx context.Context, c *api.Client, vm, name string,
 		}
 		_ = sc.WriteFrame(stream.StdinEOF, nil)
 	}()
-	code := -1
-	var remote error
-	errDone := errors.New("done")
-	err = sc.Demux(map[stream.Kind]func(stream.Frame) error{
-		stream.Stdout: stream.Sink{W: a.streams.Out}.Deliver,
-		stream.Stderr: stream.Sink{W: a.streams.ErrOut}.Deliver,
-		stream.Exit: func(f stream.Frame) error {
-			c, _, err := stream.DecodeExit(f.Data)
-			if err != nil {
-				return err
-			}
-			code = int(c)
-			return errDone
-		},
-		stream.Error: func(f stream.Frame) error {
-			remote = errors.New(string(f.Data))
-			return errDone
-		},
-	})
+	code, err := a.demuxStdio(sc)
 	if raw {
 		fmt.Fprint(a.streams.ErrOut, "\r\n")
 	}
@@ -297,14 +279,8 @@ func (a *app) attachSession(ctx context.Context, c *api.Client, vm, name string,
 		return 0, true, nil
 	default:
 	}
-	if remote != nil {
-		return 0, false, remote
-	}
-	if code < 0 {
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, false, fmt.Errorf("attach stream ended without an exit status: %w", err)
+	if err != nil {
+		return 0, false, fmt.Errorf("attach: %w", err)
 	}
 	return code, false, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"slices"
@@ -522,52 +521,16 @@ func (d *Daemon) handleAttachSession(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	defer conn.Close()
-	sc := stream.NewConn(conn)
-	ctx, cancelAttach := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancelAttach()
-	stdin, stdinW := io.Pipe()
-	defer stdin.Close()
-	resize := make(chan [2]uint16, 8)
-	signals := make(chan string, 8)
-	go func() {
-		defer cancelAttach()
-		defer stdinW.Close()
-		for {
-			f, err := sc.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f.Kind {
-			case stream.Stdin:
-				_, _ = stdinW.Write(f.Data)
-			case stream.StdinEOF:
-				stdinW.Close()
-			case stream.Resize:
-				if cols, rows, err := stream.DecodeResize(f.Data); err == nil {
-					select {
-					case resize <- [2]uint16{cols, rows}:
-					default:
-					}
-				}
-			case stream.Signal:
-				select {
-				case signals <- string(f.Data):
-				default:
-				}
-			}
-		}
-	}()
-	st, err := c.AttachSession(ctx, name, agent.AttachOptions{Replay: replay}, agent.ExecIO{
-		Stdin:  stdin,
-		Stdout: sc.Writer(stream.Stdout),
-		Resize: resize,
-		Signal: signals,
-	})
-	if ctx.Err() != nil {
+	b := newFrameBridge(r.Context(), conn)
+	defer b.close()
+	eio := b.execIO()
+	eio.Stderr = nil // sessions merge stderr into stdout
+	st, err := c.AttachSession(b.ctx, name, agent.AttachOptions{Replay: replay}, eio)
+	if b.ctx.Err() != nil {
 		return nil // detached
 	}
 	if err != nil {
-		_ = sc.WriteFrame(stream.Error, []byte(err.Error()))
+		b.fail(err)
 		return nil
 	}
 	// Record the exit before telling the CLI, so a list right after sees it.
@@ -579,6 +542,6 @@ func (d *Daemon) handleAttachSession(w http.ResponseWriter, r *http.Request) err
 		}
 	}
 	rcancel()
-	_ = sc.WriteFrame(stream.Exit, stream.EncodeExit(int32(st.Code), st.Signal))
+	b.exit(st)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -284,56 +285,89 @@ func (d *Daemon) handleVMExec(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer conn.Close()
-	sc := stream.NewConn(conn)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	defer cancel()
+	b := newFrameBridge(r.Context(), conn)
+	defer b.close()
+	st, err := c.Exec(b.ctx, agent.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY, Cols: req.Cols, Rows: req.Rows}, b.execIO())
+	if err != nil && b.ctx.Err() == nil {
+		b.fail(err)
+		return nil
+	}
+	b.exit(st)
+	return nil
+}
+
+// frameBridge adapts an attach stream from the CLI to an agent.ExecIO:
+// stdin, stdin-EOF, resize and signal frames from the CLI feed the guest
+// command; its output goes back as stdout and stderr frames. The bridge's
+// context ends when the CLI goes away (which ends the guest command, or
+// detaches from a session).
+type frameBridge struct {
+	sc      *stream.Conn
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stdin   *io.PipeReader
+	resize  chan [2]uint16
+	signals chan string
+}
+
+func newFrameBridge(parent context.Context, conn net.Conn) *frameBridge {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	stdin, stdinW := io.Pipe()
-	defer stdin.Close()
-	resize := make(chan [2]uint16, 8)
-	signals := make(chan string, 8)
+	b := &frameBridge{sc: stream.NewConn(conn), ctx: ctx, cancel: cancel, stdin: stdin,
+		resize: make(chan [2]uint16, 8), signals: make(chan string, 8)}
 	go func() {
 		defer cancel()
 		defer stdinW.Close()
 		for {
-			f, err := sc.ReadFrame()
+			f, err := b.sc.ReadFrame()
 			if err != nil {
 				return
 			}
 			switch f.Kind {
 			case stream.Stdin:
-				if _, err := stdinW.Write(f.Data); err != nil {
-					continue
-				}
+				_, _ = stdinW.Write(f.Data)
 			case stream.StdinEOF:
 				stdinW.Close()
 			case stream.Resize:
 				if cols, rows, err := stream.DecodeResize(f.Data); err == nil {
 					select {
-					case resize <- [2]uint16{cols, rows}:
+					case b.resize <- [2]uint16{cols, rows}:
 					default:
 					}
 				}
 			case stream.Signal:
 				select {
-				case signals <- string(f.Data):
+				case b.signals <- string(f.Data):
 				default:
 				}
 			}
 		}
 	}()
-	st, err := c.Exec(ctx, agent.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, TTY: req.TTY, Cols: req.Cols, Rows: req.Rows}, agent.ExecIO{
-		Stdin:  stdin,
-		Stdout: sc.Writer(stream.Stdout),
-		Stderr: sc.Writer(stream.Stderr),
-		Resize: resize,
-		Signal: signals,
-	})
-	if err != nil && ctx.Err() == nil {
-		_ = sc.WriteFrame(stream.Error, []byte(err.Error()))
-		return nil
+	return b
+}
+
+// execIO is the guest side's view of the bridge.
+func (b *frameBridge) execIO() agent.ExecIO {
+	return agent.ExecIO{
+		Stdin:  b.stdin,
+		Stdout: b.sc.Writer(stream.Stdout),
+		Stderr: b.sc.Writer(stream.Stderr),
+		Resize: b.resize,
+		Signal: b.signals,
 	}
-	_ = sc.WriteFrame(stream.Exit, stream.EncodeExit(int32(st.Code), st.Signal))
-	return nil
+}
+
+// exit ends the stream with the command's exit status.
+func (b *frameBridge) exit(st agent.ExitStatus) {
+	_ = b.sc.WriteFrame(stream.Exit, stream.EncodeExit(int32(st.Code), st.Signal))
+}
+
+// fail ends the stream with an error message.
+func (b *frameBridge) fail(err error) { _ = b.sc.WriteFrame(stream.Error, []byte(err.Error())) }
+
+func (b *frameBridge) close() {
+	b.cancel()
+	b.stdin.Close()
 }
 
 func (d *Daemon) handleVMUpload(w http.ResponseWriter, r *http.Request) error {
