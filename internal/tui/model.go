@@ -107,6 +107,7 @@ type timedSample struct {
 type opState struct {
 	id, kind, target string
 	started          time.Time
+	finished         time.Time // zero while running
 	stages           []api.Stage
 	log              []string
 	state            api.OperationState
@@ -287,7 +288,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		if msg.err != nil {
-			m.op.state, m.op.err = api.OpFailed, "follow operation: "+msg.err.Error()
+			m.op.state, m.op.err, m.op.finished = api.OpFailed, "follow operation: "+msg.err.Error(), m.now()
 			return m, nil
 		}
 		m.op.reader = msg.reader
@@ -683,7 +684,7 @@ func (m Model) opEvent(msg opEventMsg) (tea.Model, tea.Cmd) {
 	*op = *m.op
 	m.op = op
 	if msg.err != nil {
-		op.state, op.err, op.reader = api.OpFailed, "follow operation: "+msg.err.Error(), nil
+		op.state, op.err, op.reader, op.finished = api.OpFailed, "follow operation: "+msg.err.Error(), nil, m.now()
 		return m, m.fetchIfIdle()
 	}
 	ev := msg.ev
@@ -703,7 +704,7 @@ func (m Model) opEvent(msg opEventMsg) (tea.Model, tea.Cmd) {
 			op.log = op.log[len(op.log)-maxOpLogLines:]
 		}
 	case api.EventDone:
-		op.state, op.reader = ev.State, nil
+		op.state, op.reader, op.finished = ev.State, nil, m.now()
 		if ev.Error != nil {
 			op.err = ev.Error.Message
 		}

@@ -126,7 +126,9 @@ func TestModel_CreateForm(t *testing.T) {
 	if h.m.selID != "id-w" {
 		t.Errorf("selection %q, want the created VM", h.m.selID)
 	}
-	h.wantScreen("create web1: done", "✓ boot", "esc dismiss")
+	h.wantScreen("create web1: done", "✓ boot", "esc dismiss", "succeeded · 0s")
+	h.advance(time.Minute) // a finished operation's time stands still
+	h.wantScreen("succeeded · 0s")
 	h.press("esc")
 	if h.m.op != nil {
 		t.Error("esc did not dismiss the finished operation")

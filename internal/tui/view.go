@@ -462,7 +462,11 @@ func (m Model) helpBody() []string {
 // opPanel shows the followed operation: a title line and its stages.
 func (m Model) opPanel() []string {
 	op := m.op
-	elapsed := m.now().Sub(op.started).Round(time.Second)
+	end := op.finished
+	if end.IsZero() {
+		end = m.now()
+	}
+	elapsed := end.Sub(op.started).Round(time.Second)
 	state := string(op.state)
 	if op.canceling && op.running() {
 		state = "canceling, rolling back"
