@@ -14,7 +14,8 @@ import (
 )
 
 // tmuxScreen drives `banger tui` in a detached tmux server of its own
-// (a private socket), inside the test's network namespace.
+// (a socket in the test's temporary directory), inside the test's network
+// namespace.
 type tmuxScreen struct {
 	e      *env
 	socket string
@@ -29,7 +30,7 @@ func newTmux(e *env, t *testing.T) *tmuxScreen {
 	if err := os.WriteFile(conf, []byte("set -g default-terminal xterm-256color\nset -g status off\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &tmuxScreen{e: e, socket: fmt.Sprintf("bgtui-%d-%d", os.Getpid(), time.Now().UnixNano()), conf: conf}
+	s := &tmuxScreen{e: e, socket: filepath.Join(dir, "tmux.sock"), conf: conf}
 	// The server is ours (its socket name is unique): end it, and with it
 	// every dashboard it runs, before the daemon is stopped.
 	t.Cleanup(func() { _, _ = s.run(context.Background(), "kill-server") })
@@ -41,7 +42,7 @@ func newTmux(e *env, t *testing.T) *tmuxScreen {
 func (s *tmuxScreen) run(ctx context.Context, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := s.e.ns.Command(ctx, "tmux", append([]string{"-L", s.socket, "-f", s.conf}, args...)...)
+	cmd := s.e.ns.Command(ctx, "tmux", append([]string{"-S", s.socket, "-f", s.conf}, args...)...)
 	cmd.Env = s.e.envv
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -114,8 +115,9 @@ func rowOf(screen, name string) string {
 }
 
 // TestTUI runs `banger tui` under tmux against a real daemon and checks
-// what the screen shows while a VM is created through the form, stopped
-// and deleted with confirmation; then that NO_COLOR removes colour.
+// what the screen shows while a VM is created through the form, reached
+// with ssh (the dashboard suspends and comes back), stopped and deleted
+// with confirmation; then that NO_COLOR removes colour.
 func TestTUI(t *testing.T) {
 	e := newEnv(t)
 	tm := newTmux(e, t)
@@ -163,6 +165,18 @@ func TestTUI(t *testing.T) {
 		if ip, _ := v["ip"].(string); ip == "" || !strings.Contains(rowOf(screen, "tui1"), ip) {
 			t.Errorf("row %q lacks the VM's IP %q", rowOf(screen, "tui1"), ip)
 		}
+	})
+
+	t.Run("ssh suspends the dashboard and returns", func(t *testing.T) {
+		tm.keys(t, sess, "e")
+		tm.waitFor(t, sess, "a shell in the guest", 2*time.Minute, func(s string) bool {
+			return strings.Contains(s, "root@tui1")
+		})
+		tm.text(t, sess, "exit")
+		tm.keys(t, sess, "Enter")
+		tm.waitFor(t, sess, "the dashboard with the still-running reminder", time.Minute, func(s string) bool {
+			return strings.Contains(s, "vm tui1 is still running") && strings.Contains(rowOf(s, "tui1"), "running")
+		})
 	})
 
 	t.Run("stop", func(t *testing.T) {
