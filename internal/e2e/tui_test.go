@@ -116,8 +116,9 @@ func rowOf(screen, name string) string {
 
 // TestTUI runs `banger tui` under tmux against a real daemon and checks
 // what the screen shows while a VM is created through the form, reached
-// with ssh (the dashboard suspends and comes back), stopped and deleted
-// with confirmation; then that NO_COLOR removes colour.
+// with ssh and a session attach (the dashboard suspends and comes back),
+// stopped and deleted with confirmation; then that NO_COLOR removes
+// colour.
 func TestTUI(t *testing.T) {
 	e := newEnv(t)
 	tm := newTmux(e, t)
@@ -170,6 +171,14 @@ func TestTUI(t *testing.T) {
 	t.Run("ssh suspends the dashboard and returns", func(t *testing.T) {
 		tm.keys(t, sess, "e")
 		tm.waitFor(t, sess, "a shell in the guest", 2*time.Minute, func(s string) bool {
+			// The agent answers while systemd is still starting, so sshd
+			// may not listen yet: the dashboard shows ssh's failure, and
+			// the user tries again.
+			if strings.Contains(s, "error: ssh tui1: exit status 255") {
+				tm.keys(t, sess, "Escape")
+				time.Sleep(2 * time.Second)
+				tm.keys(t, sess, "e")
+			}
 			return strings.Contains(s, "root@tui1")
 		})
 		tm.text(t, sess, "exit")
@@ -177,6 +186,33 @@ func TestTUI(t *testing.T) {
 		tm.waitFor(t, sess, "the dashboard with the still-running reminder", time.Minute, func(s string) bool {
 			return strings.Contains(s, "vm tui1 is still running") && strings.Contains(rowOf(s, "tui1"), "running")
 		})
+	})
+
+	t.Run("attach to a session and detach", func(t *testing.T) {
+		e.must(e.banger("", "vm", "session", "start", "tui1", "--name", "ticker", "--pty", "--",
+			"sh", "-c", "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done"))
+		tm.keys(t, sess, "3")
+		tm.waitFor(t, sess, "the ticker session", time.Minute, func(s string) bool {
+			return strings.Contains(s, "sessions of tui1") && regexp.MustCompile(`ticker\s+running`).MatchString(s)
+		})
+		tm.keys(t, sess, "a")
+		tm.waitFor(t, sess, "the session's output", time.Minute, func(s string) bool {
+			return regexp.MustCompile(`tick-\d+`).MatchString(s) && !strings.Contains(s, "sessions of tui1")
+		})
+		tm.keys(t, sess, "C-p")
+		tm.keys(t, sess, "C-q")
+		tm.waitFor(t, sess, "the dashboard after detaching", time.Minute, func(s string) bool {
+			return strings.Contains(s, "sessions of tui1") && strings.Contains(s, "vm tui1 is still running")
+		})
+		tm.keys(t, sess, "1")
+	})
+
+	t.Run("console log", func(t *testing.T) {
+		tm.keys(t, sess, "4")
+		tm.waitFor(t, sess, "the followed console", time.Minute, func(s string) bool {
+			return strings.Contains(s, "console of tui1 (following)") && strings.Contains(s, "tui1 login")
+		})
+		tm.keys(t, sess, "1")
 	})
 
 	t.Run("stop", func(t *testing.T) {
