@@ -113,7 +113,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		if err != nil {
 			return err
 		}
-		s.Detail("agent %s, systemd %s", health.Version, orDash(health.SystemState))
+		ssh := "no sshd"
+		if man.Init == image.InitSystemd && m.waitSSH(ctx, vm, h) {
+			ssh = "sshd listening"
+		}
+		s.Detail("agent %s, systemd %s, %s", health.Version, orDash(health.SystemState), ssh)
 		return nil
 	}); err != nil {
 		return vm, err
@@ -220,6 +224,32 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 				return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)", m.opt.AgentTimeout, last, h.ConsoleLog)
 			}
 			return agent.Health{}, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// waitSSH waits (bounded) until the guest lists a TCP listener on port 22,
+// so a VM reported ready accepts `banger vm ssh` at once. Images without
+// sshd just take the bound; it is not an error.
+func (m *Manager) waitSSH(ctx context.Context, vm store.VM, h vmm.Handles) bool {
+	ctx, cancel := context.WithTimeout(ctx, m.opt.SSHWait)
+	defer cancel()
+	client := m.agentClient(vm, h)
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		ports, err := client.Ports(pctx)
+		pcancel()
+		if err == nil {
+			for _, p := range ports {
+				if p.Proto == "tcp" && p.Port == 22 {
+					return true
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
 		case <-time.After(300 * time.Millisecond):
 		}
 	}

@@ -81,6 +81,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// AgentTimeout bounds the wait for the guest agent after boot.
 	AgentTimeout time.Duration
+	// SSHWait bounds how long "agent ready" also waits for sshd (systemd
+	// starts it right after the agent reports ready).
+	SSHWait time.Duration
 	// StopTimeout is how long a guest gets to shut down before its VMM is
 	// killed.
 	StopTimeout time.Duration
@@ -110,6 +113,9 @@ func New(opt Options) *Manager {
 	}
 	if opt.AgentTimeout == 0 {
 		opt.AgentTimeout = 4 * time.Minute
+	}
+	if opt.SSHWait == 0 {
+		opt.SSHWait = 60 * time.Second
 	}
 	if opt.StopTimeout == 0 {
 		opt.StopTimeout = 30 * time.Second

@@ -258,7 +258,7 @@ func newHarness(t *testing.T) *harness {
 		Drivers: map[string]vmm.Driver{vmm.QEMU: h.vmm}, Handles: h.cache, Config: cfg,
 		VMsDir: filepath.Join(dir, "vms"), SSHKey: key,
 		KnownHosts:   &sshkey.KnownHosts{Path: filepath.Join(dir, "ssh", "known_hosts")},
-		AgentTimeout: 10 * time.Second, StopTimeout: time.Second,
+		AgentTimeout: 10 * time.Second, StopTimeout: time.Second, SSHWait: 200 * time.Millisecond,
 	})
 	t.Cleanup(func() {
 		for _, hd := range h.cache.Snapshot() {
