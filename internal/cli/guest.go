@@ -334,22 +334,30 @@ func newLogsCmd(a *app) *cobra.Command {
 		Short: "Print a VM's guest console log",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			body, err := c.VMLogs(cmd.Context(), args[0], follow)
-			if err != nil {
-				return err
-			}
-			defer body.Close()
-			_, err = io.Copy(a.streams.Out, body)
-			if cmd.Context().Err() != nil {
-				return nil
-			}
-			return err
+			return a.printStream(cmd.Context(), func(c *api.Client) (io.ReadCloser, error) {
+				return c.VMLogs(cmd.Context(), args[0], follow)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
+}
+
+// printStream copies a streamed response (logs, optionally followed) to
+// stdout; Ctrl-C ends it without an error.
+func (a *app) printStream(ctx context.Context, open func(*api.Client) (io.ReadCloser, error)) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	body, err := open(c)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	_, err = io.Copy(a.streams.Out, body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -397,20 +397,9 @@ func newSessionLogsCmd(a *app) *cobra.Command {
 		Short: "Print a session's output (kept in the guest, bounded and rotated)",
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			body, err := c.SessionLogs(cmd.Context(), args[0], args[1], follow)
-			if err != nil {
-				return err
-			}
-			defer body.Close()
-			_, err = io.Copy(a.streams.Out, body)
-			if cmd.Context().Err() != nil {
-				return nil
-			}
-			return err
+			return a.printStream(cmd.Context(), func(c *api.Client) (io.ReadCloser, error) {
+				return c.SessionLogs(cmd.Context(), args[0], args[1], follow)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing output until the session ends")
