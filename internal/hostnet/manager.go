@@ -65,7 +65,12 @@ type Manager struct {
 	pool     []string        // idle taps, ready to hand out, oldest first
 	inUse    map[string]bool // taps handed out or adopted
 	creating map[string]bool // names reserved while being created or reset
-	pending  int             // pool taps being created or reset (counted toward PoolSize)
+	// refilling counts new pool taps being created, resetting released
+	// taps being reset for the pool; both count toward PoolSize. A release
+	// wins over a refill in flight (an existing tap is cheaper than a new
+	// one); a refill that finds the pool filled meanwhile deletes its tap.
+	refilling int
+	resetting int
 	kick     chan struct{}   // wakes the refill loop; buffered, size 1
 	stop     context.CancelFunc
 	done     chan struct{} // closed when the refill loop exits
@@ -189,9 +194,9 @@ func (m *Manager) refillLoop(ctx context.Context, done chan struct{}) {
 func (m *Manager) fill(ctx context.Context) error {
 	for ctx.Err() == nil {
 		m.mu.Lock()
-		full := !m.ensured || len(m.pool)+m.pending >= m.cfg.PoolSize
+		full := !m.ensured || len(m.pool)+m.refilling+m.resetting >= m.cfg.PoolSize
 		if !full {
-			m.pending++
+			m.refilling++
 		}
 		m.mu.Unlock()
 		if full {
@@ -199,13 +204,20 @@ func (m *Manager) fill(ctx context.Context) error {
 		}
 		name, err := m.createTap(ctx)
 		m.mu.Lock()
-		m.pending--
-		if err == nil {
+		m.refilling--
+		surplus := err == nil && len(m.pool)+m.resetting >= m.cfg.PoolSize
+		if err == nil && !surplus {
 			m.pool = append(m.pool, name)
 		}
 		m.mu.Unlock()
 		if err != nil {
 			return err
+		}
+		if surplus {
+			if err := m.p.DeleteLink(ctx, name); err != nil {
+				return fmt.Errorf("delete surplus tap %s: %w", name, err)
+			}
+			continue
 		}
 		m.log.Debug("tap pooled", logKeyTap, name)
 	}
@@ -308,10 +320,10 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 		return nil
 	}
 	delete(m.inUse, name)
-	room := m.ensured && !m.closed && len(m.pool)+m.pending < m.cfg.PoolSize
+	room := m.ensured && !m.closed && len(m.pool)+m.resetting < m.cfg.PoolSize
 	if room {
 		m.creating[name] = true
-		m.pending++
+		m.resetting++
 	}
 	m.mu.Unlock()
 
@@ -324,7 +336,7 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
 	m.mu.Lock()
 	delete(m.creating, name)
-	m.pending--
+	m.resetting--
 	if err == nil {
 		m.pool = append(m.pool, name)
 	}
