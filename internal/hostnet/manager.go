@@ -71,9 +71,9 @@ type Manager struct {
 	// one); a refill that finds the pool filled meanwhile deletes its tap.
 	refilling int
 	resetting int
-	kick     chan struct{}   // wakes the refill loop; buffered, size 1
-	stop     context.CancelFunc
-	done     chan struct{} // closed when the refill loop exits
+	kick      chan struct{} // wakes the refill loop; buffered, size 1
+	stop      context.CancelFunc
+	done      chan struct{} // closed when the refill loop exits
 }
 
 // New returns a Manager for cfg acting through p. It touches nothing until
