@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"banger/internal/testenv"
 )
 
 // treeEntry describes one path of a tree for comparisons.
@@ -172,12 +174,7 @@ func TestExtractTar_SymlinkEscape(t *testing.T) {
 }
 
 func TestExtractTar_Owners(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root to chown")
-	}
+	testenv.RequireRoot(t) // chown
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	_ = tw.WriteHeader(&tar.Header{Name: "f", Mode: 0o640, Size: 2, Uid: 1234, Gid: 4321, Typeflag: tar.TypeReg})

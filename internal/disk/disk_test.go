@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 const (
@@ -24,12 +26,7 @@ const (
 func requireE2fsprogs(tb testing.TB) {
 	tb.Helper()
 	for _, bin := range []string{"mkfs.ext4", "debugfs", "e2fsck", "resize2fs", "dumpe2fs"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				tb.Fatalf("%s not found: install e2fsprogs", bin)
-			}
-			tb.Skipf("%s not found: install e2fsprogs", bin)
-		}
+		testenv.RequireCommand(tb, bin) // e2fsprogs
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/image/imagetest"
+	"banger/internal/testenv"
 
 	"github.com/ulikunitz/xz"
 )
@@ -58,12 +59,7 @@ func fakeBzImage(payload []byte, version string) []byte {
 // tool skips outside CI.
 func compressCLI(t *testing.T, data []byte, args ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(args[0]); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed", args[0])
-		}
-		t.Skipf("%s not installed", args[0])
-	}
+	testenv.RequireCommand(t, args[0])
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin = bytes.NewReader(data)
 	var out, stderr bytes.Buffer

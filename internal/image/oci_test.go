@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/disk"
+	"banger/internal/testenv"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -30,12 +31,7 @@ import (
 func requireTools(t testing.TB, bins ...string) {
 	t.Helper()
 	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", b)
-			}
-			t.Skipf("%s not installed", b)
-		}
+		testenv.RequireCommand(t, b)
 	}
 }
 

@@ -7,15 +7,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 func TestEnsure_GeneratesOnceAndNeverOverwrites(t *testing.T) {
-	if _, err := os.Stat("/usr/bin/ssh-keygen"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ssh-keygen missing in CI")
-		}
-		t.Skip("needs ssh-keygen")
-	}
+	testenv.RequireCommand(t, "ssh-keygen")
 	dir := filepath.Join(t.TempDir(), "ssh")
 	k1, err := Ensure(context.Background(), "", dir)
 	if err != nil {

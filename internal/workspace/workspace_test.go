@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 // run runs a command in dir and fails the test on error.
@@ -48,12 +50,7 @@ func write(t *testing.T, path, data string, mode os.FileMode) {
 // file and directory, a symlink and a submodule.
 func testRepo(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("git is required")
-		}
-		t.Skip("git not installed")
-	}
+	testenv.RequireCommand(t, "git")
 	base := t.TempDir()
 	sub := filepath.Join(base, "sub")
 	os.MkdirAll(sub, 0o755)

@@ -6,17 +6,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
 // mkfs builds a small real ext4 image with the given label.
 func mkfs(t *testing.T, path, label string) {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mkfs.ext4 (e2fsprogs) is required")
-		}
-		t.Skip("mkfs.ext4 not installed")
-	}
+	testenv.RequireCommand(t, "mkfs.ext4")
 	args := []string{"-q", "-F"}
 	if label != "" {
 		args = append(args, "-L", label)

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"banger/internal/agent"
+	"banger/internal/testenv"
 )
 
 func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
@@ -128,12 +129,7 @@ func TestIsMountPoint(t *testing.T) {
 // TestLinuxSystem_ConfigureNetwork runs the real netlink executor inside
 // a network namespace the test creates, on veth NICs.
 func TestLinuxSystem_ConfigureNetwork(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root for a network namespace")
-		}
-		t.Skip("needs root for a network namespace")
-	}
+	testenv.RequireRoot(t) // a network namespace
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
