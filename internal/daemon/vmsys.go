@@ -40,6 +40,8 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	d.knownHosts = &sshkey.KnownHosts{Path: filepath.Join(d.Paths.SSHDir, "known_hosts")}
 
 	d.dns = dns.New(d.Config.Network.DNSUpstream, d.Logger.With("component", "dns"))
+	// Guests are served from their subnet only; loopback always.
+	d.dns.AllowSources(d.Config.Network.Prefix())
 	if addr := d.Config.Network.DNSListen; addr != "" {
 		if err := d.dns.Listen(ctx, addr); err != nil {
 			// A busy port must not keep VMs from running; status shows it.

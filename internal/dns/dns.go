@@ -49,6 +49,9 @@ type Server struct {
 	// again after a truncated answer). Zero means DefaultForwardTimeout.
 	// Set it before the first Listen.
 	ForwardTimeout time.Duration
+	// Limits bounds what one client can make the server do (see Limits).
+	// Set it before the first Listen.
+	Limits Limits
 
 	upstreams []string
 	logger    *slog.Logger
@@ -56,6 +59,14 @@ type Server struct {
 	mu      sync.RWMutex
 	records map[string]netip.Addr // key: lowercase VM name
 	serial  atomic.Uint32         // SOA serial, bumped on every change
+
+	amu     sync.RWMutex
+	allowed []netip.Prefix // sources served besides loopback
+
+	limitsOnce sync.Once
+	inflight   chan struct{} // one token per upstream forward in progress
+	sources    *sourceLimiter
+	dropped    atomic.Uint64 // queries dropped by the source checks
 
 	lmu       sync.Mutex
 	servers   []*mdns.Server
@@ -138,6 +149,47 @@ func (s *Server) lookup(name string) (netip.Addr, bool) {
 	return ip, ok
 }
 
+// AllowSources adds networks whose clients the server answers (the VM
+// subnet). Loopback is always served; a query from any other source is
+// dropped unanswered, so the gateway listener cannot be used as an open
+// resolver or an amplifier by anything outside the guests' network.
+func (s *Server) AllowSources(prefixes ...netip.Prefix) {
+	s.amu.Lock()
+	defer s.amu.Unlock()
+	for _, p := range prefixes {
+		s.allowed = append(s.allowed, p.Masked())
+	}
+}
+
+// Dropped reports how many queries were dropped unanswered because their
+// source is not served or sent too many.
+func (s *Server) Dropped() uint64 { return s.dropped.Load() }
+
+func (s *Server) sourceAllowed(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	s.amu.RLock()
+	defer s.amu.RUnlock()
+	for _, p := range s.allowed {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) initLimits() {
+	s.limitsOnce.Do(func() {
+		s.Limits = s.Limits.withDefaults()
+		s.inflight = make(chan struct{}, s.Limits.MaxInFlight)
+		s.sources = newSourceLimiter(s.Limits.SourceRate, s.Limits.SourceBurst)
+	})
+}
+
 // Listen serves DNS over UDP and TCP on addr ("127.0.0.1:42069", or the
 // gateway's "10.77.0.1:53"). With port 0 both protocols share the port the
 // kernel picks; Addrs reports it. It returns once both sockets are bound
@@ -150,15 +202,21 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 	if closed {
 		return fmt.Errorf("dns listen on %s: server closed", addr)
 	}
+	s.initLimits()
 	pc, l, err := listenPair(ctx, addr)
 	if err != nil {
 		return fmt.Errorf("dns listen on %s: %w", addr, err)
 	}
+	l = &limitListener{Listener: l, sem: make(chan struct{}, s.Limits.MaxTCPConns)}
 	handler := mdns.HandlerFunc(s.serve)
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
 	udp := &mdns.Server{PacketConn: pc, Handler: handler, NotifyStartedFunc: notify}
-	tcp := &mdns.Server{Listener: l, Handler: handler, NotifyStartedFunc: notify}
+	tcp := &mdns.Server{
+		Listener: l, Handler: handler, NotifyStartedFunc: notify,
+		IdleTimeout:   func() time.Duration { return tcpIdleTimeout },
+		MaxTCPQueries: 128,
+	}
 	errc := make(chan error, 2)
 	for _, srv := range []*mdns.Server{udp, tcp} {
 		go func() {
@@ -263,9 +321,20 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// serve answers one query.
+// serve answers one query. Queries from sources the server does not serve,
+// or over their source's rate, are dropped without an answer.
 func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	overTCP := w.LocalAddr().Network() == "tcp"
+	src := addrOf(w.RemoteAddr())
+	// Loopback is the host itself (guests cannot send from it: the kernel
+	// drops such packets arriving on a tap), so only guests are rate-limited.
+	if !s.sourceAllowed(src) || !src.IsLoopback() && !s.sources.allow(src) {
+		s.dropped.Add(1)
+		if overTCP {
+			w.Close()
+		}
+		return
+	}
 	var resp *mdns.Msg
 	switch {
 	case req.Opcode != mdns.OpcodeQuery:
@@ -285,10 +354,12 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	}
 }
 
-// udpSize is the largest UDP reply the client accepts.
+// udpSize is the largest UDP reply sent to the client: what its EDNS
+// option accepts, never more than MaxUDPSize (amplification), never less
+// than the 512 bytes every client accepts.
 func udpSize(req *mdns.Msg) int {
 	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > mdns.MinMsgSize {
-		return int(opt.UDPSize())
+		return min(int(opt.UDPSize()), MaxUDPSize)
 	}
 	return mdns.MinMsgSize
 }
@@ -360,6 +431,14 @@ func (s *Server) answer(req *mdns.Msg) *mdns.Msg {
 func (s *Server) forward(req *mdns.Msg, overTCP bool) *mdns.Msg {
 	if len(s.upstreams) == 0 {
 		return new(mdns.Msg).SetRcode(req, mdns.RcodeRefused)
+	}
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		// Every forward slot is taken (a flood, or a dead upstream holding
+		// each for its timeout): fail this query now rather than queue it.
+		return new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
 	}
 	timeout := s.ForwardTimeout
 	if timeout <= 0 {

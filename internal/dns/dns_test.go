@@ -18,6 +18,10 @@ import (
 // big.example., more than fit in a 512-byte UDP reply.
 const bigCount = 60
 
+// hugeCount is how many A records huge.example. has: more than fit in
+// MaxUDPSize bytes.
+const hugeCount = 200
+
 // fakeUpstream is a resolver on loopback answering example.com. and
 // big.example.; it truncates UDP replies the way real servers do and
 // counts queries per protocol.
@@ -52,6 +56,10 @@ func startUpstream(t *testing.T) *fakeUpstream {
 			m.Answer = append(m.Answer, &mdns.A{Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 10)})
 		case "big.example.":
 			for i := range bigCount {
+				m.Answer = append(m.Answer, &mdns.A{Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 60}, A: net.IPv4(198, 51, 100, byte(i))})
+			}
+		case "huge.example.":
+			for i := range hugeCount {
 				m.Answer = append(m.Answer, &mdns.A{Hdr: mdns.RR_Header{Name: q.Name, Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 60}, A: net.IPv4(198, 51, 100, byte(i))})
 			}
 		case "broken.example.":
