@@ -8,15 +8,18 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/stream"
 	"banger/internal/tarfs"
 )
@@ -232,17 +235,36 @@ func splitRemote(s string) (vm, path string, ok bool) {
 }
 
 func newCpCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	var maxSize string
+	var timeout time.Duration
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy files between the host and a VM (NAME:/path on one side; directories recursive, modes kept)",
-		Args:  cobra.ExactArgs(2),
+		Long: `Copy files between the host and a VM. Exactly one of SRC and DST is
+NAME:/path (absolute in the guest); directories are copied recursively with
+their modes.
+
+A copy from a guest is treated as hostile: it writes only the named entry
+below DST (nothing beside it), never set-id or sticky bits, never through a
+symlink, and keeps a symlink only when it points inside the copied tree
+(others, and devices or fifos, are skipped with a warning). --max-size and
+--timeout bound it.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			srcVM, src, srcRemote := splitRemote(args[0])
 			dstVM, dst, dstRemote := splitRemote(args[1])
 			if srcRemote == dstRemote {
 				return &usageError{cmd: cmd.CommandPath(), err: errors.New("exactly one of SRC and DST must be NAME:/path")}
 			}
-			ctx := cmd.Context()
+			limit, err := config.ParseSize(maxSize)
+			if err != nil || limit <= 0 {
+				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--max-size %q: want a positive size such as 512M or 2G", maxSize)}
+			}
+			if timeout <= 0 {
+				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--timeout %s: want a positive duration such as 10m", timeout)}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
 			c, err := a.client(ctx)
 			if err != nil {
 				return err
@@ -260,14 +282,34 @@ func newCpCmd(a *app) *cobra.Command {
 			if !filepath.IsAbs(src) {
 				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("guest path %q must be absolute", src)}
 			}
+			entry := path.Base(path.Clean(src))
+			if entry == "/" {
+				return &usageError{cmd: cmd.CommandPath(), err: errors.New("copy a directory below / from a guest, not / itself")}
+			}
 			body, err := c.DownloadFiles(ctx, srcVM, src)
 			if err != nil {
 				return err
 			}
 			defer body.Close()
-			return tarfs.Extract(dst, body, false)
+			err = tarfs.ExtractUntrusted(dst, body, tarfs.Limits{
+				Entry:    entry,
+				MaxBytes: limit,
+				Warn:     func(msg string) { fmt.Fprintf(a.streams.ErrOut, "warning: %s\n", msg) },
+			})
+			switch {
+			case errors.Is(err, tarfs.ErrTooLarge):
+				return fmt.Errorf("copy from %s: %w (raise --max-size to copy more)", srcVM, err)
+			case ctx.Err() != nil && err != nil:
+				return fmt.Errorf("copy from %s: not finished within --timeout %s: %w", srcVM, timeout, err)
+			case err != nil:
+				return fmt.Errorf("copy from %s: %w", srcVM, err)
+			}
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&maxSize, "max-size", "1G", "most file data a copy from a guest may write")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up a copy that takes longer")
+	return cmd
 }
 
 func newPortsCmd(a *app) *cobra.Command {

@@ -1,6 +1,11 @@
 // Package tarfs moves file trees as tar streams: the CLI's vm cp and the
 // guest agent's file endpoints both use it. Extraction is confined to its
 // target directory (os.Root), so a hostile stream cannot write elsewhere.
+//
+// Two directions, two trust levels: Extract unpacks what the host sent (a
+// guest applying the user's files keeps modes and owners); ExtractUntrusted
+// unpacks what a guest sent to the host and treats every byte as an attack
+// (see its doc comment).
 package tarfs
 
 import (
@@ -21,8 +26,80 @@ import (
 // symlinks in the stream or already on disk. Regular files, directories,
 // symlinks and hard links are supported; modes and modification times are
 // kept, and owners too when chown is set. Directory modes are applied
-// last, so read-only directories can still be filled.
+// last, so read-only directories can still be filled. Use it only for
+// streams the host made; a guest's answer goes through ExtractUntrusted.
 func Extract(dir string, r io.Reader, chown bool) error {
+	return extract(dir, r, rules{chown: chown, keepSpecial: true})
+}
+
+// DefaultMaxBytes is the default bound on the file bytes ExtractUntrusted
+// writes: large enough for a build output, small enough that a guest cannot
+// fill the host's disk by answering a copy.
+const DefaultMaxBytes = 1 << 30
+
+// maxEntries bounds the entries of an untrusted stream (inodes are a
+// resource too).
+const maxEntries = 1 << 20
+
+// Limits are the bounds of an untrusted extraction.
+type Limits struct {
+	// Entry is the one top-level name the stream may hold (the base name of
+	// the guest path that was asked for): every entry must be Entry or lie
+	// below it. Required.
+	Entry string
+	// MaxBytes bounds the regular-file bytes written; zero means
+	// DefaultMaxBytes.
+	MaxBytes int64
+	// Warn, when set, is told of every entry skipped (devices, fifos,
+	// symlinks pointing out of the copied tree).
+	Warn func(msg string)
+}
+
+// ErrTooLarge is returned (wrapped) when an untrusted stream holds more
+// than Limits.MaxBytes of file data.
+var ErrTooLarge = errors.New("stream exceeds the size limit")
+
+// ExtractUntrusted extracts a tar stream a guest sent into dir, the way
+// `vm cp VM:/path DST` needs it to, holding wall 1 of the security model:
+//   - every entry must be lim.Entry or below it; any other name fails the
+//     whole copy (the guest was asked for one entry and answered another),
+//     so files beside it in dir, such as .git/hooks or .bashrc, are never
+//     created or replaced;
+//   - no entry is written through a symlink, whether the stream made it or
+//     it was already on disk: a parent that is a symlink fails the copy;
+//   - set-id and sticky bits are dropped; owners are never applied;
+//   - a symlink is kept only when its target is relative and stays inside
+//     the copied tree; others are skipped with a warning, as are devices,
+//     fifos and sockets; hard links must name a file this stream wrote;
+//   - at most lim.MaxBytes of file data and a bounded number of entries.
+func ExtractUntrusted(dir string, r io.Reader, lim Limits) error {
+	entry, err := cleanEntryName(lim.Entry)
+	if err != nil || entry == "." || strings.Contains(entry, "/") {
+		return fmt.Errorf("copy entry %q: want one plain name", lim.Entry)
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = DefaultMaxBytes
+	}
+	warn := lim.Warn
+	if warn == nil {
+		warn = func(string) {}
+	}
+	return extract(dir, r, rules{entry: entry, maxBytes: lim.MaxBytes, warn: warn, untrusted: true})
+}
+
+// rules say how much of a stream extract trusts.
+type rules struct {
+	chown       bool // apply the entries' owners
+	keepSpecial bool // keep set-id and sticky bits
+	// untrusted streams: the named entry, the byte bound, and who hears
+	// about skipped entries.
+	untrusted bool
+	entry     string
+	maxBytes  int64
+	warn      func(string)
+}
+
+func extract(dir string, r io.Reader, ru rules) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -37,8 +114,10 @@ func Extract(dir string, r io.Reader, chown bool) error {
 		mtime time.Time
 	}
 	var dirs []dirMeta
+	var written int64
+	wrote := map[string]bool{} // regular files this stream wrote (hard-link targets)
 	tr := tar.NewReader(r)
-	for {
+	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -53,14 +132,33 @@ func Extract(dir string, r io.Reader, chown bool) error {
 		if name == "." && h.Typeflag != tar.TypeDir {
 			return fmt.Errorf("tar entry %q: not a directory", h.Name)
 		}
+		if ru.untrusted {
+			if n >= maxEntries {
+				return fmt.Errorf("tar stream: more than %d entries", maxEntries)
+			}
+			if !within(name, ru.entry) {
+				return fmt.Errorf("tar entry %q: outside the requested %q", h.Name, ru.entry)
+			}
+			if err := noSymlinkParents(root, name); err != nil {
+				return err
+			}
+		}
 		if parent := path.Dir(name); parent != "." {
 			if err := root.MkdirAll(parent, 0o755); err != nil {
 				return fmt.Errorf("create parent of %s: %w", name, err)
 			}
 		}
 		mode := tarMode(h.Mode)
+		if !ru.keepSpecial {
+			mode &= fs.ModePerm
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
+			if ru.untrusted {
+				if fi, err := root.Lstat(name); err == nil && !fi.IsDir() {
+					return fmt.Errorf("tar entry %q: %s exists and is not a directory", h.Name, name)
+				}
+			}
 			if err := root.MkdirAll(name, 0o700); err != nil {
 				return fmt.Errorf("create directory %s: %w", name, err)
 			}
@@ -69,18 +167,33 @@ func Extract(dir string, r io.Reader, chown bool) error {
 			if err := removeNonDir(root, name); err != nil {
 				return err
 			}
-			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_EXCL, 0o600)
 			if err != nil {
 				return fmt.Errorf("create %s: %w", name, err)
 			}
-			_, cerr := io.Copy(f, tr)
+			var src io.Reader = tr
+			if ru.untrusted {
+				// One byte past the bound tells a full file from an overflow.
+				src = io.LimitReader(tr, ru.maxBytes-written+1)
+			}
+			k, cerr := io.Copy(f, src)
+			written += k
 			if err := errors.Join(cerr, f.Close()); err != nil {
 				return fmt.Errorf("write %s: %w", name, err)
+			}
+			if ru.untrusted && written > ru.maxBytes {
+				root.Remove(name)
+				return fmt.Errorf("%s: %w of %d bytes", name, ErrTooLarge, ru.maxBytes)
 			}
 			if err := root.Chmod(name, mode); err != nil {
 				return fmt.Errorf("chmod %s: %w", name, err)
 			}
+			wrote[name] = true
 		case tar.TypeSymlink:
+			if ru.untrusted && !symlinkInside(name, h.Linkname, ru.entry) {
+				ru.warn(fmt.Sprintf("skipped symlink %s -> %s: it points outside the copied tree", name, h.Linkname))
+				continue
+			}
 			if err := removeNonDir(root, name); err != nil {
 				return err
 			}
@@ -92,6 +205,9 @@ func Extract(dir string, r io.Reader, chown bool) error {
 			if err != nil {
 				return err
 			}
+			if ru.untrusted && !wrote[target] {
+				return fmt.Errorf("tar entry %q: hard link to %q, which this copy did not write", h.Name, h.Linkname)
+			}
 			if err := removeNonDir(root, name); err != nil {
 				return err
 			}
@@ -100,9 +216,12 @@ func Extract(dir string, r io.Reader, chown bool) error {
 			}
 		default:
 			// Devices, fifos and the like are not transferred.
+			if ru.untrusted {
+				ru.warn(fmt.Sprintf("skipped %s: not a file, directory or symlink", name))
+			}
 			continue
 		}
-		if chown {
+		if ru.chown {
 			if err := root.Lchown(name, h.Uid, h.Gid); err != nil {
 				return fmt.Errorf("chown %s: %w", name, err)
 			}
@@ -123,6 +242,47 @@ func Extract(dir string, r io.Reader, chown bool) error {
 			return fmt.Errorf("chmod %s: %w", d.name, err)
 		}
 		_ = root.Chtimes(d.name, d.mtime, d.mtime)
+	}
+	return nil
+}
+
+// within reports whether the clean relative name is entry or below it.
+func within(name, entry string) bool {
+	return name == entry || strings.HasPrefix(name, entry+"/")
+}
+
+// symlinkInside reports whether a symlink at name with target stays in
+// the tree rooted at entry when resolved lexically. Absolute targets never
+// do. (No entry is ever written through a symlink, so lexical resolution
+// is enough: a chain of links cannot carry a write out of the tree.)
+func symlinkInside(name, target, entry string) bool {
+	if target == "" || path.IsAbs(target) {
+		return false
+	}
+	resolved := path.Join(path.Dir(name), target)
+	return within(resolved, entry)
+}
+
+// noSymlinkParents fails when a directory on the way to name exists and is
+// a symlink (made by this stream or already on disk), so a write can never
+// be carried through one to somewhere else below dir.
+func noSymlinkParents(root *os.Root, name string) error {
+	parts := strings.Split(name, "/")
+	for i := 1; i < len(parts); i++ {
+		p := strings.Join(parts[:i], "/")
+		fi, err := root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("tar entry %q: %s is a symlink; refusing to write through it", name, p)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("tar entry %q: %s is not a directory", name, p)
+		}
 	}
 	return nil
 }
