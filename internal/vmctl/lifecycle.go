@@ -129,7 +129,13 @@ func (m *Manager) halt(ctx context.Context, vm store.VM, kill bool) error {
 		}
 	}
 	var errs []error
-	if vmm.Alive(h) {
+	// Check, not Alive: a check that cannot read /proc must fail the halt,
+	// never let delete go on as if the VMM were gone.
+	running, err := vmm.Check(h)
+	if err != nil {
+		return fmt.Errorf("vm %s: %w", vm.Name, err)
+	}
+	if running {
 		driver := m.opt.Drivers[h.VMM]
 		if driver == nil {
 			return fmt.Errorf("vm %s runs under %s, which this daemon cannot drive", vm.Name, h.VMM)
@@ -142,6 +148,13 @@ func (m *Manager) halt(ctx context.Context, vm store.VM, kill bool) error {
 		}
 		if err != nil {
 			return fmt.Errorf("stop %s of vm %s: %w", h.VMM, vm.Name, err)
+		}
+		// Believe /proc, not the driver: the VMM must be gone before its
+		// tap, sockets and disks are.
+		if still, err := vmm.Check(h); err != nil {
+			return fmt.Errorf("stop %s of vm %s: %w", h.VMM, vm.Name, err)
+		} else if still {
+			return fmt.Errorf("stop %s of vm %s: pid %d still runs", h.VMM, vm.Name, h.PID)
 		}
 	}
 	errs = append(errs, m.teardown(ctx, vm.ID, h))

@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
+
+// procDir is where process information is read; tests point it elsewhere
+// to make /proc unreadable.
+var procDir = "/proc"
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
@@ -25,7 +30,7 @@ type procStat struct {
 // readProcStat parses /proc/<pid>/stat. The command name (field 2) may hold
 // spaces and parentheses, so fields are counted after its last ')'.
 func readProcStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	data, err := os.ReadFile(procDir + "/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return procStat{}, err
 	}
@@ -70,7 +75,7 @@ func ProcSession(pid int) (int, error) {
 
 // ProcCmdline returns the argv of pid from /proc/<pid>/cmdline.
 func ProcCmdline(pid int) ([]string, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	data, err := os.ReadFile(procDir + "/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
 		return nil, fmt.Errorf("cmdline of pid %d: %w", pid, err)
 	}
@@ -81,32 +86,64 @@ func ProcCmdline(pid int) ([]string, error) {
 	return strings.Split(string(data), "\x00"), nil
 }
 
-// Alive is the one liveness check: the PID runs (and is not a zombie), its
+// Check is the one liveness check: the PID runs (and is not a zombie), its
 // start time matches the recorded one (so a reused PID is not mistaken for
 // our VMM), and its command line names this VM's control socket (so it is
-// our VMM for this VM).
-func Alive(h Handles) bool {
+// our VMM for this VM). It returns an error when it cannot tell, for
+// example when /proc cannot be read because the daemon is out of file
+// descriptors: a VMM is gone only when /proc says so, never because a read
+// failed.
+func Check(h Handles) (bool, error) {
 	if h.PID <= 0 || h.StartTime == 0 {
-		return false
-	}
-	st, err := readProcStat(h.PID)
-	if err != nil || st.State == 'Z' || st.State == 'X' || st.StartTime != h.StartTime {
-		return false
+		return false, nil
 	}
 	sock := h.ControlSocket()
 	if sock == "" {
-		return false
+		return false, nil
+	}
+	st, err := readProcStat(h.PID)
+	if gone(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check %s pid %d: %w", h.VMM, h.PID, err)
+	}
+	if st.State == 'Z' || st.State == 'X' || st.StartTime != h.StartTime {
+		return false, nil
 	}
 	argv, err := ProcCmdline(h.PID)
+	if gone(err) {
+		return false, nil
+	}
 	if err != nil {
-		return false
+		return false, fmt.Errorf("check %s pid %d: %w", h.VMM, h.PID, err)
+	}
+	if len(argv) == 0 {
+		// Mid-execve the kernel shows an empty command line (the parent's
+		// fork returns as soon as the child calls execve). The start time
+		// matches, so this is the process we spawned.
+		return true, nil
 	}
 	for _, a := range argv {
 		if strings.Contains(a, sock) {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
+}
+
+// gone reports whether a /proc read failed because the process is gone.
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+// Alive reports whether the VMM of h may still run: true when Check says
+// so and also when Check cannot tell. Use it where believing a live VMM
+// dead would leak it (reaping, reconcile, the boot wait); use Check where
+// the answer decides whether to signal the PID.
+func Alive(h Handles) bool {
+	ok, err := Check(h)
+	return ok || err != nil
 }
 
 // WaitExit polls until the VMM of h is no longer Alive or ctx ends. The VMM
@@ -118,6 +155,9 @@ func WaitExit(ctx context.Context, h Handles) error {
 	for Alive(h) {
 		select {
 		case <-ctx.Done():
+			if _, err := Check(h); err != nil {
+				return fmt.Errorf("wait for %s pid %d to exit: %w (%w)", h.VMM, h.PID, ctx.Err(), err)
+			}
 			return fmt.Errorf("wait for %s pid %d to exit: %w", h.VMM, h.PID, ctx.Err())
 		case <-t.C:
 		}
@@ -125,10 +165,15 @@ func WaitExit(ctx context.Context, h Handles) error {
 	return nil
 }
 
-// KillProcess sends SIGKILL to the VMM of h when it is still Alive and waits
-// for it to exit. It is idempotent.
+// KillProcess sends SIGKILL to the VMM of h when it is still running and
+// waits until /proc shows it gone. It is idempotent. When liveness cannot
+// be checked it fails without signalling: the PID might no longer be ours.
 func KillProcess(ctx context.Context, h Handles) error {
-	if !Alive(h) {
+	ok, err := Check(h)
+	if err != nil {
+		return fmt.Errorf("kill %s pid %d: %w", h.VMM, h.PID, err)
+	}
+	if !ok {
 		return nil
 	}
 	if err := syscall.Kill(h.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -143,7 +188,11 @@ func KillProcess(ctx context.Context, h Handles) error {
 // gone) the process is killed at once: the caller wants it stopped either
 // way. It is idempotent.
 func StopProcess(ctx context.Context, h Handles, timeout time.Duration, ask func(context.Context) error) error {
-	if !Alive(h) {
+	ok, err := Check(h)
+	if err != nil {
+		return fmt.Errorf("stop %s pid %d: %w", h.VMM, h.PID, err)
+	}
+	if !ok {
 		return nil
 	}
 	if err := ask(ctx); err == nil {

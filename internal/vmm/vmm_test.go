@@ -394,3 +394,48 @@ func TestKillProcess_Orphan(t *testing.T) {
 		t.Fatal("orphan Alive after KillProcess")
 	}
 }
+
+// TestCheck_unreadableProc: when /proc cannot be read (the daemon out of
+// file descriptors after a guest's flood), liveness is unknown, not "dead":
+// Alive stays true so nothing is reaped, and KillProcess and StopProcess
+// fail without signalling. Before, Alive said false and `vm delete`
+// reported success while the VMM kept running.
+func TestCheck_unreadableProc(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	h, _ := startFakeVMM(t, sock, false)
+
+	fake := t.TempDir()
+	// A directory where the stat file should be: reading it fails with
+	// EISDIR, an error that is not "no such process".
+	if err := os.MkdirAll(filepath.Join(fake, strconv.Itoa(h.PID), "stat"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := procDir
+	procDir = fake
+	t.Cleanup(func() { procDir = old })
+
+	if ok, err := Check(h); ok || err == nil {
+		t.Fatalf("Check() = %v, %v; want an error", ok, err)
+	}
+	if !Alive(h) {
+		t.Fatal("Alive() = false while liveness is unknown")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := KillProcess(ctx, h); err == nil {
+		t.Fatal("KillProcess reported success without knowing the VMM is gone")
+	}
+	if err := StopProcess(ctx, h, time.Second, func(context.Context) error { return nil }); err == nil {
+		t.Fatal("StopProcess reported success without knowing the VMM is gone")
+	}
+	procDir = old
+	if ok, err := Check(h); !ok || err != nil {
+		t.Fatalf("the VMM was signalled: Check() = %v, %v", ok, err)
+	}
+	// A process that is really gone is dead without error.
+	gone := h
+	gone.PID = 1 << 22 // above pid_max's default
+	if ok, err := Check(gone); ok || err != nil {
+		t.Fatalf("Check(no such pid) = %v, %v; want false, nil", ok, err)
+	}
+}
