@@ -89,8 +89,16 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		if err != nil {
 			return err
 		}
+		// Record the handles as soon as the process exists, not after it
+		// answers: a daemon killed while the VMM starts (QMP may take many
+		// seconds under TCG) must find and end it at its next start.
+		spec.OnSpawn = func(sh vmm.Handles) error {
+			sh.Tap = tap
+			return m.opt.Handles.Set(vm.ID, sh)
+		}
 		h, err = driver.Start(ctx, spec)
 		if err != nil {
+			_ = m.opt.Handles.Delete(vm.ID) // the driver ended what it spawned
 			return fmt.Errorf("start %s: %w (log: %s)", vm.VMM, err, filepath.Join(dir, vmm.VMMLogFile))
 		}
 		h.Tap = tap

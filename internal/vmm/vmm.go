@@ -82,6 +82,12 @@ type Spec struct {
 	Dir string
 	// Accel is the QEMU accelerator, AccelKVM or AccelTCG.
 	Accel string
+	// OnSpawn, when set, is called with the handles (PID and start time
+	// filled in) the moment the VMM process exists, before the driver waits
+	// for it to be ready, so the caller can record them durably: a daemon
+	// killed during that wait must still find the process afterwards. An
+	// error ends the VMM and fails Start.
+	OnSpawn func(Handles) error
 }
 
 // Validate reports the first missing or impossible field of s that every

@@ -137,7 +137,11 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }() // reap while this process lives
 	h.PID = cmd.Process.Pid
-	if h.StartTime, err = vmm.ProcStartTime(h.PID); err == nil {
+	h.StartTime, err = vmm.ProcStartTime(h.PID)
+	if err == nil && s.OnSpawn != nil {
+		err = s.OnSpawn(h)
+	}
+	if err == nil {
 		err = d.waitReady(ctx, h, exited, &waitErr)
 	}
 	if err != nil {

@@ -247,3 +247,58 @@ func TestDriver_StopACPI(t *testing.T) {
 		t.Fatalf("guest did not power off through ACPI; console:\n%s", b)
 	}
 }
+
+// TestDriver_StartRecordsHandlesAtSpawn: the handles reach OnSpawn while
+// Start still waits for QMP, so a daemon killed during that wait (which
+// can last many seconds under TCG) leaves a record of the process. The
+// stand-in binary never opens QMP.
+func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu-never-ready")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spawned := make(chan vmm.Handles, 1)
+	s := vmm.Spec{
+		VMID: "spawn", VCPU: 1, MemoryMiB: 64, Cmdline: "console=ttyS0", Accel: vmm.AccelKVM,
+		BzImage: "/x", Dir: filepath.Join(dir, "vm"),
+		OnSpawn: func(h vmm.Handles) error { spawned <- h; return nil },
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &Driver{Binary: fake, StartTimeout: time.Minute, VsockAvailable: func() bool { return false }}
+	errc := make(chan error, 1)
+	go func() { _, err := d.Start(ctx, s); errc <- err }()
+
+	var h vmm.Handles
+	select {
+	case h = <-spawned:
+	case err := <-errc:
+		t.Fatalf("Start returned before OnSpawn: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnSpawn not called")
+	}
+	if ok, err := vmm.Check(h); !ok || err != nil {
+		t.Fatalf("handles given to OnSpawn do not find the process: %+v (%v)", h, err)
+	}
+	// The daemon gives up (cancel): Start ends the process it spawned.
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("Start succeeded against a VMM that never answered")
+	}
+	if ok, _ := vmm.Check(h); ok {
+		t.Fatal("the VMM outlived a failed Start")
+	}
+
+	// An OnSpawn error fails Start and ends the process.
+	s.OnSpawn = func(h vmm.Handles) error { spawned <- h; return os.ErrPermission }
+	if _, err := d.Start(context.Background(), s); err == nil || !strings.Contains(err.Error(), "permission") {
+		t.Fatalf("Start with a failing OnSpawn = %v", err)
+	}
+	if ok, _ := vmm.Check(<-spawned); ok {
+		t.Fatal("the VMM outlived a failed OnSpawn")
+	}
+}
