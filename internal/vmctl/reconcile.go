@@ -24,9 +24,11 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	records := map[string]netip.Addr{}
 	var taps []string
 	var errs []error
+	adopted := map[int]bool{}
 	for _, vm := range vms {
 		h, herr := m.opt.Handles.Load(vm.ID)
 		if herr == nil && vmm.Alive(h) {
+			adopted[h.PID] = true
 			if h.Tap != "" {
 				taps = append(taps, h.Tap)
 			}
@@ -61,8 +63,26 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			m.log.Info("marked vm stopped", "vm", vm.Name, "reason", reason)
 		}
 	}
+	errs = append(errs, m.killStrays(ctx, adopted))
 	m.opt.Network.Adopt(taps)
 	m.opt.DNS.Replace(records)
+	return errors.Join(errs...)
+}
+
+// killStrays ends VMMs running from this daemon's VM directories that no
+// handles account for (spawned by a daemon killed before it recorded them,
+// or whose handles were lost). None of them is adopted: without handles
+// banger cannot tell which tap or sockets they hold.
+func (m *Manager) killStrays(ctx context.Context, adopted map[int]bool) error {
+	strays, err := vmm.FindStrays(m.opt.VMsDir, adopted)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range strays {
+		m.log.Warn("killing stray vmm", "vm_id", s.VMID, "pid", s.PID)
+		errs = append(errs, vmm.KillStray(ctx, s))
+	}
 	return errors.Join(errs...)
 }
 

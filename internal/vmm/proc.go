@@ -208,3 +208,85 @@ func StopProcess(ctx context.Context, h Handles, timeout time.Duration, ask func
 	}
 	return KillProcess(ctx, h)
 }
+
+// Stray is a VMM process found by its command line rather than by handles.
+type Stray struct {
+	PID       int
+	StartTime uint64
+	VMID      string // the VM directory name its arguments point into
+}
+
+// FindStrays lists running VMM processes (firecracker or qemu-system-*)
+// whose arguments point into a directory below vmsDir, leaving out the PIDs
+// in known. It finds what handles cannot: a VMM spawned by a daemon killed
+// before it recorded the handles, or whose handles file was lost.
+func FindStrays(vmsDir string, known map[int]bool) ([]Stray, error) {
+	ents, err := os.ReadDir(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("find stray vmms: %w", err)
+	}
+	prefix := strings.TrimSuffix(vmsDir, "/") + "/"
+	var out []Stray
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || known[pid] {
+			continue
+		}
+		argv, err := ProcCmdline(pid)
+		if err != nil || len(argv) == 0 || !isVMMBinary(argv[0]) {
+			continue
+		}
+		id := ""
+		for _, a := range argv[1:] {
+			if i := strings.Index(a, prefix); i >= 0 {
+				rest := a[i+len(prefix):]
+				if j := strings.IndexByte(rest, '/'); j > 0 {
+					id = rest[:j]
+					break
+				}
+			}
+		}
+		if id == "" {
+			continue
+		}
+		st, err := readProcStat(pid)
+		if err != nil || st.State == 'Z' || st.State == 'X' {
+			continue
+		}
+		out = append(out, Stray{PID: pid, StartTime: st.StartTime, VMID: id})
+	}
+	return out, nil
+}
+
+func isVMMBinary(argv0 string) bool {
+	base := argv0[strings.LastIndexByte(argv0, '/')+1:]
+	return base == "firecracker" || strings.HasPrefix(base, "qemu-system-")
+}
+
+// KillStray ends a stray VMM, checking first that the PID still has the
+// start time it was found with.
+func KillStray(ctx context.Context, s Stray) error {
+	st, err := readProcStat(s.PID)
+	if gone(err) || err == nil && st.StartTime != s.StartTime {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, err)
+	}
+	if err := syscall.Kill(s.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, err)
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st, err := readProcStat(s.PID)
+		if gone(err) || err == nil && (st.StartTime != s.StartTime || st.State == 'Z') {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}

@@ -439,3 +439,62 @@ func TestCheck_unreadableProc(t *testing.T) {
 		t.Fatalf("Check(no such pid) = %v, %v; want false, nil", ok, err)
 	}
 }
+
+// TestFindStrays: a VMM whose arguments point into the VM directory root
+// is found without handles (a daemon was killed before recording them) and
+// ended; known PIDs, other roots and non-VMM processes are left alone.
+func TestFindStrays(t *testing.T) {
+	bin := t.TempDir()
+	// A VMM stand-in whose argv[0] is named like qemu: sh under that name.
+	qemu := filepath.Join(bin, "qemu-system-x86_64")
+	shell, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(shell, qemu); err != nil {
+		t.Fatal(err)
+	}
+	vms := filepath.Join(t.TempDir(), "vms")
+	other := filepath.Join(t.TempDir(), "vms")
+	start := func(argv ...string) *exec.Cmd {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	stray := start(qemu, "-c", "sleep 60; :", "unix:"+vms+"/vm1/qmp.sock,server=on")
+	known := start(qemu, "-c", "sleep 60; :", "unix:"+vms+"/vm2/qmp.sock,server=on")
+	start(qemu, "-c", "sleep 60; :", "unix:"+other+"/vm3/qmp.sock,server=on") // another daemon's
+	start("sh", "-c", "sleep 60; : "+vms+"/vm4/console.log")      // a user's pager, say
+
+	// The processes exec asynchronously: wait until the stray is visible.
+	var found []Stray
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		found, err = FindStrays(vms, map[int]bool{known.Process.Pid: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(found) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(found) != 1 || found[0].PID != stray.Process.Pid || found[0].VMID != "vm1" {
+		t.Fatalf("FindStrays = %+v, want only pid %d of vm1", found, stray.Process.Pid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := KillStray(ctx, found[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := readProcStat(stray.Process.Pid); err == nil && st.State != 'Z' {
+		t.Fatalf("stray still runs: state %c", st.State)
+	}
+	if st, err := readProcStat(known.Process.Pid); err != nil || st.State == 'Z' {
+		t.Fatal("a known VMM was killed")
+	}
+}
