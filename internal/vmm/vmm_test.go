@@ -467,7 +467,7 @@ func TestFindStrays(t *testing.T) {
 	stray := start(qemu, "-c", "sleep 60; :", "unix:"+vms+"/vm1/qmp.sock,server=on")
 	known := start(qemu, "-c", "sleep 60; :", "unix:"+vms+"/vm2/qmp.sock,server=on")
 	start(qemu, "-c", "sleep 60; :", "unix:"+other+"/vm3/qmp.sock,server=on") // another daemon's
-	start("sh", "-c", "sleep 60; : "+vms+"/vm4/console.log")      // a user's pager, say
+	start("sh", "-c", "sleep 60; : "+vms+"/vm4/console.log")                  // a user's pager, say
 
 	// The processes exec asynchronously: wait until the stray is visible.
 	var found []Stray
