@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"banger/internal/api"
@@ -23,5 +24,17 @@ func TestRenderDoctor(t *testing.T) {
 		"                  fix: free space\n"
 	if buf.String() != want {
 		t.Errorf("renderDoctor:\n%s\nwant:\n%s", buf.String(), want)
+	}
+}
+
+// TestMain_DoctorWithoutDaemon: when bangerd cannot be started, doctor
+// still reports the checks it makes in process and exits 1.
+func TestMain_DoctorWithoutDaemon(t *testing.T) {
+	e := newEnv(t)
+	t.Setenv(EnvBangerdBin, "/nonexistent/bangerd")
+	e.writeConfig(t, "vmm = \"bhyve\"\n")
+	out, _, code := runMain(t, "doctor")
+	if code != 1 || !strings.HasPrefix(out, "fail config") || !strings.Contains(out, "fail bangerd  cannot ask bangerd for the host checks") || !strings.Contains(out, "fix: see `banger daemon logs`") {
+		t.Errorf("doctor without a daemon: exit %d\n%s", code, out)
 	}
 }
