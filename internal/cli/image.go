@@ -384,24 +384,3 @@ func age(t, now time.Time) string {
 	}
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
-
-// defaultImageProbe returns doctor's default-image probe when a daemon is
-// running (the image store is the daemon's), nil otherwise (doctor then
-// reports the state as unknown). The image is "present" when the daemon
-// has it, "buildable" when a catalog the daemon reads lists it, else
-// "missing".
-func (a *app) defaultImageProbe(ctx context.Context) func(context.Context) (string, string) {
-	c, err := a.client(ctx)
-	if err != nil {
-		return func(context.Context) (string, string) {
-			return "unknown", fmt.Sprintf("bangerd is not available to ask: %v", err)
-		}
-	}
-	return func(ctx context.Context) (string, string) {
-		st, err := c.DefaultImage(ctx)
-		if err != nil {
-			return "unknown", err.Error()
-		}
-		return st.State, st.Detail
-	}
-}

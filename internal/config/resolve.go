@@ -20,8 +20,14 @@ type HostInfo struct {
 // ProbeHost reads the host's CPU count (runtime.NumCPU, which honours CPU
 // affinity) and total memory (/proc/meminfo MemTotal).
 func ProbeHost() (HostInfo, error) {
-	h := HostInfo{CPUs: runtime.NumCPU()}
-	data, err := os.ReadFile("/proc/meminfo")
+	return probeHost(runtime.NumCPU(), os.ReadFile)
+}
+
+// probeHost is ProbeHost over a CPU count and a file reader, so tests can
+// feed it a fake /proc/meminfo.
+func probeHost(cpus int, readFile func(string) ([]byte, error)) (HostInfo, error) {
+	h := HostInfo{CPUs: cpus}
+	data, err := readFile("/proc/meminfo")
 	if err != nil {
 		return h, fmt.Errorf("probe host memory: %w", err)
 	}

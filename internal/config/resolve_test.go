@@ -2,7 +2,7 @@ package config
 
 import (
 	"os"
-	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -88,15 +88,36 @@ func TestResolvedDefaults_Provenance(t *testing.T) {
 }
 
 func TestProbeHost(t *testing.T) {
-	if _, err := os.Stat("/proc/meminfo"); err != nil {
-		t.Skip("no /proc/meminfo")
+	tests := []struct {
+		name    string
+		meminfo string
+		readErr error
+		want    HostInfo
+		wantErr string
+	}{
+		{"meminfo", "MemFree: 5 kB\nMemTotal:       24589012 kB\nSwapTotal: 0 kB\n", nil, HostInfo{CPUs: 6, MemoryMiB: 24012}, ""},
+		{"under a MiB", "MemTotal: 1000 kB\n", nil, HostInfo{CPUs: 6}, ""},
+		{"no MemTotal", "MemFree: 5 kB\n", nil, HostInfo{CPUs: 6}, "probe host memory: no MemTotal line"},
+		{"garbage MemTotal", "MemTotal: lots kB\n", nil, HostInfo{CPUs: 6}, "probe host memory: strconv.ParseInt"},
+		{"unreadable", "", os.ErrPermission, HostInfo{CPUs: 6}, "probe host memory: permission denied"},
 	}
-	h, err := ProbeHost()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.CPUs != runtime.NumCPU() || h.MemoryMiB < 64 {
-		t.Errorf("ProbeHost = %+v", h)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked string
+			h, err := probeHost(6, func(path string) ([]byte, error) {
+				asked = path
+				return []byte(tt.meminfo), tt.readErr
+			})
+			if asked != "/proc/meminfo" {
+				t.Errorf("read %q, want /proc/meminfo", asked)
+			}
+			if h != tt.want {
+				t.Errorf("probeHost = %+v, want %+v", h, tt.want)
+			}
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("probeHost error = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 

@@ -34,6 +34,7 @@ func (d *Daemon) routeTable() []Route {
 		d.imageRoutes(),     // image.go: list, show, rm, export, build, pull, import
 		d.vmRoutes(),        // vm.go: lifecycle and guest access
 		d.sessionRoutes(),   // session.go, workspace.go: sessions and /root/repo
+		d.doctorRoutes(),    // doctor.go: host checks
 		d.extra,             // AddRoutes (tests)
 	)
 }

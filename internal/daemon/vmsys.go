@@ -14,7 +14,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/dns"
-	"banger/internal/doctor"
+	"banger/internal/hostcap"
 	"banger/internal/hostnet"
 	"banger/internal/sshkey"
 	"banger/internal/vmctl"
@@ -154,39 +154,19 @@ func (n *vmNetwork) Ensure(ctx context.Context) error {
 	return nil
 }
 
-// hostProbe answers vmctl's questions about the host, through doctor's
-// probes so the daemon and `banger doctor` agree.
-type hostProbe struct {
-	p   doctor.Probes
-	cfg *config.Config
-}
-
-func newHostProbe(cfg *config.Config) *hostProbe {
-	return &hostProbe{p: doctor.HostProbes(), cfg: cfg}
-}
-
-func (h *hostProbe) KVMUsable() (bool, string) { return doctor.KVMUsable(h.p) }
-
-func (h *hostProbe) Firecracker() string {
-	path, _, err := doctor.FindFirecracker(h.p, h.cfg)
-	if err != nil {
-		return ""
+// newHostProbe answers vmctl's questions about the host through hostcap,
+// the probes `banger doctor`'s checks use, so both agree.
+func newHostProbe(cfg *config.Config) *hostcap.VMHost {
+	return &hostcap.VMHost{
+		Probes:         hostcap.Real(),
+		FirecrackerBin: cfg.FirecrackerBin,
+		QEMUBin:        cfg.QEMUBin,
+		Memory: func() int {
+			info, err := config.ProbeHost()
+			if err != nil {
+				return 0
+			}
+			return info.MemoryMiB
+		},
 	}
-	return path
-}
-
-func (h *hostProbe) QEMU() string {
-	path, _, err := doctor.FindQEMU(h.p, h.cfg)
-	if err != nil {
-		return ""
-	}
-	return path
-}
-
-func (h *hostProbe) MemoryMiB() int {
-	info, err := config.ProbeHost()
-	if err != nil {
-		return 0
-	}
-	return info.MemoryMiB
 }

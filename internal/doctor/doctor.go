@@ -1,47 +1,35 @@
 // Package doctor runs host preflight checks for banger (KVM, VMMs, image
 // tools, networking tools, privilege, disk, default image, VM defaults)
-// and reports each as ok, warn or fail with a fix hint. Every host access
-// goes through Probes so the checks can be tested with table rows.
+// and reports each as ok, warn or fail with a fix hint. bangerd runs them
+// and answers `banger doctor` over the API; every host access goes through
+// hostcap.Probes so the checks can be tested with table rows.
 package doctor
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
-	"time"
 
+	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/hostcap"
 )
 
-// Status is the outcome of one check.
-type Status string
+// Check and Report are the wire types the daemon answers with.
+type (
+	// Check is one line of the report.
+	Check = api.DoctorCheck
+	// Report is the result of Run.
+	Report = api.DoctorReport
+)
 
-// Check outcomes. A fail means `vm run` would not work.
+// Check outcomes, as on the wire.
 const (
-	StatusOK   Status = "ok"
-	StatusWarn Status = "warn"
-	StatusFail Status = "fail"
+	StatusOK   = api.CheckOK
+	StatusWarn = api.CheckWarn
+	StatusFail = api.CheckFail
 )
-
-// Check is one line of the report.
-type Check struct {
-	Name   string `json:"name"`
-	Status Status `json:"status"`
-	Detail string `json:"detail"`
-	Fix    string `json:"fix,omitempty"`
-}
-
-// Report is the result of Run. OK is false when any check failed.
-type Report struct {
-	Checks []Check `json:"checks"`
-	OK     bool    `json:"ok"`
-}
 
 // Input is what the checks need besides the probes.
 type Input struct {
@@ -65,34 +53,25 @@ const (
 	ImageMissing   = "missing"
 )
 
-// Minimum Firecracker version banger drives.
-const (
-	minFirecrackerMajor = 1
-	minFirecrackerMinor = 8
-)
-
 // Free-disk thresholds for the state directory.
 const (
 	diskWarnBytes = 10 << 30
 	diskFailBytes = 2 << 30
 )
 
-// probeTimeout bounds each external command the doctor runs.
-const probeTimeout = 10 * time.Second
-
 // Run performs every check, in a fixed order.
-func Run(ctx context.Context, p Probes, in Input) Report {
+func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 	c := in.Config
 	if c == nil {
 		c = config.Default()
 	}
-	kvmOK, kvmReason := KVMUsable(p)
-	fcPath, fcVersion, fcErr := findFirecracker(ctx, p, c)
-	qemuPath, qemuVersion, qemuErr := findQEMU(ctx, p, c)
+	kvmOK, kvmReason := hostcap.KVMUsable(p)
+	fcPath, fcVersion, fcErr := hostcap.FindFirecracker(ctx, p, c.FirecrackerBin)
+	qemuPath, qemuVersion, qemuErr := hostcap.FindQEMU(ctx, p, c.QEMUBin)
 	fcOK, qemuOK := fcErr == nil, qemuErr == nil
 
 	var checks []Check
-	add := func(name string, s Status, detail, fix string) {
+	add := func(name string, s api.CheckStatus, detail, fix string) {
 		checks = append(checks, Check{Name: name, Status: s, Detail: detail, Fix: fix})
 	}
 
@@ -140,7 +119,7 @@ func Run(ctx context.Context, p Probes, in Input) Report {
 	}
 
 	// Image and disk tools.
-	mmdebstrap, mmErr := findTool(p, "mmdebstrap")
+	mmdebstrap, mmErr := hostcap.FindTool(p, "mmdebstrap")
 	if mmErr == nil {
 		add("mmdebstrap", StatusOK, mmdebstrap, "")
 	} else {
@@ -177,149 +156,11 @@ func configPath(c *config.Config, p config.Paths) string {
 	return "config.toml"
 }
 
-// KVMUsable reports whether VMs can use hardware virtualization: /dev/kvm
-// opens read-write and /proc/cpuinfo advertises vmx or svm. A paravirtual
-// KVM (PVM) has /dev/kvm but neither flag, and stock kernels do not boot
-// under it. reason says why in either case.
-func KVMUsable(p Probes) (ok bool, reason string) {
-	if err := p.OpenReadWrite("/dev/kvm"); err != nil {
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return false, "/dev/kvm does not exist"
-		case errors.Is(err, fs.ErrPermission):
-			return false, "/dev/kvm is not read-write for this user"
-		default:
-			return false, fmt.Sprintf("cannot open /dev/kvm: %v", err)
-		}
-	}
-	data, err := p.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return false, fmt.Sprintf("cannot read /proc/cpuinfo: %v", err)
-	}
-	switch flag := virtFlag(data); flag {
-	case "":
-		return false, "/dev/kvm is present but the CPU advertises neither vmx nor svm (paravirtual KVM such as PVM)"
-	default:
-		return true, fmt.Sprintf("/dev/kvm read-write, CPU has %s", flag)
-	}
-}
-
-// virtFlag returns "vmx" or "svm" when a flags line of cpuinfo has it.
-func virtFlag(cpuinfo []byte) string {
-	for _, line := range strings.Split(string(cpuinfo), "\n") {
-		key, val, ok := strings.Cut(line, ":")
-		if !ok || strings.TrimSpace(key) != "flags" {
-			continue
-		}
-		for _, f := range strings.Fields(val) {
-			if f == "vmx" || f == "svm" {
-				return f
-			}
-		}
-	}
-	return ""
-}
-
-// FindFirecracker locates firecracker (firecracker_bin, else PATH), runs
-// `firecracker --version` and requires version 1.8 or newer.
-func FindFirecracker(p Probes, c *config.Config) (path, version string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	return findFirecracker(ctx, p, c)
-}
-
-func findFirecracker(ctx context.Context, p Probes, c *config.Config) (string, string, error) {
-	bin := "firecracker"
-	if c != nil && c.FirecrackerBin != "" {
-		bin = c.FirecrackerBin
-	}
-	path, version, err := findVersioned(ctx, p, bin)
-	if err != nil {
-		return path, version, err
-	}
-	maj, mnr, ok := parseVersion(version)
-	if !ok {
-		return path, version, fmt.Errorf("firecracker at %s: cannot parse version from %q", path, version)
-	}
-	if maj < minFirecrackerMajor || maj == minFirecrackerMajor && mnr < minFirecrackerMinor {
-		return path, version, fmt.Errorf("firecracker %s at %s is too old: need %d.%d or newer", version, path, minFirecrackerMajor, minFirecrackerMinor)
-	}
-	return path, version, nil
-}
-
-// FindQEMU locates qemu-system-x86_64 (qemu_bin, else PATH) and reads its
-// version.
-func FindQEMU(p Probes, c *config.Config) (path, version string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-	defer cancel()
-	return findQEMU(ctx, p, c)
-}
-
-func findQEMU(ctx context.Context, p Probes, c *config.Config) (string, string, error) {
-	bin := "qemu-system-x86_64"
-	if c != nil && c.QEMUBin != "" {
-		bin = c.QEMUBin
-	}
-	return findVersioned(ctx, p, bin)
-}
-
-var versionRe = regexp.MustCompile(`(\d+)\.(\d+)(?:\.(\d+))?`)
-
-// findVersioned looks bin up and returns its path and "X.Y.Z" version from
-// `bin --version`.
-func findVersioned(ctx context.Context, p Probes, bin string) (string, string, error) {
-	path, err := p.LookPath(bin)
-	if err != nil {
-		return "", "", fmt.Errorf("%s not found", bin)
-	}
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	defer cancel()
-	out, err := p.Output(ctx, path, "--version")
-	if err != nil {
-		return path, "", fmt.Errorf("%s --version: %w", path, err)
-	}
-	v := versionRe.FindString(string(out))
-	if v == "" {
-		return path, "", fmt.Errorf("%s --version: no version in %q", path, firstLine(out))
-	}
-	return path, v, nil
-}
-
-func parseVersion(v string) (major, minor int, ok bool) {
-	m := versionRe.FindStringSubmatch(v)
-	if m == nil {
-		return 0, 0, false
-	}
-	major, _ = strconv.Atoi(m[1])
-	minor, _ = strconv.Atoi(m[2])
-	return major, minor, true
-}
-
-func firstLine(b []byte) string {
-	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return s
-}
-
-// findTool looks name up on PATH and then in the sbin directories, which
-// are often missing from an unprivileged user's PATH.
-func findTool(p Probes, name string) (string, error) {
-	if path, err := p.LookPath(name); err == nil {
-		return path, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		path := filepath.Join(dir, name)
-		if fi, err := p.Stat(path); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return path, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", name)
-}
-
 // toolsCheck requires every tool; missing ones get status missing.
-func toolsCheck(p Probes, name string, missing Status, fix string, tools ...string) Check {
+func toolsCheck(p hostcap.Probes, name string, missing api.CheckStatus, fix string, tools ...string) Check {
 	var absent []string
 	for _, t := range tools {
-		if _, err := findTool(p, t); err != nil {
+		if _, err := hostcap.FindTool(p, t); err != nil {
 			absent = append(absent, t)
 		}
 	}
@@ -329,7 +170,7 @@ func toolsCheck(p Probes, name string, missing Status, fix string, tools ...stri
 	return Check{Name: name, Status: StatusOK, Detail: strings.Join(tools, ", ")}
 }
 
-func containerCheck(p Probes) Check {
+func containerCheck(p hostcap.Probes) Check {
 	for _, t := range []string{"podman", "docker"} {
 		if path, err := p.LookPath(t); err == nil {
 			return Check{Name: "podman/docker", Status: StatusOK, Detail: path}
@@ -340,7 +181,7 @@ func containerCheck(p Probes) Check {
 		Fix:    "apt install podman (or install docker)"}
 }
 
-func privilegeCheck(ctx context.Context, p Probes, bangerd string) Check {
+func privilegeCheck(ctx context.Context, p hostcap.Probes, bangerd string) Check {
 	const name = "privilege"
 	if p.Geteuid() == 0 {
 		return Check{Name: name, Status: StatusOK, Detail: "running as root"}
@@ -350,7 +191,7 @@ func privilegeCheck(ctx context.Context, p Probes, bangerd string) Check {
 	if err != nil {
 		return Check{Name: name, Status: StatusFail, Detail: "not root and sudo is not installed", Fix: "install sudo; then " + fix}
 	}
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, hostcap.ProbeTimeout)
 	defer cancel()
 	if _, err := p.Output(ctx, sudo, "-n", "true"); err == nil {
 		return Check{Name: name, Status: StatusOK, Detail: "sudo -n works"}
@@ -372,7 +213,7 @@ func orDefault(s, def string) string {
 
 // diskCheck measures free space on the state dir's filesystem (its
 // closest existing ancestor, before the first run creates it).
-func diskCheck(p Probes, dir string) Check {
+func diskCheck(p hostcap.Probes, dir string) Check {
 	const name = "disk"
 	if dir == "" {
 		return Check{Name: name, Status: StatusWarn, Detail: "state directory unknown"}
@@ -436,19 +277,4 @@ func imageCheck(ctx context.Context, c *config.Config, in Input, mmdebstrap bool
 			Fix: "pull or import an image and set default_image in " + configPath(c, in.Paths)}
 	}
 	return Check{Name: name, Status: StatusWarn, Detail: fmt.Sprintf("%s: unknown state %q%s", img, state, suffix)}
-}
-
-// Render writes one line per check ("ok   kvm          detail") with
-// fix hints indented under the failing or warning line.
-func (r Report) Render(w io.Writer) {
-	width := 0
-	for _, c := range r.Checks {
-		width = max(width, len(c.Name))
-	}
-	for _, c := range r.Checks {
-		fmt.Fprintf(w, "%-4s %-*s  %s\n", c.Status, width, c.Name, c.Detail)
-		if c.Fix != "" && c.Status != StatusOK {
-			fmt.Fprintf(w, "%*s  fix: %s\n", 5+width, "", c.Fix)
-		}
-	}
 }

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/hostcap"
 )
 
 // fakeHost is a table row describing a host; probes() turns it into Probes.
@@ -38,8 +39,8 @@ func (f fakeInfo) ModTime() time.Time { return time.Time{} }
 func (f fakeInfo) IsDir() bool        { return f.mode.IsDir() }
 func (f fakeInfo) Sys() any           { return nil }
 
-func (h fakeHost) probes() Probes {
-	return Probes{
+func (h fakeHost) probes() hostcap.Probes {
+	return hostcap.Probes{
 		ReadFile: func(path string) ([]byte, error) {
 			if path == "/proc/cpuinfo" {
 				return []byte(h.cpuinfo), nil
@@ -144,7 +145,7 @@ func merge(ms ...map[string]string) map[string]string {
 
 func TestRun(t *testing.T) {
 	type want struct {
-		status Status
+		status api.CheckStatus
 		detail string // substring
 	}
 	tests := []struct {
@@ -335,58 +336,13 @@ func TestRun(t *testing.T) {
 				}
 			}
 			if rep.OK != tt.wantOK {
-				var buf bytes.Buffer
-				rep.Render(&buf)
-				t.Errorf("OK = %v, want %v\n%s", rep.OK, tt.wantOK, buf.String())
+				t.Errorf("OK = %v, want %v\n%+v", rep.OK, tt.wantOK, rep.Checks)
 			}
 			vd := got["vm defaults"]
 			if want := "4 vcpu (auto) · 8192 MiB (auto) · 8G disk (builtin); set [vm_defaults] in /cfg/config.toml"; vd.Detail != want || vd.Status != StatusOK {
 				t.Errorf("vm defaults = %s %q, want ok %q", vd.Status, vd.Detail, want)
 			}
 		})
-	}
-}
-
-func TestKVMUsable(t *testing.T) {
-	tests := []struct {
-		name   string
-		host   fakeHost
-		ok     bool
-		reason string
-	}{
-		{"vmx", fakeHost{cpuinfo: cpuVMX}, true, "/dev/kvm read-write, CPU has vmx"},
-		{"svm", fakeHost{cpuinfo: cpuSVM}, true, "CPU has svm"},
-		{"pvm", fakeHost{cpuinfo: cpuPVM}, false, "neither vmx nor svm"},
-		{"missing", fakeHost{cpuinfo: cpuVMX, kvm: fs.ErrNotExist}, false, "/dev/kvm does not exist"},
-		{"permission", fakeHost{cpuinfo: cpuVMX, kvm: fs.ErrPermission}, false, "not read-write"},
-		{"flag only in another field", fakeHost{cpuinfo: "model name : vmx svm\nflags : fpu\n"}, false, "neither"},
-	}
-	for _, tt := range tests {
-		ok, reason := KVMUsable(tt.host.probes())
-		if ok != tt.ok || !strings.Contains(reason, tt.reason) {
-			t.Errorf("%s: KVMUsable = %v %q, want %v containing %q", tt.name, ok, reason, tt.ok, tt.reason)
-		}
-	}
-}
-
-func TestFindFirecrackerAndQEMU(t *testing.T) {
-	h := fakeHost{bins: baseBins(bothBins), versions: bothVers}
-	path, v, err := FindFirecracker(h.probes(), nil)
-	if err != nil || path != "/usr/local/bin/firecracker" || v != "1.10.1" {
-		t.Errorf("FindFirecracker = %q %q %v", path, v, err)
-	}
-	path, v, err = FindQEMU(h.probes(), config.Default())
-	if err != nil || path != "/usr/bin/qemu-system-x86_64" || v != "7.2.22" {
-		t.Errorf("FindQEMU = %q %q %v", path, v, err)
-	}
-	bad := fakeHost{bins: baseBins(fcBins), versions: map[string]string{"/usr/local/bin/firecracker": "garbage"}}
-	if _, _, err := FindFirecracker(bad.probes(), nil); err == nil || !strings.Contains(err.Error(), "no version") {
-		t.Errorf("FindFirecracker with garbage output: %v", err)
-	}
-	c := config.Default()
-	c.QEMUBin = "/opt/qemu"
-	if _, _, err := FindQEMU(h.probes(), c); err == nil || !strings.Contains(err.Error(), "/opt/qemu not found") {
-		t.Errorf("FindQEMU with missing qemu_bin: %v", err)
 	}
 }
 
@@ -401,24 +357,5 @@ func TestPrivilege_sudoersRuleForBangerd(t *testing.T) {
 	}
 	if !slices.Contains(calls, "/usr/bin/sudo -n -l /usr/local/bin/bangerd priv") {
 		t.Errorf("sudo -l not consulted; calls: %q", calls)
-	}
-}
-
-func TestReport_Render(t *testing.T) {
-	rep := Report{Checks: []Check{
-		{Name: "kvm", Status: StatusWarn, Detail: "TCG only: no vmx", Fix: "enable it"},
-		{Name: "vm defaults", Status: StatusOK, Detail: "2 vcpu (auto)", Fix: "ignored for ok"},
-		{Name: "disk", Status: StatusFail, Detail: "1 GiB free", Fix: "free space"},
-	}}
-	var buf bytes.Buffer
-	rep.Render(&buf)
-	want := "" +
-		"warn kvm          TCG only: no vmx\n" +
-		"                  fix: enable it\n" +
-		"ok   vm defaults  2 vcpu (auto)\n" +
-		"fail disk         1 GiB free\n" +
-		"                  fix: free space\n"
-	if buf.String() != want {
-		t.Errorf("Render:\n%s\nwant:\n%s", buf.String(), want)
 	}
 }
