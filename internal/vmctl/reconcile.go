@@ -86,17 +86,39 @@ func (m *Manager) killStrays(ctx context.Context, adopted map[int]bool) error {
 	return errors.Join(errs...)
 }
 
+// logBoundInterval is how often console logs are checked against their
+// bound: what a guest writes in between is the overshoot.
+const logBoundInterval = 500 * time.Millisecond
+
 // Watch notices VMMs that exit behind the daemon's back (guest poweroff,
-// crash, kill) and cleans up after them, until ctx ends.
+// crash, kill) and cleans up after them, and keeps every running VM's
+// console log under its bound, until ctx ends.
 func (m *Manager) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	logs := time.NewTicker(logBoundInterval)
+	defer logs.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			m.reap(ctx)
+		case <-logs.C:
+			m.boundLogs()
+		}
+	}
+}
+
+// boundLogs rotates console logs that outgrew ConsoleLogMax: the guest
+// writes them, so nothing else bounds them.
+func (m *Manager) boundLogs() {
+	for id, h := range m.opt.Handles.Snapshot() {
+		if h.ConsoleLog == "" {
+			continue
+		}
+		if _, err := vmm.BoundLog(h.ConsoleLog, m.opt.ConsoleLogMax); err != nil {
+			m.log.Warn("bound console log", "vm_id", id, "err", err)
 		}
 	}
 }

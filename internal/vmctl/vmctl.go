@@ -87,6 +87,9 @@ type Options struct {
 	// StopTimeout is how long a guest gets to shut down before its VMM is
 	// killed.
 	StopTimeout time.Duration
+	// ConsoleLogMax bounds each VM's console.log (and its one rotated
+	// copy); zero means vmm.DefaultConsoleLogMax.
+	ConsoleLogMax int64
 }
 
 // Manager runs VM lifecycles. It is safe for concurrent use; operations on
@@ -119,6 +122,9 @@ func New(opt Options) *Manager {
 	}
 	if opt.StopTimeout == 0 {
 		opt.StopTimeout = 30 * time.Second
+	}
+	if opt.ConsoleLogMax <= 0 {
+		opt.ConsoleLogMax = vmm.DefaultConsoleLogMax
 	}
 	return &Manager{opt: opt, log: opt.Logger, locks: map[string]*sync.Mutex{}, agents: map[string]*agentConn{}}
 }

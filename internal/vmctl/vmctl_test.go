@@ -605,3 +605,47 @@ func BenchmarkCreate_imageSize(b *testing.B) {
 		})
 	}
 }
+
+// TestWatch_boundsTheConsoleLog: a guest that floods its console cannot
+// grow the host's copy past its bound; the watcher rotates it.
+func TestWatch_boundsTheConsoleLog(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	vm, _, err := h.create(t, api.CreateVMRequest{Name: "noisy", Image: "debian-12", Spec: spec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, _ := h.cache.Get(vm.ID)
+	if hd.ConsoleLog == "" {
+		hd.ConsoleLog = filepath.Join(h.dir, "vms", vm.ID, vmm.ConsoleLogFile)
+		if err := h.cache.Set(vm.ID, hd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const max = 64 << 10
+	h.m.opt.ConsoleLogMax = max
+	f, err := os.OpenFile(hd.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bytes.Repeat([]byte("x"), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	go h.m.Watch(ctx, time.Hour)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := os.Stat(hd.ConsoleLog)
+		if err == nil && fi.Size() <= max {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console log still %d bytes, bound %d", fi.Size(), max)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if fi, err := os.Stat(hd.ConsoleLog + vmm.RotatedSuffix); err != nil || fi.Size() != max {
+		t.Fatalf("rotated copy: %v %v, want %d bytes", fi, err, max)
+	}
+}
