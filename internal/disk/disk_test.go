@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,5 +359,55 @@ func BenchmarkClone(b *testing.B) {
 			}
 			b.Logf("method=%s", method)
 		})
+	}
+}
+
+// TestChownRoot: files staged by a user keep that user's uid in an image
+// made with mke2fs -d; after ChownRoot every inode is 0:0, so no guest user
+// shares an owner with them.
+func TestChownRoot(t *testing.T) {
+	testenv.RequireRoot(t) // to stage files owned by another uid
+	requireE2fsprogs(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	for _, p := range []string{"identity.json", "files/0", "files/1/inner"} {
+		full := filepath.Join(src, p)
+		os.MkdirAll(filepath.Dir(full), 0o700)
+		if err := os.WriteFile(full, []byte("secret"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error { return os.Lchown(p, 1000, 1000) })
+	img := filepath.Join(dir, "config.ext4")
+	if err := MakeExt4(ctx, img, 8<<20, "banger-config", src); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(p string) string {
+		out, err := exec.Command("debugfs", "-R", "stat "+p, img).CombinedOutput()
+		if err != nil {
+			t.Fatalf("debugfs stat %s: %v\n%s", p, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "User:") {
+				return strings.Join(strings.Fields(l)[:4], " ")
+			}
+		}
+		t.Fatalf("no owner for %s in\n%s", p, out)
+		return ""
+	}
+	if got := owner("/identity.json"); !strings.Contains(got, "User: 1000") {
+		t.Fatalf("precondition: staged owner %q, want uid 1000 copied by mke2fs", got)
+	}
+	if err := ChownRoot(ctx, img, src); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/identity.json", "/files", "/files/0", "/files/1", "/files/1/inner"} {
+		if got := owner(p); got != "User: 0 Group: 0" {
+			t.Errorf("%s: %q, want root", p, got)
+		}
+	}
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck after ChownRoot: %v\n%s", err, out)
 	}
 }

@@ -80,6 +80,12 @@ func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string
 	if err := disk.MakeExt4(ctx, path, size+int64(len(b))+configDriveSlack, image.LabelConfig, staging); err != nil {
 		return warnings, fmt.Errorf("config drive: %w", err)
 	}
+	// The token and the file_sync payload belong to root in the guest,
+	// whoever runs the daemon: a guest user sharing the host user's uid
+	// must not read them.
+	if err := disk.ChownRoot(ctx, path, staging); err != nil {
+		return warnings, fmt.Errorf("config drive: %w", err)
+	}
 	return warnings, nil
 }
 
