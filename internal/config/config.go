@@ -48,6 +48,10 @@ type Network struct {
 	DNSListen   string   `toml:"dns_listen"`    // default "127.0.0.1:42069"
 	DNSUpstream []string `toml:"dns_upstream"`  // default: nameservers from /etc/resolv.conf
 	TapPoolSize int      `toml:"tap_pool_size"` // default 2, 0..64
+	// Allow opens destinations guests may not reach by default (private
+	// ranges, link-local, the host's other networks): IPv4 addresses or
+	// prefixes such as "192.168.1.10" or "10.20.0.0/16".
+	Allow []string `toml:"allow"`
 }
 
 // VMDefaults overrides the default VM shape. A zero field (or an absent

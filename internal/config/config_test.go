@@ -55,6 +55,8 @@ func TestLoad_invalid(t *testing.T) {
 		{"bad dns_upstream", "[network]\ndns_upstream = [\"192.0.2.1\", \"dns.example\"]\n", `:2: network.dns_upstream[1] "dns.example": must be an IP address`},
 		{"tap pool too big", "[network]\ntap_pool_size = 65\n", `:2: network.tap_pool_size 65: must be between 0 and 64`},
 		{"tap pool negative", "[network]\ntap_pool_size = -1\n", `:2: network.tap_pool_size -1: must be between 0 and 64`},
+		{"allow not a prefix", "[network]\nallow = [\"10.0.0.0/8\", \"lan\"]\n", `:2: network.allow[1] "lan": must be an IPv4 address or network prefix`},
+		{"allow host bits", "[network]\nallow = [\"10.0.0.1/8\"]\n", `:2: network.allow[0] "10.0.0.1/8": must be an IPv4`},
 		{"vcpu zero", "[vm_defaults]\nvcpu = 0\n", `:2: vm_defaults.vcpu 0: must be between 1 and 32`},
 		{"vcpu too many", "[vm_defaults]\nvcpu = 33\n", `:2: vm_defaults.vcpu 33: must be between 1 and 32`},
 		{"memory too small", "[vm_defaults]\nmemory_mib = 128\n", `:2: vm_defaults.memory_mib 128: must be at least 256`},

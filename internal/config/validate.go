@@ -119,10 +119,40 @@ func (c *Config) validateNetwork() error {
 			return c.keyErr(fmt.Sprintf("network.dns_upstream[%d]", i), strconv.Quote(u), `must be an IP address, optionally with a port ("192.0.2.53", "192.0.2.53:53", "[2001:db8::1]:53")`)
 		}
 	}
+	for i, a := range n.Allow {
+		if _, err := ParseAllow(a); err != nil {
+			return c.keyErr(fmt.Sprintf("network.allow[%d]", i), strconv.Quote(a), `must be an IPv4 address or network prefix such as "192.168.1.10" or "10.20.0.0/16"`)
+		}
+	}
 	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
 		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
 	}
 	return nil
+}
+
+// ParseAllow parses one [network] allow entry: an IPv4 address (a /32) or
+// an IPv4 network prefix without host bits.
+func ParseAllow(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+		return netip.PrefixFrom(a, 32), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() || p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("allow %q: want an IPv4 address or network prefix", s)
+	}
+	return p, nil
+}
+
+// AllowPrefixes returns [network] allow as prefixes (entries that do not
+// parse are skipped: Validate has refused them).
+func (n Network) AllowPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range n.Allow {
+		if p, err := ParseAllow(a); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ParseUpstream parses a DNS upstream: an IP address (port 53 assumed) or

@@ -55,6 +55,7 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		Bridge:   d.Config.Network.Bridge,
 		Subnet:   d.Config.Network.Prefix(),
 		PoolSize: d.Config.Network.TapPoolSize,
+		Allow:    d.Config.Network.AllowPrefixes(),
 		UID:      os.Getuid(),
 		GID:      os.Getgid(),
 	}

@@ -222,10 +222,63 @@ func (d Direct) ApplyFirewall(ctx context.Context, f Firewall) error {
 	if err := f.Validate(); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
+	err := d.in(func() error {
+		nets, err := hostNetworks(f.Bridge)
+		f.HostNets = append(f.HostNets, nets...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
 	if err := d.nft(ctx, Ruleset(f)); err != nil {
 		return fmt.Errorf("apply firewall for %s %s: %w", f.Bridge, f.Subnet, err)
 	}
 	return nil
+}
+
+// hostNetworks returns what guests must not reach on this host: every
+// IPv4 address of its interfaces (as /32) and every network it routes
+// through an interface other than the one(s) carrying a default route
+// (VPNs, container bridges, a second LAN). The bridge's own network is the
+// guests' and is denied by Ruleset already. It runs in the caller's
+// network namespace.
+func hostNetworks(bridge string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, netip.PrefixFrom(ip.Unmap(), 32))
+		}
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 254}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list host routes: %w", err)
+	}
+	viaDefault := map[int]bool{}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			viaDefault[r.LinkIndex] = true
+		}
+	}
+	var brIndex int
+	if l, err := netlink.LinkByName(bridge); err == nil {
+		brIndex = l.Attrs().Index
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() || viaDefault[r.LinkIndex] || r.LinkIndex == brIndex && brIndex != 0 {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		bits, _ := r.Dst.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), bits))
+	}
+	return out, nil
 }
 
 // RemoveFirewall implements Privileged.

@@ -27,8 +27,11 @@ const refillRetry = 5 * time.Second
 // subnet (the host takes Gateway(Subnet)), how many idle taps to keep
 // ready, and the user that owns the taps (the one running the VMMs).
 type Config struct {
-	Bridge   string
-	Subnet   netip.Prefix
+	Bridge string
+	Subnet netip.Prefix
+	// Allow are destinations opened to guests although denied by default
+	// (see DeniedByDefault).
+	Allow    []netip.Prefix
 	PoolSize int
 	UID, GID int
 }
@@ -122,7 +125,7 @@ func (m *Manager) Ensure(ctx context.Context) error {
 			return fmt.Errorf("ensure host network: %w", err)
 		}
 	}
-	if err := m.p.ApplyFirewall(ctx, Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet}); err != nil {
+	if err := m.p.ApplyFirewall(ctx, Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow}); err != nil {
 		return fmt.Errorf("ensure host network: %w", err)
 	}
 	if !st.Forwarding {

@@ -405,6 +405,70 @@ func TestNAT_Netns(t *testing.T) {
 			t.Errorf("control: world -> host 203.0.113.1:8080: %v", err)
 		}
 	})
+	// Wall 2: a guest reaches the internet through the default route, and
+	// nothing private: not RFC 1918 space even when it lies behind the
+	// default route, not the metadata service, not a network the host
+	// routes through another interface (a LAN, a VPN, a container bridge).
+	t.Run("guest reaches only public destinations", func(t *testing.T) {
+		lan := testenv.NewNetns(t)
+		for _, step := range []struct {
+			ns   *testenv.Netns
+			argv string
+		}{
+			{host, "ip route add default via 203.0.113.2 dev bgup0"},
+			{world, "ip addr add 198.51.100.2/24 dev eth0"},
+			{world, "ip addr add 169.254.169.254/32 dev eth0"},
+			{world, "ip addr add 172.16.5.2/24 dev eth0"},
+			{world, "ip route add 198.18.0.0/15 via 203.0.113.1"}, // keep replies local
+			{host, "ip link add bglan0 type veth peer name eth0 netns " + lan.Name},
+			{host, "ip addr add 100.100.0.1/24 dev bglan0"}, // a VPN-like CGNAT address
+			{host, "ip addr add 198.51.200.1/24 dev bglan0"},
+			{host, "ip link set bglan0 up"},
+			{lan, "ip addr add 198.51.200.2/24 dev eth0"},
+			{lan, "ip addr add 100.100.0.2/24 dev eth0"},
+			{lan, "ip link set eth0 up"},
+		} {
+			if _, err := step.ns.Run(ctx, strings.Fields(step.argv)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		listen(world, "198.51.100.2:8000")
+		listen(world, "169.254.169.254:8000")
+		listen(world, "172.16.5.2:8000")
+		listen(lan, "198.51.200.2:8000") // public-looking, but not via the default route
+		listen(lan, "100.100.0.2:8000")
+		// The firewall follows the host's networks as they are when a VM
+		// starts (Ensure runs then).
+		if err := m.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := dial(guest, "198.51.100.2:8000"); err != nil || got != "203.0.113.1" {
+			t.Errorf("guest -> public 198.51.100.2: %q, %v; want it reached, masqueraded", got, err)
+		}
+		for _, addr := range []string{"169.254.169.254:8000", "172.16.5.2:8000", "198.51.200.2:8000", "100.100.0.2:8000"} {
+			if got, err := dial(guest, addr); err == nil {
+				t.Errorf("guest reached %s (answered %q)", addr, got)
+			}
+			// The listener is up: the host itself reaches it.
+			if _, err := dial(host, addr); err != nil {
+				t.Errorf("control: host -> %s: %v", addr, err)
+			}
+		}
+
+		// The user's exception opens exactly what it names.
+		m2 := New(Config{Bridge: "bgnat0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
+			Allow: []netip.Prefix{netip.MustParsePrefix("172.16.5.2/32")}}, Direct{NetNS: host.Path}, testLogger(t))
+		defer m2.Close()
+		if err := m2.Ensure(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dial(guest, "172.16.5.2:8000"); err != nil {
+			t.Errorf("guest -> allowed 172.16.5.2: %v", err)
+		}
+		if got, err := dial(guest, "169.254.169.254:8000"); err == nil {
+			t.Errorf("an allow of 172.16.5.2 opened the metadata service (answered %q)", got)
+		}
+	})
 	t.Run("the world cannot open connections to the guest", func(t *testing.T) {
 		listen(guest, "192.0.2.2:9000")
 		if _, err := world.Run(ctx, "ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.1"); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -141,6 +142,68 @@ func CheckSubnet(subnet netip.Prefix) error {
 type Firewall struct {
 	Bridge string
 	Subnet netip.Prefix
+	// Allow are destinations the user opened for guests although they are
+	// denied by default ([network] allow in config).
+	Allow []netip.Prefix
+	// HostNets are the host's own addresses and the networks it routes
+	// other than through its default route; guests may not reach them.
+	// Direct.ApplyFirewall fills them in from the kernel.
+	HostNets []netip.Prefix
+}
+
+// DeniedByDefault are the destinations no guest reaches unless the user
+// allows them: "this network", RFC 1918 private ranges, CGNAT, loopback,
+// link-local (with the cloud metadata service at 169.254.169.254),
+// benchmarking, multicast and reserved space, and broadcast. The guests'
+// own subnet is in it too, as are the host's addresses and other networks
+// (Firewall.HostNets).
+var DeniedByDefault = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// mergePrefixes returns the IPv4 prefixes of ps, masked, sorted, without
+// any that another one contains (nftables refuses overlapping elements
+// in an interval set).
+func mergePrefixes(ps ...[]netip.Prefix) []netip.Prefix {
+	var all []netip.Prefix
+	for _, l := range ps {
+		for _, p := range l {
+			if p.IsValid() && p.Addr().Is4() {
+				all = append(all, p.Masked())
+			}
+		}
+	}
+	slices.SortFunc(all, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	var out []netip.Prefix
+	for _, p := range all {
+		if n := len(out); n > 0 && out[n-1].Bits() <= p.Bits() && out[n-1].Contains(p.Addr()) {
+			continue // inside the previous (shorter or equal) prefix
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func nftElements(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Validate checks the bridge name and the subnet.
@@ -167,9 +230,12 @@ const (
 // The rules:
 //   - postrouting: masquerade guest traffic leaving by any interface but
 //     the bridge, so guests reach the outside world as the host.
-//   - forward: guests may go out; replies come back; nothing else is
-//     forwarded to or from the bridge (no spoofed sources, no inbound
-//     connections, no IPv6).
+//   - forward: guests may go out to the internet, not to the destinations
+//     of the deny set (DeniedByDefault, the guests' subnet, the host's
+//     addresses and its networks other than the default route) unless
+//     the allow set (the user's exceptions) names them; replies come
+//     back; nothing else is forwarded to or from the bridge (no spoofed
+//     sources, no inbound connections, no IPv6).
 //   - input: from the bridge, only DNS (udp and tcp 53) to the gateway and
 //     replies to connections the host opened (ssh, the agent) reach the
 //     host; every other host address and port is dropped, guests being
@@ -185,12 +251,22 @@ func Ruleset(f Firewall) string {
 	fmt.Fprintf(&b, "table %s %s\n", TableFamily, TableName)
 	fmt.Fprintf(&b, "delete table %s %s\n", TableFamily, TableName)
 	fmt.Fprintf(&b, "table %s %s {\n", TableFamily, TableName)
+	deny := mergePrefixes(DeniedByDefault, []netip.Prefix{f.Subnet}, f.HostNets)
+	fmt.Fprintf(&b, "\tset deny {\n\t\ttype ipv4_addr; flags interval;\n\t\telements = { %s }\n\t}\n", nftElements(deny))
+	allow := mergePrefixes(f.Allow)
+	if len(allow) > 0 {
+		fmt.Fprintf(&b, "\tset allow {\n\t\ttype ipv4_addr; flags interval;\n\t\telements = { %s }\n\t}\n", nftElements(allow))
+	}
 	fmt.Fprintf(&b, "\tchain postrouting {\n")
 	fmt.Fprintf(&b, "\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
 	fmt.Fprintf(&b, "\t\tip saddr %s oifname != %s masquerade\n", f.Subnet, br)
 	fmt.Fprintf(&b, "\t}\n")
 	fmt.Fprintf(&b, "\tchain forward {\n")
 	fmt.Fprintf(&b, "\t\ttype filter hook forward priority filter; policy accept;\n")
+	if len(allow) > 0 {
+		fmt.Fprintf(&b, "\t\tiifname %s oifname != %s ip saddr %s ip daddr @allow accept\n", br, br, f.Subnet)
+	}
+	fmt.Fprintf(&b, "\t\tiifname %s ip daddr @deny drop\n", br)
 	fmt.Fprintf(&b, "\t\tiifname %s oifname != %s ip saddr %s accept\n", br, br, f.Subnet)
 	fmt.Fprintf(&b, "\t\toifname %s ip daddr %s ct state established,related accept\n", br, f.Subnet)
 	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)

@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"flag"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -161,6 +162,18 @@ func TestCheckSubnet(t *testing.T) {
 	}
 }
 
+func TestMergePrefixes(t *testing.T) {
+	got := mergePrefixes([]netip.Prefix{
+		netip.MustParsePrefix("10.1.2.3/32"), netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("192.0.2.7/24"), netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("198.51.100.1/32"),
+	})
+	want := "[10.0.0.0/8 192.0.2.0/24 198.51.100.1/32]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("mergePrefixes = %v, want %v", got, want)
+	}
+}
+
 func TestRuleset(t *testing.T) {
 	for _, tc := range []struct {
 		golden string
@@ -168,6 +181,11 @@ func TestRuleset(t *testing.T) {
 	}{
 		{"ruleset-default.nft", Firewall{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}},
 		{"ruleset-doc.nft", Firewall{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/28")}},
+		{"ruleset-allow.nft", Firewall{
+			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"),
+			Allow:    []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("10.1.0.0/16")},
+			HostNets: []netip.Prefix{netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("10.20.0.0/16")},
+		}},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			if err := tc.fw.Validate(); err != nil {

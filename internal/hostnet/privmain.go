@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -53,10 +54,11 @@ func privMain(ctx context.Context, args []string, stderr io.Writer, p Privileged
 // PrivRequest is one validated `bangerd priv` request.
 type PrivRequest struct {
 	Op       string
-	Name     string       // link name (ensure-bridge, ensure-tap, delete-link)
-	Bridge   string       // ensure-tap, apply-firewall
-	Subnet   netip.Prefix // ensure-bridge, apply-firewall
-	UID, GID int          // ensure-tap
+	Name     string         // link name (ensure-bridge, ensure-tap, delete-link)
+	Bridge   string         // ensure-tap, apply-firewall
+	Subnet   netip.Prefix   // ensure-bridge, apply-firewall
+	UID, GID int            // ensure-tap
+	Allow    []netip.Prefix // apply-firewall
 }
 
 // ErrPrivUsage marks a rejected `bangerd priv` request.
@@ -79,7 +81,7 @@ func ParsePriv(args []string) (PrivRequest, error) {
 	op, rest := args[0], args[1:]
 	want := map[string]int{
 		OpEnsureBridge: 2, OpEnsureTap: 4, OpDeleteLink: 1,
-		OpApplyFirewall: 2, OpRemoveFirewall: 0, OpEnableForwarding: 0,
+		OpApplyFirewall: 3, OpRemoveFirewall: 0, OpEnableForwarding: 0,
 	}
 	n, ok := want[op]
 	if !ok {
@@ -123,6 +125,9 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.Subnet, err = parseSubnet(rest[1]); err != nil {
 			return PrivRequest{}, err
 		}
+		if req.Allow, err = parseAllow(rest[2]); err != nil {
+			return PrivRequest{}, err
+		}
 	}
 	return req, nil
 }
@@ -137,13 +142,50 @@ func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
 	case OpDeleteLink:
 		return p.DeleteLink(ctx, r.Name)
 	case OpApplyFirewall:
-		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet})
+		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow})
 	case OpRemoveFirewall:
 		return p.RemoveFirewall(ctx)
 	case OpEnableForwarding:
 		return p.EnableForwarding(ctx)
 	}
 	return usage("unknown operation %q", r.Op)
+}
+
+// maxAllow bounds the allow list one request may carry.
+const maxAllow = 256
+
+// FormatAllow is the apply-firewall argument for an allow list: canonical
+// IPv4 prefixes joined by commas, or "-" for none.
+func FormatAllow(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Masked().String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// parseAllow accepts what FormatAllow makes, and nothing else: each
+// element a canonical IPv4 network prefix.
+func parseAllow(s string) ([]netip.Prefix, error) {
+	if s == "-" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > maxAllow {
+		return nil, usage("allow list: %d prefixes, at most %d", len(parts), maxAllow)
+	}
+	out := make([]netip.Prefix, 0, len(parts))
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(part)
+		if err != nil || !p.Addr().Is4() || p.Masked() != p || p.String() != part {
+			return nil, usage("allow %q: want a canonical IPv4 network prefix such as 192.168.1.0/24", part)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func parseManaged(what, s string) (string, error) {
