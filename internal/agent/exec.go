@@ -310,69 +310,36 @@ func runProcessStream(sc *stream.Conn, conn io.Closer, p *process) ExitStatus {
 		go copyOut(stream.Stderr, p.stderr)
 	}
 
-	// Stdin writer, fed through a small bounded queue so signals and
-	// resizes are not stuck behind a command that does not read stdin.
-	stdinCh := make(chan []byte, 16)
-	var closeStdin sync.Once
-	stdinDone := make(chan struct{})
+	// Frames from the peer. Stdin is written on the bridge's own
+	// goroutine, so signals and resizes are not stuck behind a command
+	// that does not read stdin.
 	go func() {
-		defer close(stdinDone)
-		var w io.Writer
-		if p.tty != nil {
-			w = p.tty
-		} else {
-			w = p.stdin
-			defer p.stdin.Close()
-		}
-		broken := false
-		for b := range stdinCh {
-			if broken {
-				continue
-			}
-			if _, err := w.Write(b); err != nil {
-				broken = true
-			}
-		}
-	}()
-
-	// Frames from the peer.
-	go func() {
-		defer closeStdin.Do(func() { close(stdinCh) })
-		err := sc.Demux(map[stream.Kind]func(stream.Frame) error{
-			stream.Stdin: func(f stream.Frame) error {
-				select {
-				case stdinCh <- f.Data:
-				case <-procDone:
-				}
-				return nil
-			},
-			stream.StdinEOF: func(stream.Frame) error {
-				if p.tty == nil {
-					closeStdin.Do(func() { close(stdinCh) })
-				}
-				return nil
-			},
-			stream.Resize: func(f stream.Frame) error {
-				cols, rows, err := stream.DecodeResize(f.Data)
-				if err == nil && p.tty != nil {
+		br := stream.Bridge{
+			Done: procDone,
+			Resize: func(cols, rows uint16) {
+				if p.tty != nil {
 					_ = pty.Setsize(p.tty, &pty.Winsize{Cols: cols, Rows: rows})
 				}
-				return nil
 			},
-			stream.Signal: func(f stream.Frame) error {
-				sig, err := parseSignal(string(f.Data))
+			Signal: func(name string) {
+				sig, err := parseSignal(name)
 				if err != nil {
-					return nil
+					return
 				}
 				mu.Lock()
 				if !exited {
 					_ = p.signal(sig)
 				}
 				mu.Unlock()
-				return nil
 			},
-		})
-		_ = err
+		}
+		if p.tty != nil {
+			br.Stdin = func(b []byte) error { _, err := p.tty.Write(b); return err }
+		} else {
+			br.Stdin = func(b []byte) error { _, err := p.stdin.Write(b); return err }
+			br.CloseStdin = func() { p.stdin.Close() }
+		}
+		_ = br.Run(sc)
 		// The peer is gone (or the stream is over): make sure the command
 		// does not outlive its only audience.
 		mu.Lock()

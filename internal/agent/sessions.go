@@ -545,8 +545,11 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 	detached := make(chan struct{})
 	go func() {
 		defer close(detached)
-		_ = sc.Demux(map[stream.Kind]func(stream.Frame) error{
-			stream.Stdin: func(f stream.Frame) error {
+		// Stdin is written on the bridge's own goroutine, so resizes and
+		// signals reach a session that does not read its stdin.
+		_ = stream.Bridge{
+			Done: e.done,
+			Stdin: func(b []byte) error {
 				e.mu.Lock()
 				p, running := e.proc, e.info.State == SessionRunning
 				e.mu.Unlock()
@@ -557,29 +560,25 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 				if p.tty != nil {
 					in = p.tty
 				}
-				_, _ = in.Write(f.Data)
+				_, _ = in.Write(b)
 				return nil
 			},
-			stream.StdinEOF: func(stream.Frame) error { return nil },
-			stream.Resize: func(f stream.Frame) error {
-				cols, rows, err := stream.DecodeResize(f.Data)
+			Resize: func(cols, rows uint16) {
 				e.mu.Lock()
-				if err == nil && e.info.State == SessionRunning && e.proc.tty != nil {
+				if e.info.State == SessionRunning && e.proc.tty != nil {
 					_ = pty.Setsize(e.proc.tty, &pty.Winsize{Cols: cols, Rows: rows})
 				}
 				e.mu.Unlock()
-				return nil
 			},
-			stream.Signal: func(f stream.Frame) error {
-				sig, err := parseSignal(string(f.Data))
+			Signal: func(name string) {
+				sig, err := parseSignal(name)
 				e.mu.Lock()
 				if err == nil && e.info.State == SessionRunning {
 					_ = e.proc.signal(sig)
 				}
 				e.mu.Unlock()
-				return nil
 			},
-		})
+		}.Run(sc)
 	}()
 	e.mu.Lock()
 	off := e.total - replay

@@ -199,3 +199,48 @@ func TestSessions_LostAfterAgentRestart(t *testing.T) {
 		t.Fatalf("reloaded running session: ok=%v %+v", ok, e.snapshot())
 	}
 }
+
+// TestSessions_AttachSignalPassesUnreadStdin: a session that never reads
+// stdin, given more stdin than a pipe holds, still gets the signal sent
+// after it.
+func TestSessions_AttachSignalPassesUnreadStdin(t *testing.T) {
+	c := sessionServer(t, t.TempDir(), 0)
+	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "deaf",
+		Argv: []string{"sh", "-c", `trap 'exit 7' USR1; while :; do sleep 0.02; done`}}); err != nil {
+		t.Fatal(err)
+	}
+	sigs := make(chan string, 1)
+	stdin := &signalAfter{n: 512 << 10, after: 256 << 10, fire: func() { sigs <- "USR1" }, stop: make(chan struct{})}
+	defer close(stdin.stop)
+	st, err := c.AttachSession(ctxTimeout(t, 15*time.Second), "deaf", AttachOptions{}, ExecIO{Stdin: stdin, Signal: sigs})
+	if err != nil || st.Code != 7 {
+		t.Fatalf("attach: %+v, %v (signal stuck behind stdin?)", st, err)
+	}
+}
+
+// signalAfter is a stdin of n bytes that calls fire once after bytes
+// have been read, then blocks at the end until stop instead of returning
+// EOF.
+type signalAfter struct {
+	n, after, read int
+	fire           func()
+	fired          bool
+	stop           chan struct{}
+}
+
+func (s *signalAfter) Read(p []byte) (int, error) {
+	if s.read >= s.n {
+		<-s.stop // no EOF: the session must end by the signal
+		return 0, io.EOF
+	}
+	k := min(len(p), s.n-s.read)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	s.read += k
+	if !s.fired && s.read >= s.after {
+		s.fired = true
+		s.fire()
+	}
+	return k, nil
+}

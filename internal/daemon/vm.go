@@ -317,31 +317,27 @@ func newFrameBridge(parent context.Context, conn net.Conn) *frameBridge {
 		resize: make(chan [2]uint16, 8), signals: make(chan string, 8)}
 	go func() {
 		defer cancel()
-		defer stdinW.Close()
-		for {
-			f, err := b.sc.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f.Kind {
-			case stream.Stdin:
-				_, _ = stdinW.Write(f.Data)
-			case stream.StdinEOF:
-				stdinW.Close()
-			case stream.Resize:
-				if cols, rows, err := stream.DecodeResize(f.Data); err == nil {
-					select {
-					case b.resize <- [2]uint16{cols, rows}:
-					default:
-					}
-				}
-			case stream.Signal:
+		// Stdin goes through the pipe on the bridge's own goroutine, so
+		// resizes and signals are not stuck behind a guest command that
+		// does not read stdin.
+		_ = stream.Bridge{
+			Done:       ctx.Done(),
+			Stdin:      func(p []byte) error { _, err := stdinW.Write(p); return err },
+			CloseStdin: func() { stdinW.Close() },
+			Resize: func(cols, rows uint16) {
 				select {
-				case b.signals <- string(f.Data):
+				case b.resize <- [2]uint16{cols, rows}:
 				default:
 				}
-			}
-		}
+			},
+			Signal: func(name string) {
+				select {
+				case b.signals <- name:
+				default:
+				}
+			},
+			Other: func(stream.Frame) error { return nil },
+		}.Run(b.sc)
 	}()
 	return b
 }
