@@ -21,7 +21,7 @@ import (
 
 // requireNetTools stops a privileged test unless it can run: root, ip and
 // nft (fatal in CI, skip elsewhere).
-func requireNetTools(t *testing.T) {
+func requireNetTools(t testing.TB) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ip", "nft")
