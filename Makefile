@@ -2,7 +2,7 @@
 #
 #   make build   bin/banger, bin/bangerd, bin/banger-agent (static, CGO_ENABLED=0)
 #   make test    the README's test command (./scripts/test.sh)
-#   make lint    gofmt, go vet and staticcheck (pinned as a go.mod tool)
+#   make lint    go mod tidy -diff, gofmt, go vet and staticcheck (pinned as a go.mod tool)
 #
 # VERSION and BUILD_STAMP are linked into every binary (package
 # internal/buildinfo). The CLI replaces a running bangerd whose stamp is
@@ -27,6 +27,7 @@ test:
 	./scripts/test.sh
 
 lint:
+	$(GO) mod tidy -diff
 	@out="$$(gofmt -l cmd internal)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
