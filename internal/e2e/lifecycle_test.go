@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -132,6 +133,18 @@ func TestLifecycle(t *testing.T) {
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "getent", "hosts", "t1.vm"))
 		if !strings.Contains(r.stdout, ip) {
 			t.Fatalf("guest resolves t1.vm to %q, want %s", r.stdout, ip)
+		}
+	})
+
+	t.Run("the VMM runs under its seccomp sandbox", func(t *testing.T) {
+		pid := int(e.vm("t1")["pid"].(float64))
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Seccomp: 2 is filter mode; QEMU without -sandbox runs with 0.
+		if !regexp.MustCompile(`(?m)^Seccomp:\s+2$`).Match(status) {
+			t.Fatalf("vmm pid %d is not seccomp-filtered:\n%s", pid, status)
 		}
 	})
 
