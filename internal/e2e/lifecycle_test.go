@@ -136,6 +136,16 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("the config drive is unmounted after boot", func(t *testing.T) {
+		// identity.json holds the agent token; once applied, no path in
+		// the guest reaches it.
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c",
+			"grep -q ' /run/banger/config ' /proc/self/mountinfo && echo mounted; ls -A /run/banger/config 2>/dev/null; echo done"))
+		if strings.TrimSpace(r.stdout) != "done" {
+			t.Fatalf("config drive still reachable in the guest:\n%s", r.stdout)
+		}
+	})
+
 	t.Run("the VMM runs under its seccomp sandbox", func(t *testing.T) {
 		pid := int(e.vm("t1")["pid"].(float64))
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
