@@ -394,7 +394,7 @@ func TestCreate_rejectsBadInputBeforeAnythingExists(t *testing.T) {
 		{"memory below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 64, DiskBytes: 1 << 30}}, "--memory 64 MiB: below"},
 		{"memory above host", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 1 << 20, DiskBytes: 1 << 30}}, "more than the host's"},
 		{"disk below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 20}}, "--disk-size 1M: below"},
-		{"disk above free space", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 60}}, "free in"},
+		{"disk above free space", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 60}}, "not enough disk space"},
 		{"missing vmm", api.CreateVMRequest{Image: "debian-12", VMM: "firecracker", Spec: spec()}, "no firecracker binary"},
 		{"unknown image", api.CreateVMRequest{Image: "nope", Spec: spec()}, `image "nope" not found`},
 	}
