@@ -50,7 +50,25 @@ func imageCache(t testing.TB) string {
 	return filepath.Join(d, "debian")
 }
 
-func newEnv(t testing.TB) *env {
+// defaultConfig is the config of every test daemon. Guests live on a
+// documentation range inside the test's namespace.
+const defaultConfig = `
+vmm = "qemu"
+[network]
+bridge = "bgtest0"
+subnet = "192.0.2.0/24"
+dns_listen = "127.0.0.1:42169"
+dns_upstream = ["127.0.0.1:1"]
+tap_pool_size = 1
+[vm_defaults]
+vcpu = 2
+memory_mib = 1024
+disk_size = "2G"
+`
+
+// newEnv makes a test world; each edit rewrites the config text before it
+// is written (a test that needs another upstream or bound).
+func newEnv(t testing.TB, edits ...func(string) string) *env {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "qemu-system-x86_64", "mmdebstrap", "mkfs.ext4", "nft", "ip", "ssh")
 	if testing.Short() {
@@ -81,20 +99,11 @@ func newEnv(t testing.TB) *env {
 		t.Fatalf("build agent: %v\n%s", err, out)
 	}
 	cfg := filepath.Join(base, "config.toml")
-	// Guests live on a documentation range inside the test's namespace.
-	if err := os.WriteFile(cfg, []byte(`
-vmm = "qemu"
-[network]
-bridge = "bgtest0"
-subnet = "192.0.2.0/24"
-dns_listen = "127.0.0.1:42169"
-dns_upstream = ["127.0.0.1:1"]
-tap_pool_size = 1
-[vm_defaults]
-vcpu = 2
-memory_mib = 1024
-disk_size = "2G"
-`), 0o600); err != nil {
+	text := defaultConfig
+	for _, edit := range edits {
+		text = edit(text)
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.envv = append(os.Environ(),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -132,6 +133,28 @@ func TestLifecycle(t *testing.T) {
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "getent", "hosts", "t1.vm"))
 		if !strings.Contains(r.stdout, ip) {
 			t.Fatalf("guest resolves t1.vm to %q, want %s", r.stdout, ip)
+		}
+	})
+
+	t.Run("the config drive is unmounted after boot", func(t *testing.T) {
+		// identity.json holds the agent token; once applied, no path in
+		// the guest reaches it.
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c",
+			"grep -q ' /run/banger/config ' /proc/self/mountinfo && echo mounted; ls -A /run/banger/config 2>/dev/null; echo done"))
+		if strings.TrimSpace(r.stdout) != "done" {
+			t.Fatalf("config drive still reachable in the guest:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("the VMM runs under its seccomp sandbox", func(t *testing.T) {
+		pid := int(e.vm("t1")["pid"].(float64))
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Seccomp: 2 is filter mode; QEMU without -sandbox runs with 0.
+		if !regexp.MustCompile(`(?m)^Seccomp:\s+2$`).Match(status) {
+			t.Fatalf("vmm pid %d is not seccomp-filtered:\n%s", pid, status)
 		}
 	})
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -133,8 +134,18 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 	if err := os.MkdirAll(m.opt.VMsDir, 0o700); err != nil {
 		return store.VM{}, "", fmt.Errorf("create vms dir: %w", err)
 	}
-	if free, err := freeBytes(m.opt.VMsDir); err == nil && spec.DiskBytes > free {
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--disk-size %s: more than the %s free in %s", config.FormatSize(spec.DiskBytes), config.FormatSize(free), m.opt.VMsDir)
+	if free, err := freeBytes(m.opt.VMsDir); err == nil {
+		taken, vms, err := promised(m.opt.VMsDir, m.opt.ConsoleLogMax)
+		if err != nil {
+			return store.VM{}, "", err
+		}
+		need := int64(math.MaxInt64) // a disk size this large cannot fit anyway
+		if spec.DiskBytes < math.MaxInt64/4 {
+			need = 2*spec.DiskBytes + 2*m.opt.ConsoleLogMax
+		}
+		if err := checkSpace(m.opt.VMsDir, free, taken, vms, need); err != nil {
+			return store.VM{}, "", err
+		}
 	}
 	want := req.VMM
 	if want == "" {

@@ -12,10 +12,11 @@ import (
 )
 
 // Reconcile brings memory in line with reality after daemon start: every
-// VM recorded as running or creating whose VMM still runs is re-adopted
-// (handles cached, tap marked in use, DNS record restored); every other
-// one has what its handles name torn down and is marked stopped (or
-// failed, for an interrupted create) with the reason in last_error.
+// VM recorded as running whose VMM still runs is re-adopted (handles
+// cached, tap marked in use, DNS record restored); the VMM of a create
+// the daemon died in is ended; every other VM has what its handles name
+// torn down and is marked stopped (or failed, for an interrupted create)
+// with the reason in last_error.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	vms, err := m.opt.Store.ListVMs(ctx)
 	if err != nil {
@@ -27,6 +28,17 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	adopted := map[int]bool{}
 	for _, vm := range vms {
 		h, herr := m.opt.Handles.Load(vm.ID)
+		if herr == nil && vm.State == store.StateCreating && vmm.Alive(h) {
+			// The daemon died inside create: the guest never answered
+			// under it, its host keys were never pinned and the create's
+			// rollback never ran. Adopting it would make a VM nobody
+			// finished; end the VMM and fail the create instead.
+			m.log.Warn("ending the vmm of an interrupted create", "vm", vm.Name, "pid", h.PID)
+			if err := vmm.KillProcess(ctx, h); err != nil {
+				errs = append(errs, fmt.Errorf("end vmm of interrupted create %s: %w", vm.Name, err))
+				continue
+			}
+		}
 		if herr == nil && vmm.Alive(h) {
 			adopted[h.PID] = true
 			if h.Tap != "" {

@@ -394,7 +394,7 @@ func TestCreate_rejectsBadInputBeforeAnythingExists(t *testing.T) {
 		{"memory below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 64, DiskBytes: 1 << 30}}, "--memory 64 MiB: below"},
 		{"memory above host", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 1 << 20, DiskBytes: 1 << 30}}, "more than the host's"},
 		{"disk below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 20}}, "--disk-size 1M: below"},
-		{"disk above free space", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 60}}, "free in"},
+		{"disk above free space", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 60}}, "not enough disk space"},
 		{"missing vmm", api.CreateVMRequest{Image: "debian-12", VMM: "firecracker", Spec: spec()}, "no firecracker binary"},
 		{"unknown image", api.CreateVMRequest{Image: "nope", Spec: spec()}, `image "nope" not found`},
 	}
@@ -505,6 +505,43 @@ func TestReconcile_adoptsLiveAndTearsDownDead(t *testing.T) {
 	}
 	if _, err := vmm.ReadHandles(filepath.Join(h.dir, "vms", dead.ID)); !errors.Is(err, vmm.ErrNoHandles) {
 		t.Errorf("dead vm handles: %v", err)
+	}
+}
+
+// A daemon killed during create leaves a row in state creating with
+// handles recorded at spawn and a live VMM: the next daemon ends it rather
+// than adopting a VM whose create never finished.
+func TestReconcile_endsTheVMMOfAnInterruptedCreate(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	vm, _, err := h.create(t, api.CreateVMRequest{Name: "half", Image: "debian-12", Spec: spec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, _ := h.cache.Get(vm.ID)
+	if _, err := h.st.UpdateVM(ctx, vm.ID, func(v *store.VM) error { v.State = store.StateCreating; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	opt := h.m.opt
+	net2 := &fakeNet{out: map[string]bool{}}
+	dns2 := &fakeDNS{m: map[string]netip.Addr{}}
+	opt.Network, opt.DNS, opt.Handles = net2, dns2, vmm.NewHandleCache(filepath.Join(h.dir, "vms"))
+	m2 := New(opt)
+	if err := m2.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if vmm.Alive(hd) {
+		t.Fatalf("vmm pid %d of the interrupted create still runs", hd.PID)
+	}
+	got, _ := h.st.GetVM(ctx, vm.ID)
+	if got.State != store.StateFailed || !strings.Contains(got.LastError, "create interrupted") {
+		t.Errorf("vm = %s %q, want failed with the reason", got.State, got.LastError)
+	}
+	if len(net2.adopted) != 0 || !slices.Contains(net2.released, hd.Tap) {
+		t.Errorf("tap adopted %v, released %v; want %s released", net2.adopted, net2.released, hd.Tap)
+	}
+	if _, ok := dns2.get("half"); ok {
+		t.Error("dns record for an interrupted create")
 	}
 }
 

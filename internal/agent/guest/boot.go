@@ -26,10 +26,13 @@ type BootConfig struct {
 }
 
 // Boot finds the config drive (label banger-config), mounts it read-only,
-// reads identity.json and applies it. It returns the identity whenever it
-// could be read (so the agent can serve with its token even when a step
-// of the apply failed), together with the apply's error.
-func Boot(ctx context.Context, cfg BootConfig) (agent.Identity, error) {
+// reads identity.json, applies it and unmounts the drive again: the agent
+// token and the file_sync payload then live only in the agent's memory and
+// in the files Apply wrote with their own owners and modes, never in a
+// mounted tree another guest user could read. It returns the identity
+// whenever it could be read (so the agent can serve with its token even
+// when a step of the apply failed), together with the apply's error.
+func Boot(ctx context.Context, cfg BootConfig) (id agent.Identity, err error) {
 	if cfg.Root == "" {
 		cfg.Root = "/"
 	}
@@ -59,7 +62,12 @@ func Boot(ctx context.Context, cfg BootConfig) (agent.Identity, error) {
 			return agent.Identity{}, fmt.Errorf("boot: %w", err)
 		}
 	}
-	id, err := LoadIdentity(filepath.Join(cfg.ConfigDir, agent.IdentityFile))
+	defer func() {
+		if uerr := cfg.Sys.Unmount(cfg.ConfigDir); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("boot: %w", uerr))
+		}
+	}()
+	id, err = LoadIdentity(filepath.Join(cfg.ConfigDir, agent.IdentityFile))
 	if err != nil {
 		return agent.Identity{}, fmt.Errorf("boot: %w", err)
 	}

@@ -40,6 +40,9 @@ type System interface {
 	FindLabel(label string) (string, error)
 	// Mount mounts an ext4 device at target (created when missing).
 	Mount(dev, target string, readOnly bool) error
+	// Unmount detaches the filesystem mounted at target; nothing mounted
+	// there is not an error.
+	Unmount(target string) error
 	// Chown sets the owner of path without following symlinks.
 	Chown(path string, uid, gid int) error
 	// GenerateHostKeys creates the missing ssh host keys under root

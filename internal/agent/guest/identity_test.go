@@ -22,6 +22,7 @@ type fakeSystem struct {
 	mounted   map[string]bool
 	labels    map[string]string
 	mounts    []string
+	unmounts  []string
 	chowned   map[string]bool
 	keygens   int
 	keygenErr error
@@ -39,6 +40,11 @@ func (f *fakeSystem) FindLabel(l string) (string, error) { return f.labels[l], n
 func (f *fakeSystem) Mount(dev, target string, ro bool) error {
 	f.mounts = append(f.mounts, dev+" "+target)
 	f.mounted[target] = true
+	return nil
+}
+func (f *fakeSystem) Unmount(target string) error {
+	f.unmounts = append(f.unmounts, target)
+	f.mounted[target] = false
 	return nil
 }
 func (f *fakeSystem) Chown(p string, uid, gid int) error {

@@ -150,6 +150,20 @@ func (LinuxSystem) Mount(dev, target string, readOnly bool) error {
 	return nil
 }
 
+// Unmount detaches the filesystem at target. EINVAL (nothing mounted
+// there) is not an error; EBUSY falls back to a lazy detach so an open
+// file cannot keep the config drive reachable by path.
+func (LinuxSystem) Unmount(target string) error {
+	err := unix.Unmount(target, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(target, unix.MNT_DETACH)
+	}
+	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}
+
 // Chown sets the owner of path without following symlinks.
 func (LinuxSystem) Chown(path string, uid, gid int) error {
 	if err := os.Lchown(path, uid, gid); err != nil {

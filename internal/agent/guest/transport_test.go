@@ -92,12 +92,28 @@ func TestBoot_FindsMountsAndApplies(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(root, "etc", "hostname")); string(b) != "bright-fox\n" {
 		t.Fatalf("hostname file %q", b)
 	}
-	// Second boot: already mounted, nothing mounted again.
+	// The drive holding the token is unmounted once identity is applied.
+	if len(sys.unmounts) != 1 || sys.unmounts[0] != cfgDir || sys.mounted[cfgDir] {
+		t.Fatalf("config drive left mounted: unmounts %v", sys.unmounts)
+	}
+	// Already mounted (an agent restarted before it unmounted): nothing
+	// mounted again, and unmounted after.
+	sys.mounted[cfgDir] = true
 	if _, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys}); err != nil {
 		t.Fatal(err)
 	}
-	if len(sys.mounts) != 1 {
-		t.Fatalf("mounted again: %v", sys.mounts)
+	if len(sys.mounts) != 1 || len(sys.unmounts) != 2 {
+		t.Fatalf("mounts %v, unmounts %v", sys.mounts, sys.unmounts)
+	}
+	// A boot that fails still unmounts.
+	if err := os.WriteFile(filepath.Join(cfgDir, agent.IdentityFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys}); err == nil {
+		t.Fatal("a broken identity.json was accepted")
+	}
+	if len(sys.unmounts) != 3 || sys.mounted[cfgDir] {
+		t.Fatalf("failed boot left the drive mounted: unmounts %v", sys.unmounts)
 	}
 
 	// No config drive: a bounded wait and a clear error.

@@ -109,9 +109,18 @@ func Cmdline(s vmm.Spec, o Options) []string {
 		"-qmp", "unix:"+escape(qmpPath(s))+",server=on,wait=off",
 		"-pidfile", pidPath(s),
 		"-no-reboot",
+		// seccomp: the guest drives QEMU's device emulation, so a QEMU
+		// bug must not become a host process with free syscalls. Deny
+		// obsolete calls, set*id, fork/exec and scheduler/affinity changes.
+		"-sandbox", Sandbox,
 	)
 	return args
 }
+
+// Sandbox is the value of QEMU's -sandbox option: the seccomp filter every
+// banger VMM runs under. spawn=deny also forbids `migrate exec:`, so state
+// saves go through file descriptors passed over QMP instead.
+const Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 func nameOf(s vmm.Spec) string {
 	if s.Name != "" {
