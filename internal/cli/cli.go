@@ -148,6 +148,7 @@ func newRootCmd(a *app) *cobra.Command {
 		newVersionCmd(a),
 		newVMCmd(a),
 		newTUICmd(a),
+		newMCPCmd(a),
 	)
 	return root
 }
