@@ -150,6 +150,8 @@ func newRootCmd(a *app) *cobra.Command {
 		newTUICmd(a),
 		newMCPCmd(a),
 	)
+	wireCompletion(a, root)
+	applyExamples(root)
 	return root
 }
 
