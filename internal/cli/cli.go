@@ -148,7 +148,10 @@ func newRootCmd(a *app) *cobra.Command {
 		newVersionCmd(a),
 		newVMCmd(a),
 		newTUICmd(a),
+		newMCPCmd(a),
 	)
+	wireCompletion(a, root)
+	applyExamples(root)
 	return root
 }
 

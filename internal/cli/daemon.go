@@ -73,6 +73,13 @@ func statusRows(st api.Status, now time.Time) [][2]string {
 	}
 }
 
+// daemonStopResult is the output of `daemon stop --json`; Stopped is false
+// when no daemon was running.
+type daemonStopResult struct {
+	Stopped bool `json:"stopped"`
+	PID     int  `json:"pid,omitempty"`
+}
+
 func newDaemonStopCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop",
@@ -82,11 +89,17 @@ func newDaemonStopCmd(a *app) *cobra.Command {
 			ctx := cmd.Context()
 			c, v := a.runningClient(ctx)
 			if c == nil {
+				if a.jsonOut {
+					return printJSON(a.streams.Out, daemonStopResult{})
+				}
 				fmt.Fprintln(a.streams.Out, "bangerd is not running")
 				return nil
 			}
 			if err := stopDaemon(ctx, c, v.PID); err != nil {
 				return err
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, daemonStopResult{Stopped: true, PID: v.PID})
 			}
 			fmt.Fprintf(a.streams.Out, "bangerd stopped (pid %d)\n", v.PID)
 			return nil

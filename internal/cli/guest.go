@@ -22,6 +22,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/stream"
 	"banger/internal/tarfs"
+	"banger/internal/termsafe"
 )
 
 // guestCmds are the vm subcommands that reach into a running guest.
@@ -332,7 +333,8 @@ func newPortsCmd(a *app) *cobra.Command {
 			tw := tabwriter.NewWriter(a.streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPID\tPROCESS")
 			for _, p := range ports {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", p.Proto, p.Address, p.Port, p.PID, p.Process)
+				// The guest names its own processes and addresses.
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", termsafe.Line(p.Proto), termsafe.Line(p.Address), p.Port, p.PID, termsafe.Line(p.Process))
 			}
 			return tw.Flush()
 		},
@@ -356,13 +358,14 @@ func newHealthCmd(a *app) *cobra.Command {
 			if a.jsonOut {
 				return printJSON(a.streams.Out, h)
 			}
+			// Every string of the answer is the guest's.
 			return printFields(a.streams.Out, [][2]string{
-				{"agent", h.AgentVersion},
-				{"hostname", h.Hostname},
-				{"boot id", h.BootID},
+				{"agent", termsafe.Line(h.AgentVersion)},
+				{"hostname", termsafe.Line(h.Hostname)},
+				{"boot id", termsafe.Line(h.BootID)},
 				{"uptime", fmt.Sprintf("%.0fs", h.Uptime)},
 				{"load", fmt.Sprint(h.Load)},
-				{"systemd", h.Systemd},
+				{"systemd", termsafe.Line(h.Systemd)},
 				{"multi-user", fmt.Sprint(h.MultiUser)},
 			})
 		},
@@ -370,24 +373,29 @@ func newHealthCmd(a *app) *cobra.Command {
 }
 
 func newLogsCmd(a *app) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME [--follow]",
 		Short: "Print a VM's guest console log",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print a VM's guest console log. The guest writes it, so escape sequences and
+control characters are removed before they reach your terminal; --raw prints
+the bytes as they are.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.printStream(cmd.Context(), func(c *api.Client) (io.ReadCloser, error) {
+			return a.printStream(cmd.Context(), raw, func(c *api.Client) (io.ReadCloser, error) {
 				return c.VMLogs(cmd.Context(), args[0], follow)
 			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes unfiltered (escape sequences included)")
 	return cmd
 }
 
 // printStream copies a streamed response (logs, optionally followed) to
-// stdout; Ctrl-C ends it without an error.
-func (a *app) printStream(ctx context.Context, open func(*api.Client) (io.ReadCloser, error)) error {
+// stdout, without escape sequences and control characters unless raw;
+// Ctrl-C ends it without an error.
+func (a *app) printStream(ctx context.Context, raw bool, open func(*api.Client) (io.ReadCloser, error)) error {
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
@@ -397,7 +405,11 @@ func (a *app) printStream(ctx context.Context, open func(*api.Client) (io.ReadCl
 		return err
 	}
 	defer body.Close()
-	_, err = io.Copy(a.streams.Out, body)
+	out := a.streams.Out
+	if !raw {
+		out = termsafe.Writer(out)
+	}
+	_, err = io.Copy(out, body)
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -241,6 +241,13 @@ func imageRows(img api.Image) [][2]string {
 	}
 }
 
+// imageRemoveResult is one entry of `image rm --json`.
+type imageRemoveResult struct {
+	Image   string `json:"image"`
+	Removed bool   `json:"removed"`
+	Error   string `json:"error,omitempty"`
+}
+
 func newImageRmCmd(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -256,12 +263,22 @@ func newImageRmCmd(a *app) *cobra.Command {
 				return err
 			}
 			var errs []error
+			results := []imageRemoveResult{}
 			for _, ref := range args {
 				if err := c.RemoveImage(cmd.Context(), ref, force); err != nil {
 					errs = append(errs, err)
+					results = append(results, imageRemoveResult{Image: ref, Error: err.Error()})
 					continue
 				}
-				fmt.Fprintf(a.streams.Out, "removed %s\n", ref)
+				results = append(results, imageRemoveResult{Image: ref, Removed: true})
+				if !a.jsonOut {
+					fmt.Fprintf(a.streams.Out, "removed %s\n", ref)
+				}
+			}
+			if a.jsonOut {
+				if err := printJSON(a.streams.Out, results); err != nil {
+					return err
+				}
 			}
 			return errors.Join(errs...)
 		},

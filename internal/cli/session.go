@@ -391,18 +391,22 @@ func parseDetachKeys(s string) ([]byte, error) {
 }
 
 func newSessionLogsCmd(a *app) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME SESSION [--follow]",
 		Short: "Print a session's output (kept in the guest, bounded and rotated)",
-		Args:  exactArgs(2),
+		Long: `Print a session's output, kept in the guest (bounded and rotated). The guest
+sends it, so escape sequences and control characters are removed unless
+--raw; attach to see a terminal program as it draws itself.`,
+		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.printStream(cmd.Context(), func(c *api.Client) (io.ReadCloser, error) {
+			return a.printStream(cmd.Context(), raw, func(c *api.Client) (io.ReadCloser, error) {
 				return c.SessionLogs(cmd.Context(), args[0], args[1], follow)
 			})
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing output until the session ends")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes unfiltered (escape sequences included)")
 	return cmd
 }
 

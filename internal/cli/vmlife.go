@@ -168,6 +168,14 @@ func newVMStopCmd(a *app) *cobra.Command {
 	}
 }
 
+// deleteResult is one line of `vm delete --json`: each named VM, deleted
+// or with the error that kept it.
+type deleteResult struct {
+	VM      string `json:"vm"`
+	Deleted bool   `json:"deleted"`
+	Error   string `json:"error,omitempty"`
+}
+
 func newVMDeleteCmd(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
@@ -181,13 +189,21 @@ func newVMDeleteCmd(a *app) *cobra.Command {
 				return err
 			}
 			var errs []error
+			results := []deleteResult{}
 			for _, ref := range args {
 				if err := c.DeleteVM(cmd.Context(), ref, force); err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", ref, err))
+					results = append(results, deleteResult{VM: ref, Error: err.Error()})
 					continue
 				}
+				results = append(results, deleteResult{VM: ref, Deleted: true})
 				if !a.jsonOut {
 					fmt.Fprintf(a.streams.Out, "deleted %s\n", ref)
+				}
+			}
+			if a.jsonOut {
+				if err := printJSON(a.streams.Out, results); err != nil {
+					return err
 				}
 			}
 			return errors.Join(errs...)

@@ -178,6 +178,8 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("mcp: create, exec, files, delete", func(t *testing.T) { e.mcpCheck(t) })
+
 	t.Run("delete leaves nothing", func(t *testing.T) {
 		v := e.vm("t1")
 		dir, _ := v["dir"].(string)

@@ -1,0 +1,393 @@
+package mcpserver
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"banger/internal/api"
+	"banger/internal/stream"
+)
+
+// fakeDaemon serves the part of bangerd's API the tools use, on a real
+// unix socket, with a guest that misbehaves the ways a hostile one can:
+// output past any cap, a file whose tar header lies about its size.
+type fakeDaemon struct {
+	mu       sync.Mutex
+	vms      map[string]api.VM // by name
+	deleted  []string
+	uploaded map[string]string // guest path -> content
+	execs    []api.ExecRequest
+	stdin    string
+}
+
+func newFakeDaemon(t *testing.T) *api.Client {
+	t.Helper()
+	f := &fakeDaemon{
+		vms:      map[string]api.VM{"other": {ID: "id-other", Name: "other", State: "running"}},
+		uploaded: map[string]string{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathVMs, func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		var out []api.VM
+		for _, v := range f.vms {
+			out = append(out, v)
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST "+api.PathVMs, func(w http.ResponseWriter, r *http.Request) {
+		var req api.CreateVMRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		f.vms[req.Name] = api.VM{ID: "id-" + req.Name, Name: req.Name, State: "running", Spec: req.Spec}
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(api.OperationRef{ID: "op-" + req.Name, Kind: "vm.create"})
+	})
+	mux.HandleFunc("GET "+api.PathOperationEvents, func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.PathValue("id"), "op-")
+		f.mu.Lock()
+		res, _ := json.Marshal(f.vms[name])
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(api.Event{Type: api.EventDone, Op: r.PathValue("id"), State: api.OpSucceeded, Result: res})
+	})
+	lookup := func(w http.ResponseWriter, r *http.Request) (api.VM, bool) {
+		ref := r.PathValue("ref")
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, v := range f.vms {
+			if v.Name == ref || v.ID == ref {
+				return v, true
+			}
+		}
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(api.Errorf(api.CodeNotFound, "vm %q not found", ref))
+		return api.VM{}, false
+	}
+	mux.HandleFunc("GET "+api.PathVM, func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := lookup(w, r); ok {
+			json.NewEncoder(w).Encode(v)
+		}
+	})
+	mux.HandleFunc("DELETE "+api.PathVM, func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := lookup(w, r); ok {
+			f.mu.Lock()
+			delete(f.vms, v.Name)
+			f.deleted = append(f.deleted, v.Name)
+			f.mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	mux.HandleFunc("POST "+api.PathVMExec, func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := lookup(w, r); !ok {
+			return
+		}
+		var req api.ExecRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		f.execs = append(f.execs, req)
+		f.mu.Unlock()
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		api.WriteUpgradeResponse(brw.Writer)
+		brw.Flush()
+		sc := stream.NewConn(conn)
+		var in bytes.Buffer
+		for {
+			fr, err := sc.ReadFrame()
+			if err != nil {
+				return
+			}
+			if fr.Kind == stream.Stdin {
+				in.Write(fr.Data)
+			}
+			if fr.Kind == stream.StdinEOF {
+				break
+			}
+		}
+		f.mu.Lock()
+		f.stdin = in.String()
+		f.mu.Unlock()
+		switch req.Argv[0] {
+		case "flood": // 3 MiB of stdout, far past the default cap
+			chunk := bytes.Repeat([]byte("x"), 32<<10)
+			for range 96 {
+				sc.WriteFrame(stream.Stdout, chunk)
+			}
+			sc.WriteFrame(stream.Stderr, []byte("oops\n"))
+			sc.WriteFrame(stream.Exit, stream.EncodeExit(3, ""))
+		case "hang": // never answers
+			io.Copy(io.Discard, conn)
+		case "sh": // vm_list_dir's script: a listing with a forged record
+			sc.WriteFrame(stream.Stdout, []byte("f 5 644 a.txt\x00d 4096 755 sub\x00garbage\x00l 7 777 link\x00"))
+			sc.WriteFrame(stream.Exit, stream.EncodeExit(0, ""))
+		default:
+			sc.WriteFrame(stream.Stdout, []byte("hello\n"))
+			sc.WriteFrame(stream.Exit, stream.EncodeExit(0, ""))
+		}
+	})
+	mux.HandleFunc("GET "+api.PathVMFiles, func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := lookup(w, r); !ok {
+			return
+		}
+		// A header that claims 1 GiB, then 3 MiB of data and a cut.
+		var hdr bytes.Buffer
+		tw := tar.NewWriter(&hdr)
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: filepath.Base(r.URL.Query().Get("path")), Mode: 0o644, Size: 1 << 30})
+		tw.Flush()
+		w.Write(hdr.Bytes())
+		chunk := bytes.Repeat([]byte("y"), 64<<10)
+		for range 48 {
+			w.Write(chunk)
+		}
+	})
+	mux.HandleFunc("PUT "+api.PathVMFiles, func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := lookup(w, r); !ok {
+			return
+		}
+		tr := tar.NewReader(r.Body)
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			b, _ := io.ReadAll(tr)
+			f.mu.Lock()
+			f.uploaded[r.URL.Query().Get("dir")+"/"+h.Name] = fmt.Sprintf("%o:%s", h.Mode, b)
+			f.mu.Unlock()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	fakes[sock] = f
+	return &api.Client{Socket: sock}
+}
+
+var fakes = map[string]*fakeDaemon{}
+
+// connect runs a server over c and returns an SDK client session to it.
+func connect(t *testing.T, c *api.Client, all bool) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	srv := New(Options{Client: c, All: all, Version: "test", Defaults: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
+	st, ct := mcp.NewInMemoryTransports()
+	go srv.Run(ctx, st)
+	cl := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, nil)
+	cs, err := cl.Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call invokes a tool and decodes its structured result into out; it
+// returns the tool error text ("" on success).
+func call(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any, out any) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if res.IsError {
+		var b strings.Builder
+		for _, c := range res.Content {
+			if tc, ok := c.(*mcp.TextContent); ok {
+				b.WriteString(tc.Text)
+			}
+		}
+		return b.String()
+	}
+	if out != nil {
+		raw, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s result %s: %v", name, raw, err)
+		}
+	}
+	return ""
+}
+
+func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
+	c := newFakeDaemon(t)
+	cs := connect(t, c, false)
+
+	var created VMOut
+	if e := call(t, cs, "vm_create", map[string]any{"name": "mine"}, &created); e != "" {
+		t.Fatal(e)
+	}
+	if created.VM.Name != "mine" || created.VM.Spec.VCPU != 2 || created.VM.Spec.DiskBytes != 2<<30 {
+		t.Errorf("created %+v: defaults not applied", created.VM)
+	}
+	var list VMsOut
+	call(t, cs, "vm_list", nil, &list)
+	if len(list.VMs) != 1 || list.VMs[0].Name != "mine" {
+		t.Errorf("vm_list = %+v, want only mine", list.VMs)
+	}
+	for tool, args := range map[string]map[string]any{
+		"vm_show":      {"vm": "other"},
+		"vm_exec":      {"vm": "other", "argv": []string{"true"}},
+		"vm_delete":    {"vm": "other"},
+		"vm_read_file": {"vm": "other", "path": "/etc/hostname"},
+		"vm_ports":     {"vm": "other"},
+		"session_list": {"vm": "other"},
+	} {
+		if e := call(t, cs, tool, args, nil); !strings.Contains(e, "only touches VMs it created") {
+			t.Errorf("%s on a VM it did not create: %q", tool, e)
+		}
+	}
+	// A VM that does not exist gets the same answer: scope does not leak
+	// which names exist.
+	if e := call(t, cs, "vm_show", map[string]any{"vm": "nope"}, nil); !strings.Contains(e, "only touches VMs it created") {
+		t.Errorf("vm_show nope: %q", e)
+	}
+	if e := call(t, cs, "vm_delete", map[string]any{"vm": "mine"}, nil); e != "" {
+		t.Fatal(e)
+	}
+	f := fakes[c.Socket]
+	if len(f.deleted) != 1 || f.deleted[0] != "mine" {
+		t.Errorf("deleted %v", f.deleted)
+	}
+
+	all := connect(t, c, true)
+	var show VMOut
+	if e := call(t, all, "vm_show", map[string]any{"vm": "other"}, &show); e != "" || show.VM.ID != "id-other" {
+		t.Errorf("--all vm_show other: %q %+v", e, show.VM)
+	}
+}
+
+func TestTools_execCapsWhatTheGuestSends(t *testing.T) {
+	c := newFakeDaemon(t)
+	cs := connect(t, c, true)
+	var out ExecOut
+	if e := call(t, cs, "vm_exec", map[string]any{"vm": "other", "argv": []string{"flood"}, "stdin": "input!", "cwd": "/srv", "env": []string{"A=1"}}, &out); e != "" {
+		t.Fatal(e)
+	}
+	if out.ExitCode != 3 || len(out.Stdout) != DefaultMaxOutput || !out.StdoutTruncated || out.Stderr != "oops\n" || out.StderrTruncated {
+		t.Errorf("exec = code %d, %d stdout bytes (truncated %v), stderr %q (truncated %v)",
+			out.ExitCode, len(out.Stdout), out.StdoutTruncated, out.Stderr, out.StderrTruncated)
+	}
+	f := fakes[c.Socket]
+	if f.stdin != "input!" || f.execs[0].Dir != "/srv" || f.execs[0].Env[0] != "A=1" {
+		t.Errorf("the daemon got stdin %q, request %+v", f.stdin, f.execs[0])
+	}
+	start := time.Now()
+	if e := call(t, cs, "vm_exec", map[string]any{"vm": "other", "argv": []string{"hang"}, "timeout_seconds": 1}, &out); e != "" {
+		t.Fatal(e)
+	}
+	if !out.TimedOut || time.Since(start) > 10*time.Second {
+		t.Errorf("a command that never ends: timed_out=%v after %s", out.TimedOut, time.Since(start))
+	}
+}
+
+func TestTools_files(t *testing.T) {
+	c := newFakeDaemon(t)
+	cs := connect(t, c, true)
+	var rf ReadFileOut
+	if e := call(t, cs, "vm_read_file", map[string]any{"vm": "other", "path": "/var/log/big"}, &rf); e != "" {
+		t.Fatal(e)
+	}
+	if len(rf.Content) != DefaultMaxFile || !rf.Truncated {
+		t.Errorf("a file whose header claims 1 GiB: %d bytes, truncated %v", len(rf.Content), rf.Truncated)
+	}
+	if e := call(t, cs, "vm_read_file", map[string]any{"vm": "other", "path": "relative"}, nil); !strings.Contains(e, "must be absolute") {
+		t.Errorf("relative path: %q", e)
+	}
+	if e := call(t, cs, "vm_write_file", map[string]any{"vm": "other", "path": "/root/app/main.go", "content": "package main\n", "mode": 0o600}, nil); e != "" {
+		t.Fatal(e)
+	}
+	if got := fakes[c.Socket].uploaded["/root/app/main.go"]; got != "600:package main\n" {
+		t.Errorf("uploaded %q", got)
+	}
+	if e := call(t, cs, "vm_write_file", map[string]any{"vm": "other", "path": "/x", "content": "", "mode": 0o4755}, nil); !strings.Contains(e, "permission bits") {
+		t.Errorf("set-uid mode: %q", e)
+	}
+	var ld ListDirOut
+	if e := call(t, cs, "vm_list_dir", map[string]any{"vm": "other", "path": "/root"}, &ld); e != "" {
+		t.Fatal(e)
+	}
+	want := []DirEntry{{"a.txt", "file", 5, "644"}, {"sub", "dir", 4096, "755"}, {"link", "symlink", 7, "777"}}
+	if fmt.Sprint(ld.Entries) != fmt.Sprint(want) {
+		t.Errorf("list_dir = %+v, want %+v", ld.Entries, want)
+	}
+}
+
+func TestTools_destructiveOnesSaySo(t *testing.T) {
+	cs := connect(t, newFakeDaemon(t), false)
+	res, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, tool := range res.Tools {
+		seen[tool.Name] = true
+		a := tool.Annotations
+		if a == nil {
+			t.Errorf("%s has no annotations", tool.Name)
+			continue
+		}
+		destructive := a.DestructiveHint == nil || *a.DestructiveHint
+		if destructive && !a.ReadOnlyHint && tool.Name != "vm_exec" && tool.Name != "session_start" &&
+			!strings.HasPrefix(tool.Description, "DESTRUCTIVE") {
+			t.Errorf("%s is destructive but its description does not say so: %q", tool.Name, tool.Description)
+		}
+		if tool.InputSchema == nil {
+			t.Errorf("%s has no input schema", tool.Name)
+		}
+	}
+	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_logs", "session_start", "session_list", "session_logs", "session_stop"} {
+		if !seen[name] {
+			t.Errorf("tool %s missing", name)
+		}
+	}
+}
+
+func TestTail(t *testing.T) {
+	got, trunc, err := tail(strings.NewReader(strings.Repeat("a", 100)+"END"), 10, 1<<20)
+	if err != nil || got != "aaaaaaaEND" || !trunc {
+		t.Errorf("tail = %q %v %v", got, trunc, err)
+	}
+	got, trunc, _ = tail(strings.NewReader("short"), 10, 1<<20)
+	if got != "short" || trunc {
+		t.Errorf("short tail = %q %v", got, trunc)
+	}
+	// An endless log is read only up to the limit.
+	got, _, _ = tail(io.MultiReader(strings.NewReader("x"), neverEnding{}), 4, 1000)
+	if len(got) != 4 {
+		t.Errorf("endless tail = %q", got)
+	}
+}
+
+type neverEnding struct{}
+
+func (neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'z'
+	}
+	return len(p), nil
+}
