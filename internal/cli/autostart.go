@@ -49,6 +49,18 @@ func (a *app) client(ctx context.Context) (*api.Client, error) {
 			a.api = c
 			return c, nil
 		}
+		// Stopping a daemon rolls back its running operations: another
+		// terminal's create or image build. A busy old daemon is used as
+		// it is unless the user asked to wait for it.
+		busy, err := a.waitIdle(ctx, c, v)
+		if err != nil {
+			return nil, fmt.Errorf("replace old bangerd: %w", err)
+		}
+		if busy > 0 {
+			fmt.Fprintf(a.streams.ErrOut, "bangerd %s (pid %d) is older than this banger but runs %d operation(s); using it as it is (pass --replace-daemon to wait for them and replace it)\n", v.Version, v.PID, busy)
+			a.api = c
+			return c, nil
+		}
 		fmt.Fprintf(a.streams.ErrOut, "bangerd %s (pid %d) is older than this banger; restarting it\n", v.Version, v.PID)
 		if err := stopDaemon(ctx, c, v.PID); err != nil {
 			return nil, fmt.Errorf("replace old bangerd: %w", err)
@@ -62,6 +74,34 @@ func (a *app) client(ctx context.Context) (*api.Client, error) {
 	}
 	a.api = c
 	return c, nil
+}
+
+// idlePoll is how often --replace-daemon asks a busy daemon whether its
+// operations have finished.
+const idlePoll = 500 * time.Millisecond
+
+// waitIdle returns how many operations the daemon behind c runs. With
+// --replace-daemon it first waits, saying so, until that is zero.
+func (a *app) waitIdle(ctx context.Context, c *api.Client, v api.VersionInfo) (int, error) {
+	said := false
+	for {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if st.Operations == 0 || !a.replaceDaemon {
+			return st.Operations, nil
+		}
+		if !said {
+			fmt.Fprintf(a.streams.ErrOut, "waiting for %d operation(s) of bangerd %s (pid %d) to finish before replacing it\n", st.Operations, v.Version, v.PID)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(idlePoll):
+		}
+	}
 }
 
 // runningClient returns a client when a daemon answers, without starting

@@ -57,6 +57,8 @@ type app struct {
 	streams  IOStreams
 	jsonOut  bool
 	logLevel string
+	// replaceDaemon waits for a busy older daemon instead of using it.
+	replaceDaemon bool
 
 	paths    config.Paths
 	pathsErr error
@@ -137,6 +139,7 @@ func newRootCmd(a *app) *cobra.Command {
 		SilenceUsage:  true,
 	}
 	root.PersistentFlags().BoolVar(&a.jsonOut, "json", false, "print results as JSON")
+	root.PersistentFlags().BoolVar(&a.replaceDaemon, "replace-daemon", false, "when a running bangerd is older but busy, wait for its operations and replace it (default: use it as it is)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "", "log level of a bangerd started by this command: debug, info, warn, error")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c.CommandPath(), err: err}
