@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/workspace"
 )
 
@@ -198,8 +199,9 @@ func humanBytes(n int64) string {
 
 func newWorkspacePullCmd(a *app) *cobra.Command {
 	var (
-		path, branch string
-		force        bool
+		path, branch, maxSize string
+		force                 bool
+		timeout               time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "pull NAME [--branch B] [--path DIR] [--force]",
@@ -225,7 +227,19 @@ func newWorkspacePullCmd(a *app) *cobra.Command {
 			if err := workspace.ValidateBranch(branch); err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			u, st, err := a.pullWorkspace(ctx, c, vm.Name, path, branch, force)
+			limit, err := config.ParseSize(maxSize)
+			if err != nil || limit <= 0 {
+				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--max-size %q: want a positive size such as 512M or 2G", maxSize)}
+			}
+			if timeout <= 0 {
+				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--timeout %s: want a positive duration such as 10m", timeout)}
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			u, st, err := a.pullWorkspace(ctx, c, vm.Name, path, branch, force, limit)
+			if err != nil && ctx.Err() != nil {
+				return fmt.Errorf("pull from %s: not finished within --timeout %s: %w", vm.Name, timeout, err)
+			}
 			if err != nil {
 				return err
 			}
@@ -251,12 +265,14 @@ func newWorkspacePullCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&branch, "branch", "", "host branch to create or update (default banger/NAME)")
 	cmd.Flags().StringVar(&path, "path", "", "directory inside the host repository (default: current directory)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace the branch even when it is not an ancestor of the guest's commit")
+	cmd.Flags().StringVar(&maxSize, "max-size", "2G", "largest git bundle the guest may send")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up a pull that takes longer")
 	return cmd
 }
 
 // pullWorkspace brings the guest's HEAD into the repository containing
 // path (or the current directory) as branch.
-func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch string, force bool) (workspace.BranchUpdate, api.WorkspaceStatus, error) {
+func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch string, force bool, maxBundle int64) (workspace.BranchUpdate, api.WorkspaceStatus, error) {
 	var u workspace.BranchUpdate
 	if path == "" {
 		var err error
@@ -287,16 +303,27 @@ func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch
 		if err != nil {
 			return u, st, err
 		}
-		f, err := os.CreateTemp("", "banger-pull-*.bundle")
+		// The guest makes the bundle: it is kept in the repository's git
+		// directory (the disk its objects go to, not a RAM-backed temp
+		// dir) and cut at maxBundle.
+		gitDir, err := workspace.GitDir(ctx, root)
+		if err != nil {
+			body.Close()
+			return u, st, err
+		}
+		f, err := os.CreateTemp(gitDir, "banger-pull-*.bundle")
 		if err != nil {
 			body.Close()
 			return u, st, fmt.Errorf("bundle file: %w", err)
 		}
 		defer os.Remove(f.Name())
-		_, cerr := io.Copy(f, body)
+		n, cerr := io.Copy(f, io.LimitReader(body, maxBundle+1))
 		body.Close()
 		if err := errors.Join(cerr, f.Close()); err != nil {
 			return u, st, fmt.Errorf("receive bundle: %w", err)
+		}
+		if n > maxBundle {
+			return u, st, fmt.Errorf("vm %s: the guest's bundle exceeds --max-size %s; raise it to pull more", vm, config.FormatSize(maxBundle))
 		}
 		if err := workspace.Unbundle(ctx, root, f.Name()); err != nil {
 			return u, st, err

@@ -94,6 +94,16 @@ func Toplevel(ctx context.Context, dir string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// GitDir returns the absolute git directory of the repository at root
+// (its .git, or where a worktree's .git file points).
+func GitDir(ctx context.Context, root string) (string, error) {
+	out, err := git(ctx, root, "rev-parse", "--absolute-git-dir")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
 // Select lists the snapshot of the repository at root in mode. root must be
 // the top of a working tree whose .git is a directory (linked worktrees
 // and separate git dirs are refused: their history lives elsewhere).
