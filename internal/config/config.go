@@ -52,6 +52,10 @@ type Network struct {
 	// ranges, link-local, the host's other networks): IPv4 addresses or
 	// prefixes such as "192.168.1.10" or "10.20.0.0/16".
 	Allow []string `toml:"allow"`
+	// GuestToGuest lets guests reach each other on the bridge; by default
+	// every guest's tap is an isolated port and guests see only the host
+	// and the outside.
+	GuestToGuest bool `toml:"guest_to_guest"`
 }
 
 // VMDefaults overrides the default VM shape. A zero field (or an absent

@@ -56,8 +56,10 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		Subnet:   d.Config.Network.Prefix(),
 		PoolSize: d.Config.Network.TapPoolSize,
 		Allow:    d.Config.Network.AllowPrefixes(),
-		UID:      os.Getuid(),
-		GID:      os.Getgid(),
+		// Off by default: each tap is an isolated bridge port.
+		GuestToGuest: d.Config.Network.GuestToGuest,
+		UID:          os.Getuid(),
+		GID:          os.Getgid(),
 	}
 	var priv hostnet.Privileged = hostnet.Direct{}
 	if os.Geteuid() != 0 {

@@ -130,7 +130,7 @@ func (d Direct) EnsureBridge(ctx context.Context, name string, subnet netip.Pref
 }
 
 // EnsureTap implements Privileged.
-func (d Direct) EnsureTap(ctx context.Context, name, bridge string, uid, gid int) error {
+func (d Direct) EnsureTap(ctx context.Context, name, bridge string, uid, gid int, shared bool) error {
 	if !ValidTapName(name) {
 		return fmt.Errorf("ensure tap %q: not a banger tap name", name)
 	}
@@ -187,7 +187,7 @@ func (d Direct) EnsureTap(ctx context.Context, name, bridge string, uid, gid int
 		// (the host's side of the bridge), never to another guest's tap,
 		// whether or not br_netfilter is loaded. Set every time: it is
 		// one attribute and a tap re-attached by hand loses it.
-		if err := netlink.LinkSetIsolated(link, true); err != nil {
+		if err := netlink.LinkSetIsolated(link, !shared); err != nil {
 			return fmt.Errorf("isolate bridge port: %w", err)
 		}
 		if link.Attrs().Flags&net.FlagUp == 0 {

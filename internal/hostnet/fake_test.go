@@ -49,7 +49,7 @@ func (f *fakeHost) EnsureBridge(ctx context.Context, name string, subnet netip.P
 	return nil
 }
 
-func (f *fakeHost) EnsureTap(ctx context.Context, name, bridge string, uid, gid int) error {
+func (f *fakeHost) EnsureTap(ctx context.Context, name, bridge string, uid, gid int, shared bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("EnsureTap %s %s %d %d", name, bridge, uid, gid)

@@ -34,6 +34,9 @@ type Config struct {
 	Allow    []netip.Prefix
 	PoolSize int
 	UID, GID int
+	// GuestToGuest lets guests reach each other on the bridge (taps are
+	// shared bridge ports); by default every tap is an isolated port.
+	GuestToGuest bool
 }
 
 // Validate checks the names, the subnet, the pool size and the ids.
@@ -276,7 +279,7 @@ func (m *Manager) createTap(ctx context.Context) (string, error) {
 	m.creating[name] = true
 	m.mu.Unlock()
 
-	err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+	err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
 	m.mu.Lock()
 	delete(m.creating, name)
 	m.mu.Unlock()
@@ -338,7 +341,7 @@ func (m *Manager) acquireTap(ctx context.Context) (string, error) {
 	// A pooled tap may have been changed or removed behind our back.
 	st, err := m.p.Inspect(ctx)
 	if err == nil && !tapReady(st, m.cfg, name) {
-		err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+		err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
 	}
 	if err != nil {
 		m.mu.Lock()
@@ -390,7 +393,7 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 		}
 		return nil
 	}
-	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID)
+	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
 	m.mu.Lock()
 	delete(m.creating, name)
 	m.resetting--

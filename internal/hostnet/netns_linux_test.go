@@ -211,9 +211,28 @@ func TestManager_Netns(t *testing.T) {
 			t.Errorf("Orphans = %q, want [bgtap9] (pool %q, in use %s)", got, m.Pool(), acquired)
 		}
 		// An existing tap owned by someone else is not silently taken.
-		err = Direct{NetNS: ns.Path}.EnsureTap(ctx, "bgtap9", "bgtest0", 1234, 2345)
+		err = Direct{NetNS: ns.Path}.EnsureTap(ctx, "bgtap9", "bgtest0", 1234, 2345, false)
 		if err == nil || !strings.Contains(err.Error(), "owned by 0:0") {
 			t.Errorf("EnsureTap over a foreign-owned tap = %v, want an ownership error", err)
+		}
+	})
+
+	t.Run("guest_to_guest makes a shared port, and back", func(t *testing.T) {
+		d := Direct{NetNS: ns.Path}
+		if err := d.EnsureTap(ctx, "bgtap20", "bgtest0", 1234, 2345, true); err != nil {
+			t.Fatal(err)
+		}
+		if links(t, ns)["bgtap20"].LinkInfo.Port.Isolated {
+			t.Error("a shared tap is an isolated port")
+		}
+		if err := d.EnsureTap(ctx, "bgtap20", "bgtest0", 1234, 2345, false); err != nil {
+			t.Fatal(err)
+		}
+		if !links(t, ns)["bgtap20"].LinkInfo.Port.Isolated {
+			t.Error("EnsureTap did not isolate a shared tap")
+		}
+		if err := d.DeleteLink(ctx, "bgtap20"); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -515,7 +534,7 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 	if err := s.EnsureBridge(ctx, "bgsudo0", subnet); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.EnsureTap(ctx, "bgtap0", "bgsudo0", 4321, 4322); err != nil {
+	if err := s.EnsureTap(ctx, "bgtap0", "bgsudo0", 4321, 4322, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.ApplyFirewall(ctx, Firewall{Bridge: "bgsudo0", Subnet: subnet}); err != nil {

@@ -17,9 +17,10 @@ type Privileged interface {
 	// as its only IPv4 address, and be up.
 	EnsureBridge(ctx context.Context, name string, subnet netip.Prefix) error
 	// EnsureTap makes tap name exist as a persistent tap owned by uid:gid,
-	// attached to bridge and up. An existing link of that name that is
-	// not a tap, or is owned by someone else, is an error.
-	EnsureTap(ctx context.Context, name, bridge string, uid, gid int) error
+	// attached to bridge as an isolated port (or not, when shared: guests
+	// may then reach each other) and up. An existing link of that name
+	// that is not a tap, or is owned by someone else, is an error.
+	EnsureTap(ctx context.Context, name, bridge string, uid, gid int, shared bool) error
 	// DeleteLink deletes interface name; a missing one is not an error.
 	DeleteLink(ctx context.Context, name string) error
 	// ApplyFirewall replaces banger's nftables table with Ruleset(f).

@@ -58,6 +58,7 @@ type PrivRequest struct {
 	Bridge   string         // ensure-tap, apply-firewall
 	Subnet   netip.Prefix   // ensure-bridge, apply-firewall
 	UID, GID int            // ensure-tap
+	Shared   bool           // ensure-tap: a port guests share (not isolated)
 	Allow    []netip.Prefix // apply-firewall
 	Guests   []Guest        // apply-firewall
 }
@@ -81,7 +82,7 @@ func ParsePriv(args []string) (PrivRequest, error) {
 	}
 	op, rest := args[0], args[1:]
 	want := map[string]int{
-		OpEnsureBridge: 2, OpEnsureTap: 4, OpDeleteLink: 1,
+		OpEnsureBridge: 2, OpEnsureTap: 5, OpDeleteLink: 1,
 		OpApplyFirewall: 4, OpRemoveFirewall: 0, OpEnableForwarding: 0,
 	}
 	n, ok := want[op]
@@ -115,6 +116,13 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.GID, err = parseID("gid", rest[3]); err != nil {
 			return PrivRequest{}, err
 		}
+		switch rest[4] {
+		case portIsolated:
+		case portShared:
+			req.Shared = true
+		default:
+			return PrivRequest{}, usage("port mode %q: want %s or %s", rest[4], portIsolated, portShared)
+		}
 	case OpDeleteLink:
 		if req.Name, err = parseManaged("link", rest[0]); err != nil {
 			return PrivRequest{}, err
@@ -146,7 +154,7 @@ func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
 	case OpEnsureBridge:
 		return p.EnsureBridge(ctx, r.Name, r.Subnet)
 	case OpEnsureTap:
-		return p.EnsureTap(ctx, r.Name, r.Bridge, r.UID, r.GID)
+		return p.EnsureTap(ctx, r.Name, r.Bridge, r.UID, r.GID, r.Shared)
 	case OpDeleteLink:
 		return p.DeleteLink(ctx, r.Name)
 	case OpApplyFirewall:
@@ -194,6 +202,21 @@ func parseAllow(s string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// The ensure-tap port modes: an isolated bridge port (the default) or one
+// guests share.
+const (
+	portIsolated = "isolated"
+	portShared   = "shared"
+)
+
+// PortMode is the ensure-tap argument for a tap's bridge port.
+func PortMode(shared bool) string {
+	if shared {
+		return portShared
+	}
+	return portIsolated
 }
 
 // maxGuests bounds the guests one request may carry (a /16 holds fewer

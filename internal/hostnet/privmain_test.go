@@ -20,10 +20,13 @@ func TestParsePriv_Valid(t *testing.T) {
 		{[]string{"ensure-bridge", "banger0", "10.77.0.0/24"},
 			PrivRequest{Op: OpEnsureBridge, Name: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24")},
 			"EnsureBridge banger0 10.77.0.0/24"},
-		{[]string{"ensure-tap", "bgtap3", "banger0", "1000", "1000"},
+		{[]string{"ensure-tap", "bgtap3", "banger0", "1000", "1000", "isolated"},
 			PrivRequest{Op: OpEnsureTap, Name: "bgtap3", Bridge: "banger0", UID: 1000, GID: 1000},
 			"EnsureTap bgtap3 banger0 1000 1000"},
-		{[]string{"ensure-tap", "bgtap0", "bg0", "0", "4294967294"},
+		{[]string{"ensure-tap", "bgtap5", "banger0", "1000", "1000", "shared"},
+			PrivRequest{Op: OpEnsureTap, Name: "bgtap5", Bridge: "banger0", UID: 1000, GID: 1000, Shared: true},
+			"EnsureTap bgtap5 banger0 1000 1000"},
+		{[]string{"ensure-tap", "bgtap0", "bg0", "0", "4294967294", "isolated"},
 			PrivRequest{Op: OpEnsureTap, Name: "bgtap0", Bridge: "bg0", UID: 0, GID: 4294967294},
 			"EnsureTap bgtap0 bg0 0 4294967294"},
 		{[]string{"delete-link", "bgtap12"}, PrivRequest{Op: OpDeleteLink, Name: "bgtap12"}, "DeleteLink bgtap12"},
@@ -74,7 +77,10 @@ func TestParsePriv_Rejects(t *testing.T) {
 		{"no op", nil, "missing operation"},
 		{"unknown op", []string{"rm", "-rf", "/"}, `unknown operation "rm"`},
 		{"op as flag", []string{"--help"}, "unknown operation"},
-		{"too few", []string{"ensure-tap", "bgtap0", "banger0", "1000"}, "takes 4 arguments, got 3"},
+		{"too few", []string{"ensure-tap", "bgtap0", "banger0", "1000"}, "takes 5 arguments, got 3"},
+		{"port mode missing", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000"}, "takes 5 arguments, got 4"},
+		{"port mode unknown", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000", "open"}, `port mode "open"`},
+		{"port mode case", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000", "Shared"}, `port mode "Shared"`},
 		{"too many", []string{"delete-link", "bgtap0", "bgtap1"}, "takes 1 arguments, got 2"},
 		{"extra on no-arg op", []string{"remove-firewall", "x"}, "takes 0 arguments"},
 		{"shell separator", []string{"delete-link", "bgtap0; rm -rf /"}, "not an interface name"},
@@ -90,16 +96,16 @@ func TestParsePriv_Rejects(t *testing.T) {
 		{"long flag as name", []string{"ensure-bridge", "--force", "10.77.0.0/24"}, "not an interface name"},
 		{"no banger prefix", []string{"delete-link", "eth0"}, "not a banger interface"},
 		{"foreign bridge", []string{"ensure-bridge", "docker0", "10.77.0.0/24"}, "not a banger interface"},
-		{"tap not bgtapN", []string{"ensure-tap", "banger1", "banger0", "1000", "1000"}, "must be bgtap followed by a number"},
-		{"tap leading zero", []string{"ensure-tap", "bgtap01", "banger0", "1000", "1000"}, "must be bgtap"},
-		{"tap bridge foreign", []string{"ensure-tap", "bgtap0", "eth0", "1000", "1000"}, "not a banger interface"},
-		{"uid name", []string{"ensure-tap", "bgtap0", "banger0", "root", "0"}, `uid "root": not a numeric id`},
-		{"uid negative", []string{"ensure-tap", "bgtap0", "banger0", "-1", "0"}, "not a numeric id"},
-		{"uid plus", []string{"ensure-tap", "bgtap0", "banger0", "+1000", "0"}, "not a numeric id"},
-		{"uid leading zero", []string{"ensure-tap", "bgtap0", "banger0", "01000", "0"}, "not a numeric id"},
-		{"uid -1 as u32", []string{"ensure-tap", "bgtap0", "banger0", "4294967295", "0"}, "not a numeric id"},
-		{"uid too big", []string{"ensure-tap", "bgtap0", "banger0", "4294967296", "0"}, "not a numeric id"},
-		{"gid injection", []string{"ensure-tap", "bgtap0", "banger0", "0", "0;id"}, `gid "0;id": not a numeric id`},
+		{"tap not bgtapN", []string{"ensure-tap", "banger1", "banger0", "1000", "1000", "isolated"}, "must be bgtap followed by a number"},
+		{"tap leading zero", []string{"ensure-tap", "bgtap01", "banger0", "1000", "1000", "isolated"}, "must be bgtap"},
+		{"tap bridge foreign", []string{"ensure-tap", "bgtap0", "eth0", "1000", "1000", "isolated"}, "not a banger interface"},
+		{"uid name", []string{"ensure-tap", "bgtap0", "banger0", "root", "0", "isolated"}, `uid "root": not a numeric id`},
+		{"uid negative", []string{"ensure-tap", "bgtap0", "banger0", "-1", "0", "isolated"}, "not a numeric id"},
+		{"uid plus", []string{"ensure-tap", "bgtap0", "banger0", "+1000", "0", "isolated"}, "not a numeric id"},
+		{"uid leading zero", []string{"ensure-tap", "bgtap0", "banger0", "01000", "0", "isolated"}, "not a numeric id"},
+		{"uid -1 as u32", []string{"ensure-tap", "bgtap0", "banger0", "4294967295", "0", "isolated"}, "not a numeric id"},
+		{"uid too big", []string{"ensure-tap", "bgtap0", "banger0", "4294967296", "0", "isolated"}, "not a numeric id"},
+		{"gid injection", []string{"ensure-tap", "bgtap0", "banger0", "0", "0;id", "isolated"}, `gid "0;id": not a numeric id`},
 		{"subnet garbage", []string{"ensure-bridge", "banger0", "$(id)"}, "not a canonical prefix"},
 		{"subnet no length", []string{"ensure-bridge", "banger0", "10.77.0.0"}, "not a canonical prefix"},
 		{"subnet host bits", []string{"apply-firewall", "banger0", "10.77.0.1/24", "-", "-"}, "host bits are set"},
@@ -145,7 +151,7 @@ func TestParsePriv_Rejects(t *testing.T) {
 func TestPrivMain_OperationFailure(t *testing.T) {
 	h := newFakeHost() // no bridge: EnsureTap fails
 	var stderr bytes.Buffer
-	code := privMain(context.Background(), []string{"ensure-tap", "bgtap0", "banger0", "0", "0"}, &stderr, h)
+	code := privMain(context.Background(), []string{"ensure-tap", "bgtap0", "banger0", "0", "0", "isolated"}, &stderr, h)
 	if code != privFailed {
 		t.Errorf("privMain = %d, want %d", code, privFailed)
 	}

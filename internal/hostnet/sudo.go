@@ -60,8 +60,8 @@ func (s Sudo) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix
 }
 
 // EnsureTap implements Privileged.
-func (s Sudo) EnsureTap(ctx context.Context, name, bridge string, uid, gid int) error {
-	if err := s.run(ctx, OpEnsureTap, name, bridge, strconv.Itoa(uid), strconv.Itoa(gid)); err != nil {
+func (s Sudo) EnsureTap(ctx context.Context, name, bridge string, uid, gid int, shared bool) error {
+	if err := s.run(ctx, OpEnsureTap, name, bridge, strconv.Itoa(uid), strconv.Itoa(gid), PortMode(shared)); err != nil {
 		return fmt.Errorf("ensure tap %s: %w", name, err)
 	}
 	return nil

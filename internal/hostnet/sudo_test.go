@@ -57,7 +57,8 @@ func TestSudo_Argv(t *testing.T) {
 		want []string
 	}{
 		{func() error { return s.EnsureBridge(ctx, "banger0", subnet) }, []string{"ensure-bridge", "banger0", "192.0.2.0/24"}},
-		{func() error { return s.EnsureTap(ctx, "bgtap0", "banger0", 1000, 1001) }, []string{"ensure-tap", "bgtap0", "banger0", "1000", "1001"}},
+		{func() error { return s.EnsureTap(ctx, "bgtap0", "banger0", 1000, 1001, false) }, []string{"ensure-tap", "bgtap0", "banger0", "1000", "1001", "isolated"}},
+		{func() error { return s.EnsureTap(ctx, "bgtap1", "banger0", 1000, 1001, true) }, []string{"ensure-tap", "bgtap1", "banger0", "1000", "1001", "shared"}},
 		{func() error { return s.DeleteLink(ctx, "bgtap0") }, []string{"delete-link", "bgtap0"}},
 		{func() error { return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet}) }, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-"}},
 		{func() error {
