@@ -74,7 +74,7 @@ func BenchmarkNetworkStage(b *testing.B) {
 				full()
 				b.ResetTimer()
 				for range b.N {
-					tap, err := m.AcquireTap(ctx)
+					tap, err := m.AcquireTap(ctx, nextGuestIP())
 					if err != nil {
 						b.Fatal(err)
 					}

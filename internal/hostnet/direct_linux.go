@@ -183,6 +183,13 @@ func (d Direct) EnsureTap(ctx context.Context, name, bridge string, uid, gid int
 				return fmt.Errorf("attach to %s: %w", bridge, err)
 			}
 		}
+		// An isolated bridge port forwards to non-isolated ports only
+		// (the host's side of the bridge), never to another guest's tap,
+		// whether or not br_netfilter is loaded. Set every time: it is
+		// one attribute and a tap re-attached by hand loses it.
+		if err := netlink.LinkSetIsolated(link, true); err != nil {
+			return fmt.Errorf("isolate bridge port: %w", err)
+		}
 		if link.Attrs().Flags&net.FlagUp == 0 {
 			if err := netlink.LinkSetUp(link); err != nil {
 				return fmt.Errorf("set up: %w", err)

@@ -62,11 +62,17 @@ type Manager struct {
 	p   Privileged
 	log *slog.Logger
 
-	mu       sync.Mutex
-	ensured  bool            // Ensure succeeded and no Teardown since
-	closed   bool            // Close was called
-	pool     []string        // idle taps, ready to hand out, oldest first
-	inUse    map[string]bool // taps handed out or adopted
+	mu      sync.Mutex
+	ensured bool            // Ensure succeeded and no Teardown since
+	closed  bool            // Close was called
+	pool    []string        // idle taps, ready to hand out, oldest first
+	inUse   map[string]bool // taps handed out or adopted
+	// guests binds each tap in use to its VM's lease; the firewall lets a
+	// tap send only as that VM (Firewall.Guests).
+	guests map[string]netip.Addr
+	// fwMu serialises firewall applies, so the last apply always holds
+	// every binding made before it.
+	fwMu     sync.Mutex
 	creating map[string]bool // names reserved while being created or reset
 	// refilling counts new pool taps being created, resetting released
 	// taps being reset for the pool; both count toward PoolSize. A release
@@ -90,6 +96,7 @@ func New(cfg Config, p Privileged, logger *slog.Logger) *Manager {
 		p:        p,
 		log:      logger,
 		inUse:    map[string]bool{},
+		guests:   map[string]netip.Addr{},
 		creating: map[string]bool{},
 		kick:     make(chan struct{}, 1),
 	}
@@ -125,7 +132,7 @@ func (m *Manager) Ensure(ctx context.Context) error {
 			return fmt.Errorf("ensure host network: %w", err)
 		}
 	}
-	if err := m.p.ApplyFirewall(ctx, Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow}); err != nil {
+	if err := m.applyFirewall(ctx); err != nil {
 		return fmt.Errorf("ensure host network: %w", err)
 	}
 	if !st.Forwarding {
@@ -147,6 +154,22 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	}
 	m.wake()
 	return nil
+}
+
+// applyFirewall replaces banger's tables with the rules for the current
+// bindings. Applies are serialised and each reads the bindings when it
+// runs, so concurrent creates never leave a binding out.
+func (m *Manager) applyFirewall(ctx context.Context) error {
+	m.fwMu.Lock()
+	defer m.fwMu.Unlock()
+	m.mu.Lock()
+	f := Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow}
+	for tap, ip := range m.guests {
+		f.Guests = append(f.Guests, Guest{Tap: tap, IP: ip})
+	}
+	m.mu.Unlock()
+	slices.SortFunc(f.Guests, func(a, b Guest) int { return strings.Compare(a.Tap, b.Tap) })
+	return m.p.ApplyFirewall(ctx, f)
 }
 
 // bridgeReady reports whether the bridge exists, is up and carries
@@ -264,10 +287,29 @@ func (m *Manager) createTap(ctx context.Context) (string, error) {
 }
 
 // AcquireTap hands out a tap attached to the bridge, up and owned by the
-// configured user: an idle one from the pool (checked to still be so, and
-// repaired when not) or, when the pool is empty, one created now. The
-// refill loop then tops the pool up. Ensure must have succeeded.
-func (m *Manager) AcquireTap(ctx context.Context) (string, error) {
+// configured user, bound to the VM leased ip: the firewall lets it send
+// only with that VM's MAC and address. The tap is an idle one from the
+// pool (checked to still be so, and repaired when not) or, when the pool
+// is empty, one created now; the refill loop then tops the pool up.
+// Ensure must have succeeded.
+func (m *Manager) AcquireTap(ctx context.Context, ip netip.Addr) (string, error) {
+	name, err := m.acquireTap(ctx)
+	if err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	m.guests[name] = ip
+	m.mu.Unlock()
+	if err := m.applyFirewall(ctx); err != nil {
+		m.mu.Lock()
+		delete(m.guests, name)
+		m.mu.Unlock()
+		return "", errors.Join(fmt.Errorf("bind tap %s to %s: %w", name, ip, err), m.ReleaseTap(ctx, name))
+	}
+	return name, nil
+}
+
+func (m *Manager) acquireTap(ctx context.Context) (string, error) {
 	m.mu.Lock()
 	if !m.ensured {
 		m.mu.Unlock()
@@ -323,6 +365,18 @@ func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 		return nil
 	}
 	delete(m.inUse, name)
+	_, bound := m.guests[name]
+	delete(m.guests, name)
+	m.mu.Unlock()
+	if bound {
+		// The binding goes before the tap is pooled or reused. A failed
+		// apply leaves a stale binding for a tap nobody sends on; the
+		// next bind of that name replaces it.
+		if err := m.applyFirewall(ctx); err != nil {
+			m.log.Warn("unbind released tap", logKeyTap, name, logKeyErr, err)
+		}
+	}
+	m.mu.Lock()
 	room := m.ensured && !m.closed && len(m.pool)+m.resetting < m.cfg.PoolSize
 	if room {
 		m.creating[name] = true
@@ -383,18 +437,28 @@ func (m *Manager) InUse() []string {
 }
 
 // Adopt marks the taps of VMs found running at daemon start as in use, so
-// they are neither pooled, reused nor reported as orphans. Names that are
-// not banger tap names are ignored.
-func (m *Manager) Adopt(names []string) {
+// they are neither pooled, reused nor reported as orphans, binds each to
+// its VM's lease and applies the firewall with those bindings (when there
+// are any). Names that are not banger tap names are ignored.
+func (m *Manager) Adopt(ctx context.Context, guests map[string]netip.Addr) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, n := range names {
+	for n, ip := range guests {
 		if !ValidTapName(n) {
 			continue
 		}
 		m.inUse[n] = true
+		m.guests[n] = ip
 		m.pool = slices.DeleteFunc(m.pool, func(p string) bool { return p == n })
 	}
+	n := len(m.guests)
+	m.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	if err := m.applyFirewall(ctx); err != nil {
+		return fmt.Errorf("adopt taps: %w", err)
+	}
+	return nil
 }
 
 // Orphans lists the taps on the host that carry banger's prefix but are

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,15 @@ import (
 
 func testConfig(pool int) Config {
 	return Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), PoolSize: pool, UID: 1000, GID: 1000}
+}
+
+var guestIPs atomic.Uint32
+
+// nextGuestIP returns a fresh guest address of 192.0.2.0/24 (the subnet
+// of every manager test), .2 to .254 and around again.
+func nextGuestIP() netip.Addr {
+	n := guestIPs.Add(1)
+	return netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + n%253)})
 }
 
 // waitFor polls cond until it holds or a generous deadline passes.
@@ -83,7 +93,7 @@ func TestManager_Pool(t *testing.T) {
 	m := New(testConfig(2), h, nil)
 	defer m.Close()
 
-	if _, err := m.AcquireTap(ctx); err == nil {
+	if _, err := m.AcquireTap(ctx, nextGuestIP()); err == nil {
 		t.Fatal("AcquireTap before Ensure = nil error, want error")
 	}
 	if err := m.Ensure(ctx); err != nil {
@@ -94,7 +104,7 @@ func TestManager_Pool(t *testing.T) {
 		t.Errorf("pool (-want +got):\n%s", diff)
 	}
 
-	a, err := m.AcquireTap(ctx)
+	a, err := m.AcquireTap(ctx, nextGuestIP())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +128,7 @@ func TestManager_Pool(t *testing.T) {
 	// Drain the pool and one more (created on demand).
 	var taken []string
 	for range 3 {
-		n, err := m.AcquireTap(ctx)
+		n, err := m.AcquireTap(ctx, nextGuestIP())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +196,7 @@ func TestManager_ReleaseReturnsToPool(t *testing.T) {
 		t.Errorf("second release acted: %q", calls)
 	}
 	// The pooled tap is handed out.
-	n, err := m.AcquireTap(ctx)
+	n, err := m.AcquireTap(ctx, nextGuestIP())
 	if err != nil || n != "bgtap5" {
 		t.Errorf("AcquireTap = %q, %v; want bgtap5", n, err)
 	}
@@ -213,7 +223,9 @@ func TestManager_AdoptAndOrphans(t *testing.T) {
 	h.addLink(Link{Name: "bgtapveth", Kind: "veth"})
 	m := New(testConfig(2), h, nil)
 	defer m.Close()
-	m.Adopt([]string{"bgtap0", "not a tap"})
+	if err := m.Adopt(ctx, map[string]netip.Addr{"bgtap0": nextGuestIP(), "not a tap": nextGuestIP()}); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -265,13 +277,13 @@ func TestManager_RefillRetriesAndOnDemand(t *testing.T) {
 	}
 	// The refill fails on bgtap0; AcquireTap creating on demand reports
 	// the cause.
-	if _, err := m.AcquireTap(ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+	if _, err := m.AcquireTap(ctx, nextGuestIP()); err == nil || !strings.Contains(err.Error(), "injected failure") {
 		t.Errorf("AcquireTap = %v, want the injected failure", err)
 	}
 	h.mu.Lock()
 	h.failTap = ""
 	h.mu.Unlock()
-	n, err := m.AcquireTap(ctx)
+	n, err := m.AcquireTap(ctx, nextGuestIP())
 	if err != nil {
 		t.Fatal(err)
 	}

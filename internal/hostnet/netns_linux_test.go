@@ -39,6 +39,10 @@ type ipLink struct {
 			User  any    `json:"user"` // a number, or a name iproute2 resolved
 			Group any    `json:"group"`
 		} `json:"info_data"`
+		// Port holds a bridge port's attributes.
+		Port struct {
+			Isolated bool `json:"isolated"`
+		} `json:"info_slave_data"`
 	} `json:"linkinfo"`
 	AddrInfo []struct {
 		Family string `json:"family"`
@@ -169,6 +173,8 @@ func TestManager_Netns(t *testing.T) {
 			t.Errorf("%s owned by %s:%s, want 1234:2345", name, l.LinkInfo.Data.User, l.LinkInfo.Data.Group)
 		case !slices.Contains(l.Flags, "UP"):
 			t.Errorf("%s not up: %v", name, l.Flags)
+		case !l.LinkInfo.Port.Isolated:
+			t.Errorf("%s is not an isolated bridge port: guests could reach each other", name)
 		}
 	}
 
@@ -179,7 +185,7 @@ func TestManager_Netns(t *testing.T) {
 			checkTap(t, n)
 		}
 		var err error
-		acquired, err = m.AcquireTap(ctx)
+		acquired, err = m.AcquireTap(ctx, nextGuestIP())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +238,7 @@ func TestManager_Netns(t *testing.T) {
 	})
 
 	t.Run("Teardown leaves nothing", func(t *testing.T) {
-		n, err := m.AcquireTap(ctx)
+		n, err := m.AcquireTap(ctx, nextGuestIP())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -149,6 +149,15 @@ type Firewall struct {
 	// other than through its default route; guests may not reach them.
 	// Direct.ApplyFirewall fills them in from the kernel.
 	HostNets []netip.Prefix
+	// Guests bind each VM's tap to its lease: what enters the bridge from
+	// a tap may carry only that VM's MAC and address as its source.
+	Guests []Guest
+}
+
+// Guest is one VM's tap and leased address; its MAC is MACForIP(IP).
+type Guest struct {
+	Tap string
+	IP  netip.Addr
 }
 
 // DeniedByDefault are the destinations no guest reaches unless the user
@@ -206,20 +215,41 @@ func nftElements(ps []netip.Prefix) string {
 	return strings.Join(parts, ", ")
 }
 
-// Validate checks the bridge name and the subnet.
+// Validate checks the bridge name, the subnet and the guests: banger tap
+// names, each once, with an address of the subnet other than the gateway.
 func (f Firewall) Validate() error {
 	if !ManagedName(f.Bridge) {
 		return fmt.Errorf("bridge %q: not a banger interface name", f.Bridge)
 	}
-	return CheckSubnet(f.Subnet)
+	if err := CheckSubnet(f.Subnet); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	ips := map[netip.Addr]bool{}
+	for _, g := range f.Guests {
+		switch {
+		case !ValidTapName(g.Tap):
+			return fmt.Errorf("guest tap %q: not a banger tap name", g.Tap)
+		case seen[g.Tap]:
+			return fmt.Errorf("guest tap %s: bound twice", g.Tap)
+		case !g.IP.Is4() || !f.Subnet.Contains(g.IP) || g.IP == Gateway(f.Subnet):
+			return fmt.Errorf("guest tap %s: address %s is not a guest address of %s", g.Tap, g.IP, f.Subnet)
+		case ips[g.IP]:
+			return fmt.Errorf("guest tap %s: address %s bound to two taps", g.Tap, g.IP)
+		}
+		seen[g.Tap], ips[g.IP] = true, true
+	}
+	return nil
 }
 
-// The nftables table banger owns. Everything banger does to the host
-// firewall lives in it, so removing it removes all of banger's rules and
-// touches nobody else's.
+// The nftables tables banger owns: routing and NAT in the inet table,
+// what may enter the bridge from a guest's tap in the bridge table.
+// Everything banger does to the host firewall lives in them, so removing
+// them removes all of banger's rules and touches nobody else's.
 const (
-	TableFamily = "inet"
-	TableName   = "banger"
+	TableFamily       = "inet"
+	TableName         = "banger"
+	BridgeTableFamily = "bridge"
 )
 
 // Ruleset returns the nft script that atomically replaces banger's table
@@ -240,6 +270,14 @@ const (
 //     replies to connections the host opened (ssh, the agent) reach the
 //     host; every other host address and port is dropped, guests being
 //     untrusted.
+//   - bridge prerouting (table bridge banger), before any forwarding or
+//     local delivery and whether or not br_netfilter is loaded: a frame
+//     from a banger tap must carry its VM's MAC as source; IPv4 must carry
+//     its VM's address as source; ARP must name its VM's MAC and address
+//     as sender (no claiming the gateway's or another guest's address);
+//     every other ethertype (IPv6 included) is dropped. A tap bound to no
+//     VM sends nothing. Taps are also isolated bridge ports (see
+//     Direct.EnsureTap), so no frame goes from one guest to another.
 //
 // Accepting in banger's table does not override a drop in another table on
 // the same hook (a host firewall with a forward drop policy still drops
@@ -280,11 +318,49 @@ func Ruleset(f Firewall) string {
 	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
 	fmt.Fprintf(&b, "\t}\n")
 	fmt.Fprintf(&b, "}\n")
+	writeBridgeTable(&b, f.Guests)
 	return b.String()
 }
 
-// RemoveRuleset returns the nft script that deletes banger's table,
-// succeeding whether or not it exists.
+// writeBridgeTable adds the bridge-family table that binds each tap to
+// its VM's lease (see Ruleset).
+func writeBridgeTable(b *strings.Builder, guests []Guest) {
+	gs := slices.Clone(guests)
+	slices.SortFunc(gs, func(x, y Guest) int { return strings.Compare(x.Tap, y.Tap) })
+	fmt.Fprintf(b, "table %s %s\n", BridgeTableFamily, TableName)
+	fmt.Fprintf(b, "delete table %s %s\n", BridgeTableFamily, TableName)
+	fmt.Fprintf(b, "table %s %s {\n", BridgeTableFamily, TableName)
+	leases := make([]string, len(gs))
+	macs := make([]string, len(gs))
+	for i, g := range gs {
+		mac := MACForIP(g.IP).String()
+		leases[i] = fmt.Sprintf("%q . %s . %s", g.Tap, mac, g.IP)
+		macs[i] = fmt.Sprintf("%q . %s", g.Tap, mac)
+	}
+	set := func(name, typ string, elems []string) {
+		fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", name, typ)
+		if len(elems) > 0 {
+			fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+		}
+		fmt.Fprintf(b, "\t}\n")
+	}
+	set("macs", "ifname . ether_addr", macs)
+	set("leases", "ifname . ether_addr . ipv4_addr", leases)
+	taps := strconv.Quote(TapPrefix + "*")
+	fmt.Fprintf(b, "\tchain prerouting {\n")
+	fmt.Fprintf(b, "\t\ttype filter hook prerouting priority filter; policy accept;\n")
+	fmt.Fprintf(b, "\t\tiifname != %s accept\n", taps)
+	fmt.Fprintf(b, "\t\tiifname . ether saddr != @macs drop\n")
+	fmt.Fprintf(b, "\t\tether type arp iifname . arp saddr ether . arp saddr ip != @leases drop\n")
+	fmt.Fprintf(b, "\t\tether type ip iifname . ether saddr . ip saddr != @leases drop\n")
+	fmt.Fprintf(b, "\t\tether type != { arp, ip } drop\n")
+	fmt.Fprintf(b, "\t}\n")
+	fmt.Fprintf(b, "}\n")
+}
+
+// RemoveRuleset returns the nft script that deletes banger's tables,
+// succeeding whether or not they exist.
 func RemoveRuleset() string {
-	return fmt.Sprintf("table %s %s\ndelete table %s %s\n", TableFamily, TableName, TableFamily, TableName)
+	return fmt.Sprintf("table %s %s\ndelete table %s %s\ntable %s %s\ndelete table %s %s\n",
+		TableFamily, TableName, TableFamily, TableName, BridgeTableFamily, TableName, BridgeTableFamily, TableName)
 }

@@ -181,6 +181,9 @@ func TestRuleset(t *testing.T) {
 	}{
 		{"ruleset-default.nft", Firewall{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24")}},
 		{"ruleset-doc.nft", Firewall{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/28")}},
+		{"ruleset-guests.nft", Firewall{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"), Guests: []Guest{
+			{"bgtap3", netip.MustParseAddr("10.77.0.9")}, {"bgtap0", netip.MustParseAddr("10.77.0.2")},
+		}}},
 		{"ruleset-allow.nft", Firewall{
 			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"),
 			Allow:    []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("10.1.0.0/16")},

@@ -59,6 +59,7 @@ type PrivRequest struct {
 	Subnet   netip.Prefix   // ensure-bridge, apply-firewall
 	UID, GID int            // ensure-tap
 	Allow    []netip.Prefix // apply-firewall
+	Guests   []Guest        // apply-firewall
 }
 
 // ErrPrivUsage marks a rejected `bangerd priv` request.
@@ -81,7 +82,7 @@ func ParsePriv(args []string) (PrivRequest, error) {
 	op, rest := args[0], args[1:]
 	want := map[string]int{
 		OpEnsureBridge: 2, OpEnsureTap: 4, OpDeleteLink: 1,
-		OpApplyFirewall: 3, OpRemoveFirewall: 0, OpEnableForwarding: 0,
+		OpApplyFirewall: 4, OpRemoveFirewall: 0, OpEnableForwarding: 0,
 	}
 	n, ok := want[op]
 	if !ok {
@@ -128,6 +129,13 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.Allow, err = parseAllow(rest[2]); err != nil {
 			return PrivRequest{}, err
 		}
+		if req.Guests, err = parseGuests(rest[3]); err != nil {
+			return PrivRequest{}, err
+		}
+		f := Firewall{Bridge: req.Bridge, Subnet: req.Subnet, Guests: req.Guests}
+		if err := f.Validate(); err != nil {
+			return PrivRequest{}, usage("%v", err)
+		}
 	}
 	return req, nil
 }
@@ -142,7 +150,7 @@ func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
 	case OpDeleteLink:
 		return p.DeleteLink(ctx, r.Name)
 	case OpApplyFirewall:
-		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow})
+		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow, Guests: r.Guests})
 	case OpRemoveFirewall:
 		return p.RemoveFirewall(ctx)
 	case OpEnableForwarding:
@@ -184,6 +192,46 @@ func parseAllow(s string) ([]netip.Prefix, error) {
 			return nil, usage("allow %q: want a canonical IPv4 network prefix such as 192.168.1.0/24", part)
 		}
 		out = append(out, p)
+	}
+	return out, nil
+}
+
+// maxGuests bounds the guests one request may carry (a /16 holds fewer
+// guests than this).
+const maxGuests = 1 << 16
+
+// FormatGuests is the apply-firewall argument for the guests: TAP=IP
+// pairs joined by commas, or "-" for none. The MAC is not passed: it is
+// MACForIP(IP), so the helper derives it rather than trusting one.
+func FormatGuests(gs []Guest) string {
+	if len(gs) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(gs))
+	for i, g := range gs {
+		parts[i] = g.Tap + "=" + g.IP.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// parseGuests accepts what FormatGuests makes, and nothing else: banger
+// tap names and canonical IPv4 addresses.
+func parseGuests(s string) ([]Guest, error) {
+	if s == "-" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > maxGuests {
+		return nil, usage("guest list: %d guests, at most %d", len(parts), maxGuests)
+	}
+	out := make([]Guest, 0, len(parts))
+	for _, part := range parts {
+		tap, ip, ok := strings.Cut(part, "=")
+		a, err := netip.ParseAddr(ip)
+		if !ok || !ValidTapName(tap) || err != nil || !a.Is4() || a.String() != ip {
+			return nil, usage("guest %q: want TAP=IPV4 such as %s=10.77.0.2", part, TapName(0))
+		}
+		out = append(out, Guest{Tap: tap, IP: a})
 	}
 	return out, nil
 }

@@ -28,12 +28,16 @@ func TestParsePriv_Valid(t *testing.T) {
 			"EnsureTap bgtap0 bg0 0 4294967294"},
 		{[]string{"delete-link", "bgtap12"}, PrivRequest{Op: OpDeleteLink, Name: "bgtap12"}, "DeleteLink bgtap12"},
 		{[]string{"delete-link", "banger0"}, PrivRequest{Op: OpDeleteLink, Name: "banger0"}, "DeleteLink banger0"},
-		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-"},
 			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24")},
 			"ApplyFirewall banger0 192.0.2.0/24"},
-		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "10.1.0.0/16,192.168.1.10/32"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "10.1.0.0/16,192.168.1.10/32", "-"},
 			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
 				Allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.10/32")}},
+			"ApplyFirewall banger0 192.0.2.0/24"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap0=192.0.2.2,bgtap7=192.0.2.9"},
+			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
+				Guests: []Guest{{"bgtap0", netip.MustParseAddr("192.0.2.2")}, {"bgtap7", netip.MustParseAddr("192.0.2.9")}}},
 			"ApplyFirewall banger0 192.0.2.0/24"},
 		{[]string{"remove-firewall"}, PrivRequest{Op: OpRemoveFirewall}, "RemoveFirewall"},
 		{[]string{"enable-forwarding"}, PrivRequest{Op: OpEnableForwarding}, "EnableForwarding"},
@@ -43,7 +47,7 @@ func TestParsePriv_Valid(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParsePriv: %v", err)
 			}
-			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("ParsePriv (-want +got):\n%s", diff)
 			}
 			// The request reaches the executor unchanged.
@@ -98,16 +102,25 @@ func TestParsePriv_Rejects(t *testing.T) {
 		{"gid injection", []string{"ensure-tap", "bgtap0", "banger0", "0", "0;id"}, `gid "0;id": not a numeric id`},
 		{"subnet garbage", []string{"ensure-bridge", "banger0", "$(id)"}, "not a canonical prefix"},
 		{"subnet no length", []string{"ensure-bridge", "banger0", "10.77.0.0"}, "not a canonical prefix"},
-		{"subnet host bits", []string{"apply-firewall", "banger0", "10.77.0.1/24", "-"}, "host bits are set"},
-		{"subnet too wide", []string{"apply-firewall", "banger0", "0.0.0.0/0", "-"}, "length must be between"},
-		{"subnet ipv6", []string{"apply-firewall", "banger0", "fd00::/64", "-"}, "must be an IPv4 prefix"},
-		{"subnet spaces", []string{"apply-firewall", "banger0", " 10.77.0.0/24", "-"}, "not a canonical prefix"},
-		{"nft injection in bridge", []string{"apply-firewall", `banger0" accept`, "10.77.0.0/24", "-"}, "not an interface name"},
-		{"allow injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8 } accept; {"}, "canonical IPv4 network prefix"},
-		{"allow host bits", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.1/8"}, "canonical IPv4 network prefix"},
-		{"allow ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "fd00::/8"}, "canonical IPv4 network prefix"},
-		{"allow empty element", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8,"}, "canonical IPv4 network prefix"},
-		{"allow missing", []string{"apply-firewall", "banger0", "10.77.0.0/24"}, "takes 3 arguments"},
+		{"subnet host bits", []string{"apply-firewall", "banger0", "10.77.0.1/24", "-", "-"}, "host bits are set"},
+		{"subnet too wide", []string{"apply-firewall", "banger0", "0.0.0.0/0", "-", "-"}, "length must be between"},
+		{"subnet ipv6", []string{"apply-firewall", "banger0", "fd00::/64", "-", "-"}, "must be an IPv4 prefix"},
+		{"subnet spaces", []string{"apply-firewall", "banger0", " 10.77.0.0/24", "-", "-"}, "not a canonical prefix"},
+		{"nft injection in bridge", []string{"apply-firewall", `banger0" accept`, "10.77.0.0/24", "-", "-"}, "not an interface name"},
+		{"allow injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8 } accept; {", "-"}, "canonical IPv4 network prefix"},
+		{"allow host bits", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.1/8", "-"}, "canonical IPv4 network prefix"},
+		{"allow ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "fd00::/8", "-"}, "canonical IPv4 network prefix"},
+		{"allow empty element", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8,", "-"}, "canonical IPv4 network prefix"},
+		{"allow missing", []string{"apply-firewall", "banger0", "10.77.0.0/24"}, "takes 4 arguments"},
+		{"guests missing", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-"}, "takes 4 arguments"},
+		{"guest nft injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0=10.77.0.2 } ; flush ruleset ; {`}, "want TAP=IPV4"},
+		{"guest quote in tap", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0" . 00:00=10.77.0.2`}, "want TAP=IPV4"},
+		{"guest other interface", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "eth0=10.77.0.2"}, "want TAP=IPV4"},
+		{"guest ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=fd00::2"}, "want TAP=IPV4"},
+		{"guest address leading zero", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.02"}, "want TAP=IPV4"},
+		{"guest outside the subnet", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.78.0.2"}, "not a guest address"},
+		{"guest claims the gateway", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.1"}, "not a guest address"},
+		{"guest tap twice", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.2,bgtap0=10.77.0.3"}, "bound twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePriv(tc.args)

@@ -77,7 +77,7 @@ func (s Sudo) DeleteLink(ctx context.Context, name string) error {
 
 // ApplyFirewall implements Privileged.
 func (s Sudo) ApplyFirewall(ctx context.Context, f Firewall) error {
-	if err := s.run(ctx, OpApplyFirewall, f.Bridge, f.Subnet.String(), FormatAllow(f.Allow)); err != nil {
+	if err := s.run(ctx, OpApplyFirewall, f.Bridge, f.Subnet.String(), FormatAllow(f.Allow), FormatGuests(f.Guests)); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
 	return nil

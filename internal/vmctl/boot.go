@@ -55,8 +55,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		if err := m.opt.Network.Ensure(ctx); err != nil {
 			return fmt.Errorf("host network: %w", err)
 		}
-		var err error
-		tap, err = m.opt.Network.AcquireTap(ctx)
+		ip, err := netip.ParseAddr(vm.IP)
+		if err != nil {
+			return fmt.Errorf("vm %s has no leased address: %w", vm.Name, err)
+		}
+		tap, err = m.opt.Network.AcquireTap(ctx, ip)
 		if err != nil {
 			return fmt.Errorf("acquire tap: %w", err)
 		}

@@ -23,7 +23,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	records := map[string]netip.Addr{}
-	var taps []string
+	taps := map[string]netip.Addr{}
 	var errs []error
 	adopted := map[int]bool{}
 	for _, vm := range vms {
@@ -41,11 +41,11 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 		if herr == nil && vmm.Alive(h) {
 			adopted[h.PID] = true
-			if h.Tap != "" {
-				taps = append(taps, h.Tap)
-			}
 			if ip, err := netip.ParseAddr(vm.IP); err == nil {
 				records[vm.Name] = ip
+				if h.Tap != "" {
+					taps[h.Tap] = ip
+				}
 			}
 			if vm.State != store.StateRunning {
 				_, err := m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error { v.State = store.StateRunning; return nil })
@@ -76,7 +76,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, m.killStrays(ctx, adopted))
-	m.opt.Network.Adopt(taps)
+	errs = append(errs, m.opt.Network.Adopt(ctx, taps))
 	m.opt.DNS.Replace(records)
 	return errors.Join(errs...)
 }

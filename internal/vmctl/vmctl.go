@@ -31,12 +31,14 @@ import (
 type Network interface {
 	// Ensure creates the bridge, gateway address and NAT table if missing.
 	Ensure(ctx context.Context) error
-	// AcquireTap hands out a tap attached to the bridge.
-	AcquireTap(ctx context.Context) (string, error)
+	// AcquireTap hands out a tap attached to the bridge that may send
+	// only as the VM leased ip (its MAC and address).
+	AcquireTap(ctx context.Context, ip netip.Addr) (string, error)
 	// ReleaseTap returns a tap to the pool or deletes it.
 	ReleaseTap(ctx context.Context, name string) error
-	// Adopt marks taps of VMs found running at daemon start as in use.
-	Adopt(names []string)
+	// Adopt marks the taps of VMs found running at daemon start as in use
+	// and binds each to its VM's leased address.
+	Adopt(ctx context.Context, guests map[string]netip.Addr) error
 }
 
 // DNS is the record set of the .vm zone.

@@ -44,7 +44,10 @@ type fakeNet struct {
 }
 
 func (n *fakeNet) Ensure(context.Context) error { return n.ensureErr }
-func (n *fakeNet) AcquireTap(context.Context) (string, error) {
+func (n *fakeNet) AcquireTap(_ context.Context, ip netip.Addr) (string, error) {
+	if !ip.IsValid() {
+		return "", fmt.Errorf("acquire tap: no address")
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	name := fmt.Sprintf("bgtap%d", n.next)
@@ -59,10 +62,13 @@ func (n *fakeNet) ReleaseTap(_ context.Context, name string) error {
 	n.released = append(n.released, name)
 	return nil
 }
-func (n *fakeNet) Adopt(names []string) {
+func (n *fakeNet) Adopt(_ context.Context, guests map[string]netip.Addr) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.adopted = append(n.adopted, names...)
+	for tap := range guests {
+		n.adopted = append(n.adopted, tap)
+	}
+	return nil
 }
 func (n *fakeNet) inUse() int {
 	n.mu.Lock()
