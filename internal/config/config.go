@@ -32,6 +32,7 @@ type Config struct {
 	Catalogs       []string   `toml:"catalogs"`        // extra image catalogs: http(s) URLs or absolute paths
 	Network        Network    `toml:"network"`
 	VMDefaults     VMDefaults `toml:"vm_defaults"`
+	Limits         Limits     `toml:"limits"`
 	FileSync       []FileSync `toml:"file_sync"`
 	Path           string     `toml:"-"` // file loaded; "" when none existed
 
@@ -56,6 +57,29 @@ type Network struct {
 	// every guest's tap is an isolated port and guests see only the host
 	// and the outside.
 	GuestToGuest bool `toml:"guest_to_guest"`
+}
+
+// Limits bound what a guest can make the host keep. Empty means the
+// built-in default.
+type Limits struct {
+	// ConsoleLog bounds each VM's console.log and its one rotated copy
+	// (ParseSize syntax; default DefaultConsoleLog).
+	ConsoleLog string `toml:"console_log"`
+}
+
+// DefaultConsoleLog is the console log bound when [limits] console_log is
+// not set; MinConsoleLog is the smallest accepted.
+const (
+	DefaultConsoleLog = 4 << 20
+	MinConsoleLog     = 64 << 10
+)
+
+// ConsoleLogBytes returns the console log bound in bytes.
+func (l Limits) ConsoleLogBytes() int64 {
+	if n, err := ParseSize(l.ConsoleLog); err == nil && l.ConsoleLog != "" {
+		return n
+	}
+	return DefaultConsoleLog
 }
 
 // VMDefaults overrides the default VM shape. A zero field (or an absent

@@ -64,6 +64,8 @@ func TestLoad_invalid(t *testing.T) {
 		{"disk unparsable", "[vm_defaults]\ndisk_size = \"8 gigs\"\n", `:2: vm_defaults.disk_size "8 gigs": must be a size`},
 		{"disk too small", "[vm_defaults]\ndisk_size = \"512M\"\n", `:2: vm_defaults.disk_size "512M": must be at least 1G`},
 		{"disk empty", "[vm_defaults]\ndisk_size = \"\"\n", `:2: vm_defaults.disk_size "": must be a size`},
+		{"console log unparsable", "[limits]\nconsole_log = \"lots\"\n", `:2: limits.console_log "lots": must be a size`},
+		{"console log too small", "\n[limits]\nconsole_log = \"1K\"\n", `:3: limits.console_log "1K": must be at least 64K`},
 		{"file_sync empty host", "[[file_sync]]\nhost = \"\"\nguest = \"~/a\"\n", `:2: file_sync[0].host "": must not be empty`},
 		{"file_sync missing host", "[[file_sync]]\nguest = \"~/a\"\n", `:1: file_sync[0].host "": must not be empty`},
 		{"file_sync empty guest", "[[file_sync]]\nhost = \"~/a\"\nguest = \"\"\n", `:3: file_sync[0].guest "": must not be empty`},
@@ -138,6 +140,9 @@ vcpu = 3
 memory_mib = 3072
 disk_size = "20G"
 
+[limits]
+console_log = "1M"
+
 [[file_sync]]
 host = "~/.local/share/opencode/auth.json"
 guest = "~/.local/share/opencode/auth.json"
@@ -164,6 +169,7 @@ func TestLoad_full(t *testing.T) {
 			DNSUpstream: []string{"192.0.2.53", "198.51.100.53:5353"}, TapPoolSize: 0,
 		},
 		VMDefaults: VMDefaults{VCPU: 3, MemoryMiB: 3072, DiskSize: "20G"},
+		Limits:     Limits{ConsoleLog: "1M"},
 		FileSync: []FileSync{
 			{Host: "~/.local/share/opencode/auth.json", Guest: "~/.local/share/opencode/auth.json"},
 			{Host: "/etc/gitconfig", Guest: "/root/.gitconfig", Mode: "0644"},

@@ -57,6 +57,15 @@ func (c *Config) Validate() error {
 	if err := c.validateVMDefaults(); err != nil {
 		return err
 	}
+	if l := c.Limits.ConsoleLog; l != "" {
+		n, err := ParseSize(l)
+		if err != nil {
+			return c.keyErr("limits.console_log", strconv.Quote(l), `must be a size such as "4M" (units K, M, G, T; powers of 1024)`)
+		}
+		if n < MinConsoleLog {
+			return c.keyErr("limits.console_log", strconv.Quote(l), "must be at least "+FormatSize(MinConsoleLog))
+		}
+	}
 	for i, f := range c.FileSync {
 		if field, reason := f.check(); field != "" {
 			val := map[string]string{"host": f.Host, "guest": f.Guest, "mode": f.Mode}[field]

@@ -78,18 +78,20 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		vmm.Firecracker: &firecracker.Driver{Binary: host.Firecracker()},
 	}
 	d.VMs = vmctl.New(vmctl.Options{
-		Store:      d.Store,
-		Images:     d.ImageManager(),
-		Network:    nw,
-		DNS:        d.dns,
-		Host:       host,
-		Drivers:    drivers,
-		Handles:    vmm.NewHandleCache(d.Paths.VMsDir),
-		Config:     d.Config,
-		VMsDir:     d.Paths.VMsDir,
-		SSHKey:     key,
-		KnownHosts: d.knownHosts,
-		Logger:     d.Logger.With("component", "vmctl"),
+		Store:   d.Store,
+		Images:  d.ImageManager(),
+		Network: nw,
+		DNS:     d.dns,
+		Host:    host,
+		Drivers: drivers,
+		Handles: vmm.NewHandleCache(d.Paths.VMsDir),
+		Config:  d.Config,
+		VMsDir:  d.Paths.VMsDir,
+		// A guest writes its console; the bound is the user's.
+		ConsoleLogMax: d.Config.Limits.ConsoleLogBytes(),
+		SSHKey:        key,
+		KnownHosts:    d.knownHosts,
+		Logger:        d.Logger.With("component", "vmctl"),
 	})
 	if err := d.VMs.Reconcile(ctx); err != nil {
 		d.Logger.Warn("reconcile", logKeyErr, err)

@@ -27,7 +27,9 @@ func TestAttacker(t *testing.T) {
 	e := newEnv(t, func(c string) string {
 		// Forwarded queries go to a black hole in the outside namespace,
 		// the case that held a socket and a goroutine per query before.
-		return strings.Replace(c, `dns_upstream = ["127.0.0.1:1"]`, `dns_upstream = ["198.51.100.53:53"]`, 1)
+		c = strings.Replace(c, `dns_upstream = ["127.0.0.1:1"]`, `dns_upstream = ["198.51.100.53:53"]`, 1)
+		// A small console bound, so a guest's flood crosses it quickly.
+		return c + "[limits]\nconsole_log = \"64K\"\n"
 	})
 	e.ensureImage()
 	world := e.outside(t)
@@ -187,6 +189,36 @@ func TestAttacker(t *testing.T) {
 		if r := e.must(e.banger("", "vm", "exec", "a", "--", "true")); r.code != 0 {
 			t.Errorf("exec after the flood: %d", r.code)
 		}
+	})
+
+	t.Run("a console flood stays within its bound", func(t *testing.T) {
+		const bound = 64 << 10
+		start := time.Now()
+		e.must(e.banger("", "vm", "exec", "b", "--", "sh", "-c", "head -c 2000000 /dev/zero | tr '\\0' x > /dev/ttyS0"))
+		took := time.Since(start)
+		blog := e.vm("b")["console_log"].(string)
+		size := func(p string) int64 {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return 0
+			}
+			return fi.Size()
+		}
+		// The watcher rotates every 500 ms; what a guest writes between
+		// two checks is the overshoot, so wait for the rotation.
+		for deadline := time.Now().Add(10 * time.Second); size(blog) > bound; {
+			if time.Now().After(deadline) {
+				t.Fatalf("console.log is %d bytes, bound %d", size(blog), bound)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the file's size
+		}
+		if n := size(blog + ".1"); n > bound {
+			t.Errorf("console.log.1 is %d bytes, bound %d", n, bound)
+		}
+		if size(blog)+size(blog+".1") == 0 {
+			t.Error("nothing of the flood reached the console log")
+		}
+		t.Logf("2 MB written to the console in %s; console.log %d + console.log.1 %d bytes", took.Round(time.Millisecond), size(blog), size(blog+".1"))
 	})
 
 	// Last for guest a: it replaces a's agent for good.
