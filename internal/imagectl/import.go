@@ -22,7 +22,7 @@ import (
 	"banger/internal/store"
 )
 
-// Stage names of an archive import.
+// StageImport is the stage of an archive import.
 const StageImport = "import"
 
 // Import makes an image from ref: a banger export archive, an OCI

@@ -342,7 +342,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.appendLog(msg.data)
 		if msg.err != nil {
 			m.logReader = nil
-			var cmd tea.Cmd = closeCmd(msg.reader)
+			cmd := closeCmd(msg.reader)
 			if !errors.Is(msg.err, io.EOF) {
 				m.logErr = msg.err.Error()
 			}
