@@ -604,3 +604,27 @@ func TestDefaultSocket_MatchesConfig(t *testing.T) {
 		})
 	}
 }
+
+// A request that names its caller (an MCP tool) is logged at info with
+// the caller, so the daemon log holds every call an agent made.
+func TestDaemon_LogsNamedCallers(t *testing.T) {
+	p := testPaths(t)
+	_, c := startDaemon(t, p)
+	ctx := testCtx(t)
+	if _, err := c.Version(api.WithCaller(ctx, "mcp vm_list")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"caller":"mcp vm_list"`) {
+			if !strings.Contains(line, `"level":"INFO"`) || !strings.Contains(line, `"path":"/v1/version"`) {
+				t.Errorf("caller logged as %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line names the caller:\n%s", b)
+}
