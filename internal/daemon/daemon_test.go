@@ -628,3 +628,25 @@ func TestDaemon_LogsNamedCallers(t *testing.T) {
 	}
 	t.Fatalf("no log line names the caller:\n%s", b)
 }
+
+// ssh_key = "~/..." is what the README documents; the daemon expands it
+// against $HOME (it refused to start with it before).
+func TestDaemon_SSHKeyUnderHome(t *testing.T) {
+	p := testPaths(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	for _, f := range []string{"banger", "banger.pub"} {
+		if err := os.WriteFile(filepath.Join(home, ".ssh", f), []byte("key\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A top-level key goes before the first table.
+	if err := os.WriteFile(p.ConfigFile, []byte(`ssh_key = "~/.ssh/banger"`+"\n"+testConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := startDaemon(t, p)
+	if d.sshKey.Private != filepath.Join(home, ".ssh", "banger") {
+		t.Errorf("daemon uses key %q", d.sshKey.Private)
+	}
+}
