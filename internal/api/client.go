@@ -86,6 +86,25 @@ func (c *Client) http() *http.Client {
 
 // newRequest builds a request for path (which may carry a query) with in
 // as its JSON body when non-nil.
+// HeaderCaller names, on a request, the program and tool behind it (such
+// as "mcp vm_exec"), so the daemon's log says who asked for what.
+const HeaderCaller = "X-Banger-Caller"
+
+type callerKey struct{}
+
+// WithCaller returns a context whose requests carry caller in
+// HeaderCaller.
+func WithCaller(ctx context.Context, caller string) context.Context {
+	return context.WithValue(ctx, callerKey{}, caller)
+}
+
+// stampCaller copies the context's caller, if any, onto req.
+func stampCaller(req *http.Request) {
+	if c, ok := req.Context().Value(callerKey{}).(string); ok && c != "" {
+		req.Header.Set(HeaderCaller, c)
+	}
+}
+
 func newRequest(ctx context.Context, method, path string, in any) (*http.Request, error) {
 	var body io.Reader
 	if in != nil {
@@ -102,6 +121,7 @@ func newRequest(ctx context.Context, method, path string, in any) (*http.Request
 	if in != nil {
 		req.Header.Set("Content-Type", ContentTypeJSON)
 	}
+	stampCaller(req)
 	return req, nil
 }
 

@@ -169,6 +169,7 @@ func (c *Client) PrepareWorkspace(ctx context.Context, ref string, tarStream io.
 	if err != nil {
 		return WorkspaceStatus{}, err
 	}
+	stampCaller(req)
 	req.Header.Set("Content-Type", "application/x-tar")
 	resp, err := c.http().Do(req)
 	if err != nil {

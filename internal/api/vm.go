@@ -188,6 +188,7 @@ func (c *Client) UploadFiles(ctx context.Context, ref, dir string, tarStream io.
 	if err != nil {
 		return err
 	}
+	stampCaller(req)
 	req.Header.Set("Content-Type", "application/x-tar")
 	resp, err := c.http().Do(req)
 	if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -38,15 +37,7 @@ func completionDaemon(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	t.Setenv("BANGER_SOCKET", sock)
+	serveFakeDaemon(t, mux)
 }
 
 func TestVMDelete_JSON(t *testing.T) {

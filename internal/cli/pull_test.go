@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -42,15 +41,7 @@ func TestWorkspacePull_HostileBundleIsBounded(t *testing.T) {
 			}
 		}
 	})
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	t.Setenv("BANGER_SOCKET", sock)
+	serveFakeDaemon(t, mux)
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 

@@ -2,9 +2,7 @@ package cli
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,15 +30,7 @@ func TestAutostart_BusyOlderDaemonIsNotReplaced(t *testing.T) {
 	mux.HandleFunc("GET "+api.PathVMs, func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode([]api.VM{{Name: "kept", State: "running"}})
 	})
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	t.Setenv("BANGER_SOCKET", sock)
+	serveFakeDaemon(t, mux)
 
 	out, errOut, code := runMain(t, "vm", "list")
 	if code != 0 || !strings.Contains(out, "kept") {

@@ -2,9 +2,7 @@ package cli
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,15 +29,7 @@ func hostileDaemon(t *testing.T) {
 	mux.HandleFunc("GET "+api.PathVMHealth, func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(api.Health{AgentVersion: "1" + evil, Hostname: "h\x1b[31m", BootID: "b\r\n", Systemd: "running" + evil})
 	})
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	t.Setenv("BANGER_SOCKET", sock)
+	serveFakeDaemon(t, mux)
 }
 
 func TestGuestTextIsSanitised(t *testing.T) {

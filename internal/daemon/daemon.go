@@ -49,6 +49,7 @@ const (
 	logKeyMethod = "method"
 	logKeyStatus = "status"
 	logKeyTook   = "took"
+	logKeyCaller = "caller"
 )
 
 // Shutdown budgets: operations get time to roll back, requests to finish.

@@ -604,3 +604,49 @@ func TestDefaultSocket_MatchesConfig(t *testing.T) {
 		})
 	}
 }
+
+// A request that names its caller (an MCP tool) is logged at info with
+// the caller, so the daemon log holds every call an agent made.
+func TestDaemon_LogsNamedCallers(t *testing.T) {
+	p := testPaths(t)
+	_, c := startDaemon(t, p)
+	ctx := testCtx(t)
+	if _, err := c.Version(api.WithCaller(ctx, "mcp vm_list")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"caller":"mcp vm_list"`) {
+			if !strings.Contains(line, `"level":"INFO"`) || !strings.Contains(line, `"path":"/v1/version"`) {
+				t.Errorf("caller logged as %s", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line names the caller:\n%s", b)
+}
+
+// ssh_key = "~/..." is what the README documents; the daemon expands it
+// against $HOME (it refused to start with it before).
+func TestDaemon_SSHKeyUnderHome(t *testing.T) {
+	p := testPaths(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	for _, f := range []string{"banger", "banger.pub"} {
+		if err := os.WriteFile(filepath.Join(home, ".ssh", f), []byte("key\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A top-level key goes before the first table.
+	if err := os.WriteFile(p.ConfigFile, []byte(`ssh_key = "~/.ssh/banger"`+"\n"+testConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := startDaemon(t, p)
+	if d.sshKey.Private != filepath.Join(home, ".ssh", "banger") {
+		t.Errorf("daemon uses key %q", d.sshKey.Private)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"time"
@@ -64,6 +65,7 @@ func (d *Daemon) buildMux() (mux *http.ServeMux, err error) {
 func (d *Daemon) wrap(pattern string, h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		caller := r.Header.Get(api.HeaderCaller)
 		rec := &recorder{ResponseWriter: w}
 		err := h(rec, r)
 		if err != nil {
@@ -72,10 +74,16 @@ func (d *Daemon) wrap(pattern string, h HandlerFunc) http.Handler {
 				writeJSON(rec, e.Code.HTTPStatus(), e)
 			}
 			level := levelFor(e.Code)
-			d.Logger.Log(r.Context(), level, "request failed", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyStatus, rec.status, logKeyErr, err)
+			d.Logger.Log(r.Context(), level, "request failed", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyStatus, rec.status, logKeyCaller, caller, logKeyErr, err)
 			return
 		}
-		d.Logger.Debug("request", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyStatus, rec.status, logKeyTook, time.Since(start))
+		// A named caller (an MCP tool call) is logged at info, so the log
+		// holds every call a coding agent made.
+		level := slog.LevelDebug
+		if caller != "" {
+			level = slog.LevelInfo
+		}
+		d.Logger.Log(r.Context(), level, "request", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyStatus, rec.status, logKeyCaller, caller, logKeyTook, time.Since(start))
 	})
 }
 

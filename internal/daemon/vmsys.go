@@ -32,7 +32,16 @@ const reapInterval = 2 * time.Second
 // the VMM drivers and the lifecycle manager; then it reconciles VMs that
 // were running before this daemon started.
 func (d *Daemon) startVMs(ctx context.Context) error {
-	key, err := sshkey.Ensure(ctx, d.Config.SSHKey, d.Paths.SSHDir)
+	// ssh_key may start with "~/"; Ensure needs the path itself.
+	var configured string
+	if d.Config.SSHKey != "" {
+		p, err := d.Config.SSHKeyPath(d.Paths)
+		if err != nil {
+			return fmt.Errorf("ssh key: %w", err)
+		}
+		configured = p
+	}
+	key, err := sshkey.Ensure(ctx, configured, d.Paths.SSHDir)
 	if err != nil {
 		return fmt.Errorf("ssh key: %w", err)
 	}

@@ -131,7 +131,7 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 
 	checks = append(checks, privilegeCheck(ctx, p, in.BangerdPath))
 	checks = append(checks, diskCheck(p, in.Paths.StateDir))
-	checks = append(checks, imageCheck(ctx, c, in, mmErr == nil))
+	checks = append(checks, imageCheck(ctx, p, c, in, mmErr == nil))
 
 	// VM defaults.
 	r := config.ResolveVMDefaults(c, in.Host)
@@ -252,7 +252,7 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%d MiB", n>>20)
 }
 
-func imageCheck(ctx context.Context, c *config.Config, in Input, mmdebstrap bool) Check {
+func imageCheck(ctx context.Context, p hostcap.Probes, c *config.Config, in Input, mmdebstrap bool) Check {
 	name := "default image"
 	img := c.DefaultImage
 	if in.DefaultImage == nil {
@@ -268,6 +268,16 @@ func imageCheck(ctx context.Context, c *config.Config, in Input, mmdebstrap bool
 		return Check{Name: name, Status: StatusOK, Detail: img + " present" + suffix}
 	case ImageBuildable:
 		if mmdebstrap {
+			// As a normal user mmdebstrap builds in a user namespace,
+			// which needs subordinate ids.
+			if p.Geteuid() != 0 {
+				user, uid := hostcap.CurrentUser(p)
+				if ok, why := hostcap.SubIDs(p, user, uid); !ok {
+					return Check{Name: name, Status: StatusFail,
+						Detail: img + " not built, and cannot be built as " + user + ": " + why + suffix,
+						Fix:    hostcap.SubIDsFix(user) + "; or pull a prebuilt image and set default_image"}
+				}
+			}
 			return Check{Name: name, Status: StatusOK, Detail: img + " not built yet; built on first use" + suffix}
 		}
 		return Check{Name: name, Status: StatusFail, Detail: img + " not built and mmdebstrap is missing" + suffix,

@@ -25,6 +25,8 @@ type fakeHost struct {
 	sudoOK   bool              // `sudo -n true` succeeds
 	sudoPriv bool              // `sudo -n -l <bangerd> priv` succeeds
 	euid     int
+	user     string            // the effective user's name ("" = unknown)
+	files    map[string]string // other files ReadFile finds
 	free     uint64
 	sbin     []string // extra executables that exist only in /usr/sbin
 	calls    *[]string
@@ -44,6 +46,9 @@ func (h fakeHost) probes() hostcap.Probes {
 		ReadFile: func(path string) ([]byte, error) {
 			if path == "/proc/cpuinfo" {
 				return []byte(h.cpuinfo), nil
+			}
+			if b, ok := h.files[path]; ok {
+				return []byte(b), nil
 			}
 			return nil, fs.ErrNotExist
 		},
@@ -82,7 +87,13 @@ func (h fakeHost) probes() hostcap.Probes {
 			}
 			return nil, fmt.Errorf("unexpected command %s %v", name, args)
 		},
-		Geteuid:   func() int { return h.euid },
+		Geteuid: func() int { return h.euid },
+		Username: func() (string, error) {
+			if h.user == "" {
+				return "", errors.New("unknown user")
+			}
+			return h.user, nil
+		},
 		FreeBytes: func(string) (uint64, error) { return h.free, nil },
 		Stat: func(path string) (os.FileInfo, error) {
 			for _, s := range h.sbin {
@@ -267,6 +278,27 @@ func TestRun(t *testing.T) {
 			name: "sudo not installed as non-root",
 			host: fakeHost{cpuinfo: cpuVMX, bins: baseBins(merge(bothBins, map[string]string{"sudo": ""})), versions: bothVers, euid: 1000, free: 100 * gib},
 			want: map[string]want{"privilege": {StatusFail, "sudo is not installed"}},
+		},
+		{
+			name:  "non-root without subordinate ids cannot build the default image",
+			host:  fakeHost{cpuinfo: cpuVMX, bins: baseBins(bothBins), versions: bothVers, euid: 1000, user: "dev", sudoOK: true, free: 100 * gib},
+			image: ImageBuildable,
+			want:  map[string]want{"default image": {StatusFail, "cannot be built as dev: /etc/subuid: file does not exist"}},
+		},
+		{
+			name: "non-root with too few subordinate ids",
+			host: fakeHost{cpuinfo: cpuVMX, bins: baseBins(bothBins), versions: bothVers, euid: 1000, user: "dev", sudoOK: true, free: 100 * gib,
+				files: map[string]string{"/etc/subuid": "dev:100000:1000\n", "/etc/subgid": "dev:100000:65536\n"}},
+			image: ImageBuildable,
+			want:  map[string]want{"default image": {StatusFail, "/etc/subuid gives dev 1000 ids, 65536 needed"}},
+		},
+		{
+			name: "non-root with subordinate ids (by uid, in two ranges) builds on first use",
+			host: fakeHost{cpuinfo: cpuVMX, bins: baseBins(bothBins), versions: bothVers, euid: 1000, user: "dev", sudoOK: true, free: 100 * gib,
+				files: map[string]string{"/etc/subuid": "other:1:99999\n1000:100000:30000\ndev:200000:35536\n", "/etc/subgid": "dev:100000:65536\n"}},
+			image:  ImageBuildable,
+			want:   map[string]want{"default image": {StatusOK, "built on first use"}},
+			wantOK: true,
 		},
 		{
 			name:   "passwordless sudo as non-root",

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -31,6 +32,9 @@ type Probes struct {
 	Geteuid       func() int
 	FreeBytes     func(path string) (uint64, error) // bytes available to unprivileged users on path's filesystem
 	Stat          func(path string) (os.FileInfo, error)
+	// Username names the effective user (for /etc/subuid); nil or an
+	// error means only the uid is matched.
+	Username func() (string, error)
 }
 
 // Real returns probes backed by the running host.
@@ -53,6 +57,13 @@ func Real() Probes {
 			return out, nil
 		},
 		Geteuid: os.Geteuid,
+		Username: func() (string, error) {
+			u, err := user.Current()
+			if err != nil {
+				return "", err
+			}
+			return u.Username, nil
+		},
 		FreeBytes: func(path string) (uint64, error) {
 			var st unix.Statfs_t
 			if err := unix.Statfs(path, &st); err != nil {
@@ -243,4 +254,59 @@ func (h *VMHost) MemoryMiB() int {
 		return 0
 	}
 	return h.Memory()
+}
+
+// MinSubIDs is how many subordinate uids and gids mmdebstrap's unshare
+// mode needs to map a Debian root filesystem (ids 0 to 65535).
+const MinSubIDs = 65536
+
+// CurrentUser returns the effective user's name (its uid when the name
+// cannot be found) and uid.
+func CurrentUser(p Probes) (string, int) {
+	uid := p.Geteuid()
+	if p.Username != nil {
+		if n, err := p.Username(); err == nil && n != "" {
+			return n, uid
+		}
+	}
+	return strconv.Itoa(uid), uid
+}
+
+// SubIDs reports whether the user named user (uid uid) has at least
+// MinSubIDs subordinate uids in /etc/subuid and gids in /etc/subgid, which
+// a build of the default image as that user needs (root needs none). The
+// detail says what is missing.
+func SubIDs(p Probes, user string, uid int) (ok bool, detail string) {
+	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+		b, err := p.ReadFile(f)
+		if err != nil {
+			return false, fmt.Sprintf("%s: %v", f, err)
+		}
+		if n := subIDCount(b, user, uid); n < MinSubIDs {
+			return false, fmt.Sprintf("%s gives %s %d ids, %d needed", f, user, n, MinSubIDs)
+		}
+	}
+	return true, ""
+}
+
+// subIDCount sums the ids the lines of a subuid/subgid file give to user
+// (by name or by uid).
+func subIDCount(b []byte, user string, uid int) int64 {
+	var n int64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) != 3 || (f[0] != user && f[0] != strconv.Itoa(uid)) {
+			continue
+		}
+		if c, err := strconv.ParseInt(f[2], 10, 64); err == nil && c > 0 {
+			n += c
+		}
+	}
+	return n
+}
+
+// SubIDsFix is the command that gives user the subordinate ids an image
+// build needs.
+func SubIDsFix(user string) string {
+	return fmt.Sprintf("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s, then restart bangerd (banger daemon stop)", user)
 }

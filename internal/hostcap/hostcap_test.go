@@ -255,3 +255,36 @@ func TestReal(t *testing.T) {
 		t.Error("Geteuid is not the process's")
 	}
 }
+
+func TestSubIDs(t *testing.T) {
+	read := func(files map[string]string) Probes {
+		return Probes{ReadFile: func(p string) ([]byte, error) {
+			if b, ok := files[p]; ok {
+				return []byte(b), nil
+			}
+			return nil, fs.ErrNotExist
+		}}
+	}
+	for _, tc := range []struct {
+		name     string
+		sub, gid string
+		ok       bool
+		why      string
+	}{
+		{"by name", "dev:100000:65536\n", "dev:100000:65536\n", true, ""},
+		{"by uid", "1000:100000:65536\n", "1000:100000:65536\n", true, ""},
+		{"two ranges add up", "dev:1:30000\n# comment\n1000:50000:35536\n", "dev:1:65536", true, ""},
+		{"someone else's", "alice:100000:65536\n", "alice:100000:65536\n", false, "/etc/subuid gives dev 0 ids"},
+		{"gids short", "dev:100000:65536\n", "dev:100000:100\n", false, "/etc/subgid gives dev 100 ids"},
+		{"garbage", "dev:x:y\ndev:1\n", "", false, "/etc/subuid gives dev 0 ids"},
+	} {
+		files := map[string]string{"/etc/subuid": tc.sub}
+		if tc.gid != "" {
+			files["/etc/subgid"] = tc.gid
+		}
+		ok, why := SubIDs(read(files), "dev", 1000)
+		if ok != tc.ok || !strings.Contains(why, tc.why) {
+			t.Errorf("%s: SubIDs = %v, %q; want %v, %q", tc.name, ok, why, tc.ok, tc.why)
+		}
+	}
+}

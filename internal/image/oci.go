@@ -151,6 +151,12 @@ func ImportOCIWith(ctx context.Context, ref string, o OCIOptions, outDir string)
 		return nil, fmt.Errorf("import %s: %w", ref, err)
 	}
 	defer cleanup()
+	// Fetch ends once the manifest and config are read; the layers are
+	// streamed by the extract stage that follows.
+	if _, err := img.ConfigFile(); err != nil {
+		return nil, fmt.Errorf("import %s: read image config: %w", ref, err)
+	}
+	progress(StageFetch, 1, 1)
 
 	tree, err := os.MkdirTemp(outDir, ".tree-")
 	if err != nil {

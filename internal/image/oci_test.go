@@ -235,13 +235,27 @@ func TestImportOCI(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stages []string
+			finished := map[string]bool{}
 			m, err := ImportOCI(ctx, ref, base, baseDir, out, agent, func(s string, done, total int64) {
 				if len(stages) == 0 || stages[len(stages)-1] != s {
 					stages = append(stages, s)
 				}
+				if total > 0 && done >= total {
+					finished[s] = true
+				}
 			})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Every stage the import starts it also finishes (the CLI
+			// shows a stage as running until then).
+			if len(stages) == 0 || stages[0] != StageFetch {
+				t.Errorf("stages %v, want fetch first", stages)
+			}
+			for _, st := range stages {
+				if !finished[st] {
+					t.Errorf("stage %s started but never finished (stages %v)", st, stages)
+				}
 			}
 			if m.Init != tt.wantInit || m.Source.Kind != SourceOCI || m.KernelVersion != base.KernelVersion {
 				t.Errorf("manifest = %+v", m)

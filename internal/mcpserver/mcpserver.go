@@ -135,6 +135,9 @@ func (s *Server) waitOp(ctx context.Context, ref api.OperationRef, out any) erro
 // outcome, duration) and turns errors into tool errors the model sees.
 func logged[In, Out any](s *Server, name string, h mcp.ToolHandlerFor[In, Out]) mcp.ToolHandlerFor[In, Out] {
 	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
+		// Every daemon request of the call names the tool: bangerd logs
+		// it at info.
+		ctx = api.WithCaller(ctx, "mcp "+name)
 		res, out, err := h(ctx, req, in)
 		attrs := []any{"tool", name}
 		if r, ok := any(in).(interface{ vmRef() string }); ok && r.vmRef() != "" {

@@ -30,6 +30,7 @@ type fakeDaemon struct {
 	deleted  []string
 	uploaded map[string]string // guest path -> content
 	execs    []api.ExecRequest
+	callers  []string
 	stdin    string
 }
 
@@ -99,6 +100,7 @@ func newFakeDaemon(t *testing.T) *api.Client {
 		json.NewDecoder(r.Body).Decode(&req)
 		f.mu.Lock()
 		f.execs = append(f.execs, req)
+		f.callers = append(f.callers, r.Header.Get(api.HeaderCaller))
 		f.mu.Unlock()
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -295,6 +297,9 @@ func TestTools_execCapsWhatTheGuestSends(t *testing.T) {
 	f := fakes[c.Socket]
 	if f.stdin != "input!" || f.execs[0].Dir != "/srv" || f.execs[0].Env[0] != "A=1" {
 		t.Errorf("the daemon got stdin %q, request %+v", f.stdin, f.execs[0])
+	}
+	if f.callers[0] != "mcp vm_exec" {
+		t.Errorf("the daemon saw caller %q, want the tool named for its log", f.callers[0])
 	}
 	start := time.Now()
 	if e := call(t, cs, "vm_exec", map[string]any{"vm": "other", "argv": []string{"hang"}, "timeout_seconds": 1}, &out); e != "" {

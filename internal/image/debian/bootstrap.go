@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/hostcap"
 )
 
 // Paths inside the guest where the bootstrap installs this package's
@@ -56,11 +58,28 @@ func BootstrapArgs(r Recipe, filesDir, out string) []string {
 	}
 }
 
+// canBootstrap fails, before anything starts, when mmdebstrap could not
+// pick a mode: as a normal user it builds in a user namespace, which
+// needs subordinate ids (root needs none).
+func canBootstrap(p hostcap.Probes) error {
+	if p.Geteuid() == 0 {
+		return nil
+	}
+	user, uid := hostcap.CurrentUser(p)
+	if ok, why := hostcap.SubIDs(p, user, uid); !ok {
+		return fmt.Errorf("building an image as %s needs subordinate ids (%s): %s", user, why, hostcap.SubIDsFix(user))
+	}
+	return nil
+}
+
 // bootstrap runs mmdebstrap for r and stores the result as the cache
 // tarball; a failed or cancelled run leaves no tarball.
 func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Writer, progress func(string, int64, int64)) error {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return errors.New("mmdebstrap is not installed (apt-get install mmdebstrap)")
+	}
+	if err := canBootstrap(hostcap.Real()); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
 		return fmt.Errorf("make cache dir: %w", err)
