@@ -84,10 +84,9 @@ func (c *Client) http() *http.Client {
 	return c.hc
 }
 
-// newRequest builds a request for path (which may carry a query) with in
-// as its JSON body when non-nil.
-// HeaderCaller names, on a request, the program and tool behind it (such
-// as "mcp vm_exec"), so the daemon's log says who asked for what.
+// HeaderCaller is the header naming the program and tool behind a
+// request (such as "mcp vm_exec"), so the daemon's log says who asked for
+// what.
 const HeaderCaller = "X-Banger-Caller"
 
 type callerKey struct{}
@@ -105,6 +104,8 @@ func stampCaller(req *http.Request) {
 	}
 }
 
+// newRequest builds a request for path (which may carry a query) with in
+// as its JSON body when non-nil.
 func newRequest(ctx context.Context, method, path string, in any) (*http.Request, error) {
 	var body io.Reader
 	if in != nil {
