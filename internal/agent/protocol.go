@@ -1,37 +1,19 @@
-// Package agent is banger's guest agent channel: the wire protocol (HTTP/1.1
-// with JSON bodies and bearer-token auth, exec upgraded to internal/stream
-// frames), the host-side Client and its Dialers (Firecracker hybrid vsock,
-// QEMU virtio-serial carrying yamux), and the guest-side Server that
-// banger-agent runs.
+// Package agent is the wire protocol of banger's guest agent channel:
+// HTTP/1.1 with JSON bodies and bearer-token auth, exec and attach
+// upgraded to internal/stream frames. It holds the endpoint paths, the
+// request and answer types, the error codes and Identity (the config
+// drive's identity document). The host-side client and dialers live in
+// agent/agentclient, the guest-side server in agent/agentserver, and the
+// guest boot in agent/guest; where the agent listens is part of the guest
+// contract (internal/guestcontract).
 //
-// The host never trusts the guest: every response is size-limited and every
-// request is bounded by timeouts, so a broken or hostile guest can fail a
-// call but cannot hang or crash the daemon.
+// It imports only the standard library, so both sides (and anything that
+// only needs the types) can share it without linking the other side.
 package agent
 
 import (
 	"fmt"
 	"time"
-)
-
-// VsockPort is the vsock port the guest agent listens on.
-const VsockPort = 1024
-
-// SerialPortName is the name of the virtio-serial port carrying the agent
-// channel; the guest sees it as /dev/virtio-ports/banger.agent.
-const SerialPortName = "banger.agent"
-
-// ConfigLabel is the filesystem label of the per-VM config drive.
-const ConfigLabel = "banger-config"
-
-// WorkLabel is the filesystem label of the per-VM work disk mounted at /root.
-const WorkLabel = "banger-work"
-
-// IdentityFile is the name of the identity document at the root of the
-// config drive; SyncFile sources live under ConfigFilesDir next to it.
-const (
-	IdentityFile   = "identity.json"
-	ConfigFilesDir = "files"
 )
 
 // UpgradeProtocol is the value of the Upgrade header of an exec request.
@@ -127,7 +109,8 @@ type Port struct {
 	Process string `json:"process,omitempty"`
 }
 
-// Identity is identity.json on the config drive: who this VM is. The
+// Identity is the config drive's identity document
+// (guestcontract.IdentityFile): who this VM is. The
 // daemon writes it when it builds the config drive; the agent applies it
 // at every boot.
 type Identity struct {
@@ -166,8 +149,8 @@ type SyncFile struct {
 	Dir bool `json:"dir,omitempty"`
 }
 
-// errorBody is the JSON body of every non-2xx response.
-type errorBody struct {
+// ErrorBody is the JSON body of every non-2xx response.
+type ErrorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
 }
@@ -181,3 +164,49 @@ const (
 	CodeConflict        = "conflict"
 	CodeInternal        = "internal"
 )
+
+// Session states, as reported in SessionInfo.State.
+const (
+	SessionRunning = "running"
+	SessionExited  = "exited"
+	// SessionLost is a session recorded as running by an earlier agent
+	// process that is gone (the agent restarted or the guest rebooted).
+	SessionLost = "lost"
+)
+
+// SessionRequest starts a long-lived command (POST /sessions).
+type SessionRequest struct {
+	// Name identifies the session in the guest; empty picks one.
+	Name string   `json:"name,omitempty"`
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+}
+
+// SessionInfo describes a session (GET /sessions, /sessions/{name}).
+type SessionInfo struct {
+	Name string   `json:"name"`
+	Argv []string `json:"argv"`
+	Dir  string   `json:"dir"`
+	// EnvNames lists the names (never the values) of the extra
+	// environment variables.
+	EnvNames  []string   `json:"env_names,omitempty"`
+	TTY       bool       `json:"tty"`
+	PID       int        `json:"pid"`
+	State     string     `json:"state"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	// Exit is set once the session exited.
+	Exit *ExitStatus `json:"exit,omitempty"`
+	// OutputBytes counts all output ever produced (the log keeps the
+	// most recent part).
+	OutputBytes int64 `json:"output_bytes"`
+}
+
+// SignalRequest is the body of POST /sessions/{name}/signal.
+type SignalRequest struct {
+	Signal string `json:"signal"`
+}

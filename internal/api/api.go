@@ -27,7 +27,6 @@ const (
 	PathVMs              = "/v1/vms"
 	ContentTypeJSON      = "application/json"
 	ContentTypeNDJSON    = "application/x-ndjson"
-	SocketFileName       = "bangerd.sock"
 	maxErrorBodyBytes    = 64 << 10
 	defaultDaemonAddress = "bangerd" // Host of every request; the socket decides where it goes.
 )

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"banger/internal/guestcontract"
 )
 
 // Validate checks every value and returns the first problem as one line
@@ -114,8 +116,8 @@ func (c *Config) validateNetwork() error {
 	if err != nil || !pfx.Addr().Is4() {
 		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), `must be an IPv4 prefix such as "10.77.0.0/24"`)
 	}
-	if pfx.Bits() < 16 || pfx.Bits() > 29 {
-		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), "prefix length must be between /16 and /29")
+	if pfx.Bits() < guestcontract.MinSubnetBits || pfx.Bits() > guestcontract.MaxSubnetBits {
+		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), fmt.Sprintf("prefix length must be between /%d and /%d", guestcontract.MinSubnetBits, guestcontract.MaxSubnetBits))
 	}
 	if pfx != pfx.Masked() {
 		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), fmt.Sprintf("host bits are set; did you mean %q?", pfx.Masked().String()))
@@ -214,5 +216,5 @@ func (n Network) Gateway() netip.Addr {
 	if !p.IsValid() {
 		return netip.Addr{}
 	}
-	return p.Addr().Next()
+	return guestcontract.Gateway(p)
 }

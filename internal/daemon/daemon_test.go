@@ -572,39 +572,6 @@ func TestClient_DialFailureSaysWhatToDo(t *testing.T) {
 	}
 }
 
-// TestDefaultSocket_MatchesConfig keeps api.DefaultSocket (standard
-// library only) in step with config.DefaultPaths.
-func TestDefaultSocket_MatchesConfig(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		env  map[string]string
-	}{
-		{"runtime dir", map[string]string{"XDG_RUNTIME_DIR": "/run/user/1000"}},
-		{"no runtime dir", map[string]string{"XDG_STATE_HOME": "/srv/state"}},
-		{"state override", map[string]string{"BANGER_STATE_DIR": "/var/tmp/bs"}},
-		{"relative runtime dir ignored", map[string]string{"XDG_RUNTIME_DIR": "run", "BANGER_STATE_DIR": "/var/tmp/bs"}},
-		{"socket override", map[string]string{"XDG_RUNTIME_DIR": "/run/user/0", "BANGER_SOCKET": "/tmp/x.sock"}},
-		{"home only", map[string]string{"HOME": "/home/dev"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, k := range []string{"XDG_RUNTIME_DIR", "XDG_STATE_HOME", "BANGER_STATE_DIR", "BANGER_SOCKET"} {
-				t.Setenv(k, "")
-			}
-			t.Setenv("HOME", "/root")
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			p, err := config.DefaultPaths()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := api.DefaultSocket(); got != p.Socket {
-				t.Errorf("api.DefaultSocket() = %s, config says %s", got, p.Socket)
-			}
-		})
-	}
-}
-
 // A request that names its caller (an MCP tool) is logged at info with
 // the caller, so the daemon log holds every call an agent made.
 func TestDaemon_LogsNamedCallers(t *testing.T) {

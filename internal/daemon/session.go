@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
 	"banger/internal/api"
 	"banger/internal/store"
 	"banger/internal/stream"
@@ -122,7 +123,7 @@ func equalExit(a, b *int) bool {
 
 // guestSessions asks the VM's agent for its sessions. An unreachable agent
 // is not an error: the view says so.
-func (d *Daemon) guestSessions(ctx context.Context, r *http.Request) (store.VM, *agent.Client, guestView, error) {
+func (d *Daemon) guestSessions(ctx context.Context, r *http.Request) (store.VM, *agentclient.Client, guestView, error) {
 	c, vm, err := d.VMs.Agent(ctx, r.PathValue("ref"))
 	if err != nil && vm.ID == "" {
 		return vm, nil, guestView{}, err
@@ -323,7 +324,7 @@ func pickSessionName(recs []store.Session, guest map[string]agent.SessionInfo) s
 // launchDiagnostics says why the agent refused to start a session, and
 // with which API code.
 func launchDiagnostics(req api.StartSessionRequest, err error) (string, api.Code) {
-	var ae *agent.APIError
+	var ae *agentclient.APIError
 	if !errors.As(err, &ae) {
 		return fmt.Sprintf("guest agent: %v", err), api.CodeUnavailable
 	}
@@ -381,7 +382,7 @@ func (d *Daemon) handleRemoveSession(w http.ResponseWriter, r *http.Request) err
 	}
 	if c != nil && g.reachable {
 		if _, ok := g.sessions[name]; ok {
-			if err := c.RemoveSession(ctx, name); err != nil && !agent.IsCode(err, agent.CodeNotFound) {
+			if err := c.RemoveSession(ctx, name); err != nil && !agentclient.IsCode(err, agent.CodeNotFound) {
 				return api.Errorf(api.CodeUnavailable, "vm %s: remove session %s: %v", vm.Name, name, err)
 			}
 		}
@@ -424,11 +425,11 @@ func (d *Daemon) handleStopSession(w http.ResponseWriter, r *http.Request) error
 	err = c.SignalSession(sctx, name, sig)
 	cancel()
 	switch {
-	case agent.IsCode(err, agent.CodeNotFound):
+	case agentclient.IsCode(err, agent.CodeNotFound):
 		return api.Errorf(api.CodeNotFound, "vm %s has no session %q in the guest", vm.Name, name)
-	case agent.IsCode(err, agent.CodeBadRequest):
+	case agentclient.IsCode(err, agent.CodeBadRequest):
 		return api.Errorf(api.CodeInvalid, "signal %q: %v", sig, err)
-	case agent.IsCode(err, agent.CodeConflict):
+	case agentclient.IsCode(err, agent.CodeConflict):
 		// Already ended: report it.
 	case err != nil:
 		return api.Errorf(api.CodeUnavailable, "vm %s: signal session %s: %v", vm.Name, name, err)
@@ -466,7 +467,7 @@ func (d *Daemon) handleSessionLogs(w http.ResponseWriter, r *http.Request) error
 	follow := r.URL.Query().Get("follow") != ""
 	body, err := c.SessionLogs(r.Context(), name, follow)
 	if err != nil {
-		if agent.IsCode(err, agent.CodeNotFound) {
+		if agentclient.IsCode(err, agent.CodeNotFound) {
 			return api.Errorf(api.CodeNotFound, "vm %s has no session %q in the guest", vm.Name, name)
 		}
 		return api.Errorf(api.CodeUnavailable, "vm %s: session %s logs: %v", vm.Name, name, err)
@@ -510,7 +511,7 @@ func (d *Daemon) handleAttachSession(w http.ResponseWriter, r *http.Request) err
 	ictx, cancel := context.WithTimeout(r.Context(), guestTimeout)
 	_, err = c.Session(ictx, name)
 	cancel()
-	if agent.IsCode(err, agent.CodeNotFound) {
+	if agentclient.IsCode(err, agent.CodeNotFound) {
 		return api.Errorf(api.CodeNotFound, "vm %s has no session %q in the guest", vm.Name, name)
 	}
 	if err != nil {
@@ -525,7 +526,7 @@ func (d *Daemon) handleAttachSession(w http.ResponseWriter, r *http.Request) err
 	defer b.close()
 	eio := b.execIO()
 	eio.Stderr = nil // sessions merge stderr into stdout
-	st, err := c.AttachSession(b.ctx, name, agent.AttachOptions{Replay: replay}, eio)
+	st, err := c.AttachSession(b.ctx, name, agentclient.AttachOptions{Replay: replay}, eio)
 	if b.ctx.Err() != nil {
 		return nil // detached
 	}

@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
 	"banger/internal/api"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/sshkey"
 	"banger/internal/store"
 	"banger/internal/stream"
 	"banger/internal/vmctl"
-	"banger/internal/vmm"
 )
 
 // vmRoutes are the VM lifecycle and guest-access endpoints.
@@ -55,7 +56,7 @@ func (d *Daemon) vmView(ctx context.Context, vm store.VM) api.VM {
 		DNSName:   vm.Name + ".vm",
 		CID:       vm.CID,
 		Dir:       filepath.Join(d.Paths.VMsDir, vm.ID),
-		Console:   filepath.Join(d.Paths.VMsDir, vm.ID, vmm.ConsoleLogFile),
+		Console:   filepath.Join(d.Paths.VMsDir, vm.ID, layout.ConsoleLogFile),
 		LastError: vm.LastError,
 		CreatedAt: vm.CreatedAt,
 		StartedAt: vm.StartedAt,
@@ -157,7 +158,7 @@ func (d *Daemon) handleDeleteVM(w http.ResponseWriter, r *http.Request) error {
 
 // agentFor returns the agent client of a running VM, as an API error when
 // the VM is not running.
-func (d *Daemon) agentFor(r *http.Request) (*agent.Client, store.VM, error) {
+func (d *Daemon) agentFor(r *http.Request) (*agentclient.Client, store.VM, error) {
 	c, vm, err := d.VMs.Agent(r.Context(), r.PathValue("ref"))
 	if errors.Is(err, vmctl.ErrNotRunning) {
 		return nil, vm, api.WithCode(api.CodeConflict, err)
@@ -235,7 +236,7 @@ func (d *Daemon) handleVMLogs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(d.Paths.VMsDir, vm.ID, vmm.ConsoleLogFile)
+	path := filepath.Join(d.Paths.VMsDir, vm.ID, layout.ConsoleLogFile)
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return api.Errorf(api.CodeNotFound, "vm %s has no console log yet", vm.Name)
@@ -296,7 +297,7 @@ func (d *Daemon) handleVMExec(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// frameBridge adapts an attach stream from the CLI to an agent.ExecIO:
+// frameBridge adapts an attach stream from the CLI to an agentclient.ExecIO:
 // stdin, stdin-EOF, resize and signal frames from the CLI feed the guest
 // command; its output goes back as stdout and stderr frames. The bridge's
 // context ends when the CLI goes away (which ends the guest command, or
@@ -343,8 +344,8 @@ func newFrameBridge(parent context.Context, conn net.Conn) *frameBridge {
 }
 
 // execIO is the guest side's view of the bridge.
-func (b *frameBridge) execIO() agent.ExecIO {
-	return agent.ExecIO{
+func (b *frameBridge) execIO() agentclient.ExecIO {
+	return agentclient.ExecIO{
 		Stdin:  b.stdin,
 		Stdout: b.sc.Writer(stream.Stdout),
 		Stderr: b.sc.Writer(stream.Stderr),
@@ -393,7 +394,7 @@ func (d *Daemon) handleVMDownload(w http.ResponseWriter, r *http.Request) error 
 	}
 	body, err := c.Download(r.Context(), path)
 	if err != nil {
-		if agent.IsCode(err, "not_found") {
+		if agentclient.IsCode(err, "not_found") {
 			return api.Errorf(api.CodeNotFound, "vm %s: %s: no such file or directory", vm.Name, path)
 		}
 		return api.Errorf(api.CodeUnavailable, "vm %s: download %s: %v", vm.Name, path, err)

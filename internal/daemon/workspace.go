@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
 	"banger/internal/api"
 	"banger/internal/workspace"
 )
@@ -51,9 +52,9 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 
 // guestRun runs argv in the guest and returns its (bounded) stdout and
 // stderr and exit code.
-func guestRun(ctx context.Context, c *agent.Client, argv ...string) (string, string, int, error) {
+func guestRun(ctx context.Context, c *agentclient.Client, argv ...string) (string, string, int, error) {
 	var out, errb = &cappedBuffer{max: maxGuestOutput}, &cappedBuffer{max: maxGuestOutput}
-	st, err := c.Exec(ctx, agent.ExecRequest{Argv: argv, Dir: "/root"}, agent.ExecIO{Stdout: out, Stderr: errb})
+	st, err := c.Exec(ctx, agent.ExecRequest{Argv: argv, Dir: "/root"}, agentclient.ExecIO{Stdout: out, Stderr: errb})
 	if err != nil {
 		return out.b.String(), errb.b.String(), -1, err
 	}
@@ -101,7 +102,7 @@ func parseStatus(out string) (api.WorkspaceStatus, error) {
 	return st, nil
 }
 
-func (d *Daemon) guestWorkspace(ctx context.Context, c *agent.Client) (api.WorkspaceStatus, error) {
+func (d *Daemon) guestWorkspace(ctx context.Context, c *agentclient.Client) (api.WorkspaceStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	out, errOut, code, err := guestRun(ctx, c, "sh", "-c", statusScript)

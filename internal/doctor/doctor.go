@@ -14,6 +14,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/hostcap"
+	"banger/internal/layout"
 )
 
 // Check and Report are the wire types the daemon answers with.
@@ -153,7 +154,7 @@ func configPath(c *config.Config, p config.Paths) string {
 	if p.ConfigFile != "" {
 		return p.ConfigFile
 	}
-	return "config.toml"
+	return layout.ConfigFile
 }
 
 // toolsCheck requires every tool; missing ones get status missing.

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
 	"banger/internal/api"
 	"banger/internal/disk"
-	"banger/internal/image"
-	"banger/internal/vmctl"
-	"banger/internal/vmm"
+	"banger/internal/guestcontract"
+	"banger/internal/layout"
 )
 
 // BenchmarkCreate measures `vm create` from request to agent ready, stage
@@ -71,7 +71,7 @@ func BenchmarkCreate(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		token, err := identityToken(filepath.Join(vm.Dir, vmctl.ConfigFile))
+		token, err := identityToken(filepath.Join(vm.Dir, layout.ConfigDriveFile))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -79,12 +79,12 @@ func BenchmarkCreate(b *testing.B) {
 			b.Fatal(err)
 		}
 		// A fresh overlay, so the bare guest redoes its first boot too.
-		if err := disk.MakeExt4(ctx, filepath.Join(vm.Dir, vmctl.OverlayFile), vm.Spec.DiskBytes, image.LabelOverlay, ""); err != nil {
+		if err := disk.MakeExt4(ctx, filepath.Join(vm.Dir, layout.OverlayFile), vm.Spec.DiskBytes, guestcontract.LabelOverlay, ""); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 
-		d, err := e.bareBoot(ctx, argv, filepath.Join(vm.Dir, vmm.AgentSocketFile), token)
+		d, err := e.bareBoot(ctx, argv, filepath.Join(vm.Dir, layout.AgentSocketFile), token)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -122,9 +122,9 @@ func (e *env) bareBoot(ctx context.Context, argv []string, agentSock, token stri
 		cmd.Process.Kill()
 		cmd.Wait()
 	}()
-	d := agent.NewSerialDialer(agentSock)
+	d := agentclient.NewSerialDialer(agentSock)
 	defer d.Close()
-	client := agent.NewClient(d, token)
+	client := agentclient.NewClient(d, token)
 	for {
 		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := client.Health(hctx)
@@ -151,7 +151,7 @@ func procCmdline(pid int) ([]string, error) {
 // identityToken reads the agent token from a config drive without
 // mounting it.
 func identityToken(configDrive string) (string, error) {
-	out, err := exec.Command("debugfs", "-R", "cat /"+vmctl.IdentityFile, configDrive).Output()
+	out, err := exec.Command("debugfs", "-R", "cat /"+guestcontract.IdentityFile, configDrive).Output()
 	if err != nil {
 		return "", fmt.Errorf("read identity: %w", err)
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"banger/internal/guestcontract"
 )
 
 // ipForwardPath is the IPv4 forwarding switch of the calling thread's
@@ -75,7 +77,7 @@ func (d Direct) EnsureBridge(ctx context.Context, name string, subnet netip.Pref
 	if !ManagedName(name) {
 		return fmt.Errorf("ensure bridge %q: not a banger interface name", name)
 	}
-	if err := CheckSubnet(subnet); err != nil {
+	if err := guestcontract.CheckSubnet(subnet); err != nil {
 		return fmt.Errorf("ensure bridge %s: %w", name, err)
 	}
 	want := GatewayPrefix(subnet)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"banger/internal/guestcontract"
 )
 
 // Log attribute keys.
@@ -24,7 +26,7 @@ const (
 const refillRetry = 5 * time.Second
 
 // Config is the host network a Manager keeps: the bridge, the guests'
-// subnet (the host takes Gateway(Subnet)), how many idle taps to keep
+// subnet (the host takes guestcontract.Gateway(Subnet)), how many idle taps to keep
 // ready, and the user that owns the taps (the one running the VMMs).
 type Config struct {
 	Bridge string
@@ -44,7 +46,7 @@ func (c Config) Validate() error {
 	if !ManagedName(c.Bridge) {
 		return fmt.Errorf("bridge %q: must be an interface name starting with one of %q", c.Bridge, ManagedPrefixes)
 	}
-	if err := CheckSubnet(c.Subnet); err != nil {
+	if err := guestcontract.CheckSubnet(c.Subnet); err != nil {
 		return err
 	}
 	if c.PoolSize < 0 {

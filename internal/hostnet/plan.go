@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"banger/internal/config"
+	"banger/internal/guestcontract"
 	"fmt"
 	"net"
 	"net/netip"
@@ -91,16 +92,10 @@ func NextTapName(taken map[string]bool) string {
 	}
 }
 
-// Gateway returns the host's address on the bridge: the first host
-// address of subnet (10.77.0.1 for 10.77.0.0/24).
-func Gateway(subnet netip.Prefix) netip.Addr {
-	return subnet.Masked().Addr().Next()
-}
-
 // GatewayPrefix returns the gateway address with the subnet's length, the
 // form it takes on the bridge (10.77.0.1/24).
 func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
-	return netip.PrefixFrom(Gateway(subnet), subnet.Bits())
+	return netip.PrefixFrom(guestcontract.Gateway(subnet), subnet.Bits())
 }
 
 // MACForIP returns the guest MAC for a guest address: 06:b6 followed by
@@ -116,29 +111,8 @@ func MACForIP(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x06, 0xb6, b[0], b[1], b[2], b[3]}
 }
 
-// Subnet limits, the same as the config's: room for a gateway and guests,
-// small enough to stay a single bridge.
-const (
-	MinSubnetBits = 16
-	MaxSubnetBits = 29
-)
-
-// CheckSubnet returns an error unless subnet is an IPv4 network address
-// (no host bits) with a length between MinSubnetBits and MaxSubnetBits.
-func CheckSubnet(subnet netip.Prefix) error {
-	switch {
-	case !subnet.IsValid() || !subnet.Addr().Is4():
-		return fmt.Errorf("subnet %s: must be an IPv4 prefix", subnet)
-	case subnet.Masked() != subnet:
-		return fmt.Errorf("subnet %s: host bits are set", subnet)
-	case subnet.Bits() < MinSubnetBits || subnet.Bits() > MaxSubnetBits:
-		return fmt.Errorf("subnet %s: length must be between /%d and /%d", subnet, MinSubnetBits, MaxSubnetBits)
-	}
-	return nil
-}
-
 // Firewall describes banger's nftables table: which bridge the guests sit
-// behind and their subnet. The gateway is Gateway(Subnet).
+// behind and their subnet. The gateway is guestcontract.Gateway(Subnet).
 type Firewall struct {
 	Bridge string
 	Subnet netip.Prefix
@@ -221,7 +195,7 @@ func (f Firewall) Validate() error {
 	if !ManagedName(f.Bridge) {
 		return fmt.Errorf("bridge %q: not a banger interface name", f.Bridge)
 	}
-	if err := CheckSubnet(f.Subnet); err != nil {
+	if err := guestcontract.CheckSubnet(f.Subnet); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
@@ -232,7 +206,7 @@ func (f Firewall) Validate() error {
 			return fmt.Errorf("guest tap %q: not a banger tap name", g.Tap)
 		case seen[g.Tap]:
 			return fmt.Errorf("guest tap %s: bound twice", g.Tap)
-		case !g.IP.Is4() || !f.Subnet.Contains(g.IP) || g.IP == Gateway(f.Subnet):
+		case !g.IP.Is4() || !f.Subnet.Contains(g.IP) || g.IP == guestcontract.Gateway(f.Subnet):
 			return fmt.Errorf("guest tap %s: address %s is not a guest address of %s", g.Tap, g.IP, f.Subnet)
 		case ips[g.IP]:
 			return fmt.Errorf("guest tap %s: address %s bound to two taps", g.Tap, g.IP)
@@ -283,7 +257,7 @@ const (
 // the same hook (a host firewall with a forward drop policy still drops
 // guest traffic); a drop here is final.
 func Ruleset(f Firewall) string {
-	gw := Gateway(f.Subnet)
+	gw := guestcontract.Gateway(f.Subnet)
 	br := strconv.Quote(f.Bridge)
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s\n", TableFamily, TableName)

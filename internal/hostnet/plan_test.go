@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -123,42 +122,16 @@ func TestMACForIP(t *testing.T) {
 	var _ net.HardwareAddr = MACForIP(netip.MustParseAddr("10.0.0.1"))
 }
 
-func TestGateway(t *testing.T) {
-	for _, tc := range []struct{ subnet, gw, pfx string }{
-		{"10.77.0.0/24", "10.77.0.1", "10.77.0.1/24"},
-		{"192.0.2.0/29", "192.0.2.1", "192.0.2.1/29"},
-		{"172.16.0.0/16", "172.16.0.1", "172.16.0.1/16"},
+func TestGatewayPrefix(t *testing.T) {
+	for _, tc := range []struct{ subnet, pfx string }{
+		{"10.77.0.0/24", "10.77.0.1/24"},
+		{"192.0.2.0/29", "192.0.2.1/29"},
+		{"172.16.0.0/16", "172.16.0.1/16"},
 	} {
 		s := netip.MustParsePrefix(tc.subnet)
-		if got := Gateway(s).String(); got != tc.gw {
-			t.Errorf("Gateway(%s) = %s, want %s", tc.subnet, got, tc.gw)
-		}
 		if got := GatewayPrefix(s).String(); got != tc.pfx {
 			t.Errorf("GatewayPrefix(%s) = %s, want %s", tc.subnet, got, tc.pfx)
 		}
-	}
-}
-
-func TestCheckSubnet(t *testing.T) {
-	for _, tc := range []struct {
-		subnet string
-		err    string
-	}{
-		{"10.77.0.0/24", ""},
-		{"10.77.0.0/16", ""},
-		{"10.77.0.8/29", ""},
-		{"10.77.0.1/24", "host bits are set"},
-		{"10.0.0.0/8", "length must be between /16 and /29"},
-		{"10.0.0.0/30", "length must be between /16 and /29"},
-		{"fd00::/64", "must be an IPv4 prefix"},
-	} {
-		err := CheckSubnet(netip.MustParsePrefix(tc.subnet))
-		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
-			t.Errorf("CheckSubnet(%s) = %v, want error containing %q", tc.subnet, err, tc.err)
-		}
-	}
-	if err := CheckSubnet(netip.Prefix{}); err == nil {
-		t.Errorf("CheckSubnet(zero) = nil, want error")
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"banger/internal/guestcontract"
 )
 
 // maxID is the largest uid or gid accepted; 2^32-1 is (uid_t)-1, "no
@@ -274,7 +276,7 @@ func parseSubnet(s string) (netip.Prefix, error) {
 	if err != nil || p.String() != s {
 		return netip.Prefix{}, usage("subnet %q: not a canonical prefix such as 10.77.0.0/24", s)
 	}
-	if err := CheckSubnet(p); err != nil {
+	if err := guestcontract.CheckSubnet(p); err != nil {
 		return netip.Prefix{}, usage("%v", err)
 	}
 	return p, nil

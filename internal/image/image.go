@@ -28,18 +28,10 @@ const (
 	FileVmlinuz = "vmlinuz"
 	// FileInitrd is the initramfs that sets up the overlay root.
 	FileInitrd = "initrd.img"
-	// FileRootfs is the shared read-only root filesystem, label LabelRoot.
+	// FileRootfs is the shared read-only root filesystem, label guestcontract.LabelRoot.
 	FileRootfs = "rootfs.ext4"
-	// FileWorkSeed is the initial /root, cloned per VM, label LabelWork.
+	// FileWorkSeed is the initial /root, cloned per VM, label guestcontract.LabelWork.
 	FileWorkSeed = "work-seed.ext4"
-)
-
-// Filesystem labels of the guest contract (see ARCHITECTURE.md).
-const (
-	LabelRoot    = "banger-root"
-	LabelOverlay = "banger-overlay"
-	LabelWork    = "banger-work"
-	LabelConfig  = "banger-config"
 )
 
 // Init values of a manifest: what runs as PID 1 in the guest.
@@ -56,9 +48,6 @@ const (
 	SourcePull       = "pull"
 	SourceImport     = "import"
 )
-
-// AgentPath is where banger-agent lives inside every image.
-const AgentPath = "/usr/local/bin/banger-agent"
 
 // Manifest describes one image: its identity, its origin and every file
 // with its size and sha256. It is written last, so an image directory

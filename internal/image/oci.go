@@ -2,7 +2,6 @@ package image
 
 import (
 	"archive/tar"
-	"banger/internal/agent"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -113,7 +113,7 @@ type OCIOptions struct {
 	Base *Manifest
 	// BaseDir is Base's image directory.
 	BaseDir string
-	// AgentBin is the banger-agent binary installed at AgentPath.
+	// AgentBin is the banger-agent binary installed at guestcontract.AgentPath.
 	AgentBin string
 	// Name names the new image; derived from the reference when empty.
 	Name string
@@ -357,19 +357,21 @@ func prepareTree(ctx context.Context, tree string, o OCIOptions, init string) er
 	if err := r.MkdirAll("usr/local/bin", 0o755); err != nil {
 		return fmt.Errorf("install agent: %w", err)
 	}
-	if err := copyFileInRoot(r, o.AgentBin, strings.TrimPrefix(AgentPath, "/"), 0o755); err != nil {
+	if err := copyFileInRoot(r, o.AgentBin, strings.TrimPrefix(guestcontract.AgentPath, "/"), 0o755); err != nil {
 		return fmt.Errorf("install agent: %w", err)
 	}
 	if init == InitSystemd {
-		if err := r.MkdirAll("etc/systemd/system/multi-user.target.wants", 0o755); err != nil {
+		unitDir := strings.TrimPrefix(guestcontract.UnitDir, "/")
+		if err := r.MkdirAll(unitDir+"/multi-user.target.wants", 0o755); err != nil {
 			return fmt.Errorf("install agent unit: %w", err)
 		}
-		if err := r.WriteFile("etc/systemd/system/banger-agent.service", []byte(agent.SystemdUnit), 0o644); err != nil {
+		unit := unitDir + "/" + guestcontract.AgentUnitName
+		if err := r.WriteFile(unit, []byte(guestcontract.AgentUnit), 0o644); err != nil {
 			return fmt.Errorf("install agent unit: %w", err)
 		}
-		link := "etc/systemd/system/multi-user.target.wants/banger-agent.service"
+		link := unitDir + "/multi-user.target.wants/" + guestcontract.AgentUnitName
 		_ = r.Remove(link)
-		if err := r.Symlink("/etc/systemd/system/banger-agent.service", link); err != nil {
+		if err := r.Symlink("/"+unit, link); err != nil {
 			return fmt.Errorf("enable agent unit: %w", err)
 		}
 	}
@@ -456,13 +458,13 @@ func copyFileInRoot(r *os.Root, src, p string, perm os.FileMode) error {
 // makeDisks builds rootfs.ext4 from tree and work-seed.ext4 from its
 // /root, sized from their contents.
 func makeDisks(ctx context.Context, tree, outDir string, progress func(string, int64, int64)) error {
-	rootDir := filepath.Join(tree, "root")
+	rootDir := filepath.Join(tree, guestcontract.WorkMountPoint)
 	progress(StageWorkSeed, 0, 1)
 	workSize, err := FSSize(rootDir, 64<<20)
 	if err != nil {
 		return err
 	}
-	if err := disk.MakeExt4(ctx, filepath.Join(outDir, FileWorkSeed), workSize, LabelWork, rootDir); err != nil {
+	if err := disk.MakeExt4(ctx, filepath.Join(outDir, FileWorkSeed), workSize, guestcontract.LabelWork, rootDir); err != nil {
 		return err
 	}
 	progress(StageWorkSeed, 1, 1)
@@ -471,7 +473,7 @@ func makeDisks(ctx context.Context, tree, outDir string, progress func(string, i
 	if err != nil {
 		return err
 	}
-	if err := disk.MakeExt4(ctx, filepath.Join(outDir, FileRootfs), rootSize, LabelRoot, tree); err != nil {
+	if err := disk.MakeExt4(ctx, filepath.Join(outDir, FileRootfs), rootSize, guestcontract.LabelRoot, tree); err != nil {
 		return err
 	}
 	progress(StageRootfs, 1, 1)

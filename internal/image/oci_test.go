@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/testenv"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -133,7 +134,7 @@ func testBase(t testing.TB) (*Manifest, string) {
 	mod := filepath.Join(tree, "usr/lib/modules/6.1.0-test/kernel")
 	os.MkdirAll(mod, 0o755)
 	os.WriteFile(filepath.Join(mod, "virtio_blk.ko"), []byte("module"), 0o644)
-	if err := disk.MakeExt4(context.Background(), filepath.Join(dir, FileRootfs), 64<<20, LabelRoot, tree); err != nil {
+	if err := disk.MakeExt4(context.Background(), filepath.Join(dir, FileRootfs), 64<<20, guestcontract.LabelRoot, tree); err != nil {
 		t.Fatal(err)
 	}
 	files, _, err := hashDir(context.Background(), dir)
@@ -272,17 +273,17 @@ func TestImportOCI(t *testing.T) {
 				t.Errorf("image dir holds %d entries, want 5 files + manifest: %v", len(ents), ents)
 			}
 			rootfs, work := filepath.Join(dir, FileRootfs), filepath.Join(dir, FileWorkSeed)
-			if l, _ := disk.Label(rootfs); l != LabelRoot {
+			if l, _ := disk.Label(rootfs); l != guestcontract.LabelRoot {
 				t.Errorf("rootfs label %q", l)
 			}
-			if l, _ := disk.Label(work); l != LabelWork {
+			if l, _ := disk.Label(work); l != guestcontract.LabelWork {
 				t.Errorf("work-seed label %q", l)
 			}
 			checks := []struct{ req, want string }{
 				{"cat /etc/hello", "hello from layer 1\n"},
 				{"cat /etc/added-late", "layer 3\n"},
 				{"cat /opt/link-to-hello", "hello from layer 1\n"},
-				{"cat " + AgentPath, "#!/bin/sh\necho agent\n"},
+				{"cat " + guestcontract.AgentPath, "#!/bin/sh\necho agent\n"},
 				{"stat /etc/gone", "File not found"},
 				{"stat /etc/.wh.gone", "File not found"},
 				{"stat /usr/bin/su", "Mode:  04755"},
@@ -291,7 +292,7 @@ func TestImportOCI(t *testing.T) {
 			}
 			if tt.wantInit == InitSystemd {
 				checks = append(checks,
-					struct{ req, want string }{"cat /etc/systemd/system/banger-agent.service", "ExecStart=" + AgentPath},
+					struct{ req, want string }{"cat /etc/systemd/system/banger-agent.service", "ExecStart=" + guestcontract.AgentPath},
 					struct{ req, want string }{"stat /etc/systemd/system/multi-user.target.wants/banger-agent.service", "Type: symlink"},
 					struct{ req, want string }{"stat /etc/ssh/ssh_host_ed25519_key", "File not found"},
 				)

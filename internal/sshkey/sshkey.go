@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"banger/internal/layout"
 )
 
 // Key names the files of an ssh identity.
@@ -37,7 +39,7 @@ func Ensure(ctx context.Context, configured, dir string) (Key, error) {
 		}
 		return k, nil
 	}
-	k := Key{Private: filepath.Join(dir, "id_ed25519")}
+	k := Key{Private: filepath.Join(dir, layout.SSHKeyFile)}
 	k.Public = k.Private + ".pub"
 	if _, err := os.Stat(k.Private); err == nil {
 		if _, err := os.Stat(k.Public); err != nil {
@@ -55,7 +57,7 @@ func Ensure(ctx context.Context, configured, dir string) (Key, error) {
 		return Key{}, fmt.Errorf("create ssh key: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	tmpKey := filepath.Join(tmp, "id_ed25519")
+	tmpKey := filepath.Join(tmp, layout.SSHKeyFile)
 	cmd := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f", tmpKey)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Key{}, fmt.Errorf("ssh-keygen: %w: %s", err, strings.TrimSpace(string(out)))

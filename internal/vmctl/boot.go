@@ -13,25 +13,13 @@ import (
 	"banger/internal/agent"
 	"banger/internal/hostnet"
 
+	"banger/internal/guestcontract"
 	"banger/internal/image"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
-
-// BaseCmdline is the kernel command line every banger guest boots with
-// (see the guest contract in ARCHITECTURE.md). Drivers append only what
-// they must (QEMU under TCG adds tsc_early_khz).
-const BaseCmdline = "console=ttyS0 reboot=k panic=-1 root=LABEL=" + image.LabelRoot + " ro rootwait" +
-	" banger.overlay=LABEL=" + image.LabelOverlay + " banger.work=LABEL=" + image.LabelWork
-
-// Cmdline returns the kernel command line for an image with the given init.
-func Cmdline(init string) string {
-	if init == image.InitAgent {
-		return BaseCmdline + " init=" + image.AgentPath
-	}
-	return BaseCmdline
-}
 
 func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
 
@@ -71,7 +59,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 	}
 
 	if err := op.Do(StageConfig, func(s *operation.Stage) error {
-		warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, ConfigFile))
+		warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, layout.ConfigDriveFile))
 		for _, w := range warnings {
 			op.Logf("warning: %s", w)
 		}
@@ -102,7 +90,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		h, err = driver.Start(ctx, spec)
 		if err != nil {
 			_ = m.opt.Handles.Delete(vm.ID) // the driver ended what it spawned
-			return fmt.Errorf("start %s: %w (log: %s)", vm.VMM, err, filepath.Join(dir, vmm.VMMLogFile))
+			return fmt.Errorf("start %s: %w (log: %s)", vm.VMM, err, filepath.Join(dir, layout.VMMLogFile))
 		}
 		h.Tap = tap
 		op.OnRollback(func(ctx context.Context) error {
@@ -162,12 +150,12 @@ func (m *Manager) spec(vm store.VM, img store.Image, man *image.Manifest, tap st
 		Vmlinux:   filepath.Join(img.Dir, image.FileVmlinux),
 		BzImage:   filepath.Join(img.Dir, image.FileVmlinuz),
 		Initrd:    filepath.Join(img.Dir, image.FileInitrd),
-		Cmdline:   Cmdline(man.Init),
+		Cmdline:   guestcontract.KernelCmdline(man.Init == image.InitAgent),
 		Drives: []vmm.Drive{
 			{ID: "rootfs", Path: filepath.Join(img.Dir, image.FileRootfs), ReadOnly: true},
-			{ID: "overlay", Path: filepath.Join(dir, OverlayFile)},
-			{ID: "work", Path: filepath.Join(dir, WorkFile)},
-			{ID: "config", Path: filepath.Join(dir, ConfigFile), ReadOnly: true},
+			{ID: "overlay", Path: filepath.Join(dir, layout.OverlayFile)},
+			{ID: "work", Path: filepath.Join(dir, layout.WorkFile)},
+			{ID: "config", Path: filepath.Join(dir, layout.ConfigDriveFile), ReadOnly: true},
 		},
 		Tap: tap,
 		MAC: vm.MAC,

@@ -15,12 +15,9 @@ import (
 	"banger/internal/agent"
 	"banger/internal/config"
 	"banger/internal/disk"
-	"banger/internal/image"
+	"banger/internal/guestcontract"
 	"banger/internal/store"
 )
-
-// IdentityFile is the name of the identity document on the config drive.
-const IdentityFile = "identity.json"
 
 // configDriveSlack is room left on the config drive beyond its content, so
 // mke2fs has space for its metadata.
@@ -65,7 +62,7 @@ func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string
 	}
 	defer removeStaging(staging)
 	home, _ := os.UserHomeDir()
-	files, warnings, size, err := stageFileSync(m.opt.Config.FileSync, home, filepath.Join(staging, "files"))
+	files, warnings, size, err := stageFileSync(m.opt.Config.FileSync, home, filepath.Join(staging, guestcontract.FilesDir))
 	if err != nil {
 		return warnings, err
 	}
@@ -74,10 +71,10 @@ func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string
 	if err != nil {
 		return warnings, err
 	}
-	if err := os.WriteFile(filepath.Join(staging, IdentityFile), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(staging, guestcontract.IdentityFile), b, 0o600); err != nil {
 		return warnings, fmt.Errorf("config drive: %w", err)
 	}
-	if err := disk.MakeExt4(ctx, path, size+int64(len(b))+configDriveSlack, image.LabelConfig, staging); err != nil {
+	if err := disk.MakeExt4(ctx, path, size+int64(len(b))+configDriveSlack, guestcontract.LabelConfig, staging); err != nil {
 		return warnings, fmt.Errorf("config drive: %w", err)
 	}
 	// The token and the file_sync payload belong to root in the guest,

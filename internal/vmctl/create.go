@@ -14,7 +14,9 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/image"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
 	"banger/internal/vmm"
@@ -31,14 +33,6 @@ const (
 	StageConfig  = "config drive"
 	StageBoot    = "boot"
 	StageAgent   = "agent ready"
-)
-
-// Files of a VM directory that vmctl owns (the drivers own the sockets and
-// logs named in package vmm).
-const (
-	OverlayFile = "overlay.ext4"
-	WorkFile    = "work.ext4"
-	ConfigFile  = "config.ext4"
 )
 
 // Create validates req, records the VM and boots it, reporting each stage
@@ -195,10 +189,10 @@ func (m *Manager) makeDisks(ctx context.Context, vm store.VM, img store.Image) (
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create vm dir: %w", err)
 	}
-	if err := disk.MakeExt4(ctx, filepath.Join(dir, OverlayFile), vm.DiskBytes, image.LabelOverlay, ""); err != nil {
+	if err := disk.MakeExt4(ctx, filepath.Join(dir, layout.OverlayFile), vm.DiskBytes, guestcontract.LabelOverlay, ""); err != nil {
 		return "", fmt.Errorf("overlay disk: %w", err)
 	}
-	work := filepath.Join(dir, WorkFile)
+	work := filepath.Join(dir, layout.WorkFile)
 	method, err := disk.Clone(ctx, filepath.Join(img.Dir, image.FileWorkSeed), work)
 	if err != nil {
 		return "", fmt.Errorf("clone work disk: %w", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
 	"banger/internal/vmm"
@@ -35,7 +36,7 @@ func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string) (stor
 	if err != nil {
 		return vm, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
 	}
-	if _, err := os.Stat(filepath.Join(m.vmDir(vm.ID), WorkFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(m.vmDir(vm.ID), layout.WorkFile)); err != nil {
 		return vm, fmt.Errorf("vm %s: work disk missing: %w", vm.Name, err)
 	}
 	vm, err = m.boot(ctx, op, vm, img)

@@ -10,7 +10,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
-	"banger/internal/vmm"
+	"banger/internal/layout"
 )
 
 // promised returns what the VMs under vmsDir may still write to the host's
@@ -32,7 +32,7 @@ func promised(vmsDir string, consoleMax int64) (total int64, vms int, err error)
 		}
 		dir := filepath.Join(vmsDir, e.Name())
 		found := false
-		for _, name := range []string{OverlayFile, WorkFile} {
+		for _, name := range []string{layout.OverlayFile, layout.WorkFile} {
 			size, used, ok := usage(filepath.Join(dir, name))
 			if ok {
 				found = true
@@ -44,7 +44,7 @@ func promised(vmsDir string, consoleMax int64) (total int64, vms int, err error)
 		}
 		vms++
 		logs := 2 * consoleMax
-		for _, name := range []string{vmm.ConsoleLogFile, vmm.ConsoleLogFile + ".1"} {
+		for _, name := range []string{layout.ConsoleLogFile, layout.ConsoleLogFile + ".1"} {
 			if size, _, ok := usage(filepath.Join(dir, name)); ok {
 				logs -= size
 			}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"banger/internal/vmm"
+	"banger/internal/layout"
 )
 
 func TestPromised_countsWhatSparseDisksAndLogsMayStillTake(t *testing.T) {
@@ -33,9 +33,9 @@ func TestPromised_countsWhatSparseDisksAndLogsMayStillTake(t *testing.T) {
 			}
 		}
 	}
-	sparse(OverlayFile, gib, 1<<20)
-	sparse(WorkFile, 2*gib, 0)
-	sparse(vmm.ConsoleLogFile, 0, 4096)
+	sparse(layout.OverlayFile, gib, 1<<20)
+	sparse(layout.WorkFile, 2*gib, 0)
+	sparse(layout.ConsoleLogFile, 0, 4096)
 	// A directory without disks (a create that failed early) promises
 	// nothing.
 	os.MkdirAll(filepath.Join(root, "empty"), 0o700)

@@ -18,8 +18,9 @@ import (
 	"sync"
 	"time"
 
-	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
 	"banger/internal/config"
+	"banger/internal/guestcontract"
 	"banger/internal/operation"
 	"banger/internal/sshkey"
 	"banger/internal/store"
@@ -106,8 +107,8 @@ type Manager struct {
 }
 
 type agentConn struct {
-	dialer agent.Dialer
-	client *agent.Client
+	dialer agentclient.Dialer
+	client *agentclient.Client
 	h      vmm.Handles
 }
 
@@ -164,7 +165,7 @@ func (m *Manager) Alive(id string) bool {
 func (m *Manager) Handles(id string) (vmm.Handles, bool) { return m.opt.Handles.Get(id) }
 
 // Agent returns a client for the VM's guest agent. The VM must be running.
-func (m *Manager) Agent(ctx context.Context, ref string) (*agent.Client, store.VM, error) {
+func (m *Manager) Agent(ctx context.Context, ref string) (*agentclient.Client, store.VM, error) {
 	vm, err := m.opt.Store.GetVM(ctx, ref)
 	if err != nil {
 		return nil, store.VM{}, err
@@ -179,7 +180,7 @@ func (m *Manager) Agent(ctx context.Context, ref string) (*agent.Client, store.V
 // ErrNotRunning reports an action that needs a running VM.
 var ErrNotRunning = errors.New("vm not running")
 
-func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agent.Client {
+func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agentclient.Client {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c, ok := m.agents[vm.ID]; ok && c.h == h {
@@ -188,13 +189,13 @@ func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agent.Client {
 	if c, ok := m.agents[vm.ID]; ok {
 		c.dialer.Close()
 	}
-	var d agent.Dialer
+	var d agentclient.Dialer
 	if h.AgentTransport == vmm.TransportVsock {
-		d = agent.NewVsockDialer(h.VsockSocket, agent.VsockPort)
+		d = agentclient.NewVsockDialer(h.VsockSocket, guestcontract.AgentVsockPort)
 	} else {
-		d = agent.NewSerialDialer(h.SerialSocket)
+		d = agentclient.NewSerialDialer(h.SerialSocket)
 	}
-	c := &agentConn{dialer: d, client: agent.NewClient(d, vm.AgentToken), h: h}
+	c := &agentConn{dialer: d, client: agentclient.NewClient(d, vm.AgentToken), h: h}
 	m.agents[vm.ID] = c
 	return c.client
 }

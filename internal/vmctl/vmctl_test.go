@@ -21,10 +21,14 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentmux"
+	"banger/internal/agent/agentserver"
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/image"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/sshkey"
 	"banger/internal/store"
@@ -133,13 +137,13 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	}
 	h := vmm.Handles{
 		VMM:            vmm.QEMU,
-		QMPSocket:      filepath.Join(s.Dir, vmm.QMPSocketFile),
-		SerialSocket:   filepath.Join(s.Dir, vmm.AgentSocketFile),
-		ConsoleLog:     filepath.Join(s.Dir, vmm.ConsoleLogFile),
+		QMPSocket:      filepath.Join(s.Dir, layout.QMPSocketFile),
+		SerialSocket:   filepath.Join(s.Dir, layout.AgentSocketFile),
+		ConsoleLog:     filepath.Join(s.Dir, layout.ConsoleLogFile),
 		AgentTransport: vmm.TransportSerial,
 	}
 	cmd := exec.Command("sh", "-c", "sleep 600; true", h.QMPSocket)
-	logf, err := vmm.Detach(cmd, filepath.Join(s.Dir, vmm.VMMLogFile))
+	logf, err := vmm.Detach(cmd, filepath.Join(s.Dir, layout.VMMLogFile))
 	if err != nil {
 		return h, err
 	}
@@ -171,7 +175,7 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	f.mu.Unlock()
 	dir := f.t.TempDir()
 	os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key.pub"), []byte("ssh-ed25519 AAAAfake root@guest\n"), 0o644)
-	srv := &agent.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub")}
+	srv := &agentserver.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub")}
 	srv.SetIdentityResult(f.identityErr)
 	go func() {
 		for {
@@ -179,7 +183,7 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 			if err != nil {
 				return
 			}
-			sess, err := yamux.Server(conn, agent.YamuxConfig())
+			sess, err := yamux.Server(conn, agentmux.Config())
 			if err != nil {
 				conn.Close()
 				continue
@@ -197,7 +201,7 @@ func (f *fakeVMM) Stop(ctx context.Context, h vmm.Handles, _ time.Duration) erro
 func (f *fakeVMM) Kill(ctx context.Context, h vmm.Handles) error { return vmm.KillProcess(ctx, h) }
 
 func tokenFromConfigDrive(path string) (string, error) {
-	out, err := exec.Command("debugfs", "-R", "cat /"+IdentityFile, path).Output()
+	out, err := exec.Command("debugfs", "-R", "cat /"+guestcontract.IdentityFile, path).Output()
 	if err != nil {
 		return "", err
 	}
@@ -245,7 +249,7 @@ func newSizedHarness(t testing.TB, seedSize, rootfsSize int64) *harness {
 	t.Cleanup(func() { st.Close() })
 	imgDir := filepath.Join(dir, "img")
 	os.MkdirAll(imgDir, 0o755)
-	if err := disk.MakeExt4(ctx, filepath.Join(imgDir, image.FileWorkSeed), seedSize, image.LabelWork, ""); err != nil {
+	if err := disk.MakeExt4(ctx, filepath.Join(imgDir, image.FileWorkSeed), seedSize, guestcontract.LabelWork, ""); err != nil {
 		t.Fatal(err)
 	}
 	if rootfsSize > 0 {
@@ -340,10 +344,10 @@ func TestCreate_bootsAndRegisters(t *testing.T) {
 		t.Errorf("handles.json: %v", err)
 	}
 	// The work disk was grown to the VM's disk size; the overlay is sparse.
-	if st, err := os.Stat(filepath.Join(h.dir, "vms", vm.ID, WorkFile)); err != nil || st.Size() != 1<<30 {
+	if st, err := os.Stat(filepath.Join(h.dir, "vms", vm.ID, layout.WorkFile)); err != nil || st.Size() != 1<<30 {
 		t.Errorf("work disk: %v %v", st, err)
 	}
-	if lbl, _ := disk.Label(filepath.Join(h.dir, "vms", vm.ID, ConfigFile)); lbl != image.LabelConfig {
+	if lbl, _ := disk.Label(filepath.Join(h.dir, "vms", vm.ID, layout.ConfigDriveFile)); lbl != guestcontract.LabelConfig {
 		t.Errorf("config drive label %q", lbl)
 	}
 	kh, _ := os.ReadFile(filepath.Join(h.dir, "ssh", "known_hosts"))
@@ -661,7 +665,7 @@ func TestWatch_boundsTheConsoleLog(t *testing.T) {
 	}
 	hd, _ := h.cache.Get(vm.ID)
 	if hd.ConsoleLog == "" {
-		hd.ConsoleLog = filepath.Join(h.dir, "vms", vm.ID, vmm.ConsoleLogFile)
+		hd.ConsoleLog = filepath.Join(h.dir, "vms", vm.ID, layout.ConsoleLogFile)
 		if err := h.cache.Set(vm.ID, hd); err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"banger/internal/layout"
 )
 
 // ErrNoHandles is returned by ReadHandles when the VM directory has no
@@ -23,7 +25,7 @@ func WriteHandles(dir string, h Handles) error {
 		return fmt.Errorf("encode handles: %w", err)
 	}
 	data = append(data, '\n')
-	path := filepath.Join(dir, HandlesFile)
+	path := filepath.Join(dir, layout.HandlesFile)
 	tmp, err := os.CreateTemp(dir, ".handles-*.json")
 	if err != nil {
 		return fmt.Errorf("write handles %s: %w", path, err)
@@ -53,7 +55,7 @@ func WriteHandles(dir string, h Handles) error {
 // ReadHandles loads dir/handles.json. A missing file yields ErrNoHandles; a
 // corrupt one an error naming the file.
 func ReadHandles(dir string) (Handles, error) {
-	path := filepath.Join(dir, HandlesFile)
+	path := filepath.Join(dir, layout.HandlesFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Handles{}, fmt.Errorf("read handles %s: %w", path, ErrNoHandles)
@@ -75,7 +77,7 @@ func ReadHandles(dir string) (Handles, error) {
 
 // RemoveHandles deletes dir/handles.json; a missing file is not an error.
 func RemoveHandles(dir string) error {
-	path := filepath.Join(dir, HandlesFile)
+	path := filepath.Join(dir, layout.HandlesFile)
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove handles %s: %w", path, err)
 	}

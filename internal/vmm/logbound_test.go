@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"banger/internal/layout"
 )
 
 // TestBoundLog plays a guest that writes its console in a loop: a writer
@@ -12,7 +14,7 @@ import (
 // across rotations, and the log plus its one rotated copy never exceed
 // twice the bound plus what was written since the last check.
 func TestBoundLog(t *testing.T) {
-	path := filepath.Join(t.TempDir(), ConsoleLogFile)
+	path := filepath.Join(t.TempDir(), layout.ConsoleLogFile)
 	w, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)

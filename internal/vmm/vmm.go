@@ -34,20 +34,6 @@ const (
 	AccelTCG = "tcg"
 )
 
-// Names of the files a driver creates in the VM directory. Short on purpose:
-// unix socket paths are limited to 107 bytes.
-const (
-	ConsoleLogFile  = "console.log"
-	VMMLogFile      = "vmm.log"
-	MetricsFile     = "metrics.log"
-	HandlesFile     = "handles.json"
-	APISocketFile   = "api.sock"
-	VsockSocketFile = "vsock.sock"
-	AgentSocketFile = "agent.sock"
-	QMPSocketFile   = "qmp.sock"
-	PIDFile         = "vmm.pid"
-)
-
 // Drive is one block device given to the guest. The guest finds its
 // filesystems by label, so only the order of Spec.Drives is conventional.
 type Drive struct {

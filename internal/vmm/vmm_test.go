@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"banger/internal/layout"
 )
 
 func TestSelect(t *testing.T) {
@@ -95,10 +97,10 @@ func TestSpec_Validate(t *testing.T) {
 func sampleHandles(dir string) Handles {
 	return Handles{
 		VMM: QEMU, PID: 4242, StartTime: 123456,
-		QMPSocket:      filepath.Join(dir, QMPSocketFile),
-		SerialSocket:   filepath.Join(dir, AgentSocketFile),
-		ConsoleLog:     filepath.Join(dir, ConsoleLogFile),
-		VMMLog:         filepath.Join(dir, VMMLogFile),
+		QMPSocket:      filepath.Join(dir, layout.QMPSocketFile),
+		SerialSocket:   filepath.Join(dir, layout.AgentSocketFile),
+		ConsoleLog:     filepath.Join(dir, layout.ConsoleLogFile),
+		VMMLog:         filepath.Join(dir, layout.VMMLogFile),
 		Tap:            "bgtap0",
 		AgentTransport: TransportSerial,
 	}
@@ -126,8 +128,8 @@ func TestHandles_RoundTrip(t *testing.T) {
 		t.Fatalf("after overwrite pid = %d, want 99", got.PID)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 || entries[0].Name() != HandlesFile {
-		t.Fatalf("dir holds %v, want only %s", entries, HandlesFile)
+	if len(entries) != 1 || entries[0].Name() != layout.HandlesFile {
+		t.Fatalf("dir holds %v, want only %s", entries, layout.HandlesFile)
 	}
 	if err := RemoveHandles(dir); err != nil {
 		t.Fatal(err)
@@ -154,7 +156,7 @@ func TestReadHandles_Bad(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			if tt.content != nil {
-				if err := os.WriteFile(filepath.Join(dir, HandlesFile), []byte(*tt.content), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, layout.HandlesFile), []byte(*tt.content), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -165,7 +167,7 @@ func TestReadHandles_Bad(t *testing.T) {
 			if got := errors.Is(err, ErrNoHandles); got != tt.noHand {
 				t.Fatalf("errors.Is(err, ErrNoHandles) = %v, want %v (err %v)", got, tt.noHand, err)
 			}
-			if !strings.Contains(err.Error(), filepath.Join(dir, HandlesFile)) {
+			if !strings.Contains(err.Error(), filepath.Join(dir, layout.HandlesFile)) {
 				t.Fatalf("error %q does not name the file", err)
 			}
 		})
@@ -251,7 +253,7 @@ func TestHandleCache_Concurrent(t *testing.T) {
 func startFakeVMM(t *testing.T, sock string, reap bool) (Handles, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command("sh", "-c", "sleep 60; : "+sock)
-	logf, err := Detach(cmd, filepath.Join(t.TempDir(), VMMLogFile))
+	logf, err := Detach(cmd, filepath.Join(t.TempDir(), layout.VMMLogFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func startFakeVMM(t *testing.T, sock string, reap bool) (Handles, *exec.Cmd) {
 }
 
 func TestAlive(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	sock := filepath.Join(t.TempDir(), layout.QMPSocketFile)
 	h, cmd := startFakeVMM(t, sock, false)
 	if sid, err := ProcSession(h.PID); err != nil || sid != h.PID {
 		t.Fatalf("session of detached process = %d, %v; want its own pid %d", sid, err, h.PID)
@@ -321,7 +323,7 @@ func TestKillAndStopProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	t.Run("kill", func(t *testing.T) {
-		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
 		if err := KillProcess(ctx, h); err != nil {
 			t.Fatal(err)
 		}
@@ -333,7 +335,7 @@ func TestKillAndStopProcess(t *testing.T) {
 		}
 	})
 	t.Run("ask ignored, killed after timeout", func(t *testing.T) {
-		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
 		asked := 0
 		start := time.Now()
 		err := StopProcess(ctx, h, 200*time.Millisecond, func(context.Context) error { asked++; return nil })
@@ -348,14 +350,14 @@ func TestKillAndStopProcess(t *testing.T) {
 		}
 	})
 	t.Run("ask honoured", func(t *testing.T) {
-		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
 		err := StopProcess(ctx, h, time.Minute, func(context.Context) error { return syscall.Kill(h.PID, syscall.SIGTERM) })
 		if err != nil || Alive(h) {
 			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
 		}
 	})
 	t.Run("ask fails, killed at once", func(t *testing.T) {
-		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), APISocketFile), true)
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
 		err := StopProcess(ctx, h, time.Minute, func(context.Context) error { return errors.New("socket gone") })
 		if err != nil || Alive(h) {
 			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
@@ -367,7 +369,7 @@ func TestKillAndStopProcess(t *testing.T) {
 // child of the caller (here: re-parented after its parent exited), so only
 // /proc polling can see it exit.
 func TestKillProcess_Orphan(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	sock := filepath.Join(t.TempDir(), layout.QMPSocketFile)
 	out, err := exec.Command("sh", "-c", `sh -c "sleep 60; : `+sock+`" >/dev/null 2>&1 & echo $!`).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +403,7 @@ func TestKillProcess_Orphan(t *testing.T) {
 // fail without signalling. Before, Alive said false and `vm delete`
 // reported success while the VMM kept running.
 func TestCheck_unreadableProc(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), QMPSocketFile)
+	sock := filepath.Join(t.TempDir(), layout.QMPSocketFile)
 	h, _ := startFakeVMM(t, sock, false)
 
 	fake := t.TempDir()

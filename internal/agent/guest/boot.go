@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"banger/internal/agent"
+	"banger/internal/guestcontract"
 )
 
 // ConfigMountPoint is where the config drive is mounted read-only.
@@ -52,11 +53,11 @@ func Boot(ctx context.Context, cfg BootConfig) (id agent.Identity, err error) {
 		var dev string
 		var findErr error
 		err := waitFor(wctx, func() bool {
-			dev, findErr = cfg.Sys.FindLabel(agent.ConfigLabel)
+			dev, findErr = cfg.Sys.FindLabel(guestcontract.LabelConfig)
 			return dev != ""
 		})
 		if err != nil {
-			return agent.Identity{}, fmt.Errorf("boot: no filesystem labelled %s after %s: %w", agent.ConfigLabel, cfg.Wait, errors.Join(err, findErr))
+			return agent.Identity{}, fmt.Errorf("boot: no filesystem labelled %s after %s: %w", guestcontract.LabelConfig, cfg.Wait, errors.Join(err, findErr))
 		}
 		if err := cfg.Sys.Mount(dev, cfg.ConfigDir, true); err != nil {
 			return agent.Identity{}, fmt.Errorf("boot: %w", err)
@@ -67,7 +68,7 @@ func Boot(ctx context.Context, cfg BootConfig) (id agent.Identity, err error) {
 			err = errors.Join(err, fmt.Errorf("boot: %w", uerr))
 		}
 	}()
-	id, err = LoadIdentity(filepath.Join(cfg.ConfigDir, agent.IdentityFile))
+	id, err = LoadIdentity(filepath.Join(cfg.ConfigDir, guestcontract.IdentityFile))
 	if err != nil {
 		return agent.Identity{}, fmt.Errorf("boot: %w", err)
 	}

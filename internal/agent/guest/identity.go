@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"banger/internal/agent"
+	"banger/internal/guestcontract"
 )
 
 // NetConfig is the network part of an identity, handed to System.
@@ -99,17 +100,17 @@ func Apply(root, configDir string, id agent.Identity, sys System) error {
 }
 
 func mountWork(root string, sys System) error {
-	target := filepath.Join(root, "root")
+	target := filepath.Join(root, guestcontract.WorkMountPoint)
 	mounted, err := sys.IsMounted(target)
 	if err != nil || mounted {
 		return err
 	}
-	dev, err := sys.FindLabel(agent.WorkLabel)
+	dev, err := sys.FindLabel(guestcontract.LabelWork)
 	if err != nil {
 		return err
 	}
 	if dev == "" {
-		return fmt.Errorf("no filesystem labelled %s", agent.WorkLabel)
+		return fmt.Errorf("no filesystem labelled %s", guestcontract.LabelWork)
 	}
 	return sys.Mount(dev, target, false)
 }
@@ -263,12 +264,12 @@ func applySyncFile(root, configDir string, f agent.SyncFile, sys System) error {
 	if f.Source == "" || hasDotDot(f.Source) || filepath.IsAbs(f.Source) {
 		return fmt.Errorf("source %q: want a relative path without \"..\"", f.Source)
 	}
-	src := filepath.Join(configDir, agent.ConfigFilesDir, f.Source)
-	if rest, ok := strings.CutPrefix(filepath.ToSlash(f.Source), agent.ConfigFilesDir+"/"); ok {
+	src := filepath.Join(configDir, guestcontract.FilesDir, f.Source)
+	if rest, ok := strings.CutPrefix(filepath.ToSlash(f.Source), guestcontract.FilesDir+"/"); ok {
 		// Tolerate a source written relative to the drive root
 		// ("files/0") as well as the documented form ("0").
 		if _, err := os.Lstat(src); err != nil {
-			src = filepath.Join(configDir, agent.ConfigFilesDir, rest)
+			src = filepath.Join(configDir, guestcontract.FilesDir, rest)
 		}
 	}
 	dst, err := guestPath(root, f.Guest)

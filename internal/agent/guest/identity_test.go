@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"banger/internal/agent"
+	"banger/internal/guestcontract"
 )
 
 // fakeSystem records what Apply asked of the kernel; Chown is real when
@@ -156,7 +157,7 @@ func TestApply_TwiceIsHarmless(t *testing.T) {
 			{Source: "files/0/token.json", Guest: "/etc/tool/exec.json", Mode: 0o755},
 		},
 	}
-	sys := &fakeSystem{mounted: map[string]bool{}, labels: map[string]string{agent.WorkLabel: "/dev/vdb"}, chowned: map[string]bool{}}
+	sys := &fakeSystem{mounted: map[string]bool{}, labels: map[string]string{guestcontract.LabelWork: "/dev/vdb"}, chowned: map[string]bool{}}
 	if err := Apply(root, cfg, id, sys); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,9 @@ import (
 	"strings"
 	"sync"
 
-	"banger/internal/agent"
+	"banger/internal/agent/agentserver"
 	"banger/internal/buildinfo"
+	"banger/internal/guestcontract"
 )
 
 // Main is banger-agent's entry point: `banger-agent [serve]` boots and
@@ -29,7 +30,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Version())
 		return 0
 	case "unit":
-		fmt.Fprint(stdout, agent.SystemdUnit)
+		fmt.Fprint(stdout, guestcontract.AgentUnit)
 		return 0
 	case "serve":
 		if os.Getpid() == 1 && os.Getenv("BANGER_AGENT_CHILD") == "" {
@@ -57,7 +58,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srv := &agent.Server{Version: buildinfo.Version(), Logger: log}
+	srv := &agentserver.Server{Version: buildinfo.Version(), Logger: log}
 	if !*noBoot {
 		id, err := Boot(ctx, BootConfig{Sys: LinuxSystem{}})
 		if err != nil {
@@ -88,13 +89,13 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := ServeVsock(ctx, srv, agent.VsockPort, log); err != nil {
+		if err := ServeVsock(ctx, srv, guestcontract.AgentVsockPort, log); err != nil {
 			log.Error("vsock transport", "err", err)
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		if err := ServeSerial(ctx, srv, agent.SerialPortName, log); err != nil {
+		if err := ServeSerial(ctx, srv, guestcontract.AgentSerialPort, log); err != nil {
 			log.Error("serial transport", "err", err)
 		}
 	}()

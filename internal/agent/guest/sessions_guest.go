@@ -3,7 +3,7 @@ package guest
 import (
 	"log/slog"
 
-	"banger/internal/agent"
+	"banger/internal/agent/agentserver"
 )
 
 // SessionsDir is where a guest keeps session state and output logs. It is
@@ -12,6 +12,6 @@ import (
 const SessionsDir = "/run/banger/sessions"
 
 // NewSessionsForGuest returns the session manager of a real guest.
-func NewSessionsForGuest(log *slog.Logger) (*agent.Sessions, error) {
-	return agent.NewSessions(SessionsDir, agent.DefaultSessionLogSize)
+func NewSessionsForGuest(log *slog.Logger) (*agentserver.Sessions, error) {
+	return agentserver.NewSessions(SessionsDir, agentserver.DefaultSessionLogSize)
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/mdlayher/vsock"
 
-	"banger/internal/agent"
+	"banger/internal/agent/agentmux"
+	"banger/internal/agent/agentserver"
+	"banger/internal/guestcontract"
 )
 
 // pollInterval is how often the transports look for their device to
@@ -37,7 +39,7 @@ func waitFor(ctx context.Context, cond func() bool) error {
 
 // ServeVsock waits for /dev/vsock, listens on the agent's vsock port and
 // serves srv until ctx ends. It never listens on any network interface.
-func ServeVsock(ctx context.Context, srv *agent.Server, port uint32, log *slog.Logger) error {
+func ServeVsock(ctx context.Context, srv *agentserver.Server, port uint32, log *slog.Logger) error {
 	if err := waitFor(ctx, func() bool { _, err := os.Stat("/dev/vsock"); return err == nil }); err != nil {
 		return nil
 	}
@@ -54,7 +56,7 @@ func ServeVsock(ctx context.Context, srv *agent.Server, port uint32, log *slog.L
 // /dev/vportNpM whose /sys/class/virtio-ports entry carries the name.
 // It returns "" when the port does not exist (yet).
 func FindSerialPort(name string) string {
-	p := filepath.Join("/dev/virtio-ports", name)
+	p := filepath.Join(guestcontract.VirtioPortsDir, name)
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
@@ -75,7 +77,7 @@ func FindSerialPort(name string) string {
 // named name until ctx ends: it waits for the port to appear, opens it
 // and runs a yamux server session on it; when the host side disconnects
 // (reads return EOF) it reopens the port and starts a new session.
-func ServeSerial(ctx context.Context, srv *agent.Server, name string, log *slog.Logger) error {
+func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log *slog.Logger) error {
 	var dev string
 	if err := waitFor(ctx, func() bool { dev = FindSerialPort(name); return dev != "" }); err != nil {
 		return nil
@@ -90,7 +92,7 @@ func ServeSerial(ctx context.Context, srv *agent.Server, name string, log *slog.
 // streams open returns, serving srv on each, until ctx ends. A session
 // that ends (EOF, protocol error) is followed by a new open after a short
 // pause.
-func ServeSessions(ctx context.Context, srv *agent.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
+func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
 	for ctx.Err() == nil {
 		if err := serveOneSession(ctx, srv, open); err != nil {
 			log.Debug("serial session ended", "err", err)
@@ -103,12 +105,12 @@ func ServeSessions(ctx context.Context, srv *agent.Server, open func() (io.ReadW
 	return nil
 }
 
-func serveOneSession(ctx context.Context, srv *agent.Server, open func() (io.ReadWriteCloser, error)) error {
+func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) error {
 	port, err := open()
 	if err != nil {
 		return fmt.Errorf("open serial port: %w", err)
 	}
-	sess, err := yamux.Server(port, agent.YamuxConfig())
+	sess, err := yamux.Server(port, agentmux.Config())
 	if err != nil {
 		port.Close()
 		return fmt.Errorf("start yamux session: %w", err)

@@ -17,6 +17,9 @@ import (
 	"github.com/vishvananda/netns"
 
 	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agentserver"
+	"banger/internal/guestcontract"
 	"banger/internal/testenv"
 )
 
@@ -42,14 +45,14 @@ func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
 		}
 		return c, err
 	}
-	srv := &agent.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
 	defer func() { cancel(); l.Close(); <-done }()
 
 	for i := 0; i < 3; i++ {
-		c := agent.NewClient(agent.NewSerialDialer(path), "t")
+		c := agentclient.NewClient(agentclient.NewSerialDialer(path), "t")
 		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 		h, err := c.Health(cctx)
 		ccancel()
@@ -71,12 +74,12 @@ func TestBoot_FindsMountsAndApplies(t *testing.T) {
 	cfgDir := t.TempDir()
 	id := agent.Identity{VMID: "vm-9", Hostname: "bright-fox", Token: "tok", AuthorizedKeys: []string{"ssh-ed25519 K banger"}}
 	b, _ := json.Marshal(id)
-	if err := os.WriteFile(filepath.Join(cfgDir, agent.IdentityFile), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfgDir, guestcontract.IdentityFile), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sys := &fakeSystem{
 		mounted: map[string]bool{filepath.Join(root, "root"): true},
-		labels:  map[string]string{agent.ConfigLabel: "/dev/vdd"},
+		labels:  map[string]string{guestcontract.LabelConfig: "/dev/vdd"},
 		chowned: map[string]bool{},
 	}
 	got, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys})
@@ -106,7 +109,7 @@ func TestBoot_FindsMountsAndApplies(t *testing.T) {
 		t.Fatalf("mounts %v, unmounts %v", sys.mounts, sys.unmounts)
 	}
 	// A boot that fails still unmounts.
-	if err := os.WriteFile(filepath.Join(cfgDir, agent.IdentityFile), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfgDir, guestcontract.IdentityFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Boot(context.Background(), BootConfig{Root: root, ConfigDir: cfgDir, Sys: sys}); err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"banger/internal/agent"
+	"banger/internal/guestcontract"
 )
 
 // hostileAgent replaces banger-agent in a guest: it stops the real one,
@@ -52,7 +53,7 @@ func hostileAgent() error {
 		}
 	})
 	srv := &http.Server{Handler: mux}
-	dev := "/dev/virtio-ports/" + agent.SerialPortName
+	dev := guestcontract.VirtioPortsDir + "/" + guestcontract.AgentSerialPort
 	for {
 		port, err := os.OpenFile(dev, os.O_RDWR, 0)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/image"
 )
 
@@ -103,15 +104,15 @@ func Assemble(ctx context.Context, tree string, o AssembleOptions, outDir string
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	defer os.RemoveAll(seed)
-	if err := moveContents(filepath.Join(tree, "root"), seed); err != nil {
+	if err := moveContents(filepath.Join(tree, guestcontract.WorkMountPoint), seed); err != nil {
 		return nil, fmt.Errorf("%s: move /root to the work seed: %w", StageFilesystem, err)
 	}
 	if err := os.Chmod(seed, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	seedPath := filepath.Join(outDir, image.FileWorkSeed)
-	fmt.Fprintf(log, "filesystem: %s (%s, %d bytes sparse)\n", seedPath, image.LabelWork, WorkSeedSize)
-	if err := disk.MakeExt4(ctx, seedPath, WorkSeedSize, image.LabelWork, seed); err != nil {
+	fmt.Fprintf(log, "filesystem: %s (%s, %d bytes sparse)\n", seedPath, guestcontract.LabelWork, WorkSeedSize)
+	if err := disk.MakeExt4(ctx, seedPath, WorkSeedSize, guestcontract.LabelWork, seed); err != nil {
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	progress(StageFilesystem, 1, 2)
@@ -120,8 +121,8 @@ func Assemble(ctx context.Context, tree string, o AssembleOptions, outDir string
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	rootPath := filepath.Join(outDir, image.FileRootfs)
-	fmt.Fprintf(log, "filesystem: %s (%s, %d bytes sparse)\n", rootPath, image.LabelRoot, size)
-	if err := disk.MakeExt4(ctx, rootPath, size, image.LabelRoot, tree); err != nil {
+	fmt.Fprintf(log, "filesystem: %s (%s, %d bytes sparse)\n", rootPath, guestcontract.LabelRoot, size)
+	if err := disk.MakeExt4(ctx, rootPath, size, guestcontract.LabelRoot, tree); err != nil {
 		return nil, fmt.Errorf("%s: %w", StageFilesystem, err)
 	}
 	progress(StageFilesystem, 2, 2)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/testenv"
 )
@@ -83,7 +84,7 @@ func TestBootDefault(t *testing.T) {
 	img, _ := buildDefault(t)
 	vm := t.TempDir()
 	ctx := context.Background()
-	if err := disk.MakeExt4(ctx, filepath.Join(vm, "overlay.ext4"), 1<<30, image.LabelOverlay, ""); err != nil {
+	if err := disk.MakeExt4(ctx, filepath.Join(vm, "overlay.ext4"), 1<<30, guestcontract.LabelOverlay, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := disk.Clone(ctx, filepath.Join(img, image.FileWorkSeed), filepath.Join(vm, "work.ext4")); err != nil {

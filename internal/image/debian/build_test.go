@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"banger/internal/disk"
+	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/image/debian"
 	"banger/internal/image/debian/debiantest"
@@ -128,7 +129,7 @@ func TestBuildDefault(t *testing.T) {
 	})
 
 	t.Run("labels", func(t *testing.T) {
-		for f, want := range map[string]string{image.FileRootfs: image.LabelRoot, image.FileWorkSeed: image.LabelWork} {
+		for f, want := range map[string]string{image.FileRootfs: guestcontract.LabelRoot, image.FileWorkSeed: guestcontract.LabelWork} {
 			out, err := exec.Command("e2label", filepath.Join(dir, f)).Output()
 			if err != nil {
 				t.Fatalf("e2label %s: %v", f, err)
@@ -189,15 +190,15 @@ func TestBuildDefault(t *testing.T) {
 
 	rootfs := filepath.Join(dir, image.FileRootfs)
 	t.Run("agent", func(t *testing.T) {
-		st := debugfs(t, rootfs, "stat "+image.AgentPath)
+		st := debugfs(t, rootfs, "stat "+guestcontract.AgentPath)
 		if !strings.Contains(st, "Type: regular") || !strings.Contains(st, "Mode:  0755") {
 			t.Errorf("agent inode:\n%s", st)
 		}
-		link := debugfs(t, rootfs, "stat /etc/systemd/system/multi-user.target.wants/"+debian.AgentUnitName)
-		if !strings.Contains(link, "Type: symlink") || !strings.Contains(link, "/etc/systemd/system/"+debian.AgentUnitName) {
+		link := debugfs(t, rootfs, "stat /etc/systemd/system/multi-user.target.wants/"+guestcontract.AgentUnitName)
+		if !strings.Contains(link, "Type: symlink") || !strings.Contains(link, "/etc/systemd/system/"+guestcontract.AgentUnitName) {
 			t.Errorf("unit not enabled:\n%s", link)
 		}
-		if u := debugfs(t, rootfs, "cat /etc/systemd/system/"+debian.AgentUnitName); !strings.Contains(u, "ExecStart="+image.AgentPath) {
+		if u := debugfs(t, rootfs, "cat /etc/systemd/system/"+guestcontract.AgentUnitName); !strings.Contains(u, "ExecStart="+guestcontract.AgentPath) {
 			t.Errorf("unit file:\n%s", u)
 		}
 	})

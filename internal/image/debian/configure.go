@@ -14,12 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"banger/internal/agent"
-	"banger/internal/image"
+	"banger/internal/guestcontract"
 )
-
-// AgentUnitName is the systemd unit that runs banger-agent.
-const AgentUnitName = agent.UnitName
 
 // sshdConfig is /etc/ssh/sshd_config.d/banger.conf: keys only.
 const sshdConfig = `# banger: root logs in with the key banger injects; no passwords.
@@ -29,7 +25,7 @@ KbdInteractiveAuthentication no
 `
 
 // Configure prepares an unpacked root filesystem for the guest contract:
-// banger-agent installed at image.AgentPath and its unit enabled, sshd
+// banger-agent installed at guestcontract.AgentPath and its unit enabled, sshd
 // limited to keys, no ssh host keys (the agent makes them per VM), root's
 // password locked, an empty machine-id (systemd makes one per boot), a
 // placeholder hostname, an empty fstab (the initramfs sets up the overlay
@@ -41,8 +37,8 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	}
 	step := func(format string, args ...any) { fmt.Fprintf(log, "configure: "+format+"\n", args...) }
 
-	step("install %s", image.AgentPath)
-	dst := filepath.Join(tree, image.AgentPath)
+	step("install %s", guestcontract.AgentPath)
+	dst := filepath.Join(tree, guestcontract.AgentPath)
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -50,8 +46,8 @@ func Configure(tree, agentBin string, log io.Writer) error {
 		return fmt.Errorf("install agent: %w", err)
 	}
 
-	step("enable %s", AgentUnitName)
-	if err := installUnit(tree, AgentUnitName, agent.SystemdUnit); err != nil {
+	step("enable %s", guestcontract.AgentUnitName)
+	if err := installUnit(tree, guestcontract.AgentUnitName, guestcontract.AgentUnit); err != nil {
 		return err
 	}
 
@@ -109,16 +105,16 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	return nil
 }
 
-// installUnit writes unit text to /etc/systemd/system/name and enables
+// installUnit writes unit text to guestcontract.UnitDir/name and enables
 // it the way `systemctl enable` does: a symlink in <target>.wants/ (or
 // .requires/) for every WantedBy= (RequiredBy=) of its [Install] section.
 func installUnit(tree, name, text string) error {
-	unitPath := "/etc/systemd/system/" + name
+	unitPath := guestcontract.UnitDir + "/" + name
 	if err := writeFile(tree, unitPath, text, 0o644); err != nil {
 		return err
 	}
 	for _, l := range InstallLinks(text) {
-		if err := symlink(tree, "/etc/systemd/system/"+l+"/"+name, unitPath); err != nil {
+		if err := symlink(tree, guestcontract.UnitDir+"/"+l+"/"+name, unitPath); err != nil {
 			return err
 		}
 	}

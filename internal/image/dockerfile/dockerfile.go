@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/image/debian"
 )
@@ -260,7 +261,7 @@ func loadBase(ctx context.Context, e Engine, base, work string, log io.Writer) e
 	if err := Dump(ctx, filepath.Join(base, image.FileRootfs), tree, log); err != nil {
 		return err
 	}
-	if err := Dump(ctx, filepath.Join(base, image.FileWorkSeed), filepath.Join(tree, "root"), log); err != nil {
+	if err := Dump(ctx, filepath.Join(base, image.FileWorkSeed), filepath.Join(tree, guestcontract.WorkMountPoint), log); err != nil {
 		return err
 	}
 	tarball := filepath.Join(work, "base.tar")

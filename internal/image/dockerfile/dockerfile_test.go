@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/image/debian"
 	"banger/internal/image/debian/debiantest"
@@ -162,10 +163,10 @@ func TestBuild(t *testing.T) {
 	if got := debugfs(t, rootfs, "stat /usr/bin/jq"); !strings.Contains(got, "Type: regular") {
 		t.Errorf("jq not installed:\n%s", got)
 	}
-	if got := debugfs(t, rootfs, "stat "+image.AgentPath); !strings.Contains(got, "Mode:  0755") {
+	if got := debugfs(t, rootfs, "stat "+guestcontract.AgentPath); !strings.Contains(got, "Mode:  0755") {
 		t.Errorf("agent:\n%s", got)
 	}
-	if got := debugfs(t, rootfs, "stat /etc/systemd/system/multi-user.target.wants/"+debian.AgentUnitName); !strings.Contains(got, "Type: symlink") {
+	if got := debugfs(t, rootfs, "stat /etc/systemd/system/multi-user.target.wants/"+guestcontract.AgentUnitName); !strings.Contains(got, "Type: symlink") {
 		t.Errorf("agent unit not enabled:\n%s", got)
 	}
 	if got := debugfs(t, rootfs, "ls /etc/ssh"); strings.Contains(got, "ssh_host_") {

@@ -39,6 +39,7 @@ import (
 	"github.com/go-openapi/strfmt"
 	"github.com/sirupsen/logrus"
 
+	"banger/internal/layout"
 	"banger/internal/vmm"
 )
 
@@ -87,11 +88,11 @@ type paths struct {
 
 func pathsOf(s vmm.Spec) paths {
 	return paths{
-		api:     filepath.Join(s.Dir, vmm.APISocketFile),
-		vsock:   filepath.Join(s.Dir, vmm.VsockSocketFile),
-		console: filepath.Join(s.Dir, vmm.ConsoleLogFile),
-		log:     filepath.Join(s.Dir, vmm.VMMLogFile),
-		metrics: filepath.Join(s.Dir, vmm.MetricsFile),
+		api:     filepath.Join(s.Dir, layout.APISocketFile),
+		vsock:   filepath.Join(s.Dir, layout.VsockSocketFile),
+		console: filepath.Join(s.Dir, layout.ConsoleLogFile),
+		log:     filepath.Join(s.Dir, layout.VMMLogFile),
+		metrics: filepath.Join(s.Dir, layout.MetricsFile),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/layout"
 	"banger/internal/vmm"
 )
 
@@ -187,7 +188,7 @@ func TestDriver_StartStop(t *testing.T) {
 	if !vmm.Alive(h) {
 		t.Fatal("not Alive after Start")
 	}
-	if h.VMM != vmm.Firecracker || h.AgentTransport != vmm.TransportVsock || h.VsockSocket != filepath.Join(s.Dir, vmm.VsockSocketFile) || h.Tap != s.Tap {
+	if h.VMM != vmm.Firecracker || h.AgentTransport != vmm.TransportVsock || h.VsockSocket != filepath.Join(s.Dir, layout.VsockSocketFile) || h.Tap != s.Tap {
 		t.Fatalf("handles %+v", h)
 	}
 

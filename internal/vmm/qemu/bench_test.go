@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"banger/internal/vmm"
+	"banger/internal/layout"
 	"banger/internal/vmm/vmmtest"
 )
 
@@ -66,7 +66,7 @@ func BenchmarkQEMUStartToConsoleMarker(b *testing.B) {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		waitMarker(ctx, b, filepath.Join(bare.Dir, vmm.ConsoleLogFile), vmmtest.MarkerReady)
+		waitMarker(ctx, b, filepath.Join(bare.Dir, layout.ConsoleLogFile), vmmtest.MarkerReady)
 		bareTotal += time.Since(t0)
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()

@@ -11,16 +11,14 @@ import (
 	"strconv"
 	"strings"
 
+	"banger/internal/guestcontract"
+	"banger/internal/layout"
 	"banger/internal/vmm"
 )
 
 // DefaultBinary is the QEMU system emulator banger runs. Debian's
 // qemu-system-x86_64-microvm is KVM-only, so the full binary is used.
 const DefaultBinary = "qemu-system-x86_64"
-
-// AgentPortName is the virtio-serial port the guest agent listens on when
-// vsock is unavailable (guest contract: /dev/virtio-ports/banger.agent).
-const AgentPortName = "banger.agent"
 
 // Options are the host facts Cmdline needs besides the Spec.
 type Options struct {
@@ -36,10 +34,10 @@ type Options struct {
 }
 
 // Paths of the files QEMU creates for s, all inside s.Dir.
-func qmpPath(s vmm.Spec) string     { return filepath.Join(s.Dir, vmm.QMPSocketFile) }
-func agentPath(s vmm.Spec) string   { return filepath.Join(s.Dir, vmm.AgentSocketFile) }
-func consolePath(s vmm.Spec) string { return filepath.Join(s.Dir, vmm.ConsoleLogFile) }
-func pidPath(s vmm.Spec) string     { return filepath.Join(s.Dir, vmm.PIDFile) }
+func qmpPath(s vmm.Spec) string     { return filepath.Join(s.Dir, layout.QMPSocketFile) }
+func agentPath(s vmm.Spec) string   { return filepath.Join(s.Dir, layout.AgentSocketFile) }
+func consolePath(s vmm.Spec) string { return filepath.Join(s.Dir, layout.ConsoleLogFile) }
+func pidPath(s vmm.Spec) string     { return filepath.Join(s.Dir, layout.PIDFile) }
 
 // escape doubles commas, QEMU's escape inside option values.
 func escape(v string) string { return strings.ReplaceAll(v, ",", ",,") }
@@ -103,7 +101,7 @@ func Cmdline(s vmm.Spec, o Options) []string {
 		args = append(args,
 			"-device", "virtio-serial-device",
 			"-chardev", "socket,id=agent,path="+escape(agentPath(s))+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name="+AgentPortName)
+			"-device", "virtserialport,chardev=agent,name="+guestcontract.AgentSerialPort)
 	}
 	args = append(args,
 		"-qmp", "unix:"+escape(qmpPath(s))+",server=on,wait=off",

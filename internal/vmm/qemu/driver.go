@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"time"
 
+	"banger/internal/layout"
 	"banger/internal/vmm"
 )
 
@@ -101,7 +102,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		VMM:        vmm.QEMU,
 		QMPSocket:  qmpPath(s),
 		ConsoleLog: consolePath(s),
-		VMMLog:     s.Dir + "/" + vmm.VMMLogFile,
+		VMMLog:     s.Dir + "/" + layout.VMMLogFile,
 		Tap:        s.Tap,
 	}
 	stale := []string{h.QMPSocket, pidPath(s)}

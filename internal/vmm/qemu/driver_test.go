@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/guestcontract"
+	"banger/internal/layout"
 	"banger/internal/vmm"
 	"banger/internal/vmm/vmmtest"
 )
@@ -82,7 +84,7 @@ func TestDriver_BootTCG(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
-	if h.VMM != vmm.QEMU || h.AgentTransport != vmm.TransportSerial || h.SerialSocket != filepath.Join(s.Dir, vmm.AgentSocketFile) {
+	if h.VMM != vmm.QEMU || h.AgentTransport != vmm.TransportSerial || h.SerialSocket != filepath.Join(s.Dir, layout.AgentSocketFile) {
 		t.Fatalf("handles %+v", h)
 	}
 	if !vmm.Alive(h) {
@@ -91,7 +93,7 @@ func TestDriver_BootTCG(t *testing.T) {
 	if sid, err := vmm.ProcSession(h.PID); err != nil || sid != h.PID {
 		t.Fatalf("qemu session %d, %v; want its own (%d)", sid, err, h.PID)
 	}
-	if b, err := os.ReadFile(filepath.Join(s.Dir, vmm.PIDFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(h.PID) {
+	if b, err := os.ReadFile(filepath.Join(s.Dir, layout.PIDFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(h.PID) {
 		t.Fatalf("pidfile %q, %v; want %d", b, err, h.PID)
 	}
 	argv, _ := vmm.ProcCmdline(h.PID)
@@ -100,7 +102,7 @@ func TestDriver_BootTCG(t *testing.T) {
 	}
 
 	console := waitConsole(ctx, t, h.ConsoleLog, vmmtest.MarkerReady)
-	for _, want := range []string{vmmtest.MarkerBooted, "virtio-port: ", " " + AgentPortName, "block: vda", "block: vdb"} {
+	for _, want := range []string{vmmtest.MarkerBooted, "virtio-port: ", " " + guestcontract.AgentSerialPort, "block: vda", "block: vdb"} {
 		if !strings.Contains(console, want) {
 			t.Errorf("console lacks %q:\n%s", want, console)
 		}

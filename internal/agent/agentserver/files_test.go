@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"archive/tar"
@@ -14,6 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agenttest"
 	"banger/internal/testenv"
 )
 
@@ -91,7 +94,7 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 			guest := filepath.Join(t.TempDir(), "guest", "dest")
 			pr, pw := io.Pipe()
 			go func() { pw.CloseWithError(WriteTar(pw, src)) }()
-			if err := c.Upload(ctxTimeout(t, 60*time.Second), guest, pr); err != nil {
+			if err := c.Upload(agenttest.CtxTimeout(t, 60*time.Second), guest, pr); err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(want, snapshotTree(t, filepath.Join(guest, "tree"))); diff != "" {
@@ -99,7 +102,7 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 			}
 
 			// Download: guest tree -> host dir.
-			rc, err := c.Download(ctxTimeout(t, 60*time.Second), filepath.Join(guest, "tree"))
+			rc, err := c.Download(agenttest.CtxTimeout(t, 60*time.Second), filepath.Join(guest, "tree"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +118,7 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 			}
 
 			// A single file downloads as one entry named after it.
-			rc, err = c.Download(ctxTimeout(t, 10*time.Second), filepath.Join(guest, "tree", "secret"))
+			rc, err = c.Download(agenttest.CtxTimeout(t, 10*time.Second), filepath.Join(guest, "tree", "secret"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,12 +136,12 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 }
 
 func TestClient_FilesErrors(t *testing.T) {
-	c := NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 	defer c.Close()
-	if _, err := c.Download(ctxTimeout(t, 10*time.Second), "/no/such/path"); !IsCode(err, CodeNotFound) {
+	if _, err := c.Download(agenttest.CtxTimeout(t, 10*time.Second), "/no/such/path"); !agentclient.IsCode(err, agent.CodeNotFound) {
 		t.Fatalf("missing path: %v", err)
 	}
-	if _, err := c.Download(ctxTimeout(t, 10*time.Second), "relative/path"); !IsCode(err, CodeBadRequest) {
+	if _, err := c.Download(agenttest.CtxTimeout(t, 10*time.Second), "relative/path"); !agentclient.IsCode(err, agent.CodeBadRequest) {
 		t.Fatalf("relative path: %v", err)
 	}
 	var buf bytes.Buffer
@@ -147,8 +150,8 @@ func TestClient_FilesErrors(t *testing.T) {
 	_, _ = tw.Write([]byte("x"))
 	_ = tw.Close()
 	dir := t.TempDir()
-	err := c.Upload(ctxTimeout(t, 10*time.Second), filepath.Join(dir, "in"), &buf)
-	if !IsCode(err, CodeBadRequest) || !strings.Contains(err.Error(), `".." is not allowed`) {
+	err := c.Upload(agenttest.CtxTimeout(t, 10*time.Second), filepath.Join(dir, "in"), &buf)
+	if !agentclient.IsCode(err, agent.CodeBadRequest) || !strings.Contains(err.Error(), `".." is not allowed`) {
 		t.Fatalf("escaping entry: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "escape")); err == nil {

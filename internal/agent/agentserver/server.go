@@ -1,4 +1,9 @@
-package agent
+// Package agentserver is the guest side of the agent API
+// (internal/agent): the HTTP Server banger-agent runs, with exec (pipes or
+// a PTY), file transfer, listening ports, ssh host keys and long-lived
+// sessions. It runs in the guest only; bangerd never links it (a test in
+// internal/guestcontract keeps it so), nor its PTY dependency.
+package agentserver
 
 import (
 	"context"
@@ -17,6 +22,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"banger/internal/agent"
 )
 
 // Server is the guest side of the agent API. Serve it on any listener (a
@@ -79,12 +86,12 @@ func (s *Server) logger() *slog.Logger {
 // Handler returns the HTTP handler of the API, with authentication.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathHealth, s.handleHealth)
-	mux.HandleFunc("POST "+PathExec, s.handleExec)
-	mux.HandleFunc("PUT "+PathFiles, s.handleUpload)
-	mux.HandleFunc("GET "+PathFiles, s.handleDownload)
-	mux.HandleFunc("GET "+PathPorts, s.handlePorts)
-	mux.HandleFunc("GET "+PathHostKeys, s.handleHostKeys)
+	mux.HandleFunc("GET "+agent.PathHealth, s.handleHealth)
+	mux.HandleFunc("POST "+agent.PathExec, s.handleExec)
+	mux.HandleFunc("PUT "+agent.PathFiles, s.handleUpload)
+	mux.HandleFunc("GET "+agent.PathFiles, s.handleDownload)
+	mux.HandleFunc("GET "+agent.PathPorts, s.handlePorts)
+	mux.HandleFunc("GET "+agent.PathHostKeys, s.handleHostKeys)
 	s.sessionRoutes(mux)
 	return s.auth(mux)
 }
@@ -93,7 +100,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || s.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
-			writeError(w, http.StatusUnauthorized, CodeUnauthorized, errors.New("missing or wrong bearer token"))
+			writeError(w, http.StatusUnauthorized, agent.CodeUnauthorized, errors.New("missing or wrong bearer token"))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -126,15 +133,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, code string, err error) {
-	writeJSON(w, status, errorBody{Error: err.Error(), Code: code})
+	writeJSON(w, status, agent.ErrorBody{Error: err.Error(), Code: code})
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.health(r.Context()))
 }
 
-func (s *Server) health(ctx context.Context) Health {
-	h := Health{Version: s.Version}
+func (s *Server) health(ctx context.Context) agent.Health {
+	h := agent.Health{Version: s.Version}
 	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
 		h.BootID = strings.TrimSpace(string(b))
 	}
@@ -201,7 +208,7 @@ func (s *Server) handleHostKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	paths, err := filepath.Glob(glob)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, CodeInternal, fmt.Errorf("find host keys: %w", err))
+		writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("find host keys: %w", err))
 		return
 	}
 	sort.Strings(paths)
@@ -209,7 +216,7 @@ func (s *Server) handleHostKeys(w http.ResponseWriter, r *http.Request) {
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, CodeInternal, fmt.Errorf("read host key: %w", err))
+			writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("read host key: %w", err))
 			return
 		}
 		if line := strings.TrimSpace(string(b)); line != "" {
@@ -222,7 +229,7 @@ func (s *Server) handleHostKeys(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handlePorts(w http.ResponseWriter, r *http.Request) {
 	ports, err := ListPorts("/proc")
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, CodeInternal, err)
+		writeError(w, http.StatusInternalServerError, agent.CodeInternal, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ports)

@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"net"
@@ -9,30 +9,34 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agenttest"
 )
 
 func TestClient_Auth(t *testing.T) {
-	path := serveUnix(t, testServer(t))
-	for _, tok := range []string{"", "wrong", testToken + "x"} {
-		c := NewClient(unixDialer{path}, tok)
-		_, err := c.Health(ctxTimeout(t, 10*time.Second))
-		if !IsCode(err, CodeUnauthorized) {
+	path := agenttest.ServeUnix(t, testServer(t))
+	for _, tok := range []string{"", "wrong", agenttest.Token + "x"} {
+		c := agentclient.NewClient(agenttest.UnixDialer{Path: path}, tok)
+		_, err := c.Health(agenttest.CtxTimeout(t, 10*time.Second))
+		if !agentclient.IsCode(err, agent.CodeUnauthorized) {
 			t.Fatalf("token %q: err = %v, want unauthorized", tok, err)
 		}
 		c.Close()
 	}
 	// A server without a token refuses everything.
-	c := NewClient(unixDialer{serveUnix(t, &Server{})}, "")
-	if _, err := c.Health(ctxTimeout(t, 10*time.Second)); !IsCode(err, CodeUnauthorized) {
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, &Server{})}, "")
+	if _, err := c.Health(agenttest.CtxTimeout(t, 10*time.Second)); !agentclient.IsCode(err, agent.CodeUnauthorized) {
 		t.Fatalf("empty server token: %v", err)
 	}
 }
 
 func TestClient_Health(t *testing.T) {
 	srv := testServer(t)
-	c := NewClient(unixDialer{serveUnix(t, srv)}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, srv)}, agenttest.Token)
 	defer c.Close()
-	h, err := c.Health(ctxTimeout(t, 10*time.Second))
+	h, err := c.Health(agenttest.CtxTimeout(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +52,12 @@ func TestClient_Health(t *testing.T) {
 		t.Fatalf("identity reported before any apply: %+v", h)
 	}
 	srv.SetIdentityResult(os.ErrPermission)
-	h, _ = c.Health(ctxTimeout(t, 10*time.Second))
+	h, _ = c.Health(agenttest.CtxTimeout(t, 10*time.Second))
 	if h.IdentityApplied || h.IdentityError != os.ErrPermission.Error() {
 		t.Fatalf("after failed apply: %+v", h)
 	}
 	srv.SetIdentityResult(nil)
-	h, _ = c.Health(ctxTimeout(t, 10*time.Second))
+	h, _ = c.Health(agenttest.CtxTimeout(t, 10*time.Second))
 	if !h.IdentityApplied || h.IdentityError != "" {
 		t.Fatalf("after apply: %+v", h)
 	}
@@ -73,9 +77,9 @@ func TestClient_HostKeys(t *testing.T) {
 	}
 	srv := testServer(t)
 	srv.HostKeyGlob = filepath.Join(dir, "ssh_host_*_key.pub")
-	c := NewClient(unixDialer{serveUnix(t, srv)}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, srv)}, agenttest.Token)
 	defer c.Close()
-	got, err := c.HostKeys(ctxTimeout(t, 10*time.Second))
+	got, err := c.HostKeys(agenttest.CtxTimeout(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +100,14 @@ func TestClient_Ports(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer udp.Close()
-	c := NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 	defer c.Close()
-	ports, err := c.Ports(ctxTimeout(t, 10*time.Second))
+	ports, err := c.Ports(agenttest.CtxTimeout(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	comm, _ := os.ReadFile("/proc/self/comm")
-	want := []Port{
+	want := []agent.Port{
 		{Proto: "tcp", Family: "ipv4", Address: "127.0.0.1", Port: uint16(tcp.Addr().(*net.TCPAddr).Port), PID: os.Getpid(), Process: strings.TrimSpace(string(comm))},
 		{Proto: "udp", Family: "ipv6", Address: "::1", Port: uint16(udp.LocalAddr().(*net.UDPAddr).Port), PID: os.Getpid(), Process: strings.TrimSpace(string(comm))},
 	}
@@ -141,16 +145,16 @@ func TestParseProcNet(t *testing.T) {
 		want            []procSocket
 	}{
 		{"tcp4", tcp, "tcp", false, []procSocket{
-			{Port{Proto: "tcp", Family: "ipv4", Address: "127.0.0.1", Port: 8080}, 12345},
-			{Port{Proto: "tcp", Family: "ipv4", Address: "0.0.0.0", Port: 22}, 34567},
+			{agent.Port{Proto: "tcp", Family: "ipv4", Address: "127.0.0.1", Port: 8080}, 12345},
+			{agent.Port{Proto: "tcp", Family: "ipv4", Address: "0.0.0.0", Port: 22}, 34567},
 		}},
 		{"tcp6", tcp6, "tcp", true, []procSocket{
-			{Port{Proto: "tcp", Family: "ipv6", Address: "::", Port: 22}, 45678},
-			{Port{Proto: "tcp", Family: "ipv6", Address: "::1", Port: 80}, 56789},
-			{Port{Proto: "tcp", Family: "ipv6", Address: "127.0.0.1", Port: 81}, 67890},
+			{agent.Port{Proto: "tcp", Family: "ipv6", Address: "::", Port: 22}, 45678},
+			{agent.Port{Proto: "tcp", Family: "ipv6", Address: "::1", Port: 80}, 56789},
+			{agent.Port{Proto: "tcp", Family: "ipv6", Address: "127.0.0.1", Port: 81}, 67890},
 		}},
 		{"udp4", udp, "udp", false, []procSocket{
-			{Port{Proto: "udp", Family: "ipv4", Address: "0.0.0.0", Port: 68}, 11111},
+			{agent.Port{Proto: "udp", Family: "ipv4", Address: "0.0.0.0", Port: 68}, 11111},
 		}},
 	}
 	for _, tt := range tests {

@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"encoding/json"
@@ -18,6 +18,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"banger/internal/agent"
 	"banger/internal/stream"
 )
 
@@ -104,7 +105,7 @@ func lookPath(name string, env []string) (string, error) {
 // The returned code classifies a failure.
 func (s *Server) prepareCmd(argv, extraEnv []string, dir string, tty bool) (*exec.Cmd, string, error) {
 	if len(argv) == 0 || argv[0] == "" {
-		return nil, CodeBadRequest, errors.New("empty command")
+		return nil, agent.CodeBadRequest, errors.New("empty command")
 	}
 	base := s.Env
 	if base == nil {
@@ -112,7 +113,7 @@ func (s *Server) prepareCmd(argv, extraEnv []string, dir string, tty bool) (*exe
 	}
 	env, err := mergeEnv(base, extraEnv)
 	if err != nil {
-		return nil, CodeBadRequest, err
+		return nil, agent.CodeBadRequest, err
 	}
 	if tty && envValue(env, "TERM") == "" {
 		env = append(env, "TERM=xterm-256color")
@@ -124,11 +125,11 @@ func (s *Server) prepareCmd(argv, extraEnv []string, dir string, tty bool) (*exe
 		}
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, CodeBadRequest, fmt.Errorf("working directory %s does not exist", dir)
+		return nil, agent.CodeBadRequest, fmt.Errorf("working directory %s does not exist", dir)
 	}
 	path, err := lookPath(argv[0], env)
 	if err != nil {
-		return nil, CodeCommandNotFound, err
+		return nil, agent.CodeCommandNotFound, err
 	}
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: dir}
 	return cmd, "", nil
@@ -212,14 +213,14 @@ func parseSignal(s string) (syscall.Signal, error) {
 }
 
 // exitStatus converts a finished command's state.
-func exitStatus(ps *os.ProcessState) ExitStatus {
+func exitStatus(ps *os.ProcessState) agent.ExitStatus {
 	if ps == nil {
-		return ExitStatus{Code: -1}
+		return agent.ExitStatus{Code: -1}
 	}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return ExitStatus{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+		return agent.ExitStatus{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
 	}
-	return ExitStatus{Code: ps.ExitCode()}
+	return agent.ExitStatus{Code: ps.ExitCode()}
 }
 
 // hijackStream switches an HTTP request to the frame protocol.
@@ -230,7 +231,7 @@ func hijackStream(w http.ResponseWriter) (*stream.Conn, io.Closer, error) {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
 	_ = conn.SetDeadline(time.Time{})
-	fmt.Fprintf(brw.Writer, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", UpgradeProtocol)
+	fmt.Fprintf(brw.Writer, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", agent.UpgradeProtocol)
 	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("write upgrade response: %w", err)
@@ -242,19 +243,19 @@ func hijackStream(w http.ResponseWriter) (*stream.Conn, io.Closer, error) {
 }
 
 func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), UpgradeProtocol) {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Errorf("exec needs Upgrade: %s", UpgradeProtocol))
+	if !strings.EqualFold(r.Header.Get("Upgrade"), agent.UpgradeProtocol) {
+		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("exec needs Upgrade: %s", agent.UpgradeProtocol))
 		return
 	}
-	var req ExecRequest
+	var req agent.ExecRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Errorf("decode exec request: %w", err))
+		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("decode exec request: %w", err))
 		return
 	}
 	cmd, code, err := s.prepareCmd(req.Argv, req.Env, req.Dir, req.TTY)
 	if err != nil {
 		status := http.StatusBadRequest
-		if code == CodeCommandNotFound {
+		if code == agent.CodeCommandNotFound {
 			status = http.StatusNotFound
 		}
 		writeError(w, status, code, err)
@@ -262,7 +263,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := startProcess(cmd, req.TTY, req.Cols, req.Rows)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, CodeInternal, err)
+		writeError(w, http.StatusInternalServerError, agent.CodeInternal, err)
 		return
 	}
 	sc, conn, err := hijackStream(w)
@@ -288,7 +289,7 @@ func (p *process) closeAll() {
 // runProcessStream bridges a started process and a frame stream until the
 // process exits (or is killed because the peer went away), sends the Exit
 // frame and closes conn.
-func runProcessStream(sc *stream.Conn, conn io.Closer, p *process) ExitStatus {
+func runProcessStream(sc *stream.Conn, conn io.Closer, p *process) agent.ExitStatus {
 	var (
 		mu     sync.Mutex
 		exited bool

@@ -1,4 +1,4 @@
-package agent
+package agentclient
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"banger/internal/agent/agentmux"
 )
 
 // Dialer opens connections to one VM's agent. Implementations are safe for
@@ -166,22 +168,6 @@ type serialDialer struct {
 	closed bool
 }
 
-// yamuxConfig is the yamux configuration of both ends of a serial channel.
-func yamuxConfig() *yamux.Config {
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = true
-	cfg.KeepAliveInterval = 10 * time.Second
-	cfg.ConnectionWriteTimeout = 10 * time.Second
-	cfg.StreamOpenTimeout = DefaultHandshakeTimeout
-	cfg.StreamCloseTimeout = 30 * time.Second
-	cfg.LogOutput = io.Discard
-	return cfg
-}
-
-// YamuxConfig returns the yamux configuration used on the serial channel,
-// for the guest side of the session.
-func YamuxConfig() *yamux.Config { return yamuxConfig() }
-
 func (d *serialDialer) DialContext(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := withDefaultTimeout(ctx, DefaultHandshakeTimeout)
 	defer cancel()
@@ -245,7 +231,7 @@ func (d *serialDialer) session(ctx context.Context) (*yamux.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial serial socket %s: %w", d.path, err)
 	}
-	sess, err := yamux.Client(conn, yamuxConfig())
+	sess, err := yamux.Client(conn, agentmux.Config())
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start yamux session on %s: %w", d.path, err)

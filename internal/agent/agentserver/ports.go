@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"bufio"
@@ -13,11 +13,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"banger/internal/agent"
 )
 
 // procSocket is one row of /proc/net/{tcp,udp}[6].
 type procSocket struct {
-	Port
+	agent.Port
 	inode uint64
 }
 
@@ -57,7 +59,7 @@ func parseProcNet(r io.Reader, proto string, v6 bool) ([]procSocket, error) {
 		if v6 {
 			fam = "ipv6"
 		}
-		out = append(out, procSocket{Port: Port{Proto: proto, Family: fam, Address: addr.String(), Port: port}, inode: inode})
+		out = append(out, procSocket{Port: agent.Port{Proto: proto, Family: fam, Address: addr.String(), Port: port}, inode: inode})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read %s table: %w", proto, err)
@@ -142,7 +144,7 @@ func socketOwners(procRoot string) map[uint64][2]string {
 // ListPorts returns the listening TCP and UDP sockets (IPv4 and IPv6) of
 // the system whose proc filesystem is at procRoot, with owning processes,
 // sorted by protocol, port and address.
-func ListPorts(procRoot string) ([]Port, error) {
+func ListPorts(procRoot string) ([]agent.Port, error) {
 	var socks []procSocket
 	for _, t := range []struct {
 		file, proto string
@@ -166,7 +168,7 @@ func ListPorts(procRoot string) ([]Port, error) {
 		socks = append(socks, rows...)
 	}
 	owners := socketOwners(procRoot)
-	ports := make([]Port, 0, len(socks))
+	ports := make([]agent.Port, 0, len(socks))
 	for _, s := range socks {
 		p := s.Port
 		if o, ok := owners[s.inode]; ok {

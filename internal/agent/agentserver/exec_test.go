@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"bytes"
@@ -13,26 +13,31 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agenttest"
+	"banger/internal/guestcontract"
 )
 
 // transports returns a client per real transport, each to its own
 // in-process server.
-func transports(t *testing.T) map[string]*Client {
+func transports(t *testing.T) map[string]*agentclient.Client {
 	t.Helper()
-	out := map[string]*Client{}
+	out := map[string]*agentclient.Client{}
 
-	out["unix"] = NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+	out["unix"] = agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 
 	srv := testServer(t)
-	gl := newChanListener()
+	gl := agenttest.NewChanListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, gl) }()
 	t.Cleanup(func() { cancel(); <-done })
-	out["vsock"] = NewClient(NewVsockDialer(fakeFirecracker(t, map[uint32]*chanListener{VsockPort: gl}), VsockPort), testToken)
+	out["vsock"] = agentclient.NewClient(agentclient.NewVsockDialer(agenttest.FakeFirecracker(t, map[uint32]*agenttest.ChanListener{guestcontract.AgentVsockPort: gl}), guestcontract.AgentVsockPort), agenttest.Token)
 
-	path, _ := yamuxGuest(t, testServer(t))
-	out["serial"] = NewClient(NewSerialDialer(path), testToken)
+	path, _ := agenttest.YamuxGuest(t, testServer(t))
+	out["serial"] = agentclient.NewClient(agentclient.NewSerialDialer(path), agenttest.Token)
 	for _, c := range out {
 		t.Cleanup(func() { c.Close() })
 	}
@@ -46,7 +51,7 @@ func TestClient_Exec(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name       string
-		req        ExecRequest
+		req        agent.ExecRequest
 		stdin      []byte
 		wantCode   int
 		wantSig    string
@@ -56,24 +61,24 @@ func TestClient_Exec(t *testing.T) {
 	}{
 		{
 			name:       "stdout stderr and exit code",
-			req:        ExecRequest{Argv: []string{"sh", "-c", "printf out; printf err >&2; exit 3"}},
+			req:        agent.ExecRequest{Argv: []string{"sh", "-c", "printf out; printf err >&2; exit 3"}},
 			wantCode:   3,
 			wantStdout: "out",
 			wantStderr: "err",
 		},
 		{
 			name:       "success",
-			req:        ExecRequest{Argv: []string{"true"}},
+			req:        agent.ExecRequest{Argv: []string{"true"}},
 			wantStdout: "",
 		},
 		{
 			name:       "env and working directory",
-			req:        ExecRequest{Argv: []string{"sh", "-c", `printf '%s %s %s' "$FOO" "$PWD" "$HOME"`}, Env: []string{"FOO=bar baz", "HOME=/h"}, Dir: dir},
+			req:        agent.ExecRequest{Argv: []string{"sh", "-c", `printf '%s %s %s' "$FOO" "$PWD" "$HOME"`}, Env: []string{"FOO=bar baz", "HOME=/h"}, Dir: dir},
 			wantStdout: "bar baz " + dir + " /h",
 		},
 		{
 			name: "10 MiB to stdout",
-			req:  ExecRequest{Argv: []string{"sh", "-c", fmt.Sprintf("yes 0123456789abcdef | head -c %d", big)}},
+			req:  agent.ExecRequest{Argv: []string{"sh", "-c", fmt.Sprintf("yes 0123456789abcdef | head -c %d", big)}},
 			check: func(t *testing.T, out []byte) {
 				if len(out) != big {
 					t.Fatalf("stdout %d bytes, want %d", len(out), big)
@@ -86,30 +91,30 @@ func TestClient_Exec(t *testing.T) {
 		},
 		{
 			name:       "stdin read to EOF",
-			req:        ExecRequest{Argv: []string{"sh", "-c", "sha256sum | cut -d' ' -f1"}},
+			req:        agent.ExecRequest{Argv: []string{"sh", "-c", "sha256sum | cut -d' ' -f1"}},
 			stdin:      stdin,
 			wantStdout: stdinSum + "\n",
 		},
 		{
 			name:       "no stdin means EOF",
-			req:        ExecRequest{Argv: []string{"wc", "-c"}},
+			req:        agent.ExecRequest{Argv: []string{"wc", "-c"}},
 			wantStdout: "0\n",
 		},
 		{
 			name:       "killed by a signal",
-			req:        ExecRequest{Argv: []string{"sh", "-c", "kill -KILL $$"}},
+			req:        agent.ExecRequest{Argv: []string{"sh", "-c", "kill -KILL $$"}},
 			wantCode:   137,
 			wantSig:    "SIGKILL",
 			wantStdout: "",
 		},
 		{
 			name:       "pty window size",
-			req:        ExecRequest{Argv: []string{"stty", "size"}, TTY: true, Cols: 123, Rows: 45},
+			req:        agent.ExecRequest{Argv: []string{"stty", "size"}, TTY: true, Cols: 123, Rows: 45},
 			wantStdout: "45 123\r\n",
 		},
 		{
 			name:       "pty is a terminal with TERM",
-			req:        ExecRequest{Argv: []string{"sh", "-c", `test -t 0 && test -t 1 && printf "$TERM"`}, TTY: true},
+			req:        agent.ExecRequest{Argv: []string{"sh", "-c", `test -t 0 && test -t 1 && printf "$TERM"`}, TTY: true},
 			wantStdout: "xterm-256color",
 		},
 	}
@@ -121,7 +126,7 @@ func TestClient_Exec(t *testing.T) {
 				if tt.stdin != nil {
 					in = bytes.NewReader(tt.stdin)
 				}
-				st, err := c.Exec(ctxTimeout(t, 60*time.Second), tt.req, ExecIO{Stdin: in, Stdout: &stdout, Stderr: &stderr})
+				st, err := c.Exec(agenttest.CtxTimeout(t, 60*time.Second), tt.req, agentclient.ExecIO{Stdin: in, Stdout: &stdout, Stderr: &stderr})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -163,16 +168,16 @@ func (w *lineWatcher) Write(p []byte) (int, error) {
 }
 
 func TestClient_ExecSignals(t *testing.T) {
-	c := NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 	defer c.Close()
 
 	t.Run("forwarded signal", func(t *testing.T) {
 		out := newLineWatcher("ready")
 		sigs := make(chan string, 1)
 		go func() { <-out.seen; sigs <- "INT" }()
-		st, err := c.Exec(ctxTimeout(t, 30*time.Second), ExecRequest{
+		st, err := c.Exec(agenttest.CtxTimeout(t, 30*time.Second), agent.ExecRequest{
 			Argv: []string{"sh", "-c", `trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.05; done`},
-		}, ExecIO{Stdout: out, Signal: sigs})
+		}, agentclient.ExecIO{Stdout: out, Signal: sigs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,10 +190,10 @@ func TestClient_ExecSignals(t *testing.T) {
 		out := newLineWatcher("start")
 		resize := make(chan [2]uint16, 1)
 		go func() { <-out.seen; resize <- [2]uint16{100, 50} }()
-		st, err := c.Exec(ctxTimeout(t, 30*time.Second), ExecRequest{
+		st, err := c.Exec(agenttest.CtxTimeout(t, 30*time.Second), agent.ExecRequest{
 			Argv: []string{"sh", "-c", `echo start; while :; do s=$(stty size); if [ "$s" = "50 100" ]; then echo "resized $s"; exit 0; fi; sleep 0.05; done`},
 			TTY:  true, Cols: 80, Rows: 24,
-		}, ExecIO{Stdout: out, Resize: resize})
+		}, agentclient.ExecIO{Stdout: out, Resize: resize})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +207,7 @@ func TestClient_ExecSignals(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() { <-out.seen; cancel() }()
-		st, err := c.Exec(ctx, ExecRequest{Argv: []string{"sh", "-c", "echo ready; exec sleep 100"}}, ExecIO{Stdout: out})
+		st, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", "echo ready; exec sleep 100"}}, agentclient.ExecIO{Stdout: out})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
@@ -212,14 +217,14 @@ func TestClient_ExecSignals(t *testing.T) {
 	})
 
 	t.Run("cancel kills a command ignoring SIGTERM", func(t *testing.T) {
-		kc := NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+		kc := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 		kc.KillGrace = 300 * time.Millisecond
 		defer kc.Close()
 		out := newLineWatcher("\n")
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() { <-out.seen; cancel() }()
-		_, err := kc.Exec(ctx, ExecRequest{Argv: []string{"sh", "-c", `trap '' TERM; echo $$; while :; do sleep 0.05; done`}}, ExecIO{Stdout: out})
+		_, err := kc.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", `trap '' TERM; echo $$; while :; do sleep 0.05; done`}}, agentclient.ExecIO{Stdout: out})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
@@ -248,10 +253,10 @@ func TestClient_ExecSignals(t *testing.T) {
 		defer pw.Close()
 		out := newLineWatcher("echo:hello")
 		errc := make(chan error, 1)
-		var st ExitStatus
+		var st agent.ExitStatus
 		go func() {
 			var err error
-			st, err = c.Exec(ctxTimeout(t, 30*time.Second), ExecRequest{Argv: []string{"sh", "-c", `while read l; do echo "echo:$l"; done; exit 4`}}, ExecIO{Stdin: pr, Stdout: out})
+			st, err = c.Exec(agenttest.CtxTimeout(t, 30*time.Second), agent.ExecRequest{Argv: []string{"sh", "-c", `while read l; do echo "echo:$l"; done; exit 4`}}, agentclient.ExecIO{Stdin: pr, Stdout: out})
 			errc <- err
 		}()
 		fmt.Fprintln(pw, "hello")
@@ -267,28 +272,28 @@ func TestClient_ExecSignals(t *testing.T) {
 }
 
 func TestClient_ExecErrors(t *testing.T) {
-	c := NewClient(unixDialer{serveUnix(t, testServer(t))}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, testServer(t))}, agenttest.Token)
 	defer c.Close()
 	tests := []struct {
 		name     string
-		req      ExecRequest
+		req      agent.ExecRequest
 		wantCode string
 		wantMsg  string
 	}{
-		{"command not found", ExecRequest{Argv: []string{"no-such-command-xyz"}}, CodeCommandNotFound, "no-such-command-xyz: command not found"},
-		{"missing dir", ExecRequest{Argv: []string{"true"}, Dir: "/no/such/dir"}, CodeBadRequest, "working directory /no/such/dir does not exist"},
-		{"bad env", ExecRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, CodeBadRequest, "want KEY=VALUE"},
-		{"PATH from the request", ExecRequest{Argv: []string{"sh"}, Env: []string{"PATH=/nonexistent"}}, CodeCommandNotFound, "sh: command not found"},
+		{"command not found", agent.ExecRequest{Argv: []string{"no-such-command-xyz"}}, agent.CodeCommandNotFound, "no-such-command-xyz: command not found"},
+		{"missing dir", agent.ExecRequest{Argv: []string{"true"}, Dir: "/no/such/dir"}, agent.CodeBadRequest, "working directory /no/such/dir does not exist"},
+		{"bad env", agent.ExecRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, agent.CodeBadRequest, "want KEY=VALUE"},
+		{"PATH from the request", agent.ExecRequest{Argv: []string{"sh"}, Env: []string{"PATH=/nonexistent"}}, agent.CodeCommandNotFound, "sh: command not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := c.Exec(ctxTimeout(t, 10*time.Second), tt.req, ExecIO{})
-			if !IsCode(err, tt.wantCode) || !strings.Contains(err.Error(), tt.wantMsg) {
+			_, err := c.Exec(agenttest.CtxTimeout(t, 10*time.Second), tt.req, agentclient.ExecIO{})
+			if !agentclient.IsCode(err, tt.wantCode) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Fatalf("err = %v, want code %s and %q", err, tt.wantCode, tt.wantMsg)
 			}
 		})
 	}
-	if _, err := c.Exec(context.Background(), ExecRequest{}, ExecIO{}); err == nil {
+	if _, err := c.Exec(context.Background(), agent.ExecRequest{}, agentclient.ExecIO{}); err == nil {
 		t.Fatal("empty argv accepted")
 	}
 }

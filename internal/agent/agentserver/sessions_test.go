@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"bytes"
@@ -8,9 +8,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agenttest"
 )
 
-func sessionServer(t *testing.T, dir string, maxLog int64) *Client {
+func sessionServer(t *testing.T, dir string, maxLog int64) *agentclient.Client {
 	t.Helper()
 	srv := testServer(t)
 	ss, err := NewSessions(dir, maxLog)
@@ -18,16 +22,16 @@ func sessionServer(t *testing.T, dir string, maxLog int64) *Client {
 		t.Fatal(err)
 	}
 	srv.Sessions = ss
-	c := NewClient(unixDialer{serveUnix(t, srv)}, testToken)
+	c := agentclient.NewClient(agenttest.UnixDialer{Path: agenttest.ServeUnix(t, srv)}, agenttest.Token)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-func waitSession(t *testing.T, c *Client, name string, state string) SessionInfo {
+func waitSession(t *testing.T, c *agentclient.Client, name string, state string) agent.SessionInfo {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		info, err := c.Session(ctxTimeout(t, 5*time.Second), name)
+		info, err := c.Session(agenttest.CtxTimeout(t, 5*time.Second), name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +48,7 @@ func waitSession(t *testing.T, c *Client, name string, state string) SessionInfo
 func TestSessions_Lifecycle(t *testing.T) {
 	dir := t.TempDir()
 	c := sessionServer(t, dir, 0)
-	info, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{
+	info, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{
 		Name: "loop",
 		Argv: []string{"sh", "-c", `i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 0.05; done`},
 		Env:  []string{"SECRET=hunter2"},
@@ -52,10 +56,10 @@ func TestSessions_Lifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State != SessionRunning || info.PID == 0 || strings.Join(info.EnvNames, ",") != "SECRET" {
+	if info.State != agent.SessionRunning || info.PID == 0 || strings.Join(info.EnvNames, ",") != "SECRET" {
 		t.Fatalf("started %+v", info)
 	}
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "loop", Argv: []string{"true"}}); !IsCode(err, CodeConflict) {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "loop", Argv: []string{"true"}}); !agentclient.IsCode(err, agent.CodeConflict) {
 		t.Fatalf("duplicate running name: %v", err)
 	}
 
@@ -64,34 +68,34 @@ func TestSessions_Lifecycle(t *testing.T) {
 		out := newLineWatcher("tick")
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() { <-out.seen; cancel() }()
-		_, err := c.AttachSession(ctx, "loop", AttachOptions{Replay: 1 << 20}, ExecIO{Stdout: out})
+		_, err := c.AttachSession(ctx, "loop", agentclient.AttachOptions{Replay: 1 << 20}, agentclient.ExecIO{Stdout: out})
 		cancel()
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("round %d: detach err = %v", round, err)
 		}
-		if got := waitSession(t, c, "loop", SessionRunning); got.PID != info.PID {
+		if got := waitSession(t, c, "loop", agent.SessionRunning); got.PID != info.PID {
 			t.Fatalf("round %d: pid changed %d -> %d", round, info.PID, got.PID)
 		}
 	}
 
-	list, err := c.Sessions(ctxTimeout(t, 5*time.Second))
+	list, err := c.Sessions(agenttest.CtxTimeout(t, 5*time.Second))
 	if err != nil || len(list) != 1 || list[0].Name != "loop" {
 		t.Fatalf("list %+v, %v", list, err)
 	}
 
-	if err := c.SignalSession(ctxTimeout(t, 5*time.Second), "loop", "TERM"); err != nil {
+	if err := c.SignalSession(agenttest.CtxTimeout(t, 5*time.Second), "loop", "TERM"); err != nil {
 		t.Fatal(err)
 	}
-	ended := waitSession(t, c, "loop", SessionExited)
+	ended := waitSession(t, c, "loop", agent.SessionExited)
 	if ended.Exit == nil || ended.Exit.Signal != "SIGTERM" || ended.EndedAt == nil {
 		t.Fatalf("ended %+v", ended)
 	}
-	if err := c.SignalSession(ctxTimeout(t, 5*time.Second), "loop", "TERM"); !IsCode(err, CodeConflict) {
+	if err := c.SignalSession(agenttest.CtxTimeout(t, 5*time.Second), "loop", "TERM"); !agentclient.IsCode(err, agent.CodeConflict) {
 		t.Fatalf("signal after exit: %v", err)
 	}
 
 	// Logs keep the output; attaching to an ended session reports its exit.
-	rc, err := c.SessionLogs(ctxTimeout(t, 5*time.Second), "loop", false)
+	rc, err := c.SessionLogs(agenttest.CtxTimeout(t, 5*time.Second), "loop", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,41 +104,41 @@ func TestSessions_Lifecycle(t *testing.T) {
 	if !bytes.HasPrefix(logs, []byte("tick 0\n")) || int64(len(logs)) != ended.OutputBytes {
 		t.Fatalf("logs %d bytes (want %d) starting %q", len(logs), ended.OutputBytes, logs[:min(len(logs), 20)])
 	}
-	st, err := c.AttachSession(ctxTimeout(t, 5*time.Second), "loop", AttachOptions{}, ExecIO{})
+	st, err := c.AttachSession(agenttest.CtxTimeout(t, 5*time.Second), "loop", agentclient.AttachOptions{}, agentclient.ExecIO{})
 	if err != nil || st.Signal != "SIGTERM" {
 		t.Fatalf("attach ended: %+v, %v", st, err)
 	}
 
 	// A new agent process over the same state dir still knows it.
 	c2 := sessionServer(t, dir, 0)
-	again, err := c2.Session(ctxTimeout(t, 5*time.Second), "loop")
-	if err != nil || again.State != SessionExited || again.Exit == nil || again.Exit.Signal != "SIGTERM" || again.OutputBytes != ended.OutputBytes {
+	again, err := c2.Session(agenttest.CtxTimeout(t, 5*time.Second), "loop")
+	if err != nil || again.State != agent.SessionExited || again.Exit == nil || again.Exit.Signal != "SIGTERM" || again.OutputBytes != ended.OutputBytes {
 		t.Fatalf("after agent restart: %+v, %v", again, err)
 	}
 
-	if err := c.RemoveSession(ctxTimeout(t, 5*time.Second), "loop"); err != nil {
+	if err := c.RemoveSession(agenttest.CtxTimeout(t, 5*time.Second), "loop"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Session(ctxTimeout(t, 5*time.Second), "loop"); !IsCode(err, CodeNotFound) {
+	if _, err := c.Session(agenttest.CtxTimeout(t, 5*time.Second), "loop"); !agentclient.IsCode(err, agent.CodeNotFound) {
 		t.Fatalf("after remove: %v", err)
 	}
 }
 
 func TestSessions_StdinPTYAndFollow(t *testing.T) {
 	c := sessionServer(t, t.TempDir(), 0)
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "rd", Argv: []string{"sh", "-c", `read l; echo "got:$l"; exit 5`}}); err != nil {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "rd", Argv: []string{"sh", "-c", `read l; echo "got:$l"; exit 5`}}); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	st, err := c.AttachSession(ctxTimeout(t, 20*time.Second), "rd", AttachOptions{}, ExecIO{Stdin: strings.NewReader("hi\n"), Stdout: &out})
+	st, err := c.AttachSession(agenttest.CtxTimeout(t, 20*time.Second), "rd", agentclient.AttachOptions{}, agentclient.ExecIO{Stdin: strings.NewReader("hi\n"), Stdout: &out})
 	if err != nil || st.Code != 5 || !strings.Contains(out.String(), "got:hi") {
 		t.Fatalf("stdin session: %+v %v %q", st, err, out.String())
 	}
 
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "tty", Argv: []string{"sh", "-c", "sleep 0.3; stty size"}, TTY: true, Cols: 99, Rows: 33}); err != nil {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "tty", Argv: []string{"sh", "-c", "sleep 0.3; stty size"}, TTY: true, Cols: 99, Rows: 33}); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := c.SessionLogs(ctxTimeout(t, 20*time.Second), "tty", true)
+	rc, err := c.SessionLogs(agenttest.CtxTimeout(t, 20*time.Second), "tty", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,14 +149,14 @@ func TestSessions_StdinPTYAndFollow(t *testing.T) {
 	}
 
 	for _, tt := range []struct {
-		req  SessionRequest
+		req  agent.SessionRequest
 		code string
 	}{
-		{SessionRequest{Argv: []string{"no-such-cmd-q"}}, CodeCommandNotFound},
-		{SessionRequest{Argv: []string{"true"}, Dir: "/no/where"}, CodeBadRequest},
-		{SessionRequest{Name: "../x", Argv: []string{"true"}}, CodeBadRequest},
+		{agent.SessionRequest{Argv: []string{"no-such-cmd-q"}}, agent.CodeCommandNotFound},
+		{agent.SessionRequest{Argv: []string{"true"}, Dir: "/no/where"}, agent.CodeBadRequest},
+		{agent.SessionRequest{Name: "../x", Argv: []string{"true"}}, agent.CodeBadRequest},
 	} {
-		if _, err := c.StartSession(ctxTimeout(t, 5*time.Second), tt.req); !IsCode(err, tt.code) {
+		if _, err := c.StartSession(agenttest.CtxTimeout(t, 5*time.Second), tt.req); !agentclient.IsCode(err, tt.code) {
 			t.Errorf("%+v: err = %v, want %s", tt.req, err, tt.code)
 		}
 	}
@@ -162,11 +166,11 @@ func TestSessions_LogRotation(t *testing.T) {
 	const maxLog = 64 << 10
 	c := sessionServer(t, t.TempDir(), maxLog)
 	// 5 * maxLog bytes of numbered lines.
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "big", Argv: []string{"sh", "-c", "seq 1 60000"}}); err != nil {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "big", Argv: []string{"sh", "-c", "seq 1 60000"}}); err != nil {
 		t.Fatal(err)
 	}
-	info := waitSession(t, c, "big", SessionExited)
-	rc, err := c.SessionLogs(ctxTimeout(t, 10*time.Second), "big", false)
+	info := waitSession(t, c, "big", agent.SessionExited)
+	rc, err := c.SessionLogs(agenttest.CtxTimeout(t, 10*time.Second), "big", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +190,7 @@ func TestSessions_LogRotation(t *testing.T) {
 func TestSessions_LostAfterAgentRestart(t *testing.T) {
 	dir := t.TempDir()
 	c := sessionServer(t, dir, 0)
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "sleeper", Argv: []string{"sleep", "30"}}); err != nil {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "sleeper", Argv: []string{"sleep", "30"}}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.SignalSession(context.Background(), "sleeper", "KILL")
@@ -195,7 +199,7 @@ func TestSessions_LostAfterAgentRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, ok := ss.get("sleeper")
-	if !ok || e.snapshot().State != SessionLost {
+	if !ok || e.snapshot().State != agent.SessionLost {
 		t.Fatalf("reloaded running session: ok=%v %+v", ok, e.snapshot())
 	}
 }
@@ -205,14 +209,27 @@ func TestSessions_LostAfterAgentRestart(t *testing.T) {
 // after it.
 func TestSessions_AttachSignalPassesUnreadStdin(t *testing.T) {
 	c := sessionServer(t, t.TempDir(), 0)
-	if _, err := c.StartSession(ctxTimeout(t, 10*time.Second), SessionRequest{Name: "deaf",
-		Argv: []string{"sh", "-c", `trap 'exit 7' USR1; while :; do sleep 0.02; done`}}); err != nil {
+	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "deaf",
+		Argv: []string{"sh", "-c", `trap 'exit 7' USR1; echo ready; while :; do sleep 0.02; done`}}); err != nil {
 		t.Fatal(err)
 	}
+	// The signal must not reach the shell before its trap is set.
+	logs, err := c.SessionLogs(agenttest.CtxTimeout(t, 10*time.Second), "deaf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := newLineWatcher("ready")
+	go io.Copy(ready, logs)
+	select {
+	case <-ready.seen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("session never printed ready")
+	}
+	logs.Close()
 	sigs := make(chan string, 1)
 	stdin := &signalAfter{n: 512 << 10, after: 256 << 10, fire: func() { sigs <- "USR1" }, stop: make(chan struct{})}
 	defer close(stdin.stop)
-	st, err := c.AttachSession(ctxTimeout(t, 15*time.Second), "deaf", AttachOptions{}, ExecIO{Stdin: stdin, Signal: sigs})
+	st, err := c.AttachSession(agenttest.CtxTimeout(t, 15*time.Second), "deaf", agentclient.AttachOptions{}, agentclient.ExecIO{Stdin: stdin, Signal: sigs})
 	if err != nil || st.Code != 7 {
 		t.Fatalf("attach: %+v, %v (signal stuck behind stdin?)", st, err)
 	}

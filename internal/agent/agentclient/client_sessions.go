@@ -1,4 +1,4 @@
-package agent
+package agentclient
 
 import (
 	"bytes"
@@ -9,42 +9,44 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"banger/internal/agent"
 )
 
 // StartSession launches a long-lived command under the agent, detached
 // from any connection (POST /sessions). It fails with CodeCommandNotFound
 // or CodeBadRequest (the working directory) before anything runs, and
 // with CodeConflict when a session of that name is running.
-func (c *Client) StartSession(ctx context.Context, req SessionRequest) (SessionInfo, error) {
-	var info SessionInfo
-	err := c.sendJSON(ctx, http.MethodPost, PathSessions, req, &info)
+func (c *Client) StartSession(ctx context.Context, req agent.SessionRequest) (agent.SessionInfo, error) {
+	var info agent.SessionInfo
+	err := c.sendJSON(ctx, http.MethodPost, agent.PathSessions, req, &info)
 	return info, err
 }
 
 // Sessions lists the guest's sessions, oldest first (GET /sessions).
-func (c *Client) Sessions(ctx context.Context) ([]SessionInfo, error) {
-	var list []SessionInfo
-	err := c.getJSON(ctx, PathSessions, &list)
+func (c *Client) Sessions(ctx context.Context) ([]agent.SessionInfo, error) {
+	var list []agent.SessionInfo
+	err := c.getJSON(ctx, agent.PathSessions, &list)
 	return list, err
 }
 
 // Session describes one session (GET /sessions/{name}).
-func (c *Client) Session(ctx context.Context, name string) (SessionInfo, error) {
-	var info SessionInfo
-	err := c.getJSON(ctx, PathSessions+"/"+url.PathEscape(name), &info)
+func (c *Client) Session(ctx context.Context, name string) (agent.SessionInfo, error) {
+	var info agent.SessionInfo
+	err := c.getJSON(ctx, agent.PathSessions+"/"+url.PathEscape(name), &info)
 	return info, err
 }
 
 // SignalSession delivers a signal ("TERM", "KILL", "INT", a number) to
 // the session's process group (POST /sessions/{name}/signal).
 func (c *Client) SignalSession(ctx context.Context, name, signal string) error {
-	return c.sendJSON(ctx, http.MethodPost, PathSessions+"/"+url.PathEscape(name)+"/signal", signalBody{Signal: signal}, nil)
+	return c.sendJSON(ctx, http.MethodPost, agent.PathSessions+"/"+url.PathEscape(name)+"/signal", agent.SignalRequest{Signal: signal}, nil)
 }
 
 // RemoveSession forgets an ended session and deletes its log
 // (DELETE /sessions/{name}).
 func (c *Client) RemoveSession(ctx context.Context, name string) error {
-	return c.sendJSON(ctx, http.MethodDelete, PathSessions+"/"+url.PathEscape(name), nil, nil)
+	return c.sendJSON(ctx, http.MethodDelete, agent.PathSessions+"/"+url.PathEscape(name), nil, nil)
 }
 
 // SessionLogs returns the session's kept output (GET
@@ -60,7 +62,7 @@ func (c *Client) SessionLogs(ctx context.Context, name string, follow bool) (io.
 		idle = 1<<63 - 1 // a followed session may be silent for hours
 	}
 	it := newIdleTimer(idle, cancel)
-	req, err := c.newRequest(ctx, http.MethodGet, PathSessions+"/"+url.PathEscape(name)+"/log", q, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, agent.PathSessions+"/"+url.PathEscape(name)+"/log", q, nil)
 	if err != nil {
 		it.stop()
 		cancel()
@@ -88,27 +90,27 @@ type AttachOptions struct {
 // signals to it. Cancelling ctx detaches and leaves the session running;
 // AttachSession then returns ctx's error. When the session exits (or had
 // already exited) it returns its exit status.
-func (c *Client) AttachSession(ctx context.Context, name string, opts AttachOptions, eio ExecIO) (ExitStatus, error) {
+func (c *Client) AttachSession(ctx context.Context, name string, opts AttachOptions, eio ExecIO) (agent.ExitStatus, error) {
 	hctx, hcancel := context.WithTimeout(ctx, durOr(c.HeaderTimeout, DefaultHeaderTimeout))
 	defer hcancel()
 	q := url.Values{}
 	if opts.Replay > 0 {
 		q.Set("replay", strconv.FormatInt(opts.Replay, 10))
 	}
-	req, err := c.newRequest(hctx, http.MethodPost, PathSessions+"/"+url.PathEscape(name)+"/attach", q, nil)
+	req, err := c.newRequest(hctx, http.MethodPost, agent.PathSessions+"/"+url.PathEscape(name)+"/attach", q, nil)
 	if err != nil {
-		return ExitStatus{}, err
+		return agent.ExitStatus{}, err
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", UpgradeProtocol)
+	req.Header.Set("Upgrade", agent.UpgradeProtocol)
 	resp, err := c.do(req)
 	if err != nil {
-		return ExitStatus{}, fmt.Errorf("attach %s: %w", name, err)
+		return agent.ExitStatus{}, fmt.Errorf("attach %s: %w", name, err)
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
 		resp.Body.Close()
-		return ExitStatus{}, fmt.Errorf("attach %s: agent answered %s instead of switching protocols", name, resp.Status)
+		return agent.ExitStatus{}, fmt.Errorf("attach %s: agent answered %s instead of switching protocols", name, resp.Status)
 	}
 	defer rwc.Close()
 	return runExecStream(ctx, newStreamConn(rwc), rwc, eio, 0, "attach "+name)

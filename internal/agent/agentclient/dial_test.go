@@ -1,4 +1,4 @@
-package agent
+package agentclient
 
 import (
 	"context"
@@ -9,13 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/agent/agenttest"
+	"banger/internal/guestcontract"
 )
 
 // scriptedVMM accepts one connection at a time on a unix socket and runs
 // script on it.
 func scriptedVMM(t *testing.T, script func(c net.Conn)) string {
 	t.Helper()
-	path := filepath.Join(shortTempDir(t), "v.sock")
+	path := filepath.Join(agenttest.ShortTempDir(t), "v.sock")
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -120,11 +123,11 @@ func TestVsockDialer_Handshake(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := scriptedVMM(t, func(c net.Conn) { tt.script(t, c) })
-			d := NewVsockDialer(path, VsockPort)
+			d := NewVsockDialer(path, guestcontract.AgentVsockPort)
 			defer d.Close()
 			ctx := context.Background()
 			if tt.ctxTO > 0 {
-				ctx = ctxTimeout(t, tt.ctxTO)
+				ctx = agenttest.CtxTimeout(t, tt.ctxTO)
 			}
 			start := time.Now()
 			conn, err := d.DialContext(ctx)
@@ -154,7 +157,7 @@ func TestVsockDialer_Handshake(t *testing.T) {
 }
 
 func TestVsockDialer_NoSocketAndClosed(t *testing.T) {
-	d := NewVsockDialer(filepath.Join(t.TempDir(), "missing.sock"), VsockPort)
+	d := NewVsockDialer(filepath.Join(t.TempDir(), "missing.sock"), guestcontract.AgentVsockPort)
 	if _, err := d.DialContext(context.Background()); err == nil || !strings.Contains(err.Error(), "dial vsock socket") {
 		t.Fatalf("err = %v", err)
 	}
@@ -166,16 +169,16 @@ func TestVsockDialer_NoSocketAndClosed(t *testing.T) {
 
 func TestVsockDialer_EndToEnd(t *testing.T) {
 	srv := testServer(t)
-	gl := newChanListener()
+	gl := agenttest.NewChanListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ctx, gl) }()
 	t.Cleanup(func() { cancel(); <-done })
-	path := fakeFirecracker(t, map[uint32]*chanListener{VsockPort: gl})
+	path := agenttest.FakeFirecracker(t, map[uint32]*agenttest.ChanListener{guestcontract.AgentVsockPort: gl})
 
-	c := NewClient(NewVsockDialer(path, VsockPort), testToken)
+	c := NewClient(NewVsockDialer(path, guestcontract.AgentVsockPort), agenttest.Token)
 	defer c.Close()
-	h, err := c.Health(ctxTimeout(t, 10*time.Second))
+	h, err := c.Health(agenttest.CtxTimeout(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,21 +186,21 @@ func TestVsockDialer_EndToEnd(t *testing.T) {
 		t.Fatalf("version %q", h.Version)
 	}
 	// A port nobody listens on: the VMM closes the connection.
-	c2 := NewClient(NewVsockDialer(path, 9999), testToken)
+	c2 := NewClient(NewVsockDialer(path, 9999), agenttest.Token)
 	defer c2.Close()
-	if _, err := c2.Health(ctxTimeout(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "closed by the VMM") {
+	if _, err := c2.Health(agenttest.CtxTimeout(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), "closed by the VMM") {
 		t.Fatalf("unlistened port: %v", err)
 	}
 }
 
 func TestSerialDialer_ReconnectAfterDrop(t *testing.T) {
 	srv := testServer(t)
-	path, sessions := yamuxGuest(t, srv)
-	c := NewClient(NewSerialDialer(path), testToken)
+	path, sessions := agenttest.YamuxGuest(t, srv)
+	c := NewClient(NewSerialDialer(path), agenttest.Token)
 	defer c.Close()
 
 	for round := 0; round < 3; round++ {
-		h, err := c.Health(ctxTimeout(t, 10*time.Second))
+		h, err := c.Health(agenttest.CtxTimeout(t, 10*time.Second))
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -212,7 +215,7 @@ func TestSerialDialer_ReconnectAfterDrop(t *testing.T) {
 		}
 		// Several requests share the session's streams.
 		for i := 0; i < 3; i++ {
-			if _, err := c.Ports(ctxTimeout(t, 10*time.Second)); err != nil {
+			if _, err := c.Ports(agenttest.CtxTimeout(t, 10*time.Second)); err != nil {
 				t.Fatalf("round %d request %d: %v", round, i, err)
 			}
 		}

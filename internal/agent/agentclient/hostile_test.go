@@ -1,4 +1,4 @@
-package agent
+package agentclient
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/agent"
+	"banger/internal/agent/agenttest"
 	"banger/internal/stream"
 )
 
@@ -18,7 +20,7 @@ import (
 // request headers.
 func hostileAgent(t *testing.T, script func(c net.Conn, req *http.Request)) *Client {
 	t.Helper()
-	path := filepath.Join(shortTempDir(t), "h.sock")
+	path := filepath.Join(agenttest.ShortTempDir(t), "h.sock")
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +42,7 @@ func hostileAgent(t *testing.T, script func(c net.Conn, req *http.Request)) *Cli
 			}()
 		}
 	}()
-	c := NewClient(unixDialer{path}, testToken)
+	c := NewClient(agenttest.UnixDialer{Path: path}, agenttest.Token)
 	c.HeaderTimeout = 300 * time.Millisecond
 	c.RequestTimeout = 2 * time.Second
 	c.IdleTimeout = 300 * time.Millisecond
@@ -174,7 +176,7 @@ func TestClient_HostileAgent(t *testing.T) {
 				io.Copy(c, endless('x'))
 			},
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "frame too large",
@@ -187,7 +189,7 @@ func TestClient_HostileAgent(t *testing.T) {
 				sc.WriteFrame(stream.Stdout, []byte("partial"))
 			},
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "stream ended without an exit status",
@@ -200,7 +202,7 @@ func TestClient_HostileAgent(t *testing.T) {
 				time.Sleep(time.Second)
 			},
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "unexpected kind(42) frame",
@@ -212,7 +214,7 @@ func TestClient_HostileAgent(t *testing.T) {
 				stream.NewConn(c).WriteFrame(stream.Error, []byte("spawn failed"))
 			},
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "agent: spawn failed",
@@ -223,7 +225,7 @@ func TestClient_HostileAgent(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 			},
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "instead of switching protocols",
@@ -237,7 +239,7 @@ func TestClient_HostileAgent(t *testing.T) {
 			call: func(ctx context.Context, c *Client) error {
 				ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 				defer cancel()
-				_, err := c.Exec(ctx, ExecRequest{Argv: []string{"x"}}, ExecIO{})
+				_, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"x"}}, ExecIO{})
 				return err
 			},
 			wantErr: "deadline exceeded",

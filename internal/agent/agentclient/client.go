@@ -1,4 +1,12 @@
-package agent
+// Package agentclient is the host side of the guest agent channel: the
+// Client of the agent API (internal/agent) and its Dialers, Firecracker's
+// hybrid vsock (CONNECT <port>) and QEMU's virtio-serial port carrying
+// yamux. bangerd links it; it never links the guest server.
+//
+// The host never trusts the guest: every response is size-limited and every
+// request is bounded by timeouts, so a broken or hostile guest can fail a
+// call but cannot hang or crash the daemon.
+package agentclient
 
 import (
 	"bytes"
@@ -14,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"banger/internal/agent"
 	"banger/internal/stream"
 )
 
@@ -150,7 +159,7 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 
 func decodeError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorResponse))
-	var eb errorBody
+	var eb agent.ErrorBody
 	if err := json.Unmarshal(data, &eb); err != nil || eb.Error == "" {
 		msg := strings.TrimSpace(string(data))
 		if len(msg) > 200 {
@@ -206,16 +215,16 @@ func decodeLimited(r io.Reader, limit int64, out any) error {
 }
 
 // Health asks the agent how the guest is doing (GET /healthz).
-func (c *Client) Health(ctx context.Context) (Health, error) {
-	var h Health
-	err := c.getJSON(ctx, PathHealth, &h)
+func (c *Client) Health(ctx context.Context) (agent.Health, error) {
+	var h agent.Health
+	err := c.getJSON(ctx, agent.PathHealth, &h)
 	return h, err
 }
 
 // Ports lists the guest's listening TCP and UDP sockets (GET /ports).
-func (c *Client) Ports(ctx context.Context) ([]Port, error) {
-	var ps []Port
-	err := c.getJSON(ctx, PathPorts, &ps)
+func (c *Client) Ports(ctx context.Context) ([]agent.Port, error) {
+	var ps []agent.Port
+	err := c.getJSON(ctx, agent.PathPorts, &ps)
 	return ps, err
 }
 
@@ -223,7 +232,7 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 // "type base64 [comment]" line each (GET /hostkeys).
 func (c *Client) HostKeys(ctx context.Context) ([]string, error) {
 	var keys []string
-	err := c.getJSON(ctx, PathHostKeys, &keys)
+	err := c.getJSON(ctx, agent.PathHostKeys, &keys)
 	return keys, err
 }
 
@@ -237,7 +246,7 @@ func (c *Client) Upload(ctx context.Context, guestDir string, tarStream io.Reade
 	idle := newIdleTimer(durOr(c.IdleTimeout, DefaultIdleTimeout), cancel)
 	defer idle.stop()
 	body := io.NopCloser(&progressReader{r: tarStream, t: idle})
-	req, err := c.newRequest(ctx, http.MethodPut, PathFiles, url.Values{"dir": {guestDir}}, body)
+	req, err := c.newRequest(ctx, http.MethodPut, agent.PathFiles, url.Values{"dir": {guestDir}}, body)
 	if err != nil {
 		return err
 	}
@@ -259,7 +268,7 @@ func (c *Client) Upload(ctx context.Context, guestDir string, tarStream io.Reade
 func (c *Client) Download(ctx context.Context, guestPath string) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	idle := newIdleTimer(durOr(c.IdleTimeout, DefaultIdleTimeout), cancel)
-	req, err := c.newRequest(ctx, http.MethodGet, PathFiles, url.Values{"path": {guestPath}}, nil)
+	req, err := c.newRequest(ctx, http.MethodGet, agent.PathFiles, url.Values{"path": {guestPath}}, nil)
 	if err != nil {
 		idle.stop()
 		cancel()
@@ -287,7 +296,7 @@ func (b *downloadBody) Read(p []byte) (int, error) {
 		b.idle.reset()
 	}
 	if errors.Is(err, io.EOF) {
-		if msg := b.resp.Trailer.Get(ErrorTrailer); msg != "" {
+		if msg := b.resp.Trailer.Get(agent.ErrorTrailer); msg != "" {
 			return n, fmt.Errorf("download %s: agent: %s", b.path, msg)
 		}
 		return n, io.EOF
@@ -372,31 +381,31 @@ type ExecIO struct {
 // Exec returns once the command exited and its output was written; a
 // goroutine blocked reading ExecIO.Stdin (a terminal, say) is left behind
 // until that Read returns, and what it reads then is discarded.
-func (c *Client) Exec(ctx context.Context, req ExecRequest, eio ExecIO) (ExitStatus, error) {
+func (c *Client) Exec(ctx context.Context, req agent.ExecRequest, eio ExecIO) (agent.ExitStatus, error) {
 	if len(req.Argv) == 0 {
-		return ExitStatus{}, errors.New("exec: empty command")
+		return agent.ExitStatus{}, errors.New("exec: empty command")
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return ExitStatus{}, fmt.Errorf("exec: encode request: %w", err)
+		return agent.ExitStatus{}, fmt.Errorf("exec: encode request: %w", err)
 	}
 	hctx, hcancel := context.WithTimeout(ctx, durOr(c.HeaderTimeout, DefaultHeaderTimeout))
 	defer hcancel()
-	hreq, err := c.newRequest(hctx, http.MethodPost, PathExec, nil, bytes.NewReader(body))
+	hreq, err := c.newRequest(hctx, http.MethodPost, agent.PathExec, nil, bytes.NewReader(body))
 	if err != nil {
-		return ExitStatus{}, err
+		return agent.ExitStatus{}, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Connection", "Upgrade")
-	hreq.Header.Set("Upgrade", UpgradeProtocol)
+	hreq.Header.Set("Upgrade", agent.UpgradeProtocol)
 	resp, err := c.do(hreq)
 	if err != nil {
-		return ExitStatus{}, fmt.Errorf("exec %s: %w", req.Argv[0], err)
+		return agent.ExitStatus{}, fmt.Errorf("exec %s: %w", req.Argv[0], err)
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
 		resp.Body.Close()
-		return ExitStatus{}, fmt.Errorf("exec %s: agent answered %s instead of switching protocols", req.Argv[0], resp.Status)
+		return agent.ExitStatus{}, fmt.Errorf("exec %s: agent answered %s instead of switching protocols", req.Argv[0], resp.Status)
 	}
 	defer rwc.Close()
 	return runExecStream(ctx, stream.NewConn(rwc), rwc, eio, durOr(c.KillGrace, DefaultKillGrace), "exec "+req.Argv[0])
@@ -405,7 +414,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, eio ExecIO) (ExitSta
 // runExecStream drives the client side of an exec or attach stream.
 // When ctx ends it forwards SIGTERM and closes the stream grace later; a
 // zero grace closes it at once without a signal (detach).
-func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio ExecIO, grace time.Duration, name string) (ExitStatus, error) {
+func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio ExecIO, grace time.Duration, name string) (agent.ExitStatus, error) {
 	done := make(chan struct{})
 	defer close(done)
 
@@ -453,7 +462,7 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 		}
 	}()
 
-	var st ExitStatus
+	var st agent.ExitStatus
 	gotExit := false
 	errExit := errors.New("exit")
 	err := sc.Demux(map[stream.Kind]func(stream.Frame) error{
@@ -464,7 +473,7 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 			if err != nil {
 				return err
 			}
-			st = ExitStatus{Code: int(code), Signal: sig}
+			st = agent.ExitStatus{Code: int(code), Signal: sig}
 			gotExit = true
 			return errExit
 		},
@@ -480,12 +489,12 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 		return st, ctx.Err()
 	}
 	if ctx.Err() != nil {
-		return ExitStatus{}, fmt.Errorf("%s: %w", name, ctx.Err())
+		return agent.ExitStatus{}, fmt.Errorf("%s: %w", name, ctx.Err())
 	}
 	if err == nil {
 		err = io.ErrUnexpectedEOF
 	}
-	return ExitStatus{}, fmt.Errorf("%s: stream ended without an exit status: %w", name, err)
+	return agent.ExitStatus{}, fmt.Errorf("%s: stream ended without an exit status: %w", name, err)
 }
 
 func newStreamConn(rwc io.ReadWriteCloser) *stream.Conn { return stream.NewConn(rwc) }

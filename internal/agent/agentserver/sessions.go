@@ -1,4 +1,4 @@
-package agent
+package agentserver
 
 import (
 	"encoding/json"
@@ -20,58 +20,13 @@ import (
 
 	"github.com/creack/pty"
 
+	"banger/internal/agent"
 	"banger/internal/stream"
-)
-
-// Session states.
-const (
-	SessionRunning = "running"
-	SessionExited  = "exited"
-	// SessionLost is a session recorded as running by an earlier agent
-	// process that is gone (the agent restarted or the guest rebooted).
-	SessionLost = "lost"
 )
 
 // DefaultSessionLogSize is the size at which a session's output log is
 // rotated; one rotated file is kept, so at most twice this is stored.
 const DefaultSessionLogSize = 8 << 20
-
-// SessionRequest starts a long-lived command (POST /sessions).
-type SessionRequest struct {
-	// Name identifies the session in the guest; empty picks one.
-	Name string   `json:"name,omitempty"`
-	Argv []string `json:"argv"`
-	Env  []string `json:"env,omitempty"`
-	Dir  string   `json:"dir,omitempty"`
-	TTY  bool     `json:"tty,omitempty"`
-	Cols uint16   `json:"cols,omitempty"`
-	Rows uint16   `json:"rows,omitempty"`
-}
-
-// SessionInfo describes a session (GET /sessions, /sessions/{name}).
-type SessionInfo struct {
-	Name string   `json:"name"`
-	Argv []string `json:"argv"`
-	Dir  string   `json:"dir"`
-	// EnvNames lists the names (never the values) of the extra
-	// environment variables.
-	EnvNames  []string   `json:"env_names,omitempty"`
-	TTY       bool       `json:"tty"`
-	PID       int        `json:"pid"`
-	State     string     `json:"state"`
-	StartedAt time.Time  `json:"started_at"`
-	EndedAt   *time.Time `json:"ended_at,omitempty"`
-	// Exit is set once the session exited.
-	Exit *ExitStatus `json:"exit,omitempty"`
-	// OutputBytes counts all output ever produced (the log keeps the
-	// most recent part).
-	OutputBytes int64 `json:"output_bytes"`
-}
-
-// signalBody is the body of POST /sessions/{name}/signal.
-type signalBody struct {
-	Signal string `json:"signal"`
-}
 
 // Sessions runs and tracks long-lived commands under the agent. Their
 // output goes to a bounded, rotated log in Dir/<name>/ and to attached
@@ -107,12 +62,12 @@ func NewSessions(dir string, maxLog int64) (*Sessions, error) {
 		if err != nil {
 			continue
 		}
-		var info SessionInfo
+		var info agent.SessionInfo
 		if json.Unmarshal(b, &info) != nil || info.Name != e.Name() {
 			continue
 		}
-		if info.State == SessionRunning {
-			info.State = SessionLost
+		if info.State == agent.SessionRunning {
+			info.State = agent.SessionLost
 		}
 		ss := &session{owner: s, info: info, dir: filepath.Join(dir, info.Name), changed: make(chan struct{}), done: make(chan struct{})}
 		close(ss.done)
@@ -148,7 +103,7 @@ type session struct {
 	dir   string
 
 	mu      sync.Mutex
-	info    SessionInfo
+	info    agent.SessionInfo
 	proc    *process
 	out     *os.File // current log file
 	total   int64    // absolute output offset
@@ -161,7 +116,7 @@ type session struct {
 var sessionNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // start launches a session.
-func (s *Sessions) start(req SessionRequest) (SessionInfo, string, error) {
+func (s *Sessions) start(req agent.SessionRequest) (agent.SessionInfo, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	name := req.Name
@@ -175,33 +130,33 @@ func (s *Sessions) start(req SessionRequest) (SessionInfo, string, error) {
 		}
 	}
 	if !sessionNameRE.MatchString(name) {
-		return SessionInfo{}, CodeBadRequest, fmt.Errorf("session name %q: want letters, digits, '.', '_' or '-' (at most 64)", name)
+		return agent.SessionInfo{}, agent.CodeBadRequest, fmt.Errorf("session name %q: want letters, digits, '.', '_' or '-' (at most 64)", name)
 	}
 	if old, ok := s.entries[name]; ok {
-		if old.snapshot().State == SessionRunning {
-			return SessionInfo{}, CodeConflict, fmt.Errorf("session %s is already running", name)
+		if old.snapshot().State == agent.SessionRunning {
+			return agent.SessionInfo{}, agent.CodeConflict, fmt.Errorf("session %s is already running", name)
 		}
 		if err := s.removeLocked(name); err != nil {
-			return SessionInfo{}, CodeInternal, err
+			return agent.SessionInfo{}, agent.CodeInternal, err
 		}
 	}
 	cmd, code, err := s.server.prepareCmd(req.Argv, req.Env, req.Dir, req.TTY)
 	if err != nil {
-		return SessionInfo{}, code, err
+		return agent.SessionInfo{}, code, err
 	}
 	dir := filepath.Join(s.dir, name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return SessionInfo{}, CodeInternal, fmt.Errorf("session dir: %w", err)
+		return agent.SessionInfo{}, agent.CodeInternal, fmt.Errorf("session dir: %w", err)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "output.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return SessionInfo{}, CodeInternal, fmt.Errorf("session log: %w", err)
+		return agent.SessionInfo{}, agent.CodeInternal, fmt.Errorf("session log: %w", err)
 	}
 	_ = os.Remove(filepath.Join(dir, "output.log.1"))
 	p, err := startSessionProcess(cmd, req)
 	if err != nil {
 		logf.Close()
-		return SessionInfo{}, CodeInternal, err
+		return agent.SessionInfo{}, agent.CodeInternal, err
 	}
 	var envNames []string
 	for _, kv := range req.Env {
@@ -211,9 +166,9 @@ func (s *Sessions) start(req SessionRequest) (SessionInfo, string, error) {
 	ss := &session{
 		owner: s, dir: dir, proc: p, out: logf,
 		changed: make(chan struct{}), done: make(chan struct{}),
-		info: SessionInfo{
+		info: agent.SessionInfo{
 			Name: name, Argv: req.Argv, Dir: cmd.Dir, EnvNames: envNames, TTY: req.TTY,
-			PID: cmd.Process.Pid, State: SessionRunning, StartedAt: time.Now().UTC(),
+			PID: cmd.Process.Pid, State: agent.SessionRunning, StartedAt: time.Now().UTC(),
 		},
 	}
 	s.entries[name] = ss
@@ -224,7 +179,7 @@ func (s *Sessions) start(req SessionRequest) (SessionInfo, string, error) {
 
 // startSessionProcess starts cmd detached from any connection: its own
 // process group (or session, with a PTY), stdout and stderr merged.
-func startSessionProcess(cmd *exec.Cmd, req SessionRequest) (*process, error) {
+func startSessionProcess(cmd *exec.Cmd, req agent.SessionRequest) (*process, error) {
 	if req.TTY {
 		return startProcess(cmd, true, req.Cols, req.Rows)
 	}
@@ -282,7 +237,7 @@ func (ss *session) run() {
 	st := exitStatus(ss.proc.cmd.ProcessState)
 	now := time.Now().UTC()
 	ss.mu.Lock()
-	ss.info.State = SessionExited
+	ss.info.State = agent.SessionExited
 	ss.info.Exit = &st
 	ss.info.EndedAt = &now
 	ss.out.Close()
@@ -355,7 +310,7 @@ func (ss *session) readAt(off int64, p []byte) (int, int64, <-chan struct{}, err
 	return n, off + int64(n), changed, err
 }
 
-func (ss *session) snapshot() SessionInfo {
+func (ss *session) snapshot() agent.SessionInfo {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	info := ss.info
@@ -396,10 +351,10 @@ func (s *Server) sessionRoutes(mux *http.ServeMux) {
 	}
 	s.Sessions.server = s
 	ss := s.Sessions
-	mux.HandleFunc("POST "+PathSessions, func(w http.ResponseWriter, r *http.Request) {
-		var req SessionRequest
+	mux.HandleFunc("POST "+agent.PathSessions, func(w http.ResponseWriter, r *http.Request) {
+		var req agent.SessionRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Errorf("decode session request: %w", err))
+			writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("decode session request: %w", err))
 			return
 		}
 		info, code, err := ss.start(req)
@@ -409,9 +364,9 @@ func (s *Server) sessionRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, info)
 	})
-	mux.HandleFunc("GET "+PathSessions, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+agent.PathSessions, func(w http.ResponseWriter, r *http.Request) {
 		ss.mu.Lock()
-		list := make([]SessionInfo, 0, len(ss.entries))
+		list := make([]agent.SessionInfo, 0, len(ss.entries))
 		for _, e := range ss.entries {
 			list = append(list, e.snapshot())
 		}
@@ -423,67 +378,67 @@ func (s *Server) sessionRoutes(mux *http.ServeMux) {
 		return func(w http.ResponseWriter, r *http.Request) {
 			e, ok := ss.get(r.PathValue("name"))
 			if !ok {
-				writeError(w, http.StatusNotFound, CodeNotFound, fmt.Errorf("no session %q", r.PathValue("name")))
+				writeError(w, http.StatusNotFound, agent.CodeNotFound, fmt.Errorf("no session %q", r.PathValue("name")))
 				return
 			}
 			fn(w, r, e)
 		}
 	}
-	mux.HandleFunc("GET "+PathSessions+"/{name}", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
+	mux.HandleFunc("GET "+agent.PathSessions+"/{name}", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
 		writeJSON(w, http.StatusOK, e.snapshot())
 	}))
-	mux.HandleFunc("DELETE "+PathSessions+"/{name}", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
-		if e.snapshot().State == SessionRunning {
-			writeError(w, http.StatusConflict, CodeConflict, fmt.Errorf("session %s is running; stop it first", e.info.Name))
+	mux.HandleFunc("DELETE "+agent.PathSessions+"/{name}", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
+		if e.snapshot().State == agent.SessionRunning {
+			writeError(w, http.StatusConflict, agent.CodeConflict, fmt.Errorf("session %s is running; stop it first", e.info.Name))
 			return
 		}
 		ss.mu.Lock()
 		err := ss.removeLocked(e.info.Name)
 		ss.mu.Unlock()
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, CodeInternal, err)
+			writeError(w, http.StatusInternalServerError, agent.CodeInternal, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
 	}))
-	mux.HandleFunc("POST "+PathSessions+"/{name}/signal", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
-		var body signalBody
+	mux.HandleFunc("POST "+agent.PathSessions+"/{name}/signal", withSession(func(w http.ResponseWriter, r *http.Request, e *session) {
+		var body agent.SignalRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&body); err != nil {
-			writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Errorf("decode signal request: %w", err))
+			writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("decode signal request: %w", err))
 			return
 		}
 		sig, err := parseSignal(body.Signal)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, CodeBadRequest, err)
+			writeError(w, http.StatusBadRequest, agent.CodeBadRequest, err)
 			return
 		}
 		e.mu.Lock()
-		running := e.info.State == SessionRunning
+		running := e.info.State == agent.SessionRunning
 		if running {
 			err = e.proc.signal(sig)
 		}
 		e.mu.Unlock()
 		if !running {
-			writeError(w, http.StatusConflict, CodeConflict, fmt.Errorf("session %s is not running", e.info.Name))
+			writeError(w, http.StatusConflict, agent.CodeConflict, fmt.Errorf("session %s is not running", e.info.Name))
 			return
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, CodeInternal, fmt.Errorf("signal session %s: %w", e.info.Name, err))
+			writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("signal session %s: %w", e.info.Name, err))
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
 	}))
-	mux.HandleFunc("GET "+PathSessions+"/{name}/log", withSession(s.handleSessionLog))
-	mux.HandleFunc("POST "+PathSessions+"/{name}/attach", withSession(s.handleSessionAttach))
+	mux.HandleFunc("GET "+agent.PathSessions+"/{name}/log", withSession(s.handleSessionLog))
+	mux.HandleFunc("POST "+agent.PathSessions+"/{name}/attach", withSession(s.handleSessionAttach))
 }
 
 func statusFor(code string) int {
 	switch code {
-	case CodeBadRequest:
+	case agent.CodeBadRequest:
 		return http.StatusBadRequest
-	case CodeNotFound, CodeCommandNotFound:
+	case agent.CodeNotFound, agent.CodeCommandNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case agent.CodeConflict:
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
@@ -532,8 +487,8 @@ func (s *Server) handleSessionLog(w http.ResponseWriter, r *http.Request, e *ses
 // session. Closing the stream detaches; the session keeps running. The
 // stream ends with an Exit frame when the session has exited.
 func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *session) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), UpgradeProtocol) {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Errorf("attach needs Upgrade: %s", UpgradeProtocol))
+	if !strings.EqualFold(r.Header.Get("Upgrade"), agent.UpgradeProtocol) {
+		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("attach needs Upgrade: %s", agent.UpgradeProtocol))
 		return
 	}
 	replay, _ := strconv.ParseInt(r.URL.Query().Get("replay"), 10, 64)
@@ -551,7 +506,7 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 			Done: e.done,
 			Stdin: func(b []byte) error {
 				e.mu.Lock()
-				p, running := e.proc, e.info.State == SessionRunning
+				p, running := e.proc, e.info.State == agent.SessionRunning
 				e.mu.Unlock()
 				if !running {
 					return nil
@@ -565,7 +520,7 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 			},
 			Resize: func(cols, rows uint16) {
 				e.mu.Lock()
-				if e.info.State == SessionRunning && e.proc.tty != nil {
+				if e.info.State == agent.SessionRunning && e.proc.tty != nil {
 					_ = pty.Setsize(e.proc.tty, &pty.Winsize{Cols: cols, Rows: rows})
 				}
 				e.mu.Unlock()
@@ -573,7 +528,7 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 			Signal: func(name string) {
 				sig, err := parseSignal(name)
 				e.mu.Lock()
-				if err == nil && e.info.State == SessionRunning {
+				if err == nil && e.info.State == agent.SessionRunning {
 					_ = e.proc.signal(sig)
 				}
 				e.mu.Unlock()
@@ -607,7 +562,7 @@ func (s *Server) handleSessionAttach(w http.ResponseWriter, r *http.Request, e *
 			}
 			st := e.snapshot().Exit
 			if st == nil {
-				st = &ExitStatus{Code: -1}
+				st = &agent.ExitStatus{Code: -1}
 			}
 			_ = sc.WriteFrame(stream.Exit, stream.EncodeExit(int32(st.Code), st.Signal))
 			return

@@ -1,0 +1,145 @@
+// Package guestcontract holds every fact the host and the guest must agree
+// on: filesystem labels, the kernel command line, where banger-agent lives
+// and how it is started, the agent channel (vsock port, virtio-serial port
+// name), the names on the config drive and the rules of the guest subnet.
+// The image builders, the VMM drivers, the daemon and the agent all read
+// them from here, so a change to the contract is a change to this one file
+// (ARCHITECTURE.md, "Guest contract", describes the same facts in prose).
+//
+// It imports only the standard library, so any binary, the guest agent
+// included, can depend on it.
+package guestcontract
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Filesystem labels. The guest finds every drive by label, never by
+// device order.
+const (
+	// LabelRoot labels the image's shared, read-only root filesystem.
+	LabelRoot = "banger-root"
+	// LabelOverlay labels the per-VM overlay drive whose upper/ and
+	// work/ directories the initramfs stacks over the read-only root.
+	LabelOverlay = "banger-overlay"
+	// LabelWork labels the per-VM work disk mounted at WorkMountPoint.
+	LabelWork = "banger-work"
+	// LabelConfig labels the per-VM config drive (IdentityFile, FilesDir).
+	LabelConfig = "banger-config"
+)
+
+// WorkMountPoint is where the work disk is mounted in the guest (by the
+// initramfs, or by the agent when the initramfs did not).
+const WorkMountPoint = "/root"
+
+// Kernel command-line parameters read by the image's initramfs hook.
+const (
+	// ParamOverlay names the overlay drive ("LABEL=banger-overlay").
+	ParamOverlay = "banger.overlay"
+	// ParamWork names the work drive ("LABEL=banger-work").
+	ParamWork = "banger.work"
+)
+
+// BaseCmdline is the kernel command line every banger guest boots with.
+// Drivers append only what they must (QEMU under TCG adds tsc_early_khz).
+const BaseCmdline = "console=ttyS0 reboot=k panic=-1 root=LABEL=" + LabelRoot + " ro rootwait" +
+	" " + ParamOverlay + "=LABEL=" + LabelOverlay + " " + ParamWork + "=LABEL=" + LabelWork
+
+// KernelCmdline returns the kernel command line of a guest: BaseCmdline,
+// plus init=AgentPath when banger-agent runs as PID 1 (images without
+// systemd).
+func KernelCmdline(agentInit bool) string {
+	if agentInit {
+		return BaseCmdline + " init=" + AgentPath
+	}
+	return BaseCmdline
+}
+
+// AgentPath is where every image installs banger-agent.
+const AgentPath = "/usr/local/bin/banger-agent"
+
+// Agent channel. The guest listens on AgentVsockPort when the VMM gives it
+// a vsock device, else on the virtio-serial port AgentSerialPort carrying
+// a yamux session (the guest is the yamux server).
+const (
+	// AgentVsockPort is the vsock port the agent listens on.
+	AgentVsockPort = 1024
+	// AgentSerialPort is the name of the virtio-serial port carrying the
+	// agent channel; udev links it at VirtioPortsDir/AgentSerialPort.
+	AgentSerialPort = "banger.agent"
+	// VirtioPortsDir is where udev links named virtio-serial ports.
+	VirtioPortsDir = "/dev/virtio-ports"
+)
+
+// Names on the config drive (LabelConfig).
+const (
+	// IdentityFile is the identity document at the drive's root (the
+	// JSON of agent.Identity).
+	IdentityFile = "identity.json"
+	// FilesDir holds the file_sync payload next to IdentityFile.
+	FilesDir = "files"
+)
+
+// Systemd integration, for images that boot systemd.
+const (
+	// UnitDir is where images install system units.
+	UnitDir = "/etc/systemd/system"
+	// AgentUnitName is the unit that runs banger-agent.
+	AgentUnitName = "banger-agent.service"
+)
+
+// AgentUnit is the text of AgentUnitName. It runs early (no default
+// dependencies, after local filesystems), before sshd and
+// network-online.target so the identity (hostname, address, keys, host
+// keys) is in place before they start, and tells systemd it is ready once
+// the identity is applied and the listeners run. Install it in UnitDir
+// and enable it (a symlink in multi-user.target.wants).
+const AgentUnit = `[Unit]
+Description=banger guest agent
+Documentation=man:banger(1)
+DefaultDependencies=no
+After=local-fs.target systemd-udevd.service
+Wants=systemd-udevd.service
+Before=ssh.service sshd.service network-online.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=` + AgentPath + ` serve
+Restart=always
+RestartSec=1
+TimeoutStartSec=90
+KillMode=mixed
+
+[Install]
+WantedBy=multi-user.target
+`
+
+// Guest subnet bounds: room for a gateway and guests, small enough to stay
+// a single bridge.
+const (
+	MinSubnetBits = 16
+	MaxSubnetBits = 29
+)
+
+// CheckSubnet returns an error unless subnet is an IPv4 network address
+// (no host bits) with a length between MinSubnetBits and MaxSubnetBits.
+func CheckSubnet(subnet netip.Prefix) error {
+	switch {
+	case !subnet.IsValid() || !subnet.Addr().Is4():
+		return fmt.Errorf("subnet %s: must be an IPv4 prefix", subnet)
+	case subnet.Masked() != subnet:
+		return fmt.Errorf("subnet %s: host bits are set", subnet)
+	case subnet.Bits() < MinSubnetBits || subnet.Bits() > MaxSubnetBits:
+		return fmt.Errorf("subnet %s: length must be between /%d and /%d", subnet, MinSubnetBits, MaxSubnetBits)
+	}
+	return nil
+}
+
+// Gateway returns the guests' gateway, the host's address on the bridge:
+// the first address of the subnet (10.77.0.1 for 10.77.0.0/24).
+func Gateway(subnet netip.Prefix) netip.Addr {
+	return subnet.Masked().Addr().Next()
+}
