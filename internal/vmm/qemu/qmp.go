@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -58,12 +60,32 @@ func (q *qmpConn) deadline(ctx context.Context) {
 
 // execute runs one command and returns its "return" value.
 func (q *qmpConn) execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return q.executeWithFile(ctx, cmd, args, nil)
+}
+
+// executeWithFile runs one command; when f is not nil its descriptor
+// travels with the command as SCM_RIGHTS ancillary data, which is how
+// getfd hands QEMU a file it could not open itself under -sandbox.
+func (q *qmpConn) executeWithFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	q.deadline(ctx)
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
 	}
-	if err := json.NewEncoder(q.conn).Encode(req); err != nil {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if f != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("qmp %s: passing a file needs a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(b)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {
