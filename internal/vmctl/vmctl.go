@@ -172,7 +172,14 @@ func (m *Manager) Agent(ctx context.Context, ref string) (*agentclient.Client, s
 	}
 	h, ok := m.alive(vm.ID)
 	if !ok {
-		return nil, vm, fmt.Errorf("vm %s is not running (start it with: banger vm start %s): %w", vm.Name, vm.Name, ErrNotRunning)
+		hint := "start it with: banger vm start " + vm.Name
+		if m.View(vm) == StateSuspended {
+			hint = "it is suspended; resume it with: banger vm resume " + vm.Name
+		}
+		return nil, vm, fmt.Errorf("vm %s is not running (%s): %w", vm.Name, hint, ErrNotRunning)
+	}
+	if h.Paused {
+		return nil, vm, fmt.Errorf("vm %s is paused (resume it with: banger vm resume %s): %w", vm.Name, vm.Name, ErrNotRunning)
 	}
 	return m.agentClient(vm, h), vm, nil
 }

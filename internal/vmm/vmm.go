@@ -121,6 +121,13 @@ type Handles struct {
 	VMMLog         string `json:"vmm_log,omitempty"`
 	Tap            string `json:"tap,omitempty"`
 	AgentTransport string `json:"agent_transport,omitempty"`
+	// Accel is the QEMU accelerator the VMM runs with (empty for
+	// Firecracker, which is always KVM); saved state loads only under the
+	// same one.
+	Accel string `json:"accel,omitempty"`
+	// Paused is set while the guest's vCPUs are stopped (vm pause, or a
+	// suspend in progress), so a restarted daemon knows it too.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // ControlSocket is the socket that identifies this VM's VMM process on its
@@ -236,4 +243,11 @@ type StateFile struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+}
+
+// Versioner reports the version of the VMM binary a driver would start,
+// in the form SavedState.Version records, so saved state is checked
+// against the VMM that would load it before anything is started.
+type Versioner interface {
+	Version(ctx context.Context) (string, error)
 }

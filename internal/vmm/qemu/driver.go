@@ -105,6 +105,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		ConsoleLog: consolePath(s),
 		VMMLog:     s.Dir + "/" + layout.VMMLogFile,
 		Tap:        s.Tap,
+		Accel:      s.Accel,
 	}
 	stale := []string{h.QMPSocket, pidPath(s)}
 	if o.Vsock {
