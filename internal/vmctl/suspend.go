@@ -126,10 +126,10 @@ func (m *Manager) Pause(ctx context.Context, ref string) (store.VM, error) {
 	if err != nil {
 		return vm, err
 	}
+	m.quiesceAgent(ctx, vm, h)
 	if err := snap.Pause(ctx, h); err != nil {
 		return vm, err
 	}
-	m.dropAgent(vm.ID)
 	h.Paused = true
 	return vm, m.opt.Handles.Set(vm.ID, h)
 }
@@ -182,6 +182,21 @@ func (m *Manager) Resume(ctx context.Context, op *operation.Op, ref string) (sto
 		return vm, err
 	}
 	return vm, nil
+}
+
+// quiesceAgent hangs up on the VM's agent before its guest is frozen and,
+// where the channel is one shared byte stream, waits until the guest has
+// started a fresh session on it (see vmm.AgentQuiescer).
+func (m *Manager) quiesceAgent(ctx context.Context, vm store.VM, h vmm.Handles) {
+	hangUp := func() bool { return m.hangUpAgent(vm.ID) }
+	q, ok := m.opt.Drivers[h.VMM].(vmm.AgentQuiescer)
+	if !ok {
+		hangUp()
+		return
+	}
+	if err := q.QuiesceAgent(ctx, h, hangUp, 5*time.Second); err != nil {
+		m.log.Warn("agent channel not quiesced before freezing the guest", "vm", vm.Name, "err", err)
+	}
 }
 
 // thaw steps the guest clock and reseeds its random pool, and says what
@@ -237,7 +252,9 @@ func (m *Manager) Suspend(ctx context.Context, op *operation.Op, ref string) (st
 		if err := m.opt.Handles.Set(vm.ID, paused); err != nil {
 			return err
 		}
-		m.dropAgent(vm.ID)
+		if !wasPaused {
+			m.quiesceAgent(ctx, vm, h)
+		}
 		dir := m.suspendDir(vm.ID)
 		tmp := dir + ".tmp"
 		_ = os.RemoveAll(tmp)

@@ -245,6 +245,18 @@ type StateFile struct {
 	SHA256 string `json:"sha256"`
 }
 
+// AgentQuiescer is implemented by drivers whose agent channel is one
+// byte stream shared by successive host connections (QEMU's virtio-serial
+// port): hangUp closes the host's end (reporting whether a live connection
+// was closed), and QuiesceAgent returns once the
+// guest has started over on its end, so that freezing the guest (pause,
+// save) cannot capture a session the next host connection would then
+// collide with. Channels with a connection per stream (vsock) need only
+// the hang-up.
+type AgentQuiescer interface {
+	QuiesceAgent(ctx context.Context, h Handles, hangUp func() bool, timeout time.Duration) error
+}
+
 // Versioner reports the version of the VMM binary a driver would start,
 // in the form SavedState.Version records, so saved state is checked
 // against the VMM that would load it before anything is started.

@@ -101,7 +101,7 @@ func Cmdline(s vmm.Spec, o Options) []string {
 		args = append(args,
 			"-device", "virtio-serial-device",
 			"-chardev", "socket,id=agent,path="+escape(agentPath(s))+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,name="+guestcontract.AgentSerialPort)
+			"-device", "virtserialport,chardev=agent,id="+agentPortID+",name="+guestcontract.AgentSerialPort)
 	}
 	args = append(args,
 		"-qmp", "unix:"+escape(qmpPath(s))+",server=on,wait=off",
@@ -114,6 +114,10 @@ func Cmdline(s vmm.Spec, o Options) []string {
 	)
 	return args
 }
+
+// agentPortID is the QEMU device id of the agent's virtio-serial port;
+// QEMU names it in VSERPORT_CHANGE events (see QuiesceAgent).
+const agentPortID = "agentport"
 
 // TBSizeMiB is the TCG translation cache size. QEMU's default (1 GiB in
 // system mode) is most of a TCG guest's host memory once booted (906 MB

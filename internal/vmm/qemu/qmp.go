@@ -108,6 +108,25 @@ func (q *qmpConn) executeWithFile(ctx context.Context, cmd string, args any, f *
 	}
 }
 
+// waitEvent reads until an asynchronous event named name arrives whose
+// data match accepts, or ctx ends. Only events are expected: it must not
+// run while a command is in flight.
+func (q *qmpConn) waitEvent(ctx context.Context, name string, match func(json.RawMessage) bool) error {
+	q.deadline(ctx)
+	for {
+		var msg struct {
+			Event string          `json:"event"`
+			Data  json.RawMessage `json:"data"`
+		}
+		if err := q.dec.Decode(&msg); err != nil {
+			return fmt.Errorf("wait for qmp event %s: %w", name, err)
+		}
+		if msg.Event == name && match(msg.Data) {
+			return nil
+		}
+	}
+}
+
 // status returns the VM run state from query-status ("running", ...).
 func (q *qmpConn) status(ctx context.Context) (string, error) {
 	raw, err := q.execute(ctx, "query-status", nil)

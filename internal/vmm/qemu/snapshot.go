@@ -179,3 +179,45 @@ func ParseVersion(out string) (string, error) {
 	}
 	return strings.TrimSpace(strings.TrimPrefix(line, prefix)), nil
 }
+
+// QuiesceAgent hangs up the host's end of the agent's virtio-serial
+// channel (hangUp, which reports whether a live connection was closed)
+// and waits, bounded by timeout, until the guest has reopened its end: the guest then runs a fresh session with nothing in
+// flight, so a pause or save never freezes it mid-session, and the host
+// that connects after the guest runs again is the only peer it knows. A
+// guest that does not reopen in time (an older agent, or a hostile one)
+// only costs the wait: the error says so and the caller goes on.
+func (d *Driver) QuiesceAgent(ctx context.Context, h vmm.Handles, hangUp func() bool, timeout time.Duration) error {
+	if h.AgentTransport != vmm.TransportSerial {
+		hangUp()
+		return nil
+	}
+	return d.qmp(ctx, h, "quiesce agent channel", func(q *qmpConn) error {
+		if !hangUp() {
+			// No host was connected: the guest's last session already
+			// ended when its host went away.
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		closed := false
+		err := q.waitEvent(wctx, "VSERPORT_CHANGE", func(data json.RawMessage) bool {
+			var ev struct {
+				ID   string `json:"id"`
+				Open bool   `json:"open"`
+			}
+			if json.Unmarshal(data, &ev) != nil || ev.ID != agentPortID {
+				return false
+			}
+			if !ev.Open {
+				closed = true
+				return false
+			}
+			return closed
+		})
+		if err != nil {
+			return fmt.Errorf("the guest did not reopen its agent port within %s: %w", timeout, err)
+		}
+		return nil
+	})
+}

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,11 +18,16 @@ import (
 // back: the guest's userspace runs.
 func echo(ctx context.Context, t *testing.T, path string) {
 	t.Helper()
+	echoOn(ctx, t, path).Close()
+}
+
+// echoOn is echo returning the connection, still open.
+func echoOn(ctx context.Context, t *testing.T, path string) net.Conn {
+	t.Helper()
 	c, err := (&netDialer{}).dial(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
 	lines := make(chan string, 1)
 	go func() {
@@ -37,7 +43,7 @@ func echo(ctx context.Context, t *testing.T, path string) {
 			if line != "ping\n" {
 				t.Fatalf("echo = %q", line)
 			}
-			return
+			return c
 		case <-time.After(2 * time.Second):
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
@@ -64,6 +70,17 @@ func TestDriver_SaveRestore(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
 	waitConsole(ctx, t, h.ConsoleLog, vmmtest.MarkerReady)
+
+	// Quiesce: the host hangs up and the guest's port is closed and
+	// reopened (the busybox echo loop restarts cat on EOF, as the agent
+	// restarts its session), which QEMU reports as VSERPORT_CHANGE.
+	c := echoOn(ctx, t, h.SerialSocket)
+	if err := d.QuiesceAgent(ctx, h, func() bool { c.Close(); return true }, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.QuiesceAgent(ctx, h, func() bool { return false }, time.Nanosecond); err != nil {
+		t.Fatalf("QuiesceAgent with no host connection waited: %v", err)
+	}
 	echo(ctx, t, h.SerialSocket)
 
 	if err := d.Pause(ctx, h); err != nil {
