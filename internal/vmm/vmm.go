@@ -249,7 +249,7 @@ type StateFile struct {
 // byte stream shared by successive host connections (QEMU's virtio-serial
 // port): hangUp closes the host's end (reporting whether a live connection
 // was closed), and QuiesceAgent returns once the
-// guest has started over on its end, so that freezing the guest (pause,
+// guest has ended the session of that connection, so that freezing the guest (pause,
 // save) cannot capture a session the next host connection would then
 // collide with. Channels with a connection per stream (vsock) need only
 // the hang-up.

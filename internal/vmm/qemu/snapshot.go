@@ -182,11 +182,17 @@ func ParseVersion(out string) (string, error) {
 
 // QuiesceAgent hangs up the host's end of the agent's virtio-serial
 // channel (hangUp, which reports whether a live connection was closed)
-// and waits, bounded by timeout, until the guest has reopened its end: the guest then runs a fresh session with nothing in
-// flight, so a pause or save never freezes it mid-session, and the host
-// that connects after the guest runs again is the only peer it knows. A
-// guest that does not reopen in time (an older agent, or a hostile one)
-// only costs the wait: the error says so and the caller goes on.
+// and waits, bounded by timeout, until the guest has closed its end,
+// which it does when the session of that connection ends (QEMU reports
+// it as VSERPORT_CHANGE, open false). From then on the guest only opens
+// fresh sessions, so a pause or save cannot freeze it inside the old one,
+// and the host that connects after it runs again is the only peer it
+// knows. Only the close is awaited: with no host connected the guest
+// reopens and closes its port every few hundred milliseconds, and QEMU
+// throttles these events to one a second per port, so an "open" event
+// may never be seen. A guest that does not close in time (an older agent,
+// or a hostile one) only costs the wait: the error says so and the
+// caller goes on.
 func (d *Driver) QuiesceAgent(ctx context.Context, h vmm.Handles, hangUp func() bool, timeout time.Duration) error {
 	if h.AgentTransport != vmm.TransportSerial {
 		hangUp()
@@ -200,23 +206,15 @@ func (d *Driver) QuiesceAgent(ctx context.Context, h vmm.Handles, hangUp func() 
 		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		closed := false
 		err := q.waitEvent(wctx, "VSERPORT_CHANGE", func(data json.RawMessage) bool {
 			var ev struct {
 				ID   string `json:"id"`
 				Open bool   `json:"open"`
 			}
-			if json.Unmarshal(data, &ev) != nil || ev.ID != agentPortID {
-				return false
-			}
-			if !ev.Open {
-				closed = true
-				return false
-			}
-			return closed
+			return json.Unmarshal(data, &ev) == nil && ev.ID == agentPortID && !ev.Open
 		})
 		if err != nil {
-			return fmt.Errorf("the guest did not reopen its agent port within %s: %w", timeout, err)
+			return fmt.Errorf("the guest did not close its agent port within %s: %w", timeout, err)
 		}
 		return nil
 	})

@@ -71,9 +71,9 @@ func TestDriver_SaveRestore(t *testing.T) {
 	t.Cleanup(func() { _ = d.Kill(context.Background(), h) })
 	waitConsole(ctx, t, h.ConsoleLog, vmmtest.MarkerReady)
 
-	// Quiesce: the host hangs up and the guest's port is closed and
-	// reopened (the busybox echo loop restarts cat on EOF, as the agent
-	// restarts its session), which QEMU reports as VSERPORT_CHANGE.
+	// Quiesce: the host hangs up and the guest closes its port (the
+	// busybox echo loop ends cat on EOF, as the agent ends its session),
+	// which QEMU reports as VSERPORT_CHANGE open=false.
 	c := echoOn(ctx, t, h.SerialSocket)
 	if err := d.QuiesceAgent(ctx, h, func() bool { c.Close(); return true }, 30*time.Second); err != nil {
 		t.Fatal(err)
