@@ -27,7 +27,30 @@ const (
 	PathPorts    = "/ports"
 	PathHostKeys = "/hostkeys"
 	PathSessions = "/sessions"
+	PathThaw     = "/thaw"
 )
+
+// Thaw is the body of POST /thaw, which the host sends first to a guest
+// that ran again after being paused, suspended or restored from a
+// snapshot: its clock stood still (or went back to the snapshot's time)
+// and its random pool is a copy of another guest's.
+type Thaw struct {
+	// Time is the host's wall clock; the guest steps its clock to it.
+	Time time.Time `json:"time"`
+	// Entropy is mixed into (and credited to) the guest kernel's random
+	// pool; at most MaxThawEntropy bytes.
+	Entropy []byte `json:"entropy,omitempty"`
+}
+
+// MaxThawEntropy bounds Thaw.Entropy.
+const MaxThawEntropy = 512
+
+// ThawResult is the answer to POST /thaw.
+type ThawResult struct {
+	// ClockStep is how far the guest clock was moved (host minus guest
+	// time before the step).
+	ClockStep time.Duration `json:"clock_step_ns"`
+}
 
 // ErrorTrailer is the HTTP trailer a streaming response (a download) sets
 // when it fails after the status line was sent.

@@ -18,6 +18,9 @@ const (
 	PathVMStart   = "/v1/vms/{ref}/start"
 	PathVMStop    = "/v1/vms/{ref}/stop"
 	PathVMRestart = "/v1/vms/{ref}/restart"
+	PathVMPause   = "/v1/vms/{ref}/pause"
+	PathVMResume  = "/v1/vms/{ref}/resume"
+	PathVMSuspend = "/v1/vms/{ref}/suspend"
 	PathVMLogs    = "/v1/vms/{ref}/logs"
 	PathVMHealth  = "/v1/vms/{ref}/health"
 	PathVMPorts   = "/v1/vms/{ref}/ports"
@@ -30,7 +33,7 @@ const (
 type VM struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
-	State     string    `json:"state"` // creating | running | stopped | failed
+	State     string    `json:"state"` // creating | running | paused | suspended | stopped | failed
 	ImageID   string    `json:"image_id"`
 	ImageName string    `json:"image_name"` // "" when the image is gone
 	VMM       string    `json:"vmm"`
@@ -119,10 +122,39 @@ func (c *Client) GetVM(ctx context.Context, ref string) (VM, error) {
 	return out, err
 }
 
+// StartVMRequest is the optional body of a start. Cold boots a suspended
+// VM from its disks and discards its saved memory instead of restoring it.
+type StartVMRequest struct {
+	Cold bool `json:"cold,omitempty"`
+}
+
 // StartVM starts a start operation.
-func (c *Client) StartVM(ctx context.Context, ref string) (OperationRef, error) {
+func (c *Client) StartVM(ctx context.Context, ref string, req StartVMRequest) (OperationRef, error) {
 	var out OperationRef
-	err := c.Do(ctx, http.MethodPost, vmPath(PathVMStart, ref), nil, &out)
+	err := c.Do(ctx, http.MethodPost, vmPath(PathVMStart, ref), req, &out)
+	return out, err
+}
+
+// PauseVM stops a running VM's vCPUs and returns it.
+func (c *Client) PauseVM(ctx context.Context, ref string) (VM, error) {
+	var out VM
+	err := c.Do(ctx, http.MethodPost, vmPath(PathVMPause, ref), nil, &out)
+	return out, err
+}
+
+// ResumeVM starts an operation that lets a paused VM run again or
+// restores a suspended one.
+func (c *Client) ResumeVM(ctx context.Context, ref string) (OperationRef, error) {
+	var out OperationRef
+	err := c.Do(ctx, http.MethodPost, vmPath(PathVMResume, ref), nil, &out)
+	return out, err
+}
+
+// SuspendVM starts an operation that saves a VM's memory and device state
+// to its directory and ends its VMM.
+func (c *Client) SuspendVM(ctx context.Context, ref string) (OperationRef, error) {
+	var out OperationRef
+	err := c.Do(ctx, http.MethodPost, vmPath(PathVMSuspend, ref), nil, &out)
 	return out, err
 }
 

@@ -38,7 +38,11 @@ banger vm run --name dev --workspace -- claude`,
 banger vm list --json | jq -r '.[] | select(.state == "running") | .name'`,
 	"banger vm show": `banger vm show web
 banger vm show web --json | jq -r .ip`,
-	"banger vm start":   `banger vm start web`,
+	"banger vm start": `banger vm start web
+banger vm start --cold web   # a suspended VM: boot from its disks, drop its saved memory`,
+	"banger vm pause":   `banger vm pause web`,
+	"banger vm resume":  `banger vm resume web`,
+	"banger vm suspend": `banger vm suspend web   # then vm start or vm resume restores it`,
 	"banger vm restart": `banger vm restart web`,
 	"banger vm stop":    `banger vm stop web`,
 	"banger vm delete": `banger vm delete web

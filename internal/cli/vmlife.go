@@ -20,9 +20,12 @@ import (
 func lifecycleCmds(a *app) []*cobra.Command {
 	return []*cobra.Command{
 		newVMListCmd(a), newVMShowCmd(a),
-		newVMOpCmd(a, "start", "Boot a stopped VM", (*api.Client).StartVM),
+		newVMStartCmd(a),
 		newVMOpCmd(a, "restart", "Stop and boot a VM again", (*api.Client).RestartVM),
 		newVMStopCmd(a), newVMDeleteCmd(a),
+		newVMPauseCmd(a),
+		newVMOpCmd(a, "resume", "Let a paused VM run again, or restore a suspended one", (*api.Client).ResumeVM),
+		newVMOpCmd(a, "suspend", "Save a VM's memory to its directory and end its VMM (vm start or resume restores it)", (*api.Client).SuspendVM),
 	}
 }
 
@@ -135,6 +138,38 @@ func newVMOpCmd(a *app, verb, short string, start func(*api.Client, context.Cont
 			var vm api.VM
 			if err := json.Unmarshal(res, &vm); err != nil {
 				return fmt.Errorf("decode vm: %w", err)
+			}
+			if a.jsonOut {
+				return printJSON(a.streams.Out, vm)
+			}
+			fmt.Fprintf(a.streams.Out, "%s %s\n", vm.Name, vm.State)
+			return nil
+		},
+	}
+}
+
+func newVMStartCmd(a *app) *cobra.Command {
+	var cold bool
+	cmd := newVMOpCmd(a, "start", "Boot a stopped VM, or restore a suspended one", func(c *api.Client, ctx context.Context, ref string) (api.OperationRef, error) {
+		return c.StartVM(ctx, ref, api.StartVMRequest{Cold: cold})
+	})
+	cmd.Flags().BoolVar(&cold, "cold", false, "boot a suspended VM from its disks, discarding its saved memory")
+	return cmd
+}
+
+func newVMPauseCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pause NAME",
+		Short: "Freeze a running VM's vCPUs; its memory stays in place (vm resume thaws it)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vm, err := c.PauseVM(cmd.Context(), args[0])
+			if err != nil {
+				return err
 			}
 			if a.jsonOut {
 				return printJSON(a.streams.Out, vm)

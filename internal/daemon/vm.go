@@ -31,6 +31,9 @@ func (d *Daemon) vmRoutes() []Route {
 		{"POST " + api.PathVMStart, d.handleStartVM},
 		{"POST " + api.PathVMRestart, d.handleRestartVM},
 		{"POST " + api.PathVMStop, d.handleStopVM},
+		{"POST " + api.PathVMPause, d.handlePauseVM},
+		{"POST " + api.PathVMResume, d.handleResumeVM},
+		{"POST " + api.PathVMSuspend, d.handleSuspendVM},
 		{"GET " + api.PathVMLogs, d.handleVMLogs},
 		{"GET " + api.PathVMHealth, d.handleVMHealth},
 		{"GET " + api.PathVMPorts, d.handleVMPorts},
@@ -47,7 +50,7 @@ func (d *Daemon) vmView(ctx context.Context, vm store.VM) api.VM {
 	v := api.VM{
 		ID:        vm.ID,
 		Name:      vm.Name,
-		State:     vm.State,
+		State:     d.VMs.View(vm),
 		ImageID:   vm.ImageID,
 		VMM:       vm.VMM,
 		Spec:      api.VMSpec{VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes},
@@ -93,12 +96,46 @@ func (d *Daemon) handleCreateVM(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (d *Daemon) handleStartVM(w http.ResponseWriter, r *http.Request) error {
+	var req api.StartVMRequest
+	if r.ContentLength != 0 {
+		if err := readJSON(r, &req); err != nil {
+			return err
+		}
+	}
 	ref := r.PathValue("ref")
 	if _, err := d.Store.GetVM(r.Context(), ref); err != nil {
 		return err
 	}
 	return d.startVMOp(w, "vm.start", func(ctx context.Context, op *operation.Op) (store.VM, error) {
-		return d.VMs.Start(ctx, op, ref)
+		return d.VMs.Start(ctx, op, ref, req.Cold)
+	})
+}
+
+func (d *Daemon) handlePauseVM(w http.ResponseWriter, r *http.Request) error {
+	vm, err := d.VMs.Pause(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, d.vmView(r.Context(), vm))
+}
+
+func (d *Daemon) handleResumeVM(w http.ResponseWriter, r *http.Request) error {
+	ref := r.PathValue("ref")
+	if _, err := d.Store.GetVM(r.Context(), ref); err != nil {
+		return err
+	}
+	return d.startVMOp(w, "vm.resume", func(ctx context.Context, op *operation.Op) (store.VM, error) {
+		return d.VMs.Resume(ctx, op, ref)
+	})
+}
+
+func (d *Daemon) handleSuspendVM(w http.ResponseWriter, r *http.Request) error {
+	ref := r.PathValue("ref")
+	if _, err := d.Store.GetVM(r.Context(), ref); err != nil {
+		return err
+	}
+	return d.startVMOp(w, "vm.suspend", func(ctx context.Context, op *operation.Op) (store.VM, error) {
+		return d.VMs.Suspend(ctx, op, ref)
 	})
 }
 

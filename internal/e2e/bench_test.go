@@ -109,6 +109,12 @@ func BenchmarkCreate(b *testing.B) {
 // time until the guest agent answers on agentSock; the VMM is killed
 // afterwards.
 func (e *env) bareBoot(ctx context.Context, argv []string, agentSock, token string) (time.Duration, error) {
+	return e.bareBootThen(ctx, argv, agentSock, token, nil)
+}
+
+// bareBootThen is bareBoot calling ready (when set) with the VMM's PID
+// once the agent answered, before the VMM is killed.
+func (e *env) bareBootThen(ctx context.Context, argv []string, agentSock, token string, ready func(pid int)) (time.Duration, error) {
 	os.Remove(agentSock)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
@@ -130,7 +136,11 @@ func (e *env) bareBoot(ctx context.Context, argv []string, agentSock, token stri
 		_, err := client.Health(hctx)
 		hcancel()
 		if err == nil {
-			return time.Since(start), nil
+			d := time.Since(start)
+			if ready != nil {
+				ready(cmd.Process.Pid)
+			}
+			return d, nil
 		}
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("bare boot: agent never answered: %w", err)

@@ -76,6 +76,13 @@ const (
 	QMPSocketFile = "qmp.sock"
 	// PIDFile holds the VMM's PID.
 	PIDFile = "vmm.pid"
+	// SuspendDir holds a suspended VM's saved memory and device state
+	// (the VMM's files plus SavedStateFile); its presence while no VMM
+	// runs is what makes the VM suspended.
+	SuspendDir = "suspend"
+	// SavedStateFile describes the state in a SuspendDir: the VMM and its
+	// version, the machine shape, and each file's size and SHA-256.
+	SavedStateFile = "state.json"
 )
 
 // Paths are the files and directories banger uses on the host.

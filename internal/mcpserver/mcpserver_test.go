@@ -83,6 +83,23 @@ func newFakeDaemon(t *testing.T) *api.Client {
 			json.NewEncoder(w).Encode(v)
 		}
 	})
+	for _, p := range []struct{ path, state string }{{api.PathVMPause, "paused"}, {api.PathVMResume, "running"}, {api.PathVMSuspend, "suspended"}} {
+		mux.HandleFunc("POST "+p.path, func(w http.ResponseWriter, r *http.Request) {
+			v, ok := lookup(w, r)
+			if !ok {
+				return
+			}
+			f.mu.Lock()
+			v.State = p.state
+			f.vms[v.Name] = v
+			f.mu.Unlock()
+			if p.path == api.PathVMPause {
+				json.NewEncoder(w).Encode(v)
+				return
+			}
+			json.NewEncoder(w).Encode(api.OperationRef{ID: "op-" + v.Name})
+		})
+	}
 	mux.HandleFunc("DELETE "+api.PathVM, func(w http.ResponseWriter, r *http.Request) {
 		if v, ok := lookup(w, r); ok {
 			f.mu.Lock()
@@ -258,6 +275,9 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 		"vm_read_file": {"vm": "other", "path": "/etc/hostname"},
 		"vm_ports":     {"vm": "other"},
 		"session_list": {"vm": "other"},
+		"vm_pause":     {"vm": "other"},
+		"vm_resume":    {"vm": "other"},
+		"vm_suspend":   {"vm": "other"},
 	} {
 		if e := call(t, cs, tool, args, nil); !strings.Contains(e, "only touches VMs it created") {
 			t.Errorf("%s on a VM it did not create: %q", tool, e)
@@ -267,6 +287,12 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 	// which names exist.
 	if e := call(t, cs, "vm_show", map[string]any{"vm": "nope"}, nil); !strings.Contains(e, "only touches VMs it created") {
 		t.Errorf("vm_show nope: %q", e)
+	}
+	for tool, want := range map[string]string{"vm_pause": "paused", "vm_suspend": "suspended", "vm_resume": "running"} {
+		var out VMOut
+		if e := call(t, cs, tool, map[string]any{"vm": "mine"}, &out); e != "" || out.VM.State != want {
+			t.Errorf("%s mine: %q, state %q, want %s", tool, e, out.VM.State, want)
+		}
 	}
 	if e := call(t, cs, "vm_delete", map[string]any{"vm": "mine"}, nil); e != "" {
 		t.Fatal(e)

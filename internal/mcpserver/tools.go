@@ -210,6 +210,15 @@ func (s *Server) register() {
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_delete", Annotations: destructive,
 		Description: "DESTRUCTIVE: stop a VM and delete it with its disks. Nothing in it can be recovered."},
 		logged(s, "vm_delete", s.delete))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_pause", Annotations: additive,
+		Description: "Freeze a running VM's vCPUs; its memory and processes stay as they are until vm_resume."},
+		logged(s, "vm_pause", s.pause))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_resume", Annotations: additive,
+		Description: "Let a paused VM run again, or restore a suspended one where it was; the guest clock is corrected."},
+		logged(s, "vm_resume", s.resume))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_suspend", Annotations: additive,
+		Description: "Save a VM's memory and device state to disk and end its VMM, freeing its host memory; vm_resume restores it with its processes."},
+		logged(s, "vm_suspend", s.suspend))
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_exec", Annotations: runsCode,
 		Description: "Run a command in a VM as root and return its exit code, stdout and stderr (each capped; truncation is flagged). Can change anything inside the VM."},
 		logged(s, "vm_exec", s.exec))
@@ -299,6 +308,39 @@ func (s *Server) list(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (
 func (s *Server) show(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, VMOut, error) {
 	v, err := s.vm(ctx, in.VM)
 	return nil, VMOut{VM: v}, err
+}
+
+func (s *Server) pause(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, VMOut, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, VMOut{}, err
+	}
+	v, err = s.opt.Client.PauseVM(ctx, v.ID)
+	return nil, VMOut{VM: v}, err
+}
+
+func (s *Server) resume(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, VMOut, error) {
+	return s.vmOp(ctx, in.VM, s.opt.Client.ResumeVM)
+}
+
+func (s *Server) suspend(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, VMOut, error) {
+	return s.vmOp(ctx, in.VM, s.opt.Client.SuspendVM)
+}
+
+// vmOp runs a VM operation (resume, suspend) on a VM in scope and waits
+// for it.
+func (s *Server) vmOp(ctx context.Context, ref string, start func(context.Context, string) (api.OperationRef, error)) (*mcp.CallToolResult, VMOut, error) {
+	v, err := s.vm(ctx, ref)
+	if err != nil {
+		return nil, VMOut{}, err
+	}
+	op, err := start(ctx, v.ID)
+	if err != nil {
+		return nil, VMOut{}, err
+	}
+	var out api.VM
+	err = s.waitOp(ctx, op, &out)
+	return nil, VMOut{VM: out}, err
 }
 
 func (s *Server) delete(ctx context.Context, _ *mcp.CallToolRequest, in DeleteIn) (*mcp.CallToolResult, DoneOut, error) {

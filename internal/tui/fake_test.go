@@ -105,7 +105,7 @@ func (f *fakeClient) CreateVM(_ context.Context, req api.CreateVMRequest) (api.O
 	return f.newOp("vm.create"), nil
 }
 
-func (f *fakeClient) StartVM(_ context.Context, ref string) (api.OperationRef, error) {
+func (f *fakeClient) StartVM(_ context.Context, ref string, _ api.StartVMRequest) (api.OperationRef, error) {
 	f.record("start %s", ref)
 	if f.startErr != nil {
 		return api.OperationRef{}, f.startErr

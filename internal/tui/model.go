@@ -864,7 +864,7 @@ func vmOp(c Client, kind string, vm api.VM) tea.Cmd {
 		if kind == "restart" {
 			ref, err = c.RestartVM(ctx, vm.ID)
 		} else {
-			ref, err = c.StartVM(ctx, vm.ID)
+			ref, err = c.StartVM(ctx, vm.ID, api.StartVMRequest{})
 		}
 		return opStartedMsg{kind: kind, target: vm.Name, ref: ref, err: err}
 	}

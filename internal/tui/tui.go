@@ -30,7 +30,7 @@ type Client interface {
 	ListVMs(ctx context.Context) ([]api.VM, error)
 	Images(ctx context.Context) ([]api.Image, error)
 	CreateVM(ctx context.Context, req api.CreateVMRequest) (api.OperationRef, error)
-	StartVM(ctx context.Context, ref string) (api.OperationRef, error)
+	StartVM(ctx context.Context, ref string, req api.StartVMRequest) (api.OperationRef, error)
 	RestartVM(ctx context.Context, ref string) (api.OperationRef, error)
 	StopVM(ctx context.Context, ref string) (api.VM, error)
 	DeleteVM(ctx context.Context, ref string, force bool) error

@@ -25,9 +25,17 @@ func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
 
 // boot starts a recorded VM whose disks exist: tap, config drive, VMM,
 // agent, DNS. It is shared by create and start; its undo steps are
-// registered on op.
-func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image) (store.VM, error) {
-	op.Plan(StageNetwork, StageConfig, StageBoot, StageAgent)
+// registered on op. With restore set, the VMM loads the VM's saved state
+// (checked first) instead of booting, the config drive is left as the
+// guest last saw it, and the guest's clock and random pool are renewed.
+func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image, restore *savedMeta) (store.VM, error) {
+	bootStage := StageBoot
+	if restore != nil {
+		bootStage = StageRestore
+		op.Plan(StageNetwork, StageRestore, StageAgent)
+	} else {
+		op.Plan(StageNetwork, StageConfig, StageBoot, StageAgent)
+	}
 	man, err := manifestOf(img)
 	if err != nil {
 		return vm, err
@@ -58,27 +66,38 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		return vm, err
 	}
 
-	if err := op.Do(StageConfig, func(s *operation.Stage) error {
-		warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, layout.ConfigDriveFile))
-		for _, w := range warnings {
-			op.Logf("warning: %s", w)
+	// A restored guest already applied (and unmounted) its config drive:
+	// it stays as the guest last saw it.
+	if restore == nil {
+		if err := op.Do(StageConfig, func(s *operation.Stage) error {
+			warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, layout.ConfigDriveFile))
+			for _, w := range warnings {
+				op.Logf("warning: %s", w)
+			}
+			if err != nil {
+				return err
+			}
+			if len(warnings) > 0 {
+				s.Detail("%d file_sync warning(s): %s", len(warnings), strings.Join(warnings, "; "))
+			}
+			return nil
+		}); err != nil {
+			return vm, err
 		}
-		if err != nil {
-			return err
-		}
-		if len(warnings) > 0 {
-			s.Detail("%d file_sync warning(s): %s", len(warnings), strings.Join(warnings, "; "))
-		}
-		return nil
-	}); err != nil {
-		return vm, err
 	}
 
 	var h vmm.Handles
-	if err := op.Do(StageBoot, func(s *operation.Stage) error {
+	if err := op.Do(bootStage, func(s *operation.Stage) error {
 		spec, accelNote, err := m.spec(vm, img, man, tap)
 		if err != nil {
 			return err
+		}
+		if restore != nil {
+			if err := m.checkSaved(ctx, vm, *restore, spec.Accel); err != nil {
+				return err
+			}
+			spec.RestoreDir = m.suspendDir(vm.ID)
+			accelNote += ", restored from state saved " + restore.SavedAt.Format(time.DateTime)
 		}
 		// Record the handles as soon as the process exists, not after it
 		// answers: a daemon killed while the VMM starts (QMP may take many
@@ -115,6 +134,10 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		ssh := "no sshd"
 		if man.Init == image.InitSystemd && m.waitSSH(ctx, vm, h) {
 			ssh = "sshd listening"
+		}
+		if restore != nil {
+			s.Detail("agent %s, %s", health.Version, m.thaw(ctx, op, vm, m.agentClient(vm, h)))
+			return nil
 		}
 		s.Detail("agent %s, systemd %s, %s", health.Version, orDash(health.SystemState), ssh)
 		return nil

@@ -89,7 +89,7 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	if err := m.assignAddress(ctx, &vm); err != nil {
 		return store.VM{}, err
 	}
-	vm, err = m.boot(ctx, op, vm, img)
+	vm, err = m.boot(ctx, op, vm, img, nil)
 	if err != nil {
 		return store.VM{}, err
 	}

@@ -16,9 +16,11 @@ import (
 )
 
 // Start boots a stopped VM again: same disks, address and identity; the
-// config drive is rebuilt so file_sync applies on every start. Starting a
-// running VM is a no-op.
-func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string) (store.VM, error) {
+// config drive is rebuilt so file_sync applies on every start. A
+// suspended VM is restored from its saved state instead, unless cold,
+// which discards that state and boots from the disks. Starting a running
+// VM is a no-op.
+func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string, cold bool) (store.VM, error) {
 	vm, err := m.opt.Store.GetVM(ctx, ref)
 	if err != nil {
 		return store.VM{}, err
@@ -39,10 +41,26 @@ func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string) (stor
 	if _, err := os.Stat(filepath.Join(m.vmDir(vm.ID), layout.WorkFile)); err != nil {
 		return vm, fmt.Errorf("vm %s: work disk missing: %w", vm.Name, err)
 	}
-	vm, err = m.boot(ctx, op, vm, img)
+	meta, suspended, err := m.saved(vm.ID)
+	if err != nil && !cold {
+		return vm, fmt.Errorf("vm %s: %w (banger vm start --cold %s boots from the disks instead)", vm.Name, err, vm.Name)
+	}
+	var restore *savedMeta
+	if suspended && !cold {
+		restore = &meta
+	} else if err := m.discardSaved(op, vm); err != nil {
+		return vm, err
+	}
+	vm, err = m.boot(ctx, op, vm, img, restore)
 	if err != nil {
 		m.markFailed(vm.ID, err)
 		return vm, err
+	}
+	if restore != nil {
+		// The guest runs on from here; its saved memory is spent.
+		if err := m.discardSaved(nil, vm); err != nil {
+			m.log.Warn("remove restored state", "vm", vm.Name, "err", err)
+		}
 	}
 	return vm, nil
 }
@@ -60,6 +78,11 @@ func (m *Manager) Stop(ctx context.Context, ref string) (store.VM, error) {
 	if err := m.halt(ctx, vm, false); err != nil {
 		return vm, err
 	}
+	// A suspended VM that is stopped loses its saved memory: stopped
+	// means the next start boots from the disks.
+	if err := m.discardSaved(nil, vm); err != nil {
+		return vm, err
+	}
 	return m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error {
 		v.State = store.StateStopped
 		v.DesiredState = store.StateStopped
@@ -72,7 +95,7 @@ func (m *Manager) Restart(ctx context.Context, op *operation.Op, ref string) (st
 	if _, err := m.Stop(ctx, ref); err != nil {
 		return store.VM{}, err
 	}
-	return m.Start(ctx, op, ref)
+	return m.Start(ctx, op, ref, false)
 }
 
 // Delete removes the VM completely: VMM, tap, DNS record, known_hosts
@@ -140,6 +163,12 @@ func (m *Manager) halt(ctx context.Context, vm store.VM, kill bool) error {
 		driver := m.opt.Drivers[h.VMM]
 		if driver == nil {
 			return fmt.Errorf("vm %s runs under %s, which this daemon cannot drive", vm.Name, h.VMM)
+		}
+		if snap, ok := driver.(vmm.Snapshotter); ok && h.Paused && !kill {
+			// A paused guest cannot answer the power button.
+			if err := snap.Resume(ctx, h); err != nil {
+				m.log.Warn("resume before stop", "vm", vm.Name, "err", err)
+			}
 		}
 		var err error
 		if kill {

@@ -172,7 +172,14 @@ func (m *Manager) Agent(ctx context.Context, ref string) (*agentclient.Client, s
 	}
 	h, ok := m.alive(vm.ID)
 	if !ok {
-		return nil, vm, fmt.Errorf("vm %s is not running (start it with: banger vm start %s): %w", vm.Name, vm.Name, ErrNotRunning)
+		hint := "start it with: banger vm start " + vm.Name
+		if m.View(vm) == StateSuspended {
+			hint = "it is suspended; resume it with: banger vm resume " + vm.Name
+		}
+		return nil, vm, fmt.Errorf("vm %s is not running (%s): %w", vm.Name, hint, ErrNotRunning)
+	}
+	if h.Paused {
+		return nil, vm, fmt.Errorf("vm %s is paused (resume it with: banger vm resume %s): %w", vm.Name, vm.Name, ErrNotRunning)
 	}
 	return m.agentClient(vm, h), vm, nil
 }
@@ -200,13 +207,24 @@ func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agentclient.Client {
 	return c.client
 }
 
-func (m *Manager) dropAgent(id string) {
+func (m *Manager) dropAgent(id string) { m.hangUpAgent(id) }
+
+// hangUpAgent closes the VM's agent connection and reports whether a live
+// one was closed (the guest then sees its host go away).
+func (m *Manager) hangUpAgent(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.agents[id]; ok {
-		c.dialer.Close()
-		delete(m.agents, id)
+	c, ok := m.agents[id]
+	if !ok {
+		return false
 	}
+	live := true
+	if cd, ok := c.dialer.(interface{ Connected() bool }); ok {
+		live = cd.Connected()
+	}
+	c.dialer.Close()
+	delete(m.agents, id)
+	return live
 }
 
 // Close releases agent connections. VMs keep running.

@@ -68,6 +68,12 @@ type Spec struct {
 	Dir string
 	// Accel is the QEMU accelerator, AccelKVM or AccelTCG.
 	Accel string
+	// RestoreDir, when set, names a directory holding state a Snapshotter
+	// of the same driver saved (see SavedState): Start then loads it
+	// instead of booting the kernel, and returns once the guest runs
+	// again. The Spec must describe the same machine (shape, drives,
+	// MAC, CID) as the one that was saved.
+	RestoreDir string
 	// OnSpawn, when set, is called with the handles (PID and start time
 	// filled in) the moment the VMM process exists, before the driver waits
 	// for it to be ready, so the caller can record them durably: a daemon
@@ -115,6 +121,13 @@ type Handles struct {
 	VMMLog         string `json:"vmm_log,omitempty"`
 	Tap            string `json:"tap,omitempty"`
 	AgentTransport string `json:"agent_transport,omitempty"`
+	// Accel is the QEMU accelerator the VMM runs with (empty for
+	// Firecracker, which is always KVM); saved state loads only under the
+	// same one.
+	Accel string `json:"accel,omitempty"`
+	// Paused is set while the guest's vCPUs are stopped (vm pause, or a
+	// suspend in progress), so a restarted daemon knows it too.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // ControlSocket is the socket that identifies this VM's VMM process on its
@@ -193,4 +206,60 @@ func Select(want string, fcAvailable, kvmUsable, qemuAvailable bool) (string, er
 	default:
 		return "", fmt.Errorf("select vmm: unknown vmm %q (want auto, firecracker or qemu)", want)
 	}
+}
+
+// Snapshotter is implemented by drivers that can freeze a running VM in
+// memory, save its memory and device state to files and boot from them
+// again. Every method works on a VM the driver started.
+type Snapshotter interface {
+	// Pause stops the guest's vCPUs; the VMM process and its memory stay.
+	Pause(ctx context.Context, h Handles) error
+	// Resume lets a paused guest run again.
+	Resume(ctx context.Context, h Handles) error
+	// Save writes the state of the (running or paused) VM into dir, which
+	// exists and is empty, and returns what it wrote. The guest is paused
+	// first and stays paused; the caller ends the VMM (or resumes it) after.
+	// On error the files written so far are removed and the guest stays
+	// paused.
+	Save(ctx context.Context, h Handles, dir string) (SavedState, error)
+}
+
+// SavedState describes the files a Snapshotter wrote and the VMM that can
+// load them. A VMM refuses state written by another build or for another
+// machine shape, so callers compare Binary and Version (and the Spec's
+// shape) before restoring and fall back to a cold boot otherwise.
+type SavedState struct {
+	// VMM is the driver name (Firecracker or QEMU).
+	VMM string `json:"vmm"`
+	// Version is the VMM's version string as the driver reports it.
+	Version string `json:"version"`
+	// Files are the names (inside the state dir) the driver wrote, each
+	// with its size, so a truncated copy is refused before load.
+	Files []StateFile `json:"files"`
+}
+
+// StateFile is one file of a SavedState.
+type StateFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// AgentQuiescer is implemented by drivers whose agent channel is one
+// byte stream shared by successive host connections (QEMU's virtio-serial
+// port): hangUp closes the host's end (reporting whether a live connection
+// was closed), and QuiesceAgent returns once the
+// guest has ended the session of that connection, so that freezing the guest (pause,
+// save) cannot capture a session the next host connection would then
+// collide with. Channels with a connection per stream (vsock) need only
+// the hang-up.
+type AgentQuiescer interface {
+	QuiesceAgent(ctx context.Context, h Handles, hangUp func() bool, timeout time.Duration) error
+}
+
+// Versioner reports the version of the VMM binary a driver would start,
+// in the form SavedState.Version records, so saved state is checked
+// against the VMM that would load it before anything is started.
+type Versioner interface {
+	Version(ctx context.Context) (string, error)
 }

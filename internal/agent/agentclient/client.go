@@ -498,3 +498,22 @@ func runExecStream(ctx context.Context, sc *stream.Conn, closer io.Closer, eio E
 }
 
 func newStreamConn(rwc io.ReadWriteCloser) *stream.Conn { return stream.NewConn(rwc) }
+
+// Thaw tells a guest that runs again after a pause, suspend or restore to
+// step its clock to the host's and reseed its random pool (POST /thaw).
+func (c *Client) Thaw(ctx context.Context, t agent.Thaw) (agent.ThawResult, error) {
+	ctx, cancel := withDefaultTimeout(ctx, durOr(c.RequestTimeout, DefaultRequestTimeout))
+	defer cancel()
+	body, err := json.Marshal(t)
+	if err != nil {
+		return agent.ThawResult{}, err
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, agent.PathThaw, nil, bytes.NewReader(body))
+	if err != nil {
+		return agent.ThawResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var out agent.ThawResult
+	err = c.doJSON(req, &out)
+	return out, err
+}

@@ -250,6 +250,14 @@ func (d *serialDialer) drop(sess *yamux.Session) {
 	sess.Close()
 }
 
+// Connected reports whether the dialer holds a live session, that is
+// whether closing it hangs up on the guest.
+func (d *serialDialer) Connected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sess != nil && !d.sess.IsClosed()
+}
+
 func (d *serialDialer) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -27,3 +27,14 @@ func Config() *yamux.Config {
 	cfg.LogOutput = io.Discard
 	return cfg
 }
+
+// GuestConfig is Config without keepalives, for the guest's end. The guest
+// learns that the host went away from the port itself (reads return EOF),
+// and a keepalive ping in flight when the VM is paused or saved would time
+// out as soon as the guest runs again, ending the session a reconnected
+// host has just begun to use.
+func GuestConfig() *yamux.Config {
+	cfg := Config()
+	cfg.EnableKeepAlive = false
+	return cfg
+}

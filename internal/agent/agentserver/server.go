@@ -48,6 +48,10 @@ type Server struct {
 	HostKeyGlob string
 	// Sessions manages long-lived sessions; nil disables /sessions.
 	Sessions *Sessions
+	// SetClock steps the wall clock and AddEntropy feeds the kernel's
+	// random pool, for POST /thaw; nil means the real system calls.
+	SetClock   func(time.Time) error
+	AddEntropy func([]byte) error
 
 	identityErr atomic.Pointer[string]
 	identitySet atomic.Bool
@@ -92,6 +96,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+agent.PathFiles, s.handleDownload)
 	mux.HandleFunc("GET "+agent.PathPorts, s.handlePorts)
 	mux.HandleFunc("GET "+agent.PathHostKeys, s.handleHostKeys)
+	mux.HandleFunc("POST "+agent.PathThaw, s.handleThaw)
 	s.sessionRoutes(mux)
 	return s.auth(mux)
 }

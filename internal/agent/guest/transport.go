@@ -110,7 +110,7 @@ func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (
 	if err != nil {
 		return fmt.Errorf("open serial port: %w", err)
 	}
-	sess, err := yamux.Server(port, agentmux.Config())
+	sess, err := yamux.Server(port, agentmux.GuestConfig())
 	if err != nil {
 		port.Close()
 		return fmt.Errorf("start yamux session: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"banger/internal/layout"
@@ -104,6 +105,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		ConsoleLog: consolePath(s),
 		VMMLog:     s.Dir + "/" + layout.VMMLogFile,
 		Tap:        s.Tap,
+		Accel:      s.Accel,
 	}
 	stale := []string{h.QMPSocket, pidPath(s)}
 	if o.Vsock {
@@ -125,6 +127,18 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	argv := Cmdline(s, o)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = s.Dir
+	if s.RestoreDir != "" {
+		// The state reaches QEMU as an inherited descriptor (fd 3): under
+		// -sandbox spawn=deny it may not exec a helper to read it. -S keeps
+		// the loaded guest paused until waitReady has seen the load finish.
+		state, err := os.Open(filepath.Join(s.RestoreDir, StateFile))
+		if err != nil {
+			return vmm.Handles{}, fmt.Errorf("restore qemu vm %s: %w", s.VMID, err)
+		}
+		defer state.Close()
+		cmd.ExtraFiles = []*os.File{state}
+		cmd.Args = append(cmd.Args, "-incoming", "fd:3", "-S")
+	}
 	logf, err := vmm.Detach(cmd, h.VMMLog)
 	if err != nil {
 		return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)
@@ -143,7 +157,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		err = s.OnSpawn(h)
 	}
 	if err == nil {
-		err = d.waitReady(ctx, h, exited, &waitErr)
+		err = d.waitReady(ctx, h, s.RestoreDir != "", exited, &waitErr)
 	}
 	if err != nil {
 		_ = cmd.Process.Kill()
@@ -154,8 +168,10 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 }
 
 // waitReady polls the QMP socket until it answers query-status with
-// "running", the process exits, or the start timeout passes.
-func (d *Driver) waitReady(ctx context.Context, h vmm.Handles, exited <-chan struct{}, waitErr *error) error {
+// "running", the process exits, or the start timeout passes. A restoring
+// QEMU reports "inmigrate" while it loads and "paused" once the state is
+// in (it was started with -S); waitReady then lets the guest run.
+func (d *Driver) waitReady(ctx context.Context, h vmm.Handles, restoring bool, exited <-chan struct{}, waitErr *error) error {
 	timeout := d.StartTimeout
 	if timeout == 0 {
 		timeout = DefaultStartTimeout
@@ -183,6 +199,18 @@ func (d *Driver) waitReady(ctx context.Context, h vmm.Handles, exited <-chan str
 			continue
 		}
 		st, err := q.status(ctx)
+		if err == nil && restoring {
+			switch st {
+			case "inmigrate":
+				q.Close()
+				last = errors.New("still loading saved state")
+				continue
+			case "paused":
+				if _, err = q.execute(ctx, "cont", nil); err == nil {
+					st, err = q.status(ctx)
+				}
+			}
+		}
 		q.Close()
 		if err != nil {
 			return err

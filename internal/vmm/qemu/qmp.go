@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 )
 
@@ -58,12 +60,32 @@ func (q *qmpConn) deadline(ctx context.Context) {
 
 // execute runs one command and returns its "return" value.
 func (q *qmpConn) execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return q.executeWithFile(ctx, cmd, args, nil)
+}
+
+// executeWithFile runs one command; when f is not nil its descriptor
+// travels with the command as SCM_RIGHTS ancillary data, which is how
+// getfd hands QEMU a file it could not open itself under -sandbox.
+func (q *qmpConn) executeWithFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	q.deadline(ctx)
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
 	}
-	if err := json.NewEncoder(q.conn).Encode(req); err != nil {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+	}
+	if f != nil {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("qmp %s: passing a file needs a unix socket", cmd)
+		}
+		_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = q.conn.Write(b)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	for {
@@ -82,6 +104,25 @@ func (q *qmpConn) execute(ctx context.Context, cmd string, args any) (json.RawMe
 			return nil, fmt.Errorf("qmp %s: %w", cmd, resp.Error)
 		default:
 			return resp.Return, nil
+		}
+	}
+}
+
+// waitEvent reads until an asynchronous event named name arrives whose
+// data match accepts, or ctx ends. Only events are expected: it must not
+// run while a command is in flight.
+func (q *qmpConn) waitEvent(ctx context.Context, name string, match func(json.RawMessage) bool) error {
+	q.deadline(ctx)
+	for {
+		var msg struct {
+			Event string          `json:"event"`
+			Data  json.RawMessage `json:"data"`
+		}
+		if err := q.dec.Decode(&msg); err != nil {
+			return fmt.Errorf("wait for qmp event %s: %w", name, err)
+		}
+		if msg.Event == name && match(msg.Data) {
+			return nil
 		}
 	}
 }
