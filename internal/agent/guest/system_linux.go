@@ -41,6 +41,14 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 		return err
 	}
 	name := link.Attrs().Name
+	// A guest restored from another VM's memory still carries that VM's
+	// MAC: take the one the host bound to this VM's tap (virtio-net
+	// changes it live).
+	if mac, err := net.ParseMAC(cfg.MAC); err == nil && cfg.MAC != "" && !strings.EqualFold(link.Attrs().HardwareAddr.String(), mac.String()) {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set %s mac %s: %w", name, mac, err)
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
@@ -50,6 +58,19 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 	}}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", cfg.Address, name, err)
+	}
+	// ...and that VM's address: remove every other IPv4 address.
+	old, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range old {
+		if a.IP.Equal(addr.IP) {
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove old address %s from %s: %w", a.IPNet, name, err)
+		}
 	}
 	if cfg.Gateway.IsValid() {
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: cfg.Gateway.AsSlice()}
@@ -177,6 +198,19 @@ func (LinuxSystem) Chown(path string, uid, gid int) error {
 // software emulation (TCG), and it would hold up the agent and sshd on
 // every first boot; every current ssh client speaks ed25519.
 var hostKeyTypes = []string{"ed25519", "ecdsa"}
+
+// ReloadSSHD makes a running sshd load its host keys again; without
+// systemd (or sshd) there is nothing to reload.
+func (LinuxSystem) ReloadSSHD() error {
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		return nil
+	}
+	out, err := exec.Command("systemctl", "try-reload-or-restart", "ssh.service").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl try-reload-or-restart ssh: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
 
 // GenerateHostKeys creates the missing ed25519 and ecdsa ssh host keys of
 // the filesystem at root; existing keys are kept.
