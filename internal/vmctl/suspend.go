@@ -42,6 +42,13 @@ type savedMeta struct {
 	MemoryMiB int       `json:"memory_mib"`
 	Accel     string    `json:"accel,omitempty"`
 	SavedAt   time.Time `json:"saved_at"`
+
+	// dir holds the state files; template is set when they are an
+	// image's warm template rather than this VM's own suspend, and
+	// checked once checkSaved passed.
+	dir      string
+	template *templateMeta
+	checked  bool
 }
 
 func (m *Manager) suspendDir(id string) string { return filepath.Join(m.vmDir(id), layout.SuspendDir) }
@@ -60,6 +67,7 @@ func (m *Manager) saved(id string) (savedMeta, bool, error) {
 	if err := json.Unmarshal(b, &meta); err != nil {
 		return savedMeta{}, true, fmt.Errorf("read %s: %w", layout.SavedStateFile, err)
 	}
+	meta.dir = m.suspendDir(id)
 	return meta, true, nil
 }
 
@@ -354,7 +362,7 @@ func (m *Manager) checkSaved(ctx context.Context, vm store.VM, meta savedMeta, a
 	if have != meta.Version {
 		return fmt.Errorf("saved state of vm %s was written by %s %s, this host has %s %s%s", vm.Name, meta.VMM, meta.Version, vm.VMM, have, hint)
 	}
-	if err := vmm.VerifyState(m.suspendDir(vm.ID), meta.SavedState); err != nil {
+	if err := vmm.VerifyState(meta.dir, meta.SavedState); err != nil {
 		return fmt.Errorf("%w%s", err, hint)
 	}
 	return nil
