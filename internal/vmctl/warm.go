@@ -74,6 +74,7 @@ func (m *Manager) warmTemplate(ctx context.Context, op *operation.Op, vm store.V
 	}
 	if err == nil {
 		t.dir = dir
+		t.template = &t
 		var accel string
 		if accel, _, err = m.accel(vm.VMM); err == nil {
 			err = m.checkSaved(ctx, vm, t.savedMeta, accel)

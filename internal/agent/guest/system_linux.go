@@ -56,10 +56,9 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 		IP:   cfg.Address.Addr().AsSlice(),
 		Mask: net.CIDRMask(cfg.Address.Bits(), cfg.Address.Addr().BitLen()),
 	}}
-	if err := netlink.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("set address %s on %s: %w", cfg.Address, name, err)
-	}
-	// ...and that VM's address: remove every other IPv4 address.
+	// A restored guest also carries that VM's address: remove every other
+	// IPv4 address first, so the new one is the primary and its subnet
+	// route the one the default route goes through.
 	old, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", name, err)
@@ -71,6 +70,9 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 		if err := netlink.AddrDel(link, &a); err != nil {
 			return fmt.Errorf("remove old address %s from %s: %w", a.IPNet, name, err)
 		}
+	}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("set address %s on %s: %w", cfg.Address, name, err)
 	}
 	if cfg.Gateway.IsValid() {
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: cfg.Gateway.AsSlice()}
