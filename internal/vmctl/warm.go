@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/agent"
@@ -239,4 +240,25 @@ func (m *Manager) makeTemplate(ctx context.Context, op *operation.Op, vm store.V
 		return nil
 	})
 	return out, err
+}
+
+// DropTemplates removes every warm template of the image imageID (the
+// image is being removed: they restore nothing without it).
+func (m *Manager) DropTemplates(imageID string) error {
+	prefix := templateKey(imageID, 0, 0, 0)
+	prefix = prefix[:strings.Index(prefix, "-0c-")+1]
+	ents, err := os.ReadDir(m.opt.WarmDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			errs = append(errs, os.RemoveAll(filepath.Join(m.opt.WarmDir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -61,3 +61,30 @@ func TestCreate_unusableWarmTemplateBootsCold(t *testing.T) {
 		t.Errorf("--cold looked at the template: %q", snap.Log)
 	}
 }
+
+// TestDropTemplates removes the templates of one image and keeps the
+// others'.
+func TestDropTemplates(t *testing.T) {
+	m := New(Options{VMsDir: filepath.Join(t.TempDir(), "vms")})
+	keep := m.templateDir("bbbbbbbbbbbbbbbbbbbb", 2, 1024, 2<<30)
+	drop := []string{m.templateDir("aaaaaaaaaaaaaaaaaaaa", 2, 1024, 2<<30), m.templateDir("aaaaaaaaaaaaaaaaaaaa", 4, 4096, 8<<30)}
+	for _, d := range append(drop, keep) {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.DropTemplates("aaaaaaaaaaaaaaaaaaaa"); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range drop {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("another image's template went: %v", err)
+	}
+	if err := New(Options{VMsDir: filepath.Join(t.TempDir(), "none", "vms")}).DropTemplates("x"); err != nil {
+		t.Errorf("no warm dir: %v", err)
+	}
+}
