@@ -28,7 +28,27 @@ const (
 	PathHostKeys = "/hostkeys"
 	PathSessions = "/sessions"
 	PathThaw     = "/thaw"
+	PathIdentity = "/identity"
 )
+
+// Reidentify is the body of POST /identity: a guest restored from memory
+// saved by another VM (a warm start from an image's template, a fork)
+// still holds that VM's hostname, MAC, address, ssh host keys and agent
+// token. It takes Identity (Files aside: file_sync applies at boot) and
+// HostKeys, which the host generated and has already pinned. The agent
+// answers, then requires Identity.Token on every later request.
+type Reidentify struct {
+	Identity Identity  `json:"identity"`
+	HostKeys []HostKey `json:"host_keys"`
+}
+
+// HostKey is one ssh host key pair, in the files' formats: Private as
+// OpenSSH writes ssh_host_TYPE_key, Public as ssh_host_TYPE_key.pub.
+type HostKey struct {
+	Type    string `json:"type"` // "ed25519", "ecdsa" or "rsa"
+	Private string `json:"private"`
+	Public  string `json:"public"`
+}
 
 // Thaw is the body of POST /thaw, which the host sends first to a guest
 // that ran again after being paused, suspended or restored from a

@@ -164,4 +164,7 @@ type CreateVMRequest struct {
 	Image string `json:"image,omitempty"`
 	VMM   string `json:"vmm,omitempty"`
 	Spec  VMSpec `json:"spec"`
+	// Cold boots the kernel even when a warm template of the image fits
+	// the spec.
+	Cold bool `json:"cold,omitempty"`
 }

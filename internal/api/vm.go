@@ -21,6 +21,7 @@ const (
 	PathVMPause   = "/v1/vms/{ref}/pause"
 	PathVMResume  = "/v1/vms/{ref}/resume"
 	PathVMSuspend = "/v1/vms/{ref}/suspend"
+	PathWarm      = "/v1/warm"
 	PathVMLogs    = "/v1/vms/{ref}/logs"
 	PathVMHealth  = "/v1/vms/{ref}/health"
 	PathVMPorts   = "/v1/vms/{ref}/ports"
@@ -132,6 +133,26 @@ type StartVMRequest struct {
 func (c *Client) StartVM(ctx context.Context, ref string, req StartVMRequest) (OperationRef, error) {
 	var out OperationRef
 	err := c.Do(ctx, http.MethodPost, vmPath(PathVMStart, ref), req, &out)
+	return out, err
+}
+
+// WarmTemplate is an image's warm template for one machine shape: a guest
+// booted once to agent ready and saved, from which `vm create` and `vm run`
+// restore new VMs instead of booting them.
+type WarmTemplate struct {
+	Image      string    `json:"image"`
+	ImageID    string    `json:"image_id"`
+	VMM        string    `json:"vmm"`
+	Spec       VMSpec    `json:"spec"`
+	StateBytes int64     `json:"state_bytes"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Warm starts an operation that makes (or remakes) the warm template of
+// req's image and shape (req.Name is ignored).
+func (c *Client) Warm(ctx context.Context, req CreateVMRequest) (OperationRef, error) {
+	var out OperationRef
+	err := c.Do(ctx, http.MethodPost, PathWarm, req, &out)
 	return out, err
 }
 

@@ -21,6 +21,8 @@ banger doctor --json | jq '.checks[] | select(.status != "ok")'`,
 banger image import docker.io/library/alpine:3.20 --name alpine`,
 	"banger image list": `banger image list
 banger image list --json | jq -r '.[].name'`,
+	"banger image warm": `banger image warm
+banger image warm debian-12 --vcpu 4 --memory 4096`,
 	"banger image pull":   `banger image pull debian-12`,
 	"banger image show":   `banger image show debian-12`,
 	"banger image rm":     `banger image rm old-image`,

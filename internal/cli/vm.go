@@ -20,6 +20,7 @@ import (
 type vmFlags struct {
 	name, image, vmm, diskSize string
 	vcpu, memoryMiB            int
+	cold                       bool
 }
 
 func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
@@ -35,6 +36,7 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	fl.IntVar(&f.memoryMiB, "memory", d.MemoryMiB, fmt.Sprintf("memory in MiB (%s)", d.MemorySource))
 	fl.StringVar(&f.diskSize, "disk-size", config.FormatSize(d.DiskBytes), fmt.Sprintf("size of the /root work disk, e.g. 16G (%s)", d.DiskSource))
 	fl.StringVar(&f.vmm, "vmm", vmm, "VMM: auto, firecracker or qemu")
+	fl.BoolVar(&f.cold, "cold", false, "boot the kernel even when a warm template of the image fits (see banger image warm)")
 }
 
 // request validates the flags and builds the create request.
@@ -69,6 +71,7 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		Image: f.image,
 		VMM:   f.vmm,
 		Spec:  api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
+		Cold:  f.cold,
 	}
 	return req, r, nil
 }

@@ -84,8 +84,16 @@ func (d *Daemon) handleRemoveImage(w http.ResponseWriter, r *http.Request) error
 			return api.Errorf(api.CodeInvalid, "force=%q: want true or false", v)
 		}
 	}
-	if err := d.ImageManager().Remove(r.Context(), r.PathValue("ref"), force); err != nil {
+	img, err := d.Store.GetImage(r.Context(), r.PathValue("ref"))
+	if err != nil {
 		return err
+	}
+	if err := d.ImageManager().Remove(r.Context(), img.ID, force); err != nil {
+		return err
+	}
+	// Its warm templates restore nothing without it.
+	if err := d.VMs.DropTemplates(img.ID); err != nil {
+		d.Logger.Warn("remove warm templates", "image", img.Name, logKeyErr, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -34,6 +34,7 @@ func (d *Daemon) vmRoutes() []Route {
 		{"POST " + api.PathVMPause, d.handlePauseVM},
 		{"POST " + api.PathVMResume, d.handleResumeVM},
 		{"POST " + api.PathVMSuspend, d.handleSuspendVM},
+		{"POST " + api.PathWarm, d.handleWarm},
 		{"GET " + api.PathVMLogs, d.handleVMLogs},
 		{"GET " + api.PathVMHealth, d.handleVMHealth},
 		{"GET " + api.PathVMPorts, d.handleVMPorts},
@@ -109,6 +110,23 @@ func (d *Daemon) handleStartVM(w http.ResponseWriter, r *http.Request) error {
 	return d.startVMOp(w, "vm.start", func(ctx context.Context, op *operation.Op) (store.VM, error) {
 		return d.VMs.Start(ctx, op, ref, req.Cold)
 	})
+}
+
+func (d *Daemon) handleWarm(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateVMRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	op := d.Ops.Start("image.warm", func(ctx context.Context, op *operation.Op) (any, error) {
+		t, err := d.VMs.Warm(ctx, op, req)
+		if err != nil {
+			return nil, err
+		}
+		return api.WarmTemplate{Image: t.Image.Name, ImageID: t.Image.ID, VMM: t.VMM,
+			Spec:       api.VMSpec{VCPU: t.VCPU, MemoryMiB: t.MemoryMiB, DiskBytes: t.DiskBytes},
+			StateBytes: t.StateBytes, CreatedAt: t.CreatedAt}, nil
+	})
+	return writeJSON(w, http.StatusAccepted, op.Ref())
 }
 
 func (d *Daemon) handlePauseVM(w http.ResponseWriter, r *http.Request) error {

@@ -121,3 +121,33 @@ func rssOf(pid int) float64 {
 	kb, _ := strconv.ParseFloat(f[0], 64)
 	return kb / 1000
 }
+
+// BenchmarkWarmRun compares, in one run, `vm run --rm -- true` restored
+// from the image's warm template with the same command booted cold
+// (--cold); the ratio warm/cold is the figure.
+//
+//	CI=true go test -run '^$' -bench WarmRun -benchtime 3x ./internal/e2e/
+func BenchmarkWarmRun(b *testing.B) {
+	e := newEnv(b)
+	e.ensureImage()
+	start := time.Now()
+	e.must(e.banger("", "image", "warm"))
+	b.ReportMetric(time.Since(start).Seconds(), "s/image-warm")
+	var warm, cold time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		r := e.must(e.banger("", "vm", "run", "--rm", "--", "true"))
+		warm += time.Since(start)
+		if !strings.Contains(r.stderr, "warm template") {
+			b.Fatalf("vm run did not restore:\n%s", r.stderr)
+		}
+		start = time.Now()
+		e.must(e.banger("", "vm", "run", "--rm", "--cold", "--", "true"))
+		cold += time.Since(start)
+	}
+	n := float64(b.N)
+	b.ReportMetric(warm.Seconds()/n, "s/warm-run")
+	b.ReportMetric(cold.Seconds()/n, "s/cold-run")
+	b.ReportMetric(warm.Seconds()/cold.Seconds(), "warm/cold")
+}

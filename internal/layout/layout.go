@@ -80,6 +80,12 @@ const (
 	// (the VMM's files plus SavedStateFile); its presence while no VMM
 	// runs is what makes the VM suspended.
 	SuspendDir = "suspend"
+	// WarmDir, in the state directory, holds the images' warm templates:
+	// one directory per image and machine shape with a booted guest's
+	// saved state (StateFile), its disks and TemplateFile.
+	WarmDir = "warm"
+	// TemplateFile describes a warm template (see vmctl).
+	TemplateFile = "template.json"
 	// SavedStateFile describes the state in a SuspendDir: the VMM and its
 	// version, the machine shape, and each file's size and SHA-256.
 	SavedStateFile = "state.json"

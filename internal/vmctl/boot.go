@@ -30,11 +30,15 @@ func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
 // guest last saw it, and the guest's clock and random pool are renewed.
 func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image, restore *savedMeta) (store.VM, error) {
 	bootStage := StageBoot
-	if restore != nil {
+	switch {
+	case restore == nil:
+		op.Plan(StageNetwork, StageConfig, StageBoot, StageAgent)
+	case restore.template != nil:
+		bootStage = StageRestore
+		op.Plan(StageNetwork, StageConfig, StageRestore, StageAgent)
+	default:
 		bootStage = StageRestore
 		op.Plan(StageNetwork, StageRestore, StageAgent)
-	} else {
-		op.Plan(StageNetwork, StageConfig, StageBoot, StageAgent)
 	}
 	man, err := manifestOf(img)
 	if err != nil {
@@ -67,8 +71,9 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 	}
 
 	// A restored guest already applied (and unmounted) its config drive:
-	// it stays as the guest last saw it.
-	if restore == nil {
+	// it stays as the guest last saw it. A guest restored from an image's
+	// warm template gets its own, for its next cold boot.
+	if restore == nil || restore.template != nil {
 		if err := op.Do(StageConfig, func(s *operation.Stage) error {
 			warnings, err := m.writeConfigDrive(ctx, vm, filepath.Join(dir, layout.ConfigDriveFile))
 			for _, w := range warnings {
@@ -93,11 +98,17 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			return err
 		}
 		if restore != nil {
-			if err := m.checkSaved(ctx, vm, *restore, spec.Accel); err != nil {
-				return err
+			if !restore.checked {
+				if err := m.checkSaved(ctx, vm, *restore, spec.Accel); err != nil {
+					return err
+				}
 			}
-			spec.RestoreDir = m.suspendDir(vm.ID)
-			accelNote += ", restored from state saved " + restore.SavedAt.Format(time.DateTime)
+			spec.RestoreDir = restore.dir
+			if restore.template != nil {
+				accelNote += ", restored from the warm template made " + restore.SavedAt.Format(time.DateTime)
+			} else {
+				accelNote += ", restored from state saved " + restore.SavedAt.Format(time.DateTime)
+			}
 		}
 		// Record the handles as soon as the process exists, not after it
 		// answers: a daemon killed while the VMM starts (QMP may take many
@@ -127,6 +138,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 	}
 
 	if err := op.Do(StageAgent, func(s *operation.Stage) error {
+		if restore != nil && restore.template != nil {
+			if err := m.reidentify(ctx, vm, h, restore.template); err != nil {
+				return err
+			}
+		}
 		health, err := m.waitAgent(ctx, vm, h)
 		if err != nil {
 			return err
@@ -136,7 +152,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			ssh = "sshd listening"
 		}
 		if restore != nil {
-			s.Detail("agent %s, %s", health.Version, m.thaw(ctx, op, vm, m.agentClient(vm, h)))
+			what := "restored"
+			if restore.template != nil {
+				what = "new identity"
+			}
+			s.Detail("agent %s, %s, %s", health.Version, what, m.thaw(ctx, op, vm, m.agentClient(vm, h)))
 			return nil
 		}
 		s.Detail("agent %s, systemd %s, %s", health.Version, orDash(health.SystemState), ssh)
@@ -185,29 +205,35 @@ func (m *Manager) spec(vm store.VM, img store.Image, man *image.Manifest, tap st
 		CID: vm.CID,
 		Dir: dir,
 	}
-	note := ""
-	if vm.VMM == vmm.QEMU {
-		kvm, why := m.opt.Host.KVMUsable()
-		switch m.opt.Config.Accel {
-		case "kvm":
-			if !kvm {
-				return s, "", fmt.Errorf("accel = \"kvm\" in config but KVM is not usable: %s", why)
-			}
-			s.Accel = vmm.AccelKVM
-		case "tcg":
-			s.Accel = vmm.AccelTCG
-			note = ", tcg (accel = \"tcg\" in config)"
-		default:
-			if kvm {
-				s.Accel = vmm.AccelKVM
-				note = ", kvm"
-			} else {
-				s.Accel = vmm.AccelTCG
-				note = ", tcg software emulation (" + why + ")"
-			}
-		}
+	accel, note, err := m.accel(vm.VMM)
+	if err != nil {
+		return s, "", err
 	}
+	s.Accel = accel
 	return s, note, nil
+}
+
+// accel is the QEMU accelerator a VM under vmmName gets on this host
+// with this config ("" for Firecracker), and a note saying why.
+func (m *Manager) accel(vmmName string) (string, string, error) {
+	if vmmName != vmm.QEMU {
+		return "", "", nil
+	}
+	kvm, why := m.opt.Host.KVMUsable()
+	switch m.opt.Config.Accel {
+	case "kvm":
+		if !kvm {
+			return "", "", fmt.Errorf("accel = \"kvm\" in config but KVM is not usable: %s", why)
+		}
+		return vmm.AccelKVM, "", nil
+	case "tcg":
+		return vmm.AccelTCG, ", tcg (accel = \"tcg\" in config)", nil
+	default:
+		if kvm {
+			return vmm.AccelKVM, ", kvm", nil
+		}
+		return vmm.AccelTCG, ", tcg software emulation (" + why + ")", nil
+	}
 }
 
 // waitAgent polls the guest agent until it answers, the VMM dies or the

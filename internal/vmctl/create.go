@@ -39,7 +39,7 @@ const (
 // on op. Everything made before a failing stage is undone through op's
 // rollback. The returned VM is running and its agent answered.
 func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVMRequest) (store.VM, error) {
-	op.Plan(StageImage, StageDisks, StageNetwork, StageConfig, StageBoot, StageAgent)
+	op.Plan(StageImage, StageDisks)
 	vm, vmmName, err := m.validate(ctx, req)
 	if err != nil {
 		return store.VM{}, err
@@ -76,7 +76,21 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	dir := m.vmDir(vm.ID)
 	op.OnRollback(func(context.Context) error { return os.RemoveAll(dir) })
 
+	// A warm template of this image and shape restores the VM instead of
+	// booting it; without one (or with --cold) it boots.
+	var warm *savedMeta
+	if !req.Cold {
+		warm = m.warmTemplate(ctx, op, vm)
+	}
 	if err := op.Do(StageDisks, func(s *operation.Stage) error {
+		if warm != nil {
+			method, err := m.cloneTemplateDisks(ctx, vm, warm)
+			if err != nil {
+				return err
+			}
+			s.Detail("work disk %s and overlay from the warm template (%s)", config.FormatSize(vm.DiskBytes), method)
+			return nil
+		}
 		method, err := m.makeDisks(ctx, vm, img)
 		if err != nil {
 			return err
@@ -89,7 +103,7 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	if err := m.assignAddress(ctx, &vm); err != nil {
 		return store.VM{}, err
 	}
-	vm, err = m.boot(ctx, op, vm, img, nil)
+	vm, err = m.boot(ctx, op, vm, img, warm)
 	if err != nil {
 		return store.VM{}, err
 	}

@@ -42,6 +42,13 @@ type savedMeta struct {
 	MemoryMiB int       `json:"memory_mib"`
 	Accel     string    `json:"accel,omitempty"`
 	SavedAt   time.Time `json:"saved_at"`
+
+	// dir holds the state files; template is set when they are an
+	// image's warm template rather than this VM's own suspend, and
+	// checked once checkSaved passed.
+	dir      string
+	template *templateMeta
+	checked  bool
 }
 
 func (m *Manager) suspendDir(id string) string { return filepath.Join(m.vmDir(id), layout.SuspendDir) }
@@ -60,6 +67,7 @@ func (m *Manager) saved(id string) (savedMeta, bool, error) {
 	if err := json.Unmarshal(b, &meta); err != nil {
 		return savedMeta{}, true, fmt.Errorf("read %s: %w", layout.SavedStateFile, err)
 	}
+	meta.dir = m.suspendDir(id)
 	return meta, true, nil
 }
 
@@ -334,14 +342,17 @@ func writeMeta(dir string, meta savedMeta) error {
 // accelerator, or files that are not what was written.
 func (m *Manager) checkSaved(ctx context.Context, vm store.VM, meta savedMeta, accel string) error {
 	hint := fmt.Sprintf(" (banger vm start --cold %s boots from the disks instead and discards the saved memory)", vm.Name)
+	if meta.template != nil {
+		hint = " (banger image warm makes it again)"
+	}
 	if meta.VMM != vm.VMM {
-		return fmt.Errorf("saved state of vm %s was written by %s, the vm runs under %s%s", vm.Name, meta.VMM, vm.VMM, hint)
+		return fmt.Errorf("saved state was written by %s, vm %s runs under %s%s", meta.VMM, vm.Name, vm.VMM, hint)
 	}
 	if meta.VCPU != vm.VCPU || meta.MemoryMiB != vm.MemoryMiB {
-		return fmt.Errorf("saved state of vm %s is for %d vcpu · %d MiB, the vm has %d vcpu · %d MiB%s", vm.Name, meta.VCPU, meta.MemoryMiB, vm.VCPU, vm.MemoryMiB, hint)
+		return fmt.Errorf("saved state is for %d vcpu · %d MiB, vm %s has %d vcpu · %d MiB%s", meta.VCPU, meta.MemoryMiB, vm.Name, vm.VCPU, vm.MemoryMiB, hint)
 	}
 	if meta.Accel != accel {
-		return fmt.Errorf("saved state of vm %s was written under %s, this host would restore under %s%s", vm.Name, orDash(meta.Accel), orDash(accel), hint)
+		return fmt.Errorf("saved state was written under %s, this host would restore under %s%s", orDash(meta.Accel), orDash(accel), hint)
 	}
 	v, ok := m.opt.Drivers[vm.VMM].(vmm.Versioner)
 	if !ok {
@@ -352,9 +363,9 @@ func (m *Manager) checkSaved(ctx context.Context, vm store.VM, meta savedMeta, a
 		return fmt.Errorf("%w%s", err, hint)
 	}
 	if have != meta.Version {
-		return fmt.Errorf("saved state of vm %s was written by %s %s, this host has %s %s%s", vm.Name, meta.VMM, meta.Version, vm.VMM, have, hint)
+		return fmt.Errorf("saved state was written by %s %s, this host has %s %s%s", meta.VMM, meta.Version, vm.VMM, have, hint)
 	}
-	if err := vmm.VerifyState(m.suspendDir(vm.ID), meta.SavedState); err != nil {
+	if err := vmm.VerifyState(meta.dir, meta.SavedState); err != nil {
 		return fmt.Errorf("%w%s", err, hint)
 	}
 	return nil

@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"banger/internal/agent/agentclient"
 	"banger/internal/config"
 	"banger/internal/guestcontract"
+	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/sshkey"
 	"banger/internal/store"
@@ -90,6 +92,9 @@ type Options struct {
 	// StopTimeout is how long a guest gets to shut down before its VMM is
 	// killed.
 	StopTimeout time.Duration
+	// WarmDir holds the images' warm templates; "warm" next to VMsDir
+	// when empty.
+	WarmDir string
 	// ConsoleLogMax bounds each VM's console.log (and its one rotated
 	// copy); zero means vmm.DefaultConsoleLogMax.
 	ConsoleLogMax int64
@@ -125,6 +130,9 @@ func New(opt Options) *Manager {
 	}
 	if opt.StopTimeout == 0 {
 		opt.StopTimeout = 30 * time.Second
+	}
+	if opt.WarmDir == "" {
+		opt.WarmDir = filepath.Join(filepath.Dir(opt.VMsDir), layout.WarmDir)
 	}
 	if opt.ConsoleLogMax <= 0 {
 		opt.ConsoleLogMax = vmm.DefaultConsoleLogMax
@@ -205,6 +213,16 @@ func (m *Manager) agentClient(vm store.VM, h vmm.Handles) *agentclient.Client {
 	c := &agentConn{dialer: d, client: agentclient.NewClient(d, vm.AgentToken), h: h}
 	m.agents[vm.ID] = c
 	return c.client
+}
+
+// agentClientAs is a client of the VM's agent connection that presents
+// token instead of the VM's own: the template's token, which a guest
+// restored from an image's warm template answers to until re-identified.
+func (m *Manager) agentClientAs(vm store.VM, h vmm.Handles, token string) *agentclient.Client {
+	m.agentClient(vm, h) // make sure the connection exists
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return agentclient.NewClient(m.agents[vm.ID].dialer, token)
 }
 
 func (m *Manager) dropAgent(id string) { m.hangUpAgent(id) }

@@ -517,3 +517,21 @@ func (c *Client) Thaw(ctx context.Context, t agent.Thaw) (agent.ThawResult, erro
 	err = c.doJSON(req, &out)
 	return out, err
 }
+
+// Reidentify gives a guest restored from another VM's memory its own
+// identity and host keys (POST /identity). Later requests must carry the
+// new token: use a client made with it.
+func (c *Client) Reidentify(ctx context.Context, r agent.Reidentify) error {
+	ctx, cancel := withDefaultTimeout(ctx, durOr(c.RequestTimeout, DefaultRequestTimeout))
+	defer cancel()
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, agent.PathIdentity, nil, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return c.doJSON(req, nil)
+}

@@ -52,6 +52,12 @@ type Server struct {
 	// random pool, for POST /thaw; nil means the real system calls.
 	SetClock   func(time.Time) error
 	AddEntropy func([]byte) error
+	// Reidentify applies a new identity to a guest restored from another
+	// VM's memory (POST /identity); nil refuses the endpoint.
+	Reidentify func(agent.Reidentify) error
+
+	// token replaces Token once POST /identity succeeded.
+	token atomic.Pointer[string]
 
 	identityErr atomic.Pointer[string]
 	identitySet atomic.Bool
@@ -97,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET "+agent.PathPorts, s.handlePorts)
 	mux.HandleFunc("GET "+agent.PathHostKeys, s.handleHostKeys)
 	mux.HandleFunc("POST "+agent.PathThaw, s.handleThaw)
+	mux.HandleFunc("POST "+agent.PathIdentity, s.handleReidentify)
 	s.sessionRoutes(mux)
 	return s.auth(mux)
 }
@@ -104,7 +111,11 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || s.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
+		want := s.Token
+		if t := s.token.Load(); t != nil {
+			want = *t
+		}
+		if !ok || want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			writeError(w, http.StatusUnauthorized, agent.CodeUnauthorized, errors.New("missing or wrong bearer token"))
 			return
 		}

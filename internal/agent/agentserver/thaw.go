@@ -59,8 +59,11 @@ func setClock(t time.Time) error {
 }
 
 // addEntropy credits b to the kernel's pool with RNDADDENTROPY (a plain
-// write to /dev/urandom would mix it in without crediting it). The ioctl
-// takes struct rand_pool_info: entropy bits, buffer size, buffer.
+// write to /dev/urandom would mix it in without crediting it), then forces
+// the CRNG to reseed from the pool (RNDRESEEDCRNG): otherwise two guests
+// restored from one snapshot keep producing the same random bytes until
+// the next scheduled reseed, up to a minute later. RNDADDENTROPY takes
+// struct rand_pool_info: entropy bits, buffer size, buffer.
 func addEntropy(b []byte) error {
 	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
 	if err != nil {
@@ -73,7 +76,10 @@ func addEntropy(b []byte) error {
 	copy(info[8:], b)
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0])))
 	if errno != 0 {
-		return errno
+		return fmt.Errorf("RNDADDENTROPY: %w", errno)
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); errno != 0 {
+		return fmt.Errorf("RNDRESEEDCRNG: %w", errno)
 	}
 	return nil
 }

@@ -49,6 +49,8 @@ type System interface {
 	// GenerateHostKeys creates the missing ssh host keys under root
 	// (ssh-keygen -A -f root).
 	GenerateHostKeys(root string) error
+	// ReloadSSHD makes a running sshd load its host keys again.
+	ReloadSSHD() error
 }
 
 // LoadIdentity reads and validates identity.json.
@@ -401,6 +403,78 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("install %s: %w", path, err)
+	}
+	return nil
+}
+
+// givenKeyTypes are the ssh host key types a guest may be given.
+var givenKeyTypes = map[string]bool{"ed25519": true, "ecdsa": true, "rsa": true}
+
+// Reidentify makes a guest restored from another VM's memory this VM:
+// hostname, MAC and address (the old ones removed), resolv.conf,
+// authorized keys, and ssh host keys replaced by the host's (every old
+// key removed, so no two VMs share one), then sshd reloads them. Steps
+// run in that order and the first failure stops it: a half-renamed
+// guest must not look done.
+func Reidentify(root string, req agent.Reidentify, sys System) error {
+	id := req.Identity
+	if !hostnameRE.MatchString(id.Hostname) {
+		return fmt.Errorf("invalid hostname %q", id.Hostname)
+	}
+	if len(req.HostKeys) == 0 {
+		return errors.New("no ssh host keys")
+	}
+	for _, k := range req.HostKeys {
+		if !givenKeyTypes[k.Type] || k.Private == "" || k.Public == "" {
+			return fmt.Errorf("bad host key of type %q", k.Type)
+		}
+	}
+	if err := applyHostname(root, id.Hostname, sys); err != nil {
+		return fmt.Errorf("hostname: %w", err)
+	}
+	if id.Address != "" {
+		if err := applyNetwork(id, sys); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	if len(id.DNS) > 0 {
+		if err := applyDNS(root, id.DNS); err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+	}
+	if len(id.AuthorizedKeys) > 0 {
+		if err := applyAuthorizedKeys(root, id.AuthorizedKeys, sys); err != nil {
+			return fmt.Errorf("authorized keys: %w", err)
+		}
+	}
+	if err := replaceHostKeys(root, req.HostKeys); err != nil {
+		return fmt.Errorf("ssh host keys: %w", err)
+	}
+	return sys.ReloadSSHD()
+}
+
+func replaceHostKeys(root string, keys []agent.HostKey) error {
+	dir := filepath.Join(root, "etc", "ssh")
+	old, err := filepath.Glob(filepath.Join(dir, "ssh_host_*_key*"))
+	if err != nil {
+		return err
+	}
+	for _, p := range old {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		base := filepath.Join(dir, "ssh_host_"+k.Type+"_key")
+		if err := writeFileAtomic(base, []byte(strings.TrimRight(k.Private, "\n")+"\n"), 0o600); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(base+".pub", []byte(strings.TrimSpace(k.Public)+"\n"), 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }

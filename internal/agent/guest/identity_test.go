@@ -27,6 +27,7 @@ type fakeSystem struct {
 	chowned   map[string]bool
 	keygens   int
 	keygenErr error
+	reloads   int
 }
 
 var _ System = (*fakeSystem)(nil)
@@ -55,6 +56,7 @@ func (f *fakeSystem) Chown(p string, uid, gid int) error {
 	}
 	return nil
 }
+func (f *fakeSystem) ReloadSSHD() error { f.reloads++; return nil }
 func (f *fakeSystem) GenerateHostKeys(root string) error {
 	f.keygens++
 	if f.keygenErr != nil {

@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"banger/internal/agent"
 	"context"
 	"flag"
 	"fmt"
@@ -59,6 +60,11 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	srv := &agentserver.Server{Version: buildinfo.Version(), Logger: log}
+	srv.Reidentify = func(req agent.Reidentify) error {
+		err := Reidentify("/", req, LinuxSystem{})
+		log.Info("new identity after restore", "hostname", req.Identity.Hostname, "vm_id", req.Identity.VMID, "err", err)
+		return err
+	}
 	if !*noBoot {
 		id, err := Boot(ctx, BootConfig{Sys: LinuxSystem{}})
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -41,6 +42,14 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 		return err
 	}
 	name := link.Attrs().Name
+	// A guest restored from another VM's memory still carries that VM's
+	// MAC: take the one the host bound to this VM's tap (virtio-net
+	// changes it live).
+	if mac, err := net.ParseMAC(cfg.MAC); err == nil && cfg.MAC != "" && !strings.EqualFold(link.Attrs().HardwareAddr.String(), mac.String()) {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set %s mac %s: %w", name, mac, err)
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
@@ -48,6 +57,21 @@ func (LinuxSystem) ConfigureNetwork(cfg NetConfig) error {
 		IP:   cfg.Address.Addr().AsSlice(),
 		Mask: net.CIDRMask(cfg.Address.Bits(), cfg.Address.Addr().BitLen()),
 	}}
+	// A restored guest also carries that VM's address: remove every other
+	// IPv4 address first, so the new one is the primary and its subnet
+	// route the one the default route goes through.
+	old, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	for _, a := range old {
+		if a.IP.Equal(addr.IP) {
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil {
+			return fmt.Errorf("remove old address %s from %s: %w", a.IPNet, name, err)
+		}
+	}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set address %s on %s: %w", cfg.Address, name, err)
 	}
@@ -177,6 +201,28 @@ func (LinuxSystem) Chown(path string, uid, gid int) error {
 // software emulation (TCG), and it would hold up the agent and sshd on
 // every first boot; every current ssh client speaks ed25519.
 var hostKeyTypes = []string{"ed25519", "ecdsa"}
+
+// ReloadSSHD makes a running sshd load its host keys again: SIGHUP to the
+// PID in /run/sshd.pid makes sshd re-execute itself, which rereads them.
+// (Asking systemctl costs about a second under emulation; the signal is
+// what its reload does.) No pid file means no sshd to reload.
+func (LinuxSystem) ReloadSSHD() error {
+	b, err := os.ReadFile("/run/sshd.pid")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read sshd pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("sshd pid file holds %q", b)
+	}
+	if err := unix.Kill(pid, unix.SIGHUP); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal sshd %d: %w", pid, err)
+	}
+	return nil
+}
 
 // GenerateHostKeys creates the missing ed25519 and ecdsa ssh host keys of
 // the filesystem at root; existing keys are kept.
