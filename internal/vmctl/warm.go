@@ -173,6 +173,11 @@ func (m *Manager) Warm(ctx context.Context, op *operation.Op, req api.CreateVMRe
 	_, _ = rand.Read(suffix)
 	req.Name = "warm-" + hex.EncodeToString(suffix)
 	req.Cold = true
+	if _, vmmName, err := m.validate(ctx, req); err != nil {
+		return Template{}, err
+	} else if vmmName != vmm.QEMU {
+		return Template{}, api.Errorf(api.CodeInvalid, "warm templates need the qemu vmm (--vmm qemu): %s restores a snapshot's tap and vsock socket as they were saved, so its state loads only into the VM that saved it", vmmName)
+	}
 	vm, err := m.Create(ctx, op, req)
 	if err != nil {
 		return Template{}, err

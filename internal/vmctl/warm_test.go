@@ -1,6 +1,7 @@
 package vmctl
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/layout"
+	"banger/internal/operation"
 	"banger/internal/vmm"
 )
 
@@ -88,3 +90,26 @@ func TestDropTemplates(t *testing.T) {
 		t.Errorf("no warm dir: %v", err)
 	}
 }
+
+// TestWarm_refusesFirecracker: Firecracker state loads only into the VM
+// that saved it, so a template for it is refused before anything is made.
+func TestWarm_refusesFirecracker(t *testing.T) {
+	h := newHarness(t)
+	h.m.opt.Drivers[vmm.Firecracker] = h.vmm
+	h.m.opt.Host = fcHost{}
+	op := h.ops.Start("image.warm", func(ctx context.Context, op *operation.Op) (any, error) {
+		return h.m.Warm(ctx, op, api.CreateVMRequest{Image: "debian-12", VMM: "firecracker", Spec: spec()})
+	})
+	_, err := op.Wait(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "warm templates need the qemu vmm") {
+		t.Fatalf("Warm under firecracker = %v", err)
+	}
+	if vms, _ := h.st.ListVMs(context.Background()); len(vms) != 0 {
+		t.Fatalf("a refused warm left VMs %v", vms)
+	}
+}
+
+type fcHost struct{ fakeHost }
+
+func (fcHost) KVMUsable() (bool, string) { return true, "" }
+func (fcHost) Firecracker() string       { return "/usr/bin/firecracker" }

@@ -212,10 +212,19 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	// The machine's context must outlive Start: the SDK kills the VMM when
 	// it is cancelled. The VM's life is bounded by Stop/Kill instead.
 	life := context.WithoutCancel(ctx)
-	m, err := sdk.NewMachine(life, d.Config(s),
+	opts := []sdk.Opt{
 		sdk.WithProcessRunner(cmd),
 		sdk.WithLogger(logger),
-		sdk.WithClient(newClient(p.api, logger)))
+		sdk.WithClient(newClient(p.api, logger)),
+	}
+	if s.RestoreDir != "" {
+		restore, err := snapshotOpt(s.RestoreDir)
+		if err != nil {
+			return vmm.Handles{}, fmt.Errorf("restore firecracker vm %s: %w", s.VMID, err)
+		}
+		opts = append(opts, restore)
+	}
+	m, err := sdk.NewMachine(life, d.Config(s), opts...)
 	if err != nil {
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
 	}

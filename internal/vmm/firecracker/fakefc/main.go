@@ -4,7 +4,15 @@
 // firecracker-go-sdk (unknown fields rejected, as Firecracker's serde
 // structs do), enforces Firecracker's pre-boot/post-boot rules, binds the
 // hybrid vsock socket and answers its CONNECT handshake with an echo, and
-// records every call as a JSON line for the test to read.
+// records every call as a JSON line for the test to read. It also keeps
+// Firecracker's snapshot state machine: PATCH /vm pauses and resumes a
+// running VM, PUT /snapshot/create (paused only) writes a state file
+// describing the configuration it holds and a sparse memory file of the
+// machine's size, and PUT /snapshot/load (only on a fresh process with no
+// boot configuration, as Firecracker requires) reads them back, rebinding
+// the vsock socket at the saved path. It proves the calls, their order and
+// bodies; it does not prove that real guest memory or device state
+// survives, which only a real Firecracker on KVM can.
 //
 // Environment: FAKEFC_SWAGGER (path of the SDK's client/swagger.yaml,
 // required), FAKEFC_RECORD (JSON-lines record file), FAKEFC_CONNS (file
@@ -72,6 +80,7 @@ type fake struct {
 	drives    map[string]bool // id -> is_root_device
 	vsockPath string
 	vsockLn   net.Listener
+	paused    bool
 
 	connMu    sync.Mutex
 	conns     int
@@ -316,6 +325,9 @@ func (f *fake) handle(r *http.Request, body []byte) (int, any, error) {
 		if f.booted {
 			state = "Running"
 		}
+		if f.paused {
+			state = "Paused"
+		}
 		return http.StatusOK, map[string]any{"id": f.id, "state": state, "vmm_version": strings.TrimPrefix(Version, "Firecracker v"), "app_name": "Firecracker"}, nil
 	case "GET /version":
 		return http.StatusOK, map[string]any{"firecracker_version": strings.TrimPrefix(Version, "Firecracker v")}, nil
@@ -438,6 +450,25 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 		}
 		f.vsockPath, f.vsockLn = p, ln
 		go serveVsock(ln)
+	case "PATCH /vm":
+		switch m["state"] {
+		case "Paused":
+			f.paused = true
+		case "Resumed":
+			f.paused = false
+		default:
+			return bad("unknown vm state %v", m["state"])
+		}
+	case "PUT /snapshot/create":
+		if !f.paused {
+			return bad("create snapshot is allowed only when the microVM is paused")
+		}
+		return f.createSnapshot(m)
+	case "PUT /snapshot/load":
+		if f.bootSrc || f.machine != nil || len(f.drives) > 0 || f.vsockLn != nil {
+			return bad("loading a microVM snapshot not allowed after configuring boot-specific resources")
+		}
+		return f.loadSnapshot(m)
 	case "PUT /actions":
 		switch m["action_type"] {
 		case "InstanceStart":
@@ -464,6 +495,74 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 			}
 		}
 	}
+	return nil
+}
+
+// snapshotFile is what fakefc writes as snapshot_path: enough of the
+// configuration to restore, and a marker so anything else is refused.
+type snapshotFile struct {
+	Marker    string          `json:"fakefc_snapshot"`
+	Machine   map[string]any  `json:"machine"`
+	Drives    map[string]bool `json:"drives"`
+	VsockPath string          `json:"vsock_path"`
+}
+
+func (f *fake) createSnapshot(m map[string]any) error {
+	snap, _ := m["snapshot_path"].(string)
+	mem, _ := m["mem_file_path"].(string)
+	if t, ok := m["snapshot_type"]; ok && t != "Full" {
+		return bad("fakefc writes only Full snapshots, not %v", t)
+	}
+	b, err := json.Marshal(snapshotFile{Marker: Version, Machine: f.machine, Drives: f.drives, VsockPath: f.vsockPath})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(snap, b, 0o600); err != nil {
+		return bad("cannot create the snapshot file: %v", err)
+	}
+	mib, _ := f.machine["mem_size_mib"].(float64)
+	mf, err := os.OpenFile(mem, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return bad("cannot create the memory file: %v", err)
+	}
+	defer mf.Close()
+	if _, err := mf.WriteString("fakefc memory"); err != nil {
+		return bad("cannot write the memory file: %v", err)
+	}
+	if err := mf.Truncate(int64(mib) << 20); err != nil {
+		return bad("cannot size the memory file: %v", err)
+	}
+	return nil
+}
+
+func (f *fake) loadSnapshot(m map[string]any) error {
+	snap, _ := m["snapshot_path"].(string)
+	mem, _ := m["mem_file_path"].(string)
+	b, err := os.ReadFile(snap)
+	if err != nil {
+		return bad("cannot open the snapshot file: %v", err)
+	}
+	var sf snapshotFile
+	if err := json.Unmarshal(b, &sf); err != nil || sf.Marker != Version {
+		return bad("cannot deserialize the microVM state: %v", errors.Join(err, errors.New("not a snapshot of this firecracker")))
+	}
+	mib, _ := sf.Machine["mem_size_mib"].(float64)
+	fi, err := os.Stat(mem)
+	if err != nil {
+		return bad("cannot open the memory file: %v", err)
+	}
+	if fi.Size() != int64(mib)<<20 {
+		return bad("memory file is %d bytes, the snapshot's machine has %v MiB", fi.Size(), mib)
+	}
+	ln, err := net.Listen("unix", sf.VsockPath)
+	if err != nil {
+		return bad("cannot bind the saved vsock uds_path: %v", err)
+	}
+	f.vsockPath, f.vsockLn = sf.VsockPath, ln
+	go serveVsock(ln)
+	f.machine, f.drives, f.bootSrc, f.booted = sf.Machine, sf.Drives, true, true
+	resume, _ := m["resume_vm"].(bool)
+	f.paused = !resume
 	return nil
 }
 
