@@ -106,9 +106,10 @@ type Manager struct {
 	opt Options
 	log *slog.Logger
 
-	mu     sync.Mutex
-	locks  map[string]*sync.Mutex
-	agents map[string]*agentConn
+	mu       sync.Mutex
+	locks    map[string]*sync.Mutex
+	agents   map[string]*agentConn
+	verified map[string]stateStamp // state files hashed and unchanged since
 }
 
 type agentConn struct {
@@ -137,7 +138,7 @@ func New(opt Options) *Manager {
 	if opt.ConsoleLogMax <= 0 {
 		opt.ConsoleLogMax = vmm.DefaultConsoleLogMax
 	}
-	return &Manager{opt: opt, log: opt.Logger, locks: map[string]*sync.Mutex{}, agents: map[string]*agentConn{}}
+	return &Manager{opt: opt, log: opt.Logger, locks: map[string]*sync.Mutex{}, agents: map[string]*agentConn{}, verified: map[string]stateStamp{}}
 }
 
 // lock serialises lifecycle changes of one VM.

@@ -113,3 +113,41 @@ type fcHost struct{ fakeHost }
 
 func (fcHost) KVMUsable() (bool, string) { return true, "" }
 func (fcHost) Firecracker() string       { return "/usr/bin/firecracker" }
+
+// TestVerifyState_cacheNeverHidesAChange: a state file verified once is
+// not hashed again while unchanged, but a write that keeps its size and
+// puts its modification time back is still caught (the change time moves).
+func TestVerifyState_cacheNeverHidesAChange(t *testing.T) {
+	m := New(Options{VMsDir: filepath.Join(t.TempDir(), "vms")})
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vmstate")
+	if err := os.WriteFile(p, []byte(strings.Repeat("s", 4096)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	files, err := vmm.DescribeState(dir, "vmstate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := vmm.SavedState{VMM: vmm.QEMU, Files: files}
+	for range 2 {
+		if err := m.verifyState(dir, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(m.verified) != 1 {
+		t.Fatalf("verified cache %v", m.verified)
+	}
+	fi, _ := os.Stat(p)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("X"), 100)
+	f.Close()
+	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.verifyState(dir, st); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("verifyState after an in-place write = %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -110,36 +109,7 @@ func TestDriver_BootTCG(t *testing.T) {
 
 	// The agent channel: the guest echoes what the host writes on the
 	// virtio-serial port.
-	t.Run("agent port echo", func(t *testing.T) {
-		c, err := (&netDialer{}).dial(ctx, h.SerialSocket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-		// Bytes written before the guest opened its end of the port may be
-		// lost, so the host repeats its ping until an echo arrives.
-		lines := make(chan string, 1)
-		go func() {
-			line, _ := bufio.NewReader(c).ReadString('\n')
-			lines <- line
-		}()
-		for attempt := 1; ; attempt++ {
-			if _, err := c.Write([]byte("ping\n")); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case line := <-lines:
-				if line != "ping\n" {
-					b, _ := os.ReadFile(h.ConsoleLog)
-					t.Fatalf("echo = %q; console:\n%s", line, b)
-				}
-				t.Logf("echo after %d ping(s)", attempt)
-				return
-			case <-time.After(2 * time.Second):
-			}
-		}
-	})
+	t.Run("agent port echo", func(t *testing.T) { echo(ctx, t, h.SerialSocket) })
 
 	// busybox init ignores the ACPI power button, so Stop must fall back
 	// to killing qemu after the timeout.

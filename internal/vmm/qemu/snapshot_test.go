@@ -21,7 +21,9 @@ func echo(ctx context.Context, t *testing.T, path string) {
 	echoOn(ctx, t, path).Close()
 }
 
-// echoOn is echo returning the connection, still open.
+// echoOn is echo returning the connection, still open. Bytes written
+// before the guest opened its end of the port may be lost, so the host
+// repeats its ping until an echo arrives.
 func echoOn(ctx context.Context, t *testing.T, path string) net.Conn {
 	t.Helper()
 	c, err := (&netDialer{}).dial(ctx, path)
