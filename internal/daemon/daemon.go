@@ -218,7 +218,10 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		ErrorLog:          slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- d.server.Serve(d.sock.ln) }()
+	// Read the listener here, not in the goroutine: a stop that comes
+	// before the goroutine runs releases the socket and clears the field.
+	ln := d.sock.ln
+	go func() { serveErr <- d.server.Serve(ln) }()
 	d.Logger.Info("bangerd started",
 		logKeyPID, os.Getpid(),
 		"version", buildinfo.Version(),
