@@ -28,6 +28,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	adopted := map[int]bool{}
 	for _, vm := range vms {
 		h, herr := m.opt.Handles.Load(vm.ID)
+		ended := false
 		if herr == nil && vm.State == store.StateCreating && vmm.Alive(h) {
 			// The daemon died inside create: the guest never answered
 			// under it, its host keys were never pinned and the create's
@@ -38,8 +39,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("end vmm of interrupted create %s: %w", vm.Name, err))
 				continue
 			}
+			// Never ask /proc again: a process in the middle of exiting
+			// shows an empty command line, which Check reads as "alive",
+			// and the VM would be adopted as running.
+			ended = true
 		}
-		if herr == nil && vmm.Alive(h) {
+		if herr == nil && !ended && vmm.Alive(h) {
 			adopted[h.PID] = true
 			if ip, err := netip.ParseAddr(vm.IP); err == nil {
 				records[vm.Name] = ip
