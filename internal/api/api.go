@@ -167,4 +167,7 @@ type CreateVMRequest struct {
 	// Cold boots the kernel even when a warm template of the image fits
 	// the spec.
 	Cold bool `json:"cold,omitempty"`
+	// From makes the VM from a named snapshot, VM@SNAP: its image, VMM
+	// and shape are the snapshot's (Image and Spec are ignored).
+	From string `json:"from,omitempty"`
 }

@@ -35,7 +35,8 @@ banger vm create --name web --vcpu 4 --memory 4096 --disk-size 16G
 banger vm create --image agents --json | jq -r .ip`,
 	"banger vm run": `banger vm run
 banger vm run --rm -- uname -a
-banger vm run --name dev --workspace -- claude`,
+banger vm run --name dev --workspace -- claude
+banger vm run --from web@before-upgrade -- make test`,
 	"banger vm list": `banger vm list
 banger vm list --json | jq -r '.[] | select(.state == "running") | .name'`,
 	"banger vm show": `banger vm show web
@@ -45,6 +46,13 @@ banger vm start --cold web   # a suspended VM: boot from its disks, drop its sav
 	"banger vm pause":   `banger vm pause web`,
 	"banger vm resume":  `banger vm resume web`,
 	"banger vm suspend": `banger vm suspend web   # then vm start or vm resume restores it`,
+	"banger vm snapshot": `banger vm snapshot web --name before-upgrade
+banger vm snapshot web   # snap-1, snap-2, ...`,
+	"banger vm snapshot list": `banger vm snapshot list
+banger vm snapshot list web --json | jq -r '.[].ref'`,
+	"banger vm snapshot rm": `banger vm snapshot rm web@before-upgrade`,
+	"banger vm fork": `banger vm fork web -n 3   # web-1, web-2, web-3
+banger vm fork dev -n 2 --name try   # try-1, try-2; each pulls to banger/try-N`,
 	"banger vm restart": `banger vm restart web`,
 	"banger vm stop":    `banger vm stop web`,
 	"banger vm delete": `banger vm delete web

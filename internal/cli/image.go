@@ -57,6 +57,9 @@ func newImageWarmCmd(a *app) *cobra.Command {
 			if len(args) == 1 {
 				f.image = args[0]
 			}
+			if f.from != "" {
+				return errors.New("--from: a warm template is made from an image, not a snapshot")
+			}
 			req, spec, err := f.request()
 			if err != nil {
 				return err
@@ -89,6 +92,7 @@ func newImageWarmCmd(a *app) *cobra.Command {
 	a.addVMFlags(cmd, &f)
 	_ = cmd.Flags().MarkHidden("name")
 	_ = cmd.Flags().MarkHidden("cold")
+	_ = cmd.Flags().MarkHidden("from")
 	return cmd
 }
 

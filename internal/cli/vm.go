@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"banger/internal/api"
 	"banger/internal/config"
@@ -21,6 +23,8 @@ type vmFlags struct {
 	name, image, vmm, diskSize string
 	vcpu, memoryMiB            int
 	cold                       bool
+	from                       string
+	flags                      *pflag.FlagSet
 }
 
 func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
@@ -37,6 +41,8 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	fl.StringVar(&f.diskSize, "disk-size", config.FormatSize(d.DiskBytes), fmt.Sprintf("size of the /root work disk, e.g. 16G (%s)", d.DiskSource))
 	fl.StringVar(&f.vmm, "vmm", vmm, "VMM: auto, firecracker or qemu")
 	fl.BoolVar(&f.cold, "cold", false, "boot the kernel even when a warm template of the image fits (see banger image warm)")
+	fl.StringVar(&f.from, "from", "", "make the VM from a snapshot, VM@SNAPSHOT: its memory, disks and sessions, with the new VM's identity (see banger vm snapshot)")
+	f.flags = fl
 }
 
 // request validates the flags and builds the create request.
@@ -46,6 +52,17 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		if err := vmname.Validate(f.name); err != nil {
 			return api.CreateVMRequest{}, r, err
 		}
+	}
+	if f.from != "" {
+		if vm, snap, ok := strings.Cut(f.from, "@"); !ok || vm == "" || snap == "" {
+			return api.CreateVMRequest{}, r, fmt.Errorf("--from %q: want VM@SNAPSHOT, as in web@before-upgrade", f.from)
+		}
+		for _, n := range []string{"image", "vcpu", "memory", "disk-size", "cold"} {
+			if f.flags != nil && f.flags.Changed(n) {
+				return api.CreateVMRequest{}, r, fmt.Errorf("--from with --%s: a VM made from a snapshot has the snapshot's image and shape", n)
+			}
+		}
+		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from}, r, nil
 	}
 	if f.vcpu < 1 || f.vcpu > config.MaxVCPU {
 		return api.CreateVMRequest{}, r, fmt.Errorf("--vcpu %d: must be between 1 and %d", f.vcpu, config.MaxVCPU)
@@ -156,7 +173,11 @@ func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
 	if err != nil {
 		return api.VM{}, err
 	}
-	fmt.Fprintln(a.streams.ErrOut, spec.SpecLine())
+	if req.From != "" {
+		fmt.Fprintf(a.streams.ErrOut, "from snapshot %s\n", req.From)
+	} else {
+		fmt.Fprintln(a.streams.ErrOut, spec.SpecLine())
+	}
 	c, err := a.client(ctx)
 	if err != nil {
 		return api.VM{}, err

@@ -24,6 +24,7 @@ func lifecycleCmds(a *app) []*cobra.Command {
 		newVMOpCmd(a, "restart", "Stop and boot a VM again", (*api.Client).RestartVM),
 		newVMStopCmd(a), newVMDeleteCmd(a),
 		newVMPauseCmd(a),
+		newVMSnapshotCmd(a), newVMForkCmd(a),
 		newVMOpCmd(a, "resume", "Let a paused VM run again, or restore a suspended one", (*api.Client).ResumeVM),
 		newVMOpCmd(a, "suspend", "Save a VM's memory to its directory and end its VMM (vm start or resume restores it)", (*api.Client).SuspendVM),
 	}

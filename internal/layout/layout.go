@@ -84,8 +84,13 @@ const (
 	// one directory per image and machine shape with a booted guest's
 	// saved state (StateFile), its disks and TemplateFile.
 	WarmDir = "warm"
-	// TemplateFile describes a warm template (see vmctl).
+	// TemplateFile describes a warm template or a named snapshot (see
+	// vmctl): state a new VM can be restored from.
 	TemplateFile = "template.json"
+	// SnapshotsDir, in a VM directory, holds the VM's named snapshots,
+	// one directory each, laid out like a warm template. Snapshots go
+	// with their VM when it is deleted.
+	SnapshotsDir = "snapshots"
 	// SavedStateFile describes the state in a SuspendDir: the VMM and its
 	// version, the machine shape, and each file's size and SHA-256.
 	SavedStateFile = "state.json"

@@ -104,7 +104,9 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 				}
 			}
 			spec.RestoreDir = restore.dir
-			if restore.template != nil {
+			if t := restore.template; t != nil && t.Name != "" {
+				accelNote += fmt.Sprintf(", restored from snapshot %s@%s taken %s", t.From, t.Name, restore.SavedAt.Format(time.DateTime))
+			} else if t != nil {
 				accelNote += ", restored from the warm template made " + restore.SavedAt.Format(time.DateTime)
 			} else {
 				accelNote += ", restored from state saved " + restore.SavedAt.Format(time.DateTime)

@@ -38,8 +38,31 @@ const (
 // Create validates req, records the VM and boots it, reporting each stage
 // on op. Everything made before a failing stage is undone through op's
 // rollback. The returned VM is running and its agent answered.
+//
+// With req.From (VM@SNAP) the VM is made from that snapshot: its shape,
+// image and VMM are the snapshot's, its disks are copies of the
+// snapshot's and the restored guest is given the new VM's identity.
 func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVMRequest) (store.VM, error) {
+	var from *templateMeta
+	if req.From != "" {
+		var err error
+		if from, err = m.snapshotFor(ctx, req.From); err != nil {
+			return store.VM{}, err
+		}
+	}
+	return m.create(ctx, op, req, from)
+}
+
+// create is Create with the snapshot to restore from, if any, resolved.
+func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVMRequest, from *templateMeta) (store.VM, error) {
 	op.Plan(StageImage, StageDisks)
+	if from != nil {
+		if req.VMM != "" && req.VMM != "auto" && req.VMM != from.VMM {
+			return store.VM{}, api.Errorf(api.CodeInvalid, "--vmm %s: snapshot %s@%s was taken under %s", req.VMM, from.From, from.Name, from.VMM)
+		}
+		req.VMM, req.Image, req.Cold = from.VMM, from.ImageID, false
+		req.Spec = api.VMSpec{VCPU: from.VCPU, MemoryMiB: from.MemoryMiB, DiskBytes: from.DiskBytes}
+	}
 	vm, vmmName, err := m.validate(ctx, req)
 	if err != nil {
 		return store.VM{}, err
@@ -52,8 +75,13 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	var img store.Image
 	if err := op.Do(StageImage, func(s *operation.Stage) error {
 		var err error
-		img, err = m.opt.Images.Ensure(ctx, op, ref)
-		if err != nil {
+		if from != nil {
+			// A snapshot restores onto the very image it was taken on.
+			img, err = m.opt.Store.GetImage(ctx, from.ImageID)
+			if err != nil {
+				return fmt.Errorf("snapshot %s@%s: its image %s: %w", from.From, from.Name, shortID(from.ImageID), err)
+			}
+		} else if img, err = m.opt.Images.Ensure(ctx, op, ref); err != nil {
 			return err
 		}
 		s.Detail("%s (%s)", img.Name, shortID(img.ID))
@@ -79,7 +107,12 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	// A warm template of this image and shape restores the VM instead of
 	// booting it; without one (or with --cold) it boots.
 	var warm *savedMeta
-	if !req.Cold {
+	switch {
+	case from != nil:
+		meta := from.savedMeta
+		meta.template = from
+		warm = &meta
+	case !req.Cold:
 		warm = m.warmTemplate(ctx, op, vm)
 	}
 	if err := op.Do(StageDisks, func(s *operation.Stage) error {
@@ -88,7 +121,11 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 			if err != nil {
 				return err
 			}
-			s.Detail("work disk %s and overlay from the warm template (%s)", config.FormatSize(vm.DiskBytes), method)
+			what := "the warm template"
+			if from != nil {
+				what = "snapshot " + from.From + "@" + from.Name
+			}
+			s.Detail("work disk %s and overlay from %s (%s)", config.FormatSize(vm.DiskBytes), what, method)
 			return nil
 		}
 		method, err := m.makeDisks(ctx, vm, img)
@@ -106,6 +143,15 @@ func (m *Manager) Create(ctx context.Context, op *operation.Op, req api.CreateVM
 	vm, err = m.boot(ctx, op, vm, img, warm)
 	if err != nil {
 		return store.VM{}, err
+	}
+	if from != nil {
+		// The sessions' processes came back with the guest's memory.
+		for _, ss := range from.Sessions {
+			ss.VMID = vm.ID
+			if err := m.opt.Store.CreateSession(ctx, ss); err != nil {
+				return store.VM{}, fmt.Errorf("record session %s: %w", ss.Name, err)
+			}
+		}
 	}
 	return vm, nil
 }

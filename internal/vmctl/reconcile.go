@@ -16,7 +16,8 @@ import (
 // cached, tap marked in use, DNS record restored); the VMM of a create
 // the daemon died in is ended; every other VM has what its handles name
 // torn down and is marked stopped (or failed, for an interrupted create)
-// with the reason in last_error.
+// with the reason in last_error. A VM frozen by an interrupted snapshot
+// runs again, and half-made snapshots are removed.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	vms, err := m.opt.Store.ListVMs(ctx)
 	if err != nil {
@@ -57,8 +58,10 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 			m.log.Info("re-adopted running vm", "vm", vm.Name, "pid", h.PID)
+			errs = append(errs, m.sweepSnapshots(ctx, vm, h, true))
 			continue
 		}
+		errs = append(errs, m.sweepSnapshots(ctx, vm, h, false))
 		if herr != nil && !errors.Is(herr, vmm.ErrNoHandles) {
 			m.log.Warn("unreadable handles", "vm", vm.Name, "err", herr)
 		}

@@ -344,7 +344,10 @@ func writeMeta(dir string, meta savedMeta) error {
 // accelerator, or files that are not what was written.
 func (m *Manager) checkSaved(ctx context.Context, vm store.VM, meta savedMeta, accel string) error {
 	hint := fmt.Sprintf(" (banger vm start --cold %s boots from the disks instead and discards the saved memory)", vm.Name)
-	if meta.template != nil {
+	switch {
+	case meta.template != nil && meta.template.Name != "":
+		hint = fmt.Sprintf(" (snapshot %s@%s cannot be restored here; banger vm snapshot rm removes it)", meta.template.From, meta.template.Name)
+	case meta.template != nil:
 		hint = " (banger image warm makes it again)"
 	}
 	if meta.VMM != vm.VMM {

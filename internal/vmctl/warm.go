@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +38,12 @@ type templateMeta struct {
 	Token string `json:"token"`
 	// From is the name of the VM the template was made from.
 	From string `json:"from"`
+	// Name is set for a VM's named snapshot (not for a warm template).
+	Name string `json:"name,omitempty"`
+	// Sessions are the source VM's sessions when the state was saved:
+	// their processes are in the saved memory, so a VM made from it
+	// records them as its own.
+	Sessions []store.Session `json:"sessions,omitempty"`
 }
 
 // templateDisks are the VM files a template keeps and a warm VM clones.
@@ -62,19 +67,14 @@ func (m *Manager) templateDir(imageID string, vcpu, memMiB int, diskBytes int64)
 // none or it cannot be used (the VM then boots cold).
 func (m *Manager) warmTemplate(ctx context.Context, op *operation.Op, vm store.VM) *savedMeta {
 	dir := m.templateDir(vm.ImageID, vm.VCPU, vm.MemoryMiB, vm.DiskBytes)
-	b, err := os.ReadFile(filepath.Join(dir, layout.TemplateFile))
+	t, err := loadTemplate(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	var t templateMeta
-	if err == nil {
-		err = json.Unmarshal(b, &t)
-	}
-	if err == nil && (t.ImageID != vm.ImageID || t.DiskBytes != vm.DiskBytes || t.Token == "") {
+	if err == nil && (t.ImageID != vm.ImageID || t.DiskBytes != vm.DiskBytes) {
 		err = errors.New("its description does not match its directory")
 	}
 	if err == nil {
-		t.dir = dir
 		t.template = &t
 		var accel string
 		if accel, _, err = m.accel(vm.VMM); err == nil {
@@ -223,11 +223,7 @@ func (m *Manager) makeTemplate(ctx context.Context, op *operation.Op, vm store.V
 			}
 		}
 		t := templateMeta{savedMeta: meta, ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name}
-		b, err := json.MarshalIndent(t, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(tmp, layout.TemplateFile), append(b, '\n'), 0o600); err != nil {
+		if err := writeTemplate(tmp, t); err != nil {
 			return err
 		}
 		if err := os.RemoveAll(dir); err != nil {
