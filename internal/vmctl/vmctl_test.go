@@ -137,6 +137,7 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	}
 	h := vmm.Handles{
 		VMM:            vmm.QEMU,
+		Accel:          s.Accel,
 		QMPSocket:      filepath.Join(s.Dir, layout.QMPSocketFile),
 		SerialSocket:   filepath.Join(s.Dir, layout.AgentSocketFile),
 		ConsoleLog:     filepath.Join(s.Dir, layout.ConsoleLogFile),
@@ -166,6 +167,19 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if err != nil {
 		return h, err
 	}
+	if s.RestoreDir != "" {
+		// A guest restored from a template or snapshot answers to the
+		// token of the guest that was saved, until re-identified.
+		if b, err := os.ReadFile(filepath.Join(s.RestoreDir, layout.TemplateFile)); err == nil {
+			var t struct {
+				Token string `json:"token"`
+			}
+			if err := json.Unmarshal(b, &t); err != nil {
+				return h, err
+			}
+			token = t.Token
+		}
+	}
 	l, err := net.Listen("unix", h.SerialSocket)
 	if err != nil {
 		return h, err
@@ -175,7 +189,11 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	f.mu.Unlock()
 	dir := f.t.TempDir()
 	os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key.pub"), []byte("ssh-ed25519 AAAAfake root@guest\n"), 0o644)
-	srv := &agentserver.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub")}
+	srv := &agentserver.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub"),
+		SetClock:   func(time.Time) error { return nil },
+		AddEntropy: func([]byte) error { return nil },
+		Reidentify: func(agent.Reidentify) error { return nil },
+	}
 	srv.SetIdentityResult(f.identityErr)
 	go func() {
 		for {

@@ -1,0 +1,354 @@
+package vmctl
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"banger/internal/api"
+	"banger/internal/layout"
+	"banger/internal/operation"
+	"banger/internal/store"
+	"banger/internal/vmm"
+)
+
+// snapVMM is fakeVMM that can also pause, resume and save: Save writes a
+// small state file naming the VM's sockets, which is all vmctl reads of
+// it. failStart makes the Nth Start (counted from 1) fail.
+type snapVMM struct {
+	*fakeVMM
+	mu                             sync.Mutex
+	starts, pauses, resumes, saves int
+	failStart                      int
+}
+
+func (f *snapVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
+	f.mu.Lock()
+	f.starts++
+	fail := f.starts == f.failStart
+	f.mu.Unlock()
+	if fail {
+		return vmm.Handles{}, errors.New("injected start failure")
+	}
+	return f.fakeVMM.Start(ctx, s)
+}
+
+func (f *snapVMM) Pause(context.Context, vmm.Handles) error {
+	f.mu.Lock()
+	f.pauses++
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *snapVMM) Resume(context.Context, vmm.Handles) error {
+	f.mu.Lock()
+	f.resumes++
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *snapVMM) Save(_ context.Context, h vmm.Handles, dir string) (vmm.SavedState, error) {
+	f.mu.Lock()
+	f.saves++
+	f.mu.Unlock()
+	if err := os.WriteFile(filepath.Join(dir, "vmstate"), []byte("memory of "+h.QMPSocket), 0o600); err != nil {
+		return vmm.SavedState{}, err
+	}
+	files, err := vmm.DescribeState(dir, "vmstate")
+	return vmm.SavedState{VMM: vmm.QEMU, Version: "fake-1", Files: files}, err
+}
+
+func (f *snapVMM) Version(context.Context) (string, error) { return "fake-1", nil }
+
+func (f *snapVMM) count() (starts, resumes, saves int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.starts, f.resumes, f.saves
+}
+
+func withSnapVMM(h *harness) *snapVMM {
+	sv := &snapVMM{fakeVMM: h.vmm}
+	h.m.opt.Drivers[vmm.QEMU] = sv
+	return sv
+}
+
+// run runs fn as an operation and returns its error and final snapshot.
+func (h *harness) run(fn func(ctx context.Context, op *operation.Op) error) (api.Operation, error) {
+	op := h.ops.Start("test", func(ctx context.Context, op *operation.Op) (any, error) { return nil, fn(ctx, op) })
+	_, err := op.Wait(context.Background())
+	return op.Snapshot(), err
+}
+
+// state is what a test checks stays the same across a refused or failed
+// request: VM rows, VM directories, taps in use.
+func (h *harness) state(t *testing.T) (names []string, dirs []string, taps int) {
+	t.Helper()
+	vms, err := h.st.ListVMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vms {
+		names = append(names, v.Name)
+	}
+	ents, _ := os.ReadDir(filepath.Join(h.dir, "vms"))
+	for _, e := range ents {
+		dirs = append(dirs, e.Name())
+	}
+	return names, dirs, h.net.inUse()
+}
+
+func TestSnapshot_createFromAndFork(t *testing.T) {
+	h := newHarness(t)
+	sv := withSnapVMM(h)
+	ctx := context.Background()
+	src, _, err := h.create(t, api.CreateVMRequest{Name: "src", Image: "debian-12", VMM: "qemu", Spec: spec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.st.CreateSession(ctx, store.Session{VMID: src.ID, Name: "counter", Command: []string{"sh", "-c", "count"}, State: store.SessionRunning}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Take one: state, disks and description in snapshots/s1, the VM
+	// running again, nothing half-made left.
+	var snap Snapshot
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) (err error) {
+		snap, err = h.m.TakeSnapshot(ctx, op, "src", "s1")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(h.m.snapshotsDir(src.ID), "s1")
+	for _, f := range []string{layout.TemplateFile, "vmstate", layout.OverlayFile, layout.WorkFile, layout.ConfigDriveFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("snapshot lacks %s: %v", f, err)
+		}
+	}
+	if snap.Sessions != 1 || snap.VCPU != 1 || snap.DiskBytes != 1<<30 {
+		t.Errorf("snapshot %+v", snap)
+	}
+	if hd, ok := h.m.alive(src.ID); !ok || hd.Paused {
+		t.Errorf("src after the snapshot: alive %v, paused %v", ok, hd.Paused)
+	}
+	if _, resumes, _ := sv.count(); resumes != 1 {
+		t.Errorf("%d resumes, want 1", resumes)
+	}
+	ents, _ := os.ReadDir(h.m.snapshotsDir(src.ID))
+	if len(ents) != 1 {
+		t.Errorf("snapshots dir holds %d entries, want only s1", len(ents))
+	}
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
+		_, err := h.m.TakeSnapshot(ctx, op, "src", "s1")
+		return err
+	}); err == nil || !strings.Contains(err.Error(), "already has a snapshot") {
+		t.Errorf("second s1 = %v", err)
+	}
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
+		_, err := h.m.TakeSnapshot(ctx, op, "src", "Bad_Name")
+		return err
+	}); err == nil || !strings.Contains(err.Error(), "--name") {
+		t.Errorf("bad name = %v", err)
+	}
+
+	// A VM from it: restored, with its own identity and the sessions.
+	c1, op, err := h.create(t, api.CreateVMRequest{Name: "c1", From: "src@s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for _, st := range op.Stages {
+		stages = append(stages, st.Name)
+	}
+	if got := strings.Join(stages, ","); got != "image,disks,network,config drive,restore,agent ready" {
+		t.Errorf("stages %s", got)
+	}
+	if c1.AgentToken == src.AgentToken || c1.IP == src.IP || c1.MAC == src.MAC || c1.VCPU != src.VCPU {
+		t.Errorf("c1 %+v shares identity with src %+v", c1, src)
+	}
+	if ss, err := h.st.ListSessions(ctx, c1.ID); err != nil || len(ss) != 1 || ss[0].Name != "counter" {
+		t.Errorf("c1 sessions %v %v", ss, err)
+	}
+
+	// Refused before anything exists: another VMM, a bad reference, a
+	// missing snapshot.
+	names, dirs, taps := h.state(t)
+	for req, want := range map[api.CreateVMRequest]string{
+		{Name: "x", From: "src@s1", VMM: "firecracker"}: "--vmm firecracker",
+		{Name: "x", From: "src"}:                        "want VM@SNAPSHOT",
+		{Name: "x", From: "src@nope"}:                   `no snapshot "nope"`,
+		{Name: "x", From: "ghost@s1"}:                   "ghost",
+	} {
+		if _, _, err := h.create(t, req); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("create %+v = %v, want %q", req, err, want)
+		}
+	}
+	if n, d, tp := h.state(t); len(n) != len(names) || len(d) != len(dirs) || tp != taps {
+		t.Errorf("refused creates left vms %v dirs %v taps %d (before %v %v %d)", n, d, tp, names, dirs, taps)
+	}
+
+	// Fork: two copies, the fork's own snapshot gone afterwards.
+	var copies []store.VM
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) (err error) {
+		copies, err = h.m.Fork(ctx, op, "src", 2, "f")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(copies) != 2 || copies[0].Name != "f-1" || copies[1].Name != "f-2" || copies[0].IP == copies[1].IP {
+		t.Fatalf("copies %+v", copies)
+	}
+	for _, c := range copies {
+		if !h.m.Alive(c.ID) {
+			t.Errorf("%s not running", c.Name)
+		}
+		if ss, _ := h.st.ListSessions(ctx, c.ID); len(ss) != 1 {
+			t.Errorf("%s has %d sessions, want the source's 1", c.Name, len(ss))
+		}
+	}
+	ents, _ = os.ReadDir(h.m.snapshotsDir(src.ID))
+	if len(ents) != 1 || ents[0].Name() != "s1" {
+		t.Errorf("after the fork the snapshots dir holds %v", ents)
+	}
+
+	// Refused: a name taken, a count out of range. A copy that fails
+	// takes the ones made before it along.
+	names, dirs, taps = h.state(t)
+	for _, tc := range []struct {
+		n      int
+		prefix string
+		want   string
+	}{{2, "f", "already exists"}, {0, "g", "-n 0"}, {MaxForks + 1, "g", "-n 17"}, {1, "Bad", "--name Bad"}} {
+		if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
+			_, err := h.m.Fork(ctx, op, "src", tc.n, tc.prefix)
+			return err
+		}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("fork -n %d --name %s = %v, want %q", tc.n, tc.prefix, err, tc.want)
+		}
+	}
+	starts, _, saves := sv.count()
+	sv.mu.Lock()
+	sv.failStart = starts + 2
+	sv.mu.Unlock()
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
+		_, err := h.m.Fork(ctx, op, "src", 2, "g")
+		return err
+	}); err == nil || !strings.Contains(err.Error(), "copy g-2") {
+		t.Errorf("fork with a failing second copy = %v", err)
+	}
+	if _, _, s := sv.count(); s != saves+1 {
+		t.Errorf("%d saves for the failed fork, want 1", s-saves)
+	}
+	if n, d, tp := h.state(t); len(n) != len(names) || len(d) != len(dirs) || tp != taps {
+		t.Errorf("failed fork left vms %v dirs %v taps %d (before %v %v %d)", n, d, tp, names, dirs, taps)
+	}
+	if hd, ok := h.m.alive(src.ID); !ok || hd.Paused {
+		t.Errorf("src after the failed fork: alive %v, paused %v", ok, hd.Paused)
+	}
+
+	// A state file changed since the snapshot: refused, nothing made.
+	f, err := os.OpenFile(filepath.Join(dir, "vmstate"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("X"), 0)
+	f.Close()
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "c2", From: "src@s1"}); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("create from a corrupt snapshot = %v", err)
+	}
+	if n, d, tp := h.state(t); len(n) != len(names) || len(d) != len(dirs) || tp != taps {
+		t.Errorf("refused corrupt snapshot left vms %v dirs %v taps %d", n, d, tp)
+	}
+
+	// List and remove.
+	all, err := h.m.Snapshots(ctx, "")
+	if err != nil || len(all) != 1 || all[0].Name != "s1" || all[0].VM.Name != "src" {
+		t.Errorf("Snapshots = %+v %v", all, err)
+	}
+	if err := h.m.DeleteSnapshot(ctx, "src@s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.DeleteSnapshot(ctx, "src@s1"); err == nil || !strings.Contains(err.Error(), "no snapshot") {
+		t.Errorf("second rm = %v", err)
+	}
+}
+
+// TestSnapshot_refusedWhenNotRunning: there is no memory to save.
+func TestSnapshot_refusedWhenNotRunning(t *testing.T) {
+	h := newHarness(t)
+	withSnapVMM(h)
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "src", Image: "debian-12", Spec: spec()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.Stop(context.Background(), "src"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.run(func(ctx context.Context, op *operation.Op) error {
+		_, err := h.m.TakeSnapshot(ctx, op, "src", "")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("snapshot of a stopped vm = %v", err)
+	}
+}
+
+// TestReconcile_cleansUpAnInterruptedSnapshot: a daemon killed while a
+// snapshot or fork held the VM frozen leaves the marker, a half-written
+// snapshot and a fork's own snapshot; the next start lets the VM run
+// again and removes them, and keeps finished snapshots.
+func TestReconcile_cleansUpAnInterruptedSnapshot(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	vm, _, err := h.create(t, api.CreateVMRequest{Name: "src", Image: "debian-12", Spec: spec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, _ := h.cache.Get(vm.ID)
+	hd.Paused = true
+	if err := h.cache.Set(vm.ID, hd); err != nil {
+		t.Fatal(err)
+	}
+	sd := h.m.snapshotsDir(vm.ID)
+	for _, d := range []string{"keep", "half.tmp", forkSnapshotPrefix + "0badf00d"} {
+		if err := os.MkdirAll(filepath.Join(sd, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(sd, snapshotResumeMarker), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opt := h.m.opt
+	sv := &snapVMM{fakeVMM: h.vmm}
+	opt.Drivers = map[string]vmm.Driver{vmm.QEMU: sv}
+	opt.Network, opt.DNS, opt.Handles = &fakeNet{out: map[string]bool{}}, &fakeDNS{m: map[string]netip.Addr{}}, vmm.NewHandleCache(filepath.Join(h.dir, "vms"))
+	m2 := New(opt)
+	if err := m2.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, resumes, _ := sv.count(); resumes != 1 {
+		t.Errorf("%d resumes, want 1", resumes)
+	}
+	if got, ok := m2.alive(vm.ID); !ok || got.Paused {
+		t.Errorf("after reconcile: alive %v paused %v", ok, got.Paused)
+	}
+	ents, _ := os.ReadDir(sd)
+	if len(ents) != 1 || ents[0].Name() != "keep" {
+		t.Errorf("snapshots dir after reconcile: %v", ents)
+	}
+	m2.Close()
+}
+
+func TestParseSnapshotRef(t *testing.T) {
+	for ref, ok := range map[string]bool{
+		"web@s1": true, "web@before-upgrade": true, "web": false, "@s1": false, "web@": false,
+		"web@S1": false, "web@.fork-1": false, "web@-a": false, "web@" + strings.Repeat("a", MaxSnapshotName+1): false,
+	} {
+		if _, _, err := ParseSnapshotRef(ref); (err == nil) != ok {
+			t.Errorf("ParseSnapshotRef(%q) = %v, want ok %v", ref, err, ok)
+		}
+	}
+}
