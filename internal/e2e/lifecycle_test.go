@@ -180,6 +180,8 @@ func TestLifecycle(t *testing.T) {
 
 	t.Run("pause, suspend and restore", func(t *testing.T) { e.checkPauseSuspend(t, "t1") })
 
+	t.Run("snapshot and fork", func(t *testing.T) { e.checkSnapshotFork(t, "t1") })
+
 	t.Run("warm start from an image template", func(t *testing.T) { e.checkWarm(t) })
 
 	t.Run("mcp: create, exec, files, delete", func(t *testing.T) { e.mcpCheck(t) })
