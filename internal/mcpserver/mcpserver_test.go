@@ -32,6 +32,8 @@ type fakeDaemon struct {
 	execs    []api.ExecRequest
 	callers  []string
 	stdin    string
+	results  map[string]json.RawMessage // by operation id, for operations that return no VM
+	creates  []api.CreateVMRequest
 }
 
 func newFakeDaemon(t *testing.T) *api.Client {
@@ -39,6 +41,7 @@ func newFakeDaemon(t *testing.T) *api.Client {
 	f := &fakeDaemon{
 		vms:      map[string]api.VM{"other": {ID: "id-other", Name: "other", State: "running"}},
 		uploaded: map[string]string{},
+		results:  map[string]json.RawMessage{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathVMs, func(w http.ResponseWriter, r *http.Request) {
@@ -55,13 +58,17 @@ func newFakeDaemon(t *testing.T) *api.Client {
 		json.NewDecoder(r.Body).Decode(&req)
 		f.mu.Lock()
 		f.vms[req.Name] = api.VM{ID: "id-" + req.Name, Name: req.Name, State: "running", Spec: req.Spec}
+		f.creates = append(f.creates, req)
 		f.mu.Unlock()
 		json.NewEncoder(w).Encode(api.OperationRef{ID: "op-" + req.Name, Kind: "vm.create"})
 	})
 	mux.HandleFunc("GET "+api.PathOperationEvents, func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.PathValue("id"), "op-")
 		f.mu.Lock()
-		res, _ := json.Marshal(f.vms[name])
+		res, ok := f.results[r.PathValue("id")]
+		if !ok {
+			res, _ = json.Marshal(f.vms[name])
+		}
 		f.mu.Unlock()
 		json.NewEncoder(w).Encode(api.Event{Type: api.EventDone, Op: r.PathValue("id"), State: api.OpSucceeded, Result: res})
 	})
@@ -100,6 +107,36 @@ func newFakeDaemon(t *testing.T) *api.Client {
 			json.NewEncoder(w).Encode(api.OperationRef{ID: "op-" + v.Name})
 		})
 	}
+	mux.HandleFunc("POST "+api.PathVMFork, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		var req api.ForkRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		var copies []api.VM
+		for i := 1; i <= req.Count; i++ {
+			c := api.VM{ID: fmt.Sprintf("id-%s-%d", req.Prefix, i), Name: fmt.Sprintf("%s-%d", req.Prefix, i), State: "running"}
+			f.vms[c.Name] = c
+			copies = append(copies, c)
+		}
+		f.results["op-fork-"+v.Name], _ = json.Marshal(copies)
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(api.OperationRef{ID: "op-fork-" + v.Name})
+	})
+	mux.HandleFunc("POST "+api.PathVMSnapshots, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		var req api.SnapshotRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.mu.Lock()
+		f.results["op-snap-"+v.Name], _ = json.Marshal(api.Snapshot{Ref: v.Name + "@" + req.Name, VM: v.Name, VMID: v.ID, Name: req.Name})
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(api.OperationRef{ID: "op-snap-" + v.Name})
+	})
 	mux.HandleFunc("DELETE "+api.PathVM, func(w http.ResponseWriter, r *http.Request) {
 		if v, ok := lookup(w, r); ok {
 			f.mu.Lock()
@@ -278,6 +315,9 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 		"vm_pause":     {"vm": "other"},
 		"vm_resume":    {"vm": "other"},
 		"vm_suspend":   {"vm": "other"},
+		"vm_snapshot":  {"vm": "other"},
+		"vm_fork":      {"vm": "other"},
+		"vm_create":    {"name": "x", "from": "other@s1"},
 	} {
 		if e := call(t, cs, tool, args, nil); !strings.Contains(e, "only touches VMs it created") {
 			t.Errorf("%s on a VM it did not create: %q", tool, e)
@@ -292,6 +332,27 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 		var out VMOut
 		if e := call(t, cs, tool, map[string]any{"vm": "mine"}, &out); e != "" || out.VM.State != want {
 			t.Errorf("%s mine: %q, state %q, want %s", tool, e, out.VM.State, want)
+		}
+	}
+	// Snapshots and forks of its own VMs are its own.
+	var snap SnapshotOut
+	if e := call(t, cs, "vm_snapshot", map[string]any{"vm": "mine", "name": "s1"}, &snap); e != "" || snap.Snapshot.Ref != "mine@s1" {
+		t.Errorf("vm_snapshot mine: %q %+v", e, snap.Snapshot)
+	}
+	var from VMOut
+	if e := call(t, cs, "vm_create", map[string]any{"name": "again", "from": "mine@s1"}, &from); e != "" {
+		t.Errorf("vm_create from mine@s1: %q", e)
+	}
+	if f := fakes[c.Socket]; f.creates[len(f.creates)-1].From != "id-mine@s1" {
+		t.Errorf("create from sent %+v", f.creates[len(f.creates)-1])
+	}
+	var forked VMsOut
+	if e := call(t, cs, "vm_fork", map[string]any{"vm": "mine", "count": 2, "prefix": "try"}, &forked); e != "" || len(forked.VMs) != 2 {
+		t.Fatalf("vm_fork mine: %q %+v", e, forked.VMs)
+	}
+	for _, c := range forked.VMs {
+		if e := call(t, cs, "vm_show", map[string]any{"vm": c.Name}, nil); e != "" {
+			t.Errorf("copy %s is not in scope: %q", c.Name, e)
 		}
 	}
 	if e := call(t, cs, "vm_delete", map[string]any{"vm": "mine"}, nil); e != "" {

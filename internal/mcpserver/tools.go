@@ -52,6 +52,25 @@ type CreateIn struct {
 	VCPU      int    `json:"vcpu,omitempty" jsonschema:"virtual CPUs (the configured default when 0)"`
 	MemoryMiB int    `json:"memory_mib,omitempty" jsonschema:"memory in MiB (the configured default when 0)"`
 	DiskGiB   int    `json:"disk_gib,omitempty" jsonschema:"work disk size in GiB (the configured default when 0)"`
+	From      string `json:"from,omitempty" jsonschema:"make the VM from a snapshot VM@SNAPSHOT of a VM this server may use (image and size then come from the snapshot)"`
+}
+
+// ForkIn is the input of vm_fork.
+type ForkIn struct {
+	VMRef
+	Count  int    `json:"count,omitempty" jsonschema:"how many copies (default 1, at most 16)"`
+	Prefix string `json:"prefix,omitempty" jsonschema:"copies are named PREFIX-1, PREFIX-2...; the VM's name when empty"`
+}
+
+// SnapshotIn is the input of vm_snapshot.
+type SnapshotIn struct {
+	VMRef
+	Name string `json:"name,omitempty" jsonschema:"snapshot name: lowercase letters, digits, hyphens (snap-N when empty)"`
+}
+
+// SnapshotOut wraps one snapshot.
+type SnapshotOut struct {
+	Snapshot api.Snapshot `json:"snapshot"`
 }
 
 // VMOut wraps one VM.
@@ -219,6 +238,12 @@ func (s *Server) register() {
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_suspend", Annotations: additive,
 		Description: "Save a VM's memory and device state to disk and end its VMM, freeing its host memory; vm_resume restores it with its processes."},
 		logged(s, "vm_suspend", s.suspend))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_snapshot", Annotations: additive,
+		Description: "Save a running VM's memory, processes and disks as a named snapshot; the VM runs on. vm_create with from=VM@SNAPSHOT makes new VMs from it."},
+		logged(s, "vm_snapshot", s.snapshot))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_fork", Annotations: additive,
+		Description: "Make live copies of a running VM: each has the source's processes, sessions and files but its own name, address and keys, so several attempts can start from the same state. With a workspace, each copy's pull gives its own branch banger/COPY. Returns the copies."},
+		logged(s, "vm_fork", s.fork))
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_exec", Annotations: runsCode,
 		Description: "Run a command in a VM as root and return its exit code, stdout and stderr (each capped; truncation is flagged). Can change anything inside the VM."},
 		logged(s, "vm_exec", s.exec))
@@ -255,6 +280,18 @@ func (s *Server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn
 	req := api.CreateVMRequest{Name: in.Name, Image: in.Image}
 	req.Spec = api.VMSpec{VCPU: in.VCPU, MemoryMiB: in.MemoryMiB, DiskBytes: int64(in.DiskGiB) << 30}
 	s.fillDefaults(&req.Spec)
+	if in.From != "" {
+		src, _, ok := strings.Cut(in.From, "@")
+		if !ok {
+			return nil, VMOut{}, fmt.Errorf("from %q: want VM@SNAPSHOT", in.From)
+		}
+		// A snapshot holds its VM's memory: it is in scope only with it.
+		v, err := s.vm(ctx, src)
+		if err != nil {
+			return nil, VMOut{}, err
+		}
+		req.From = v.ID + in.From[len(src):]
+	}
 	ref, err := s.opt.Client.CreateVM(ctx, req)
 	if err != nil {
 		return nil, VMOut{}, err
@@ -325,6 +362,41 @@ func (s *Server) resume(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (
 
 func (s *Server) suspend(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, VMOut, error) {
 	return s.vmOp(ctx, in.VM, s.opt.Client.SuspendVM)
+}
+
+func (s *Server) snapshot(ctx context.Context, _ *mcp.CallToolRequest, in SnapshotIn) (*mcp.CallToolResult, SnapshotOut, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, SnapshotOut{}, err
+	}
+	op, err := s.opt.Client.TakeSnapshot(ctx, v.ID, api.SnapshotRequest{Name: in.Name})
+	if err != nil {
+		return nil, SnapshotOut{}, err
+	}
+	var out api.Snapshot
+	err = s.waitOp(ctx, op, &out)
+	return nil, SnapshotOut{Snapshot: out}, err
+}
+
+func (s *Server) fork(ctx context.Context, _ *mcp.CallToolRequest, in ForkIn) (*mcp.CallToolResult, VMsOut, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, VMsOut{}, err
+	}
+	n := in.Count
+	if n == 0 {
+		n = 1
+	}
+	op, err := s.opt.Client.ForkVM(ctx, v.ID, api.ForkRequest{Count: n, Prefix: in.Prefix})
+	if err != nil {
+		return nil, VMsOut{}, err
+	}
+	var out []api.VM
+	err = s.waitOp(ctx, op, &out)
+	for _, c := range out {
+		s.adopt(c.ID)
+	}
+	return nil, VMsOut{VMs: out}, err
 }
 
 // vmOp runs a VM operation (resume, suspend) on a VM in scope and waits
