@@ -151,3 +151,48 @@ func BenchmarkWarmRun(b *testing.B) {
 	b.ReportMetric(cold.Seconds()/n, "s/cold-run")
 	b.ReportMetric(warm.Seconds()/cold.Seconds(), "warm/cold")
 }
+
+// BenchmarkFork measures, in one run on one source VM: `vm fork -n 1` and
+// `vm fork -n 4` to copies whose agents answer, the time per copy of
+// each, and the host RSS of each copy's VMM against the source's (a copy
+// restored from the snapshot holds only the memory it has touched).
+//
+//	CI=true go test -run '^$' -bench Fork -benchtime 2x ./internal/e2e/
+func BenchmarkFork(b *testing.B) {
+	e := newEnv(b)
+	e.ensureImage()
+	c := &api.Client{Socket: e.socket}
+	e.must(e.banger("", "vm", "create", "--name", "fs"))
+	e.must(e.banger("", "vm", "exec", "fs", "--", "true"))
+	var one, four time.Duration
+	var rssCopies, rssSource float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		e.must(e.banger("", "vm", "fork", "fs", "-n", "1", "--name", "one"))
+		one += time.Since(start)
+		b.StopTimer()
+		e.must(e.banger("", "vm", "delete", "one-1"))
+		b.StartTimer()
+		start = time.Now()
+		e.must(e.banger("", "vm", "fork", "fs", "-n", "4", "--name", "four"))
+		four += time.Since(start)
+		b.StopTimer()
+		for j := 1; j <= 4; j++ {
+			name := "four-" + strconv.Itoa(j)
+			e.must(e.banger("", "vm", "exec", name, "--", "true"))
+			rssCopies += rssMB(b, c, name) / 4
+		}
+		rssSource += rssMB(b, c, "fs")
+		e.must(e.banger("", "vm", "delete", "four-1", "four-2", "four-3", "four-4"))
+		b.StartTimer()
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(one.Seconds()/n, "s/fork-1")
+	b.ReportMetric(four.Seconds()/n, "s/fork-4")
+	b.ReportMetric(four.Seconds()/4/(one.Seconds()), "per-copy-4/fork-1")
+	b.ReportMetric(rssCopies/n, "MB/rss-copy")
+	b.ReportMetric(rssSource/n, "MB/rss-source")
+	b.ReportMetric(rssCopies/rssSource, "rss-copy/rss-source")
+}

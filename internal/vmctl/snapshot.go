@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
@@ -259,7 +260,7 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 				return fmt.Errorf("copy %s: %w", f, err)
 			}
 		}
-		s.Detail("overlay, work disk (%s) and config drive (%s)", humanBytes(vm.DiskBytes), method)
+		s.Detail("overlay, work disk (%s) and config drive (%s)", config.FormatSize(vm.DiskBytes), method)
 		return nil
 	}); err != nil {
 		return fail(err)
