@@ -29,6 +29,7 @@ type Config struct {
 	QEMUBin        string     `toml:"qemu_bin"`        // absolute path or command name; "" = PATH lookup
 	SSHKey         string     `toml:"ssh_key"`         // private key path (absolute or ~/...); "" = generated under DataDir/ssh
 	DefaultImage   string     `toml:"default_image"`   // default "debian-12"
+	WarmTemplates  string     `toml:"warm_templates"`  // auto|manual (default auto): see WarmAuto
 	Catalogs       []string   `toml:"catalogs"`        // extra image catalogs: http(s) URLs or absolute paths
 	Network        Network    `toml:"network"`
 	VMDefaults     VMDefaults `toml:"vm_defaults"`
@@ -93,9 +94,14 @@ type VMDefaults struct {
 
 // Default values for keys absent from config.toml.
 const (
-	DefaultLogLevel    = "info"
-	DefaultVMM         = "auto"
-	DefaultAccel       = "auto"
+	DefaultLogLevel = "info"
+	DefaultVMM      = "auto"
+	DefaultAccel    = "auto"
+	// WarmAuto makes an image's warm template for a machine shape on the
+	// first cold create of that shape (the new VM is saved once its agent
+	// answers); WarmManual leaves it to `banger image warm`.
+	WarmAuto           = "auto"
+	WarmManual         = "manual"
 	DefaultImageName   = "debian-12"
 	DefaultBridge      = "banger0"
 	DefaultSubnet      = "10.77.0.0/24"
@@ -109,10 +115,11 @@ const (
 // DNSUpstream is read from /etc/resolv.conf (empty when unreadable).
 func Default() *Config {
 	return &Config{
-		LogLevel:     DefaultLogLevel,
-		VMM:          DefaultVMM,
-		Accel:        DefaultAccel,
-		DefaultImage: DefaultImageName,
+		LogLevel:      DefaultLogLevel,
+		VMM:           DefaultVMM,
+		Accel:         DefaultAccel,
+		WarmTemplates: WarmAuto,
+		DefaultImage:  DefaultImageName,
 		Network: Network{
 			Bridge:      DefaultBridge,
 			Subnet:      DefaultSubnet,

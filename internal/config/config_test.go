@@ -38,6 +38,7 @@ func TestLoad_invalid(t *testing.T) {
 		{"bad log_level", "log_level = \"verbose\"\n", `:1: log_level "verbose": must be one of debug, info, warn, error`},
 		{"bad vmm", "# c\nvmm = \"kvmtool\"\n", `:2: vmm "kvmtool": must be one of auto, firecracker, qemu`},
 		{"bad accel", "accel = \"hvf\"\n", `:1: accel "hvf": must be one of auto, kvm, tcg`},
+		{"bad warm_templates", "warm_templates = \"always\"\n", `:1: warm_templates "always": must be one of auto, manual`},
 		{"firecracker with tcg", "vmm = \"firecracker\"\naccel = \"tcg\"\n", `:2: accel "tcg": firecracker needs KVM`},
 		{"relative qemu_bin", "qemu_bin = \"bin/qemu\"\n", `:1: qemu_bin "bin/qemu": must be an absolute path`},
 		{"relative ssh_key", "ssh_key = \"id_rsa\"\n", `:1: ssh_key "id_rsa": must be absolute`},
@@ -126,6 +127,7 @@ firecracker_bin = "/opt/fc/firecracker"
 qemu_bin = "qemu-system-x86_64"
 ssh_key = "~/.ssh/id_ed25519"
 default_image = "debian-12-dev"
+warm_templates = "manual"
 catalogs = ["https://images.example.org/catalog.json", "/srv/catalog.json"]
 
 [network]
@@ -162,7 +164,7 @@ func TestLoad_full(t *testing.T) {
 	want := &Config{
 		LogLevel: "debug", VMM: "qemu", Accel: "tcg",
 		FirecrackerBin: "/opt/fc/firecracker", QEMUBin: "qemu-system-x86_64",
-		SSHKey: "~/.ssh/id_ed25519", DefaultImage: "debian-12-dev",
+		SSHKey: "~/.ssh/id_ed25519", DefaultImage: "debian-12-dev", WarmTemplates: "manual",
 		Catalogs: []string{"https://images.example.org/catalog.json", "/srv/catalog.json"},
 		Network: Network{
 			Bridge: "bgn0", Subnet: "192.0.2.0/28", DNSListen: "127.0.0.1:5353",

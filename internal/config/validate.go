@@ -31,6 +31,9 @@ func (c *Config) Validate() error {
 	if err := oneOf("vmm", c.VMM, "auto", "firecracker", "qemu"); err != nil {
 		return err
 	}
+	if err := oneOf("warm_templates", c.WarmTemplates, WarmAuto, WarmManual); err != nil {
+		return err
+	}
 	if err := oneOf("accel", c.Accel, "auto", "kvm", "tcg"); err != nil {
 		return err
 	}

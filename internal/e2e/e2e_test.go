@@ -51,9 +51,12 @@ func imageCache(t testing.TB) string {
 }
 
 // defaultConfig is the config of every test daemon. Guests live on a
-// documentation range inside the test's namespace.
+// documentation range inside the test's namespace. Warm templates are made
+// only where a test asks (TestLifecycle does), so the other tests' boot
+// paths and timings stay what they check.
 const defaultConfig = `
 vmm = "qemu"
+warm_templates = "manual"
 [network]
 bridge = "bgtest0"
 subnet = "192.0.2.0/24"

@@ -22,13 +22,20 @@ import (
 // checks the promises of `vm run`, exec, ssh, crash recovery and cleanup.
 // The subtests share one daemon and run in order.
 func TestLifecycle(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, func(s string) string {
+		return strings.Replace(s, `warm_templates = "manual"`, `warm_templates = "auto"`, 1)
+	})
 	e.ensureImage()
 
 	t.Run("run prints the hostname", func(t *testing.T) {
 		r := e.must(e.banger("", "vm", "run", "--name", "t1", "--", "cat", "/etc/hostname"))
 		if strings.TrimSpace(r.stdout) != "t1" {
 			t.Fatalf("stdout = %q, want t1\nstderr: %s", r.stdout, r.stderr)
+		}
+		// The first cold create of the shape made the image's warm
+		// template from t1 (warm_templates = "auto"), and t1 ran on.
+		if !strings.Contains(r.stderr, "✓ template") || !strings.Contains(r.stderr, "made the warm template") {
+			t.Errorf("the first create made no warm template:\n%s", r.stderr)
 		}
 		if !strings.Contains(r.stderr, "spec: 2 vcpu · 1024 MiB · 2G disk") {
 			t.Errorf("no spec line in stderr:\n%s", r.stderr)

@@ -144,6 +144,11 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 	if err != nil {
 		return store.VM{}, err
 	}
+	if warm == nil && from == nil && !req.Cold && m.opt.Config.WarmTemplates != config.WarmManual {
+		if err := m.autoTemplate(ctx, op, vm); err != nil {
+			return store.VM{}, err
+		}
+	}
 	if from != nil {
 		// The sessions' processes came back with the guest's memory.
 		for _, ss := range from.Sessions {

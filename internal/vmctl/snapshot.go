@@ -178,10 +178,6 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	if h.VMM != vmm.QEMU {
 		return Snapshot{}, api.Errorf(api.CodeInvalid, "vm %s runs under %s, whose saved state loads only into the vm that saved it (its tap and vsock socket are restored as they were): snapshots and forks need the qemu vmm", vm.Name, h.VMM)
 	}
-	snap, err := m.snapshotter(vm, h)
-	if err != nil {
-		return Snapshot{}, err
-	}
 	dir := filepath.Join(m.snapshotsDir(vm.ID), name)
 	if _, err := os.Stat(dir); err == nil {
 		return Snapshot{}, api.Errorf(api.CodeConflict, "vm %s already has a snapshot %q (remove it with: banger vm snapshot rm %s@%s)", vm.Name, name, vm.Name, name)
@@ -194,16 +190,47 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
 	}
-	op.Plan(StageSave, StageDisks, StageResume)
+	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name, Name: name, Sessions: sessions}
+	t, err = m.saveLive(ctx, op, vm, h, dir, t, snapshotStages)
+	if t.Token == "" {
+		return Snapshot{}, err
+	}
+	if err == nil {
+		op.Logf("snapshot %s@%s: %s image, %d session(s)", vm.Name, name, img.Name, len(sessions))
+	}
+	// With t whole and err set, only letting the source run on failed.
+	return snapshotOf(vm, t), err
+}
 
-	tmp := dir + ".tmp"
+// saveStages names the stages of saveLive.
+type saveStages struct{ save, disks, resume string }
+
+var (
+	snapshotStages = saveStages{StageSave, StageDisks, StageResume}
+	templateStages = saveStages{StageTemplate, StageTemplate + " disks", StageResume}
+)
+
+// saveLive freezes the running VM, saves its state and copies of its
+// disks into dir (written next to it, renamed into place; dir must not
+// exist) described by t completed with the saved state, and lets the VM
+// run on with its clock stepped and its random pool reseeded. A VM that
+// was paused stays paused. On failure nothing of dir is left and the VM
+// runs as before; the returned description is whole (Token set) when only
+// letting the VM run on failed. The caller holds the VM's lock.
+func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h vmm.Handles, dir string, t templateMeta, stages saveStages) (templateMeta, error) {
+	snap, err := m.snapshotter(vm, h)
+	if err != nil {
+		return templateMeta{}, err
+	}
+	op.Plan(stages.save, stages.disks, stages.resume)
+	tmp := dir + "." + shortID(vm.ID) + ".tmp"
 	_ = os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return Snapshot{}, fmt.Errorf("create snapshot dir: %w", err)
+		return templateMeta{}, fmt.Errorf("create %s: %w", filepath.Base(tmp), err)
 	}
 	wasPaused := h.Paused
 	marker := filepath.Join(m.snapshotsDir(vm.ID), snapshotResumeMarker)
-	// let the VM run again: the guest keeps no trace of the snapshot.
+	// let the VM run again: the guest keeps no trace of the save.
 	resume := func() error {
 		if wasPaused {
 			return nil
@@ -216,12 +243,15 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 		}
 		return os.Remove(marker)
 	}
-	fail := func(err error) (Snapshot, error) {
-		return Snapshot{}, errors.Join(err, os.RemoveAll(tmp), resume())
+	fail := func(err error) (templateMeta, error) {
+		return templateMeta{}, errors.Join(err, os.RemoveAll(tmp), resume())
 	}
 	if !wasPaused {
 		// Written before the guest is frozen: a daemon killed from here
 		// on finds it at its next start and lets the guest run again.
+		if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
+			return fail(err)
+		}
 		if err := os.WriteFile(marker, nil, 0o600); err != nil {
 			return fail(err)
 		}
@@ -232,7 +262,7 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 		}
 	}
 	var st vmm.SavedState
-	if err := op.Do(StageSave, func(s *operation.Stage) error {
+	if err := op.Do(stages.save, func(s *operation.Stage) error {
 		if !wasPaused {
 			m.quiesceAgent(ctx, vm, h)
 		}
@@ -250,7 +280,7 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	}); err != nil {
 		return fail(err)
 	}
-	if err := op.Do(StageDisks, func(s *operation.Stage) error {
+	if err := op.Do(stages.disks, func(s *operation.Stage) error {
 		// The VMM flushed its disks when the save completed and the
 		// guest is stopped: the copies match the saved memory.
 		var method disk.Method
@@ -265,18 +295,14 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	}); err != nil {
 		return fail(err)
 	}
-	t := templateMeta{
-		savedMeta: savedMeta{SavedState: st, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: h.Accel, SavedAt: time.Now()},
-		ImageID:   vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name,
-		Name: name, Sessions: sessions,
-	}
+	t.savedMeta = savedMeta{SavedState: st, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, Accel: h.Accel, SavedAt: time.Now()}
 	if err := writeTemplate(tmp, t); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fail(err)
 	}
-	if err := op.Do(StageResume, func(s *operation.Stage) error {
+	err = op.Do(stages.resume, func(s *operation.Stage) error {
 		if wasPaused {
 			s.Detail("vm %s stays paused", vm.Name)
 			return nil
@@ -286,12 +312,8 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 		}
 		s.Detail("%s", m.thaw(ctx, op, vm, m.agentClient(vm, h)))
 		return nil
-	}); err != nil {
-		// The snapshot is whole; only the source did not run on.
-		return snapshotOf(vm, t), err
-	}
-	op.Logf("snapshot %s@%s: %s image, %d session(s)", vm.Name, name, img.Name, len(sessions))
-	return snapshotOf(vm, t), nil
+	})
+	return t, err
 }
 
 // Snapshots lists the named snapshots of the VM ref, or of every VM when

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
@@ -116,6 +117,7 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 
 	// Take one: state, disks and description in snapshots/s1, the VM
 	// running again, nothing half-made left.
+	_, resumed, _ := sv.count()
 	var snap Snapshot
 	if _, err := h.run(func(ctx context.Context, op *operation.Op) (err error) {
 		snap, err = h.m.TakeSnapshot(ctx, op, "src", "s1")
@@ -135,8 +137,8 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 	if hd, ok := h.m.alive(src.ID); !ok || hd.Paused {
 		t.Errorf("src after the snapshot: alive %v, paused %v", ok, hd.Paused)
 	}
-	if _, resumes, _ := sv.count(); resumes != 1 {
-		t.Errorf("%d resumes, want 1", resumes)
+	if _, resumes, _ := sv.count(); resumes != resumed+1 {
+		t.Errorf("%d resumes, want 1", resumes-resumed)
 	}
 	ents, _ := os.ReadDir(h.m.snapshotsDir(src.ID))
 	if len(ents) != 1 {
@@ -350,5 +352,67 @@ func TestParseSnapshotRef(t *testing.T) {
 		if _, _, err := ParseSnapshotRef(ref); (err == nil) != ok {
 			t.Errorf("ParseSnapshotRef(%q) = %v, want ok %v", ref, err, ok)
 		}
+	}
+}
+
+// TestCreate_makesTheWarmTemplateOnFirstUse: with warm_templates = "auto"
+// the first cold create of a shape saves the new VM as the image's
+// template and runs on; the next create of that shape restores from it.
+// "manual" and --cold make none.
+func TestCreate_makesTheWarmTemplateOnFirstUse(t *testing.T) {
+	h := newHarness(t)
+	sv := withSnapVMM(h)
+	stagesOf := func(op api.Operation) string {
+		var names []string
+		for _, st := range op.Stages {
+			names = append(names, st.Name)
+		}
+		return strings.Join(names, ",")
+	}
+	s := spec()
+	imgs, err := h.st.ListImages(context.Background())
+	if err != nil || len(imgs) != 1 {
+		t.Fatalf("images %v %v", imgs, err)
+	}
+	dir := h.m.templateDir(imgs[0].ID, s.VCPU, s.MemoryMiB, s.DiskBytes)
+
+	h.cfg.WarmTemplates = config.WarmManual
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "m1", Image: "debian-12", Spec: s}); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.WarmTemplates = config.WarmAuto
+	if _, _, err := h.create(t, api.CreateVMRequest{Name: "c1", Image: "debian-12", Spec: s, Cold: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("manual or --cold made a template: %v", err)
+	}
+
+	first, op, err := h.create(t, api.CreateVMRequest{Name: "a1", Image: "debian-12", Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stagesOf(op); got != "image,disks,network,config drive,boot,agent ready,template,template disks,resume" {
+		t.Errorf("first create stages %s", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, layout.TemplateFile)); err != nil {
+		t.Fatalf("no template after the first create: %v", err)
+	}
+	if hd, ok := h.m.alive(first.ID); !ok || hd.Paused {
+		t.Errorf("the first vm after making the template: alive %v paused %v", ok, hd.Paused)
+	}
+	starts, _, saves := sv.count()
+	second, op, err := h.create(t, api.CreateVMRequest{Name: "a2", Image: "debian-12", Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stagesOf(op); got != "image,disks,network,config drive,restore,agent ready" {
+		t.Errorf("second create stages %s, want a restore", got)
+	}
+	if st, _, sv2 := sv.count(); st != starts+1 || sv2 != saves {
+		t.Errorf("second create: %d starts, %d saves", st-starts, sv2-saves)
+	}
+	if second.AgentToken == first.AgentToken {
+		t.Error("the restored vm kept the template's token")
 	}
 }

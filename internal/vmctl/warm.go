@@ -153,6 +153,42 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 	}
 }
 
+// autoTemplate makes the image's warm template for vm's shape from vm
+// itself, just booted cold, when there is none (or an unusable one):
+// later creates of the shape restore instead of booting. It costs this
+// create one save (about as long as a suspend). Failing to make it is a
+// warning and the VM runs on; it is an error only when the VM could not
+// be let run again. Drivers that cannot save or tell their version are
+// skipped: their templates could never be checked.
+func (m *Manager) autoTemplate(ctx context.Context, op *operation.Op, vm store.VM) error {
+	h, ok := m.alive(vm.ID)
+	if !ok || h.VMM != vmm.QEMU {
+		return nil
+	}
+	if _, ok := m.opt.Drivers[h.VMM].(vmm.Versioner); !ok {
+		return nil
+	}
+	if _, err := m.snapshotter(vm, h); err != nil {
+		return nil
+	}
+	dir := m.templateDir(vm.ImageID, vm.VCPU, vm.MemoryMiB, vm.DiskBytes)
+	if err := os.RemoveAll(dir); err != nil {
+		op.Logf("warning: warm template not made: remove the unusable one: %v", err)
+		return nil
+	}
+	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name}
+	if _, err := m.saveLive(ctx, op, vm, h, dir, t, templateStages); err != nil {
+		if cur, ok := m.opt.Handles.Get(vm.ID); ok && cur.Paused {
+			return fmt.Errorf("warm template: %w", err)
+		}
+		op.Logf("warning: warm template not made (vm %s runs on): %v", vm.Name, err)
+		return nil
+	}
+	op.Logf("made the warm template of %d vcpu · %d MiB · %s disk: creates of this shape now restore from it (warm_templates = \"manual\" in config turns this off)",
+		vm.VCPU, vm.MemoryMiB, config.FormatSize(vm.DiskBytes))
+	return nil
+}
+
 // Template is what Warm made.
 type Template struct {
 	Image      store.Image
