@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,11 +116,18 @@ func (e *env) bareBoot(ctx context.Context, argv []string, agentSock, token stri
 // bareBootThen is bareBoot calling ready (when set) with the VMM's PID
 // once the agent answered, before the VMM is killed.
 func (e *env) bareBootThen(ctx context.Context, argv []string, agentSock, token string, ready func(pid int)) (time.Duration, error) {
+	return e.bareRun(ctx, argv, nil, agentSock, token, ready)
+}
+
+// bareRun is bareBootThen giving the VMM extra descriptors from fd 3 on
+// (a restore's state file).
+func (e *env) bareRun(ctx context.Context, argv []string, extra []*os.File, agentSock, token string, ready func(pid int)) (time.Duration, error) {
 	os.Remove(agentSock)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := time.Now()
 	cmd := e.ns.Command(ctx, argv[0], argv[1:]...)
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("bare %s: %w", argv[0], err)
@@ -170,4 +178,113 @@ func identityToken(configDrive string) (string, error) {
 		return "", fmt.Errorf("decode identity: %w", err)
 	}
 	return id.Token, nil
+}
+
+// BenchmarkWarmCreate compares, in one run, banger's warm `vm create`
+// (request to a VM restored from the image's warm template that answers
+// with its own identity) with the bare VMM restoring the same template:
+// the argv banger used, the template's disks copied back, the state on
+// fd 3 and no -S (QEMU runs the guest as soon as it is loaded), until the
+// agent answers to the template's token. banger/bare is banger's overhead
+// on a warm start: checks, tap, config drive, re-identification, thaw.
+//
+//	CI=true go test -run '^$' -bench WarmCreate -benchtime 3x ./internal/e2e/
+func BenchmarkWarmCreate(b *testing.B) {
+	e := newEnv(b)
+	e.ensureImage()
+	e.must(e.banger("", "image", "warm"))
+	c := &api.Client{Socket: e.socket}
+	ctx := context.Background()
+	ents, err := os.ReadDir(filepath.Join(e.state, layout.WarmDir))
+	if err != nil || len(ents) != 1 {
+		b.Fatalf("warm dir: %v %v", ents, err)
+	}
+	tdir := filepath.Join(e.state, layout.WarmDir, ents[0].Name())
+	raw, err := os.ReadFile(filepath.Join(tdir, layout.TemplateFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var tmpl struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(raw, &tmpl); err != nil {
+		b.Fatal(err)
+	}
+	stages := map[string]time.Duration{}
+	var order []string
+	var total, bare time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("warm%d", i)
+		start := time.Now()
+		ref, err := c.CreateVM(ctx, api.CreateVMRequest{Name: name, VMM: "qemu",
+			Spec: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done, err := c.WaitOperation(ctx, ref.ID, nil)
+		if err != nil || done.State != api.OpSucceeded {
+			b.Fatalf("create %s: %v %+v", name, err, done.Error)
+		}
+		total += time.Since(start)
+		op, err := c.Operation(ctx, ref.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		restored := false
+		for _, s := range op.Stages {
+			if _, ok := stages[s.Name]; !ok {
+				order = append(order, s.Name)
+			}
+			stages[s.Name] += s.Duration
+			restored = restored || s.Name == "restore"
+		}
+		if !restored {
+			b.Fatalf("create %s did not restore from the template", name)
+		}
+
+		b.StopTimer()
+		vm, err := c.GetVM(ctx, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		argv, err := procCmdline(vm.PID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		argv = slices.DeleteFunc(argv, func(a string) bool { return a == "-S" })
+		if _, err := c.StopVM(ctx, name); err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range []string{layout.OverlayFile, layout.WorkFile, layout.ConfigDriveFile} {
+			if _, err := disk.Clone(ctx, filepath.Join(tdir, f), filepath.Join(vm.Dir, f)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		state, err := os.Open(filepath.Join(tdir, "vmstate"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+
+		d, err := e.bareRun(ctx, argv, []*os.File{state}, filepath.Join(vm.Dir, layout.AgentSocketFile), tmpl.Token, nil)
+		state.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		bare += d
+
+		b.StopTimer()
+		if err := c.DeleteVM(ctx, name, true); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	for _, s := range order {
+		b.ReportMetric(stages[s].Seconds()/n, "s/"+strings.ReplaceAll(s, " ", "-"))
+	}
+	b.ReportMetric(total.Seconds()/n, "s/warm-create-to-ready")
+	b.ReportMetric(bare.Seconds()/n, "s/bare-restore-to-agent")
+	b.ReportMetric(total.Seconds()/bare.Seconds(), "banger/bare")
 }
