@@ -2,6 +2,8 @@ package vmctl
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,12 @@ import (
 // configDriveSlack is room left on the config drive beyond its content, so
 // mke2fs has space for its metadata.
 const configDriveSlack = 8 << 20
+
+// fileSyncNow is fileSyncDigest of the configured entries.
+func (m *Manager) fileSyncNow() (string, error) {
+	home, _ := os.UserHomeDir()
+	return fileSyncDigest(m.opt.Config.FileSync, home)
+}
 
 // Identity builds the per-VM identity the agent applies at boot.
 func (m *Manager) Identity(vm store.VM) (agent.Identity, error) {
@@ -208,4 +216,58 @@ func copyFile(src, dst string, mode os.FileMode) (int64, error) {
 		err = os.Chmod(dst, mode)
 	}
 	return n, err
+}
+
+// fileSyncDigest fingerprints what [[file_sync]] would put in a new VM
+// now: each entry's guest path and mode, and every synced file's relative
+// path, mode and content (a missing source counts as missing). A warm
+// template records it: a guest restored from a template does not read its
+// config drive, so a template made before the user changed a synced file
+// would hand out the old content; a different digest makes it unusable.
+func fileSyncDigest(entries []config.FileSync, home string) (string, error) {
+	h := sha256.New()
+	for i, e := range entries {
+		host, guest, mode, err := e.Resolve(home)
+		if err != nil {
+			return "", fmt.Errorf("file_sync[%d]: %w", i, err)
+		}
+		fmt.Fprintf(h, "entry %d %s %o\n", i, guest, mode.Perm())
+		real, err := filepath.EvalSymlinks(host)
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(h, "missing\n")
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+		err = filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(real, p)
+			switch {
+			case d.IsDir():
+				fmt.Fprintf(h, "dir %q %o\n", rel, info.Mode().Perm())
+			case info.Mode().IsRegular():
+				fmt.Fprintf(h, "file %q %o %d\n", rel, info.Mode().Perm(), info.Size())
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if _, err := io.Copy(h, f); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("file_sync[%d] %s: %w", i, host, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -415,4 +415,28 @@ func TestCreate_makesTheWarmTemplateOnFirstUse(t *testing.T) {
 	if second.AgentToken == first.AgentToken {
 		t.Error("the restored vm kept the template's token")
 	}
+
+	// A synced file that changed since the template was made: a restored
+	// guest would keep the old content, so the next create boots cold
+	// (saying why) and makes the template again.
+	synced := filepath.Join(t.TempDir(), "token.json")
+	os.WriteFile(synced, []byte("v1"), 0o600)
+	h.cfg.FileSync = []config.FileSync{{Host: synced, Guest: "~/.token.json"}}
+	_, op, err = h.create(t, api.CreateVMRequest{Name: "a3", Image: "debian-12", Spec: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stagesOf(op); !strings.Contains(got, ",boot,") || !strings.Contains(got, "template") {
+		t.Errorf("create after a file_sync change: stages %s, want a cold boot that remakes the template", got)
+	}
+	if !strings.Contains(strings.Join(op.Log, "\n"), "[[file_sync]] files changed") {
+		t.Errorf("no word of the file_sync change: %q", op.Log)
+	}
+	if _, op, err = h.create(t, api.CreateVMRequest{Name: "a4", Image: "debian-12", Spec: s}); err != nil || !strings.Contains(stagesOf(op), "restore") {
+		t.Errorf("create with the remade template: %v, stages %s", err, stagesOf(op))
+	}
+	os.WriteFile(synced, []byte("v2"), 0o600)
+	if _, op, err = h.create(t, api.CreateVMRequest{Name: "a5", Image: "debian-12", Spec: s}); err != nil || strings.Contains(stagesOf(op), "restore") {
+		t.Errorf("create after the synced file's content changed: %v, stages %s", err, stagesOf(op))
+	}
 }

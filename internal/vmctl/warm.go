@@ -40,6 +40,8 @@ type templateMeta struct {
 	From string `json:"from"`
 	// Name is set for a VM's named snapshot (not for a warm template).
 	Name string `json:"name,omitempty"`
+	// FileSync is the fileSyncDigest when a warm template was made.
+	FileSync string `json:"file_sync,omitempty"`
 	// Sessions are the source VM's sessions when the state was saved:
 	// their processes are in the saved memory, so a VM made from it
 	// records them as its own.
@@ -73,6 +75,12 @@ func (m *Manager) warmTemplate(ctx context.Context, op *operation.Op, vm store.V
 	}
 	if err == nil && (t.ImageID != vm.ImageID || t.DiskBytes != vm.DiskBytes) {
 		err = errors.New("its description does not match its directory")
+	}
+	if err == nil {
+		var now string
+		if now, err = m.fileSyncNow(); err == nil && now != t.FileSync {
+			err = errors.New("the [[file_sync]] files changed since it was made, and a restored guest would keep the old ones (banger image warm makes it again)")
+		}
 	}
 	if err == nil {
 		t.template = &t
@@ -177,6 +185,11 @@ func (m *Manager) autoTemplate(ctx context.Context, op *operation.Op, vm store.V
 		return nil
 	}
 	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name}
+	var err error
+	if t.FileSync, err = m.fileSyncNow(); err != nil {
+		op.Logf("warning: warm template not made: %v", err)
+		return nil
+	}
 	if _, err := m.saveLive(ctx, op, vm, h, dir, t, templateStages); err != nil {
 		if cur, ok := m.opt.Handles.Get(vm.ID); ok && cur.Paused {
 			return fmt.Errorf("warm template: %w", err)
@@ -259,6 +272,9 @@ func (m *Manager) makeTemplate(ctx context.Context, op *operation.Op, vm store.V
 			}
 		}
 		t := templateMeta{savedMeta: meta, ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name}
+		if t.FileSync, err = m.fileSyncNow(); err != nil {
+			return err
+		}
 		if err := writeTemplate(tmp, t); err != nil {
 			return err
 		}
