@@ -24,9 +24,6 @@ const DefaultBinary = "qemu-system-x86_64"
 type Options struct {
 	// Binary is argv[0]; DefaultBinary when empty.
 	Binary string
-	// Vsock is true when /dev/vhost-vsock exists on the host; the agent
-	// channel is then a vhost-vsock device, else a virtio-serial port.
-	Vsock bool
 	// HostKHz is the host TSC frequency in kHz, passed to the guest as
 	// tsc_early_khz under TCG (without it the kernel often hangs
 	// calibrating the TSC). Zero omits it.
@@ -95,14 +92,10 @@ func Cmdline(s vmm.Spec, o Options) []string {
 			"-netdev", "tap,id=net0,ifname="+escape(s.Tap)+",script=no,downscript=no",
 			"-device", "virtio-net-device,netdev=net0,mac="+s.MAC)
 	}
-	if o.Vsock {
-		args = append(args, "-device", "vhost-vsock-device,guest-cid="+strconv.FormatUint(uint64(s.CID), 10))
-	} else {
-		args = append(args,
-			"-device", "virtio-serial-device",
-			"-chardev", "socket,id=agent,path="+escape(agentPath(s))+",server=on,wait=off",
-			"-device", "virtserialport,chardev=agent,id="+agentPortID+",name="+guestcontract.AgentSerialPort)
-	}
+	args = append(args,
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path="+escape(agentPath(s))+",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,id="+agentPortID+",name="+guestcontract.AgentSerialPort)
 	args = append(args,
 		"-qmp", "unix:"+escape(qmpPath(s))+",server=on,wait=off",
 		"-pidfile", pidPath(s),

@@ -38,8 +38,7 @@ func TestCmdline_Golden(t *testing.T) {
 		noTap bool
 	}{
 		{name: "tcg-serial", accel: vmm.AccelTCG, opts: Options{HostKHz: 2000000}},
-		{name: "tcg-vsock", accel: vmm.AccelTCG, opts: Options{Vsock: true, HostKHz: 2000000}},
-		{name: "kvm-vsock", accel: vmm.AccelKVM, opts: Options{Vsock: true, HostKHz: 2000000, Binary: "/usr/bin/qemu-system-x86_64"}},
+		{name: "kvm-serial", accel: vmm.AccelKVM, opts: Options{HostKHz: 2000000, Binary: "/usr/bin/qemu-system-x86_64"}},
 		{name: "kvm-serial-notap", accel: vmm.AccelKVM, opts: Options{}, noTap: true},
 	}
 	for _, tt := range tests {

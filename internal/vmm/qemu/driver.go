@@ -24,8 +24,6 @@ type Driver struct {
 	Binary string
 	// StartTimeout bounds the wait for QMP; DefaultStartTimeout when zero.
 	StartTimeout time.Duration
-	// VsockAvailable reports whether /dev/vhost-vsock exists; nil probes it.
-	VsockAvailable func() bool
 	// HostKHz returns the host TSC kHz for TCG guests; nil reads
 	// /proc/cpuinfo.
 	HostKHz func() (int, error)
@@ -48,20 +46,14 @@ func (d *Driver) binary() (string, error) {
 	return p, nil
 }
 
-// Options resolves the host facts for s: the binary, vhost-vsock, and the
-// host kHz under TCG.
+// Options resolves the host facts for s: the binary and the host kHz
+// under TCG.
 func (d *Driver) Options(s vmm.Spec) (Options, error) {
 	bin, err := d.binary()
 	if err != nil {
 		return Options{}, err
 	}
 	o := Options{Binary: bin}
-	if d.VsockAvailable != nil {
-		o.Vsock = d.VsockAvailable()
-	} else {
-		_, err := os.Stat("/dev/vhost-vsock")
-		o.Vsock = err == nil
-	}
 	if s.Accel != vmm.AccelKVM {
 		khz := d.HostKHz
 		if khz == nil {
@@ -107,14 +99,13 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		Tap:        s.Tap,
 		Accel:      s.Accel,
 	}
-	stale := []string{h.QMPSocket, pidPath(s)}
-	if o.Vsock {
-		h.AgentTransport = vmm.TransportVsock
-	} else {
-		h.AgentTransport = vmm.TransportSerial
-		h.SerialSocket = agentPath(s)
-		stale = append(stale, h.SerialSocket)
-	}
+	// The agent channel is always a virtio-serial port on a unix socket,
+	// also where /dev/vhost-vsock exists: it needs no host module, its
+	// state migrates with the guest (suspend, warm start, fork), and the
+	// host end is a plain socket the daemon owns.
+	h.AgentTransport = vmm.TransportSerial
+	h.SerialSocket = agentPath(s)
+	stale := []string{h.QMPSocket, pidPath(s), h.SerialSocket}
 	for _, p := range stale {
 		if err := vmm.CheckSocketPath(p); err != nil {
 			return vmm.Handles{}, fmt.Errorf("start qemu vm %s: %w", s.VMID, err)

@@ -74,7 +74,7 @@ func TestDriver_BootTCG(t *testing.T) {
 	k := vmmtest.DebianKernel(t)
 	initrd := vmmtest.BusyboxInitramfs(t, k)
 	s := bootSpec(t, k, initrd)
-	d := &Driver{VsockAvailable: func() bool { return false }}
+	d := &Driver{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -241,7 +241,7 @@ func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &Driver{Binary: fake, StartTimeout: time.Minute, VsockAvailable: func() bool { return false }}
+	d := &Driver{Binary: fake, StartTimeout: time.Minute}
 	errc := make(chan error, 1)
 	go func() { _, err := d.Start(ctx, s); errc <- err }()
 
@@ -255,6 +255,12 @@ func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
 	}
 	if ok, err := vmm.Check(h); !ok || err != nil {
 		t.Fatalf("handles given to OnSpawn do not find the process: %+v (%v)", h, err)
+	}
+	// The agent is reached over the virtio-serial socket on every host:
+	// a QEMU guest once got vhost-vsock where /dev/vhost-vsock existed,
+	// and the daemon, with no unix socket to dial, never reached it.
+	if h.AgentTransport != vmm.TransportSerial || h.SerialSocket != filepath.Join(s.Dir, layout.AgentSocketFile) || h.VsockSocket != "" {
+		t.Errorf("agent channel %q serial %q vsock %q, want the virtio-serial socket", h.AgentTransport, h.SerialSocket, h.VsockSocket)
 	}
 	// The daemon gives up (cancel): Start ends the process it spawned.
 	cancel()

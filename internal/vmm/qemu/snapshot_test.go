@@ -63,7 +63,7 @@ func TestDriver_SaveRestore(t *testing.T) {
 	vmmtest.RequireBinary(t, DefaultBinary)
 	k := vmmtest.DebianKernel(t)
 	s := bootSpec(t, k, vmmtest.BusyboxInitramfs(t, k))
-	d := &Driver{VsockAvailable: func() bool { return false }}
+	d := &Driver{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	h, err := d.Start(ctx, s)
