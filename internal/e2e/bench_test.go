@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,7 +268,17 @@ func BenchmarkWarmCreate(b *testing.B) {
 		}
 		b.StartTimer()
 
+		// The state was saved with the guest stopped and QEMU keeps that
+		// run state after loading it (with or without -S): it needs a
+		// cont, as banger sends.
+		qmpSock := filepath.Join(vm.Dir, layout.QMPSocketFile)
+		os.Remove(qmpSock)
+		contErr := make(chan error, 1)
+		go func() { contErr <- qmpCont(ctx, qmpSock) }()
 		d, err := e.bareRun(ctx, argv, []*os.File{state}, filepath.Join(vm.Dir, layout.AgentSocketFile), tmpl.Token, nil)
+		if cerr := <-contErr; cerr != nil && err == nil {
+			err = cerr
+		}
 		state.Close()
 		if err != nil {
 			b.Fatal(err)
@@ -287,4 +298,71 @@ func BenchmarkWarmCreate(b *testing.B) {
 	b.ReportMetric(total.Seconds()/n, "s/warm-create-to-ready")
 	b.ReportMetric(bare.Seconds()/n, "s/bare-restore-to-agent")
 	b.ReportMetric(total.Seconds()/bare.Seconds(), "banger/bare")
+}
+
+// qmpCont connects to a restoring QEMU's QMP socket (waiting for it to
+// appear), waits until the incoming state is loaded and sends cont.
+func qmpCont(ctx context.Context, sock string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var conn net.Conn
+	for {
+		var err error
+		if conn, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("qmp %s: %w", sock, err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	defer conn.Close()
+	context.AfterFunc(ctx, func() { conn.Close() })
+	dec := json.NewDecoder(conn)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		return err
+	}
+	call := func(cmd string) (map[string]any, error) {
+		if err := json.NewEncoder(conn).Encode(map[string]string{"execute": cmd}); err != nil {
+			return nil, err
+		}
+		for {
+			var msg struct {
+				Return any            `json:"return"`
+				Error  map[string]any `json:"error"`
+				Event  string         `json:"event"`
+			}
+			if err := dec.Decode(&msg); err != nil {
+				return nil, err
+			}
+			if msg.Event != "" {
+				continue
+			}
+			if msg.Error != nil {
+				return nil, fmt.Errorf("qmp %s: %v", cmd, msg.Error)
+			}
+			m, _ := msg.Return.(map[string]any)
+			return m, nil
+		}
+	}
+	if _, err := call("qmp_capabilities"); err != nil {
+		return err
+	}
+	for {
+		st, err := call("query-status")
+		if err != nil {
+			return err
+		}
+		if st["status"] == "paused" {
+			_, err := call("cont")
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("qemu never finished loading the state: status %v", st["status"])
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

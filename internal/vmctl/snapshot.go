@@ -202,6 +202,36 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	return snapshotOf(vm, t), err
 }
 
+// checkSaveSpace refuses a save into parent (created if missing) that
+// might not fit: up to the guest's memory of state plus the blocks its
+// disks hold (sparse copies take no more), leaving what the VMs already
+// promised alone. Failing half-way would cost the same freeze for
+// nothing.
+func (m *Manager) checkSaveSpace(vm store.VM, parent string) error {
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return err
+	}
+	free, err := freeBytes(parent)
+	if err != nil {
+		return nil // cannot tell: the save reports ENOSPC if it comes
+	}
+	need := int64(vm.MemoryMiB) << 20
+	for _, f := range templateDisks {
+		if _, used, ok := usage(filepath.Join(m.vmDir(vm.ID), f)); ok {
+			need += used
+		}
+	}
+	taken, _, err := promised(m.opt.VMsDir, m.opt.ConsoleLogMax)
+	if err != nil {
+		return err
+	}
+	if free-taken >= need {
+		return nil
+	}
+	return api.Errorf(api.CodeInvalid, "not enough disk space in %s to save vm %s: up to %s (its %d MiB of memory and the blocks its disks hold); %s free, of which %s may still be written by existing vms; delete vms or snapshots, or free space",
+		parent, vm.Name, config.FormatSize(need), vm.MemoryMiB, config.FormatSize(free), config.FormatSize(taken))
+}
+
 // saveStages names the stages of saveLive.
 type saveStages struct{ save, disks, resume string }
 
@@ -220,6 +250,9 @@ var (
 func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h vmm.Handles, dir string, t templateMeta, stages saveStages) (templateMeta, error) {
 	snap, err := m.snapshotter(vm, h)
 	if err != nil {
+		return templateMeta{}, err
+	}
+	if err := m.checkSaveSpace(vm, filepath.Dir(dir)); err != nil {
 		return templateMeta{}, err
 	}
 	op.Plan(stages.save, stages.disks, stages.resume)

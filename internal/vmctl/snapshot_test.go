@@ -440,3 +440,16 @@ func TestCreate_makesTheWarmTemplateOnFirstUse(t *testing.T) {
 		t.Errorf("create after the synced file's content changed: %v, stages %s", err, stagesOf(op))
 	}
 }
+
+// TestCheckSaveSpace: a save that may not fit is refused before the
+// guest is frozen, naming what it needs.
+func TestCheckSaveSpace(t *testing.T) {
+	m := New(Options{VMsDir: filepath.Join(t.TempDir(), "vms")})
+	dir := filepath.Join(t.TempDir(), "snapshots")
+	if err := m.checkSaveSpace(store.VM{ID: "x", Name: "huge", MemoryMiB: 1 << 30}, dir); err == nil || !strings.Contains(err.Error(), "not enough disk space") || !strings.Contains(err.Error(), "huge") {
+		t.Errorf("a petabyte of memory = %v", err)
+	}
+	if err := m.checkSaveSpace(store.VM{ID: "x", Name: "small", MemoryMiB: 1}, dir); err != nil {
+		t.Errorf("one MiB = %v", err)
+	}
+}
