@@ -154,7 +154,7 @@ func (e *env) bareRun(ctx context.Context, argv []string, extra []*os.File, agen
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("bare boot: agent never answered: %w", err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // as often as banger asks
 	}
 }
 
