@@ -176,6 +176,10 @@ type Identity struct {
 	Token string `json:"token"`
 	// Files are file_sync entries to install.
 	Files []SyncFile `json:"files,omitempty"`
+	// HostKeys are the ssh host keys the host made for this VM; they
+	// replace any the guest has. Without them the agent generates keys
+	// itself (older hosts), which under software emulation is slow.
+	HostKeys []HostKey `json:"host_keys,omitempty"`
 }
 
 // SyncFile is one file_sync entry as it reaches the guest.

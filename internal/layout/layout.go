@@ -80,6 +80,11 @@ const (
 	// (the VMM's files plus SavedStateFile); its presence while no VMM
 	// runs is what makes the VM suspended.
 	SuspendDir = "suspend"
+	// HostKeyFile is the VM's ssh host private key (ed25519), made by the
+	// host at its first boot and given to the guest at every boot and
+	// restore, so the key the host pins never changes; its public half
+	// is HostKeyFile + ".pub".
+	HostKeyFile = "ssh_host_ed25519_key"
 	// WarmDir, in the state directory, holds the images' warm templates:
 	// one directory per image and machine shape with a booted guest's
 	// saved state (StateFile), its disks and TemplateFile.

@@ -13,17 +13,44 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"banger/internal/agent"
 	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/guestcontract"
+	"banger/internal/layout"
+	"banger/internal/sshkey"
 	"banger/internal/store"
 )
 
 // configDriveSlack is room left on the config drive beyond its content, so
 // mke2fs has space for its metadata.
 const configDriveSlack = 8 << 20
+
+// hostKey returns the VM's ssh host key pair (HostKeyFile in its
+// directory), making it on first use.
+func (m *Manager) hostKey(ctx context.Context, vm store.VM) (priv, pub string, err error) {
+	p := filepath.Join(m.vmDir(vm.ID), layout.HostKeyFile)
+	b, err := os.ReadFile(p)
+	pb, perr := os.ReadFile(p + ".pub")
+	if err == nil && perr == nil && len(b) > 0 && len(pb) > 0 {
+		return string(b), strings.TrimSpace(string(pb)), nil
+	}
+	if priv, pub, err = sshkey.NewHostKey(ctx); err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(p+".pub", []byte(pub+"\n"), 0o644); err != nil {
+		return "", "", fmt.Errorf("save ssh host key: %w", err)
+	}
+	if err := os.WriteFile(p, []byte(priv), 0o600); err != nil {
+		return "", "", fmt.Errorf("save ssh host key: %w", err)
+	}
+	return priv, pub, nil
+}
 
 // fileSyncNow is fileSyncDigest of the configured entries.
 func (m *Manager) fileSyncNow() (string, error) {
@@ -69,6 +96,19 @@ func (m *Manager) writeConfigDrive(ctx context.Context, vm store.VM, path string
 		return nil, fmt.Errorf("config drive: %w", err)
 	}
 	defer removeStaging(staging)
+	// The host makes the guest's ssh host key (once per VM) and pins it
+	// before the guest runs: ssh-keygen in the guest is slow under
+	// software emulation, and the key the host trusts is then its own.
+	priv, pub, err := m.hostKey(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	id.HostKeys = []agent.HostKey{{Type: "ed25519", Private: priv, Public: pub}}
+	if m.opt.KnownHosts != nil {
+		if err := m.opt.KnownHosts.Set(vm.Name+".vm", []string{pub}); err != nil {
+			return nil, fmt.Errorf("pin ssh host key: %w", err)
+		}
+	}
 	home, _ := os.UserHomeDir()
 	files, warnings, size, err := stageFileSync(m.opt.Config.FileSync, home, filepath.Join(staging, guestcontract.FilesDir))
 	if err != nil {

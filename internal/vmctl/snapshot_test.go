@@ -2,16 +2,20 @@ package vmctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/guestcontract"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
@@ -451,5 +455,52 @@ func TestCheckSaveSpace(t *testing.T) {
 	}
 	if err := m.checkSaveSpace(store.VM{ID: "x", Name: "small", MemoryMiB: 1}, dir); err != nil {
 		t.Errorf("one MiB = %v", err)
+	}
+}
+
+// TestCreate_hostMadeHostKey: a cold boot gives the guest a host key the
+// host made and pinned before the guest ran; the VM keeps it across a
+// restart.
+func TestCreate_hostMadeHostKey(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	vm, _, err := h.create(t, api.CreateVMRequest{Name: "k1", Image: "debian-12", Spec: spec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := func() agent.Identity {
+		out, err := exec.Command("debugfs", "-R", "cat /"+guestcontract.IdentityFile, filepath.Join(h.m.vmDir(vm.ID), layout.ConfigDriveFile)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id agent.Identity
+		if err := json.Unmarshal(out, &id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	id := identity()
+	if len(id.HostKeys) != 1 || id.HostKeys[0].Type != "ed25519" || !strings.HasPrefix(id.HostKeys[0].Public, "ssh-ed25519 ") || !strings.Contains(id.HostKeys[0].Private, "PRIVATE KEY") {
+		t.Fatalf("identity host keys %+v", id.HostKeys)
+	}
+	pub, err := os.ReadFile(filepath.Join(h.m.vmDir(vm.ID), layout.HostKeyFile+".pub"))
+	if err != nil || strings.TrimSpace(string(pub)) != id.HostKeys[0].Public {
+		t.Fatalf("saved public key %q (%v), identity has %q", pub, err, id.HostKeys[0].Public)
+	}
+	known, err := os.ReadFile(h.m.opt.KnownHosts.Path)
+	if err != nil || !strings.Contains(string(known), strings.Fields(id.HostKeys[0].Public)[1]) {
+		t.Errorf("known_hosts does not pin the host-made key: %v\n%s", err, known)
+	}
+	if _, err := h.m.Stop(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
+		_, err := h.m.Start(ctx, op, "k1", false)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if again := identity(); len(again.HostKeys) != 1 || again.HostKeys[0].Public != id.HostKeys[0].Public {
+		t.Errorf("the restart gave a new host key: %+v", again.HostKeys)
 	}
 }

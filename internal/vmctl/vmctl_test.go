@@ -163,10 +163,11 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if f.noAgent {
 		return h, nil
 	}
-	token, err := tokenFromConfigDrive(s.Drives[3].Path)
+	id, err := identityFromConfigDrive(s.Drives[3].Path)
 	if err != nil {
 		return h, err
 	}
+	token := id.Token
 	if s.RestoreDir != "" {
 		// A guest restored from a template or snapshot answers to the
 		// token of the guest that was saved, until re-identified.
@@ -188,7 +189,13 @@ func (f *fakeVMM) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	f.agents[s.VMID] = l
 	f.mu.Unlock()
 	dir := f.t.TempDir()
-	os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key.pub"), []byte("ssh-ed25519 AAAAfake root@guest\n"), 0o644)
+	// The guest installs the host-made key it is given, as the agent
+	// does; without one it has a key of its own.
+	pub := "ssh-ed25519 AAAAfake root@guest"
+	if len(id.HostKeys) > 0 && s.RestoreDir == "" {
+		pub = id.HostKeys[0].Public
+	}
+	os.WriteFile(filepath.Join(dir, "ssh_host_ed25519_key.pub"), []byte(pub+"\n"), 0o644)
 	srv := &agentserver.Server{Token: token, Version: "test", HostKeyGlob: filepath.Join(dir, "*.pub"),
 		SetClock:   func(time.Time) error { return nil },
 		AddEntropy: func([]byte) error { return nil },
@@ -218,16 +225,16 @@ func (f *fakeVMM) Stop(ctx context.Context, h vmm.Handles, _ time.Duration) erro
 
 func (f *fakeVMM) Kill(ctx context.Context, h vmm.Handles) error { return vmm.KillProcess(ctx, h) }
 
-func tokenFromConfigDrive(path string) (string, error) {
+func identityFromConfigDrive(path string) (agent.Identity, error) {
+	var id agent.Identity
 	out, err := exec.Command("debugfs", "-R", "cat /"+guestcontract.IdentityFile, path).Output()
 	if err != nil {
-		return "", err
+		return id, err
 	}
-	var id agent.Identity
 	if err := json.Unmarshal(out, &id); err != nil {
-		return "", fmt.Errorf("identity on config drive: %w", err)
+		return id, fmt.Errorf("identity on config drive: %w", err)
 	}
-	return id.Token, nil
+	return id, nil
 }
 
 type harness struct {
@@ -369,8 +376,9 @@ func TestCreate_bootsAndRegisters(t *testing.T) {
 		t.Errorf("config drive label %q", lbl)
 	}
 	kh, _ := os.ReadFile(filepath.Join(h.dir, "ssh", "known_hosts"))
-	if !strings.Contains(string(kh), "t1.vm ssh-ed25519 AAAAfake") {
-		t.Errorf("known_hosts = %q", kh)
+	pub, _ := os.ReadFile(filepath.Join(h.dir, "vms", vm.ID, layout.HostKeyFile+".pub"))
+	if f := strings.Fields(string(pub)); len(f) < 2 || string(kh) != "t1.vm "+f[0]+" "+f[1]+"\n" {
+		t.Errorf("known_hosts = %q, want the host-made key %q", kh, pub)
 	}
 
 	// Stop: VMM gone, tap back, DNS record dropped; twice is fine.

@@ -18,7 +18,6 @@ import (
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
-	"banger/internal/sshkey"
 	"banger/internal/store"
 	"banger/internal/vmm"
 )
@@ -125,7 +124,9 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 	if err != nil {
 		return err
 	}
-	priv, pub, err := sshkey.NewHostKey(ctx)
+	// Made on the host: ssh-keygen in the guest would be slow under
+	// software emulation (the VM keeps it for its later cold boots).
+	priv, pub, err := m.hostKey(ctx, vm)
 	if err != nil {
 		return err
 	}

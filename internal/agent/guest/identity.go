@@ -94,7 +94,11 @@ func Apply(root, configDir string, id agent.Identity, sys System) error {
 	if len(id.AuthorizedKeys) > 0 {
 		step("authorized keys", func() error { return applyAuthorizedKeys(root, id.AuthorizedKeys, sys) })
 	}
-	step("ssh host keys", func() error { return ensureHostKeys(root, sys) })
+	if len(id.HostKeys) > 0 {
+		step("ssh host keys", func() error { return installHostKeys(root, id.HostKeys) })
+	} else {
+		step("ssh host keys", func() error { return ensureHostKeys(root, sys) })
+	}
 	for _, f := range id.Files {
 		step("file_sync "+f.Guest, func() error { return applySyncFile(root, configDir, f, sys) })
 	}
@@ -225,6 +229,20 @@ func applyAuthorizedKeys(root string, keys []string, sys System) error {
 		return err
 	}
 	return sys.Chown(p, 0, 0)
+}
+
+// installHostKeys puts the host-made keys in place of the guest's, in an
+// image with an ssh server.
+func installHostKeys(root string, keys []agent.HostKey) error {
+	if _, err := os.Stat(filepath.Join(root, "etc", "ssh")); errors.Is(err, fs.ErrNotExist) {
+		return nil // no ssh server in this image
+	}
+	for _, k := range keys {
+		if !givenKeyTypes[k.Type] || k.Private == "" || k.Public == "" {
+			return fmt.Errorf("bad host key of type %q", k.Type)
+		}
+	}
+	return replaceHostKeys(root, keys)
 }
 
 func ensureHostKeys(root string, sys System) error {

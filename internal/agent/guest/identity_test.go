@@ -270,3 +270,39 @@ func TestApply_Errors(t *testing.T) {
 		})
 	}
 }
+
+// TestApply_HostMadeKeys: host keys in the identity replace any the image
+// has, and the guest runs no ssh-keygen; applying again changes nothing.
+// An unusable key is refused without touching the old ones.
+func TestApply_HostMadeKeys(t *testing.T) {
+	root := t.TempDir()
+	write(t, filepath.Join(root, "etc", "ssh", "ssh_host_rsa_key"), "old private", 0o600)
+	write(t, filepath.Join(root, "etc", "ssh", "ssh_host_rsa_key.pub"), "ssh-rsa OLD root@image\n", 0o644)
+	id := agent.Identity{Token: "tok", HostKeys: []agent.HostKey{{Type: "ed25519", Private: "PRIVATE\n", Public: "ssh-ed25519 HOSTMADE root@banger"}}}
+	sys := &fakeSystem{mounted: map[string]bool{}, labels: map[string]string{guestcontract.LabelWork: "/dev/vdb"}, chowned: map[string]bool{}}
+	for range 2 {
+		if err := Apply(root, t.TempDir(), id, sys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sys.keygens != 0 {
+		t.Errorf("ssh-keygen ran %d times in the guest", sys.keygens)
+	}
+	keys, _ := filepath.Glob(filepath.Join(root, "etc", "ssh", "ssh_host_*"))
+	if len(keys) != 2 {
+		t.Errorf("host key files %v, want only the ed25519 pair", keys)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key.pub")); string(b) != "ssh-ed25519 HOSTMADE root@banger\n" {
+		t.Errorf("public key %q", b)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("private key: %v %v", fi, err)
+	}
+	bad := agent.Identity{Token: "tok", HostKeys: []agent.HostKey{{Type: "dsa", Private: "x", Public: "y"}}}
+	if err := Apply(root, t.TempDir(), bad, sys); err == nil || !strings.Contains(err.Error(), "ssh host keys") {
+		t.Errorf("a dsa key = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key")); err != nil {
+		t.Errorf("a refused key removed the installed one: %v", err)
+	}
+}
