@@ -286,36 +286,7 @@ func TestAttacker(t *testing.T) {
 	})
 
 	t.Run("kill -9 during boot leaves no VMM", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		create := e.ns.Command(ctx, filepath.Join(e.bin, "banger"), "vm", "create", "--name", "c")
-		create.Env = e.envv
-		if err := create.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// The VMM's handles are recorded the moment it is spawned, so show
-		// names its PID while the guest is still booting.
-		var vmmPID int
-		for deadline := time.Now().Add(2 * time.Minute); vmmPID == 0; {
-			var v struct {
-				State string `json:"state"`
-				PID   int    `json:"pid"`
-			}
-			r := e.banger("", "vm", "show", "c", "--json")
-			if r.code == 0 && json.Unmarshal([]byte(r.stdout), &v) == nil && v.PID > 0 {
-				if v.State != "creating" {
-					t.Fatalf("c is %s before the daemon was killed: the boot was too fast to interrupt", v.State)
-				}
-				vmmPID = v.PID
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no VMM started for c")
-			}
-		}
-		pid := e.daemonPID()
-		syscall.Kill(pid, syscall.SIGKILL)
-		waitGone(pid, 5*time.Second)
-		create.Wait()
+		vmmPID := e.killDaemonWhileCreating(t, "c", "vm", "create", "--name", "c")
 		e.must(e.banger("", "vm", "list"))
 		waitGone(vmmPID, 10*time.Second)
 		if processRunning(vmmPID) {
@@ -331,6 +302,44 @@ func TestAttacker(t *testing.T) {
 		}
 		e.must(e.banger("", "vm", "delete", "c"))
 	})
+}
+
+// killDaemonWhileCreating runs banger args (a create or fork that makes
+// the VM name), waits until name's VMM is spawned while the VM is still
+// being created (its handles are recorded the moment it is spawned, so
+// show names its PID while the guest is still booting), kills bangerd
+// with SIGKILL and returns that VMM's PID once the command has ended.
+func (e *env) killDaemonWhileCreating(t *testing.T, name string, args ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := e.ns.Command(ctx, filepath.Join(e.bin, "banger"), args...)
+	cmd.Env = e.envv
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var vmmPID int
+	for deadline := time.Now().Add(2 * time.Minute); vmmPID == 0; {
+		var v struct {
+			State string `json:"state"`
+			PID   int    `json:"pid"`
+		}
+		r := e.banger("", "vm", "show", name, "--json")
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &v) == nil && v.PID > 0 {
+			if v.State != "creating" {
+				t.Fatalf("%s is %s before the daemon was killed: too fast to interrupt", name, v.State)
+			}
+			vmmPID = v.PID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no VMM started for %s", name)
+		}
+	}
+	pid := e.daemonPID()
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitGone(pid, 5*time.Second)
+	cmd.Wait()
+	return vmmPID
 }
 
 // tail returns the last n lines of b.

@@ -36,33 +36,13 @@ func BenchmarkCreate(b *testing.B) {
 	c := &api.Client{Socket: e.socket}
 	ctx := context.Background()
 
-	stages := map[string]time.Duration{}
-	var order []string
+	var stages stageTimes
 	var total, bare time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("bench%d", i)
-		start := time.Now()
-		ref, err := c.CreateVM(ctx, api.CreateVMRequest{Name: name, VMM: "qemu",
-			Spec: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		done, err := c.WaitOperation(ctx, ref.ID, nil)
-		if err != nil || done.State != api.OpSucceeded {
-			b.Fatalf("create %s: %v %+v", name, err, done.Error)
-		}
-		total += time.Since(start)
-		op, err := c.Operation(ctx, ref.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, s := range op.Stages {
-			if _, ok := stages[s.Name]; !ok {
-				order = append(order, s.Name)
-			}
-			stages[s.Name] += s.Duration
-		}
+		took, _ := stages.create(b, c, name)
+		total += took
 
 		b.StopTimer()
 		vm, err := c.GetVM(ctx, name)
@@ -99,12 +79,58 @@ func BenchmarkCreate(b *testing.B) {
 		b.StartTimer()
 	}
 	n := float64(b.N)
-	for _, s := range order {
-		b.ReportMetric(stages[s].Seconds()/n, "s/"+strings.ReplaceAll(s, " ", "-"))
-	}
+	stages.report(b)
 	b.ReportMetric(total.Seconds()/n, "s/create-to-ready")
 	b.ReportMetric(bare.Seconds()/n, "s/bare-vmm-to-ready")
 	b.ReportMetric(total.Seconds()/bare.Seconds(), "banger/bare")
+}
+
+// stageTimes sums the stage durations of the creates a benchmark makes,
+// in the order the stages first appear.
+type stageTimes struct {
+	sum   map[string]time.Duration
+	order []string
+}
+
+// create makes the VM name (2 vcpu, 1024 MiB, 2G disk, qemu) through the
+// API, waits for it and adds its stages; it returns the wall time from
+// request to ready and the stage names.
+func (st *stageTimes) create(b *testing.B, c *api.Client, name string) (time.Duration, []string) {
+	ctx := context.Background()
+	start := time.Now()
+	ref, err := c.CreateVM(ctx, api.CreateVMRequest{Name: name, VMM: "qemu",
+		Spec: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done, err := c.WaitOperation(ctx, ref.ID, nil)
+	if err != nil || done.State != api.OpSucceeded {
+		b.Fatalf("create %s: %v %+v", name, err, done.Error)
+	}
+	took := time.Since(start)
+	op, err := c.Operation(ctx, ref.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st.sum == nil {
+		st.sum = map[string]time.Duration{}
+	}
+	var names []string
+	for _, s := range op.Stages {
+		if _, ok := st.sum[s.Name]; !ok {
+			st.order = append(st.order, s.Name)
+		}
+		st.sum[s.Name] += s.Duration
+		names = append(names, s.Name)
+	}
+	return took, names
+}
+
+// report reports each stage's mean duration as s/<stage>.
+func (st *stageTimes) report(b *testing.B) {
+	for _, s := range st.order {
+		b.ReportMetric(st.sum[s].Seconds()/float64(b.N), "s/"+strings.ReplaceAll(s, " ", "-"))
+	}
 }
 
 // bareBoot runs the VMM argv inside the test namespace and returns the
@@ -211,36 +237,14 @@ func BenchmarkWarmCreate(b *testing.B) {
 	if err := json.Unmarshal(raw, &tmpl); err != nil {
 		b.Fatal(err)
 	}
-	stages := map[string]time.Duration{}
-	var order []string
+	var stages stageTimes
 	var total, bare time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		name := fmt.Sprintf("warm%d", i)
-		start := time.Now()
-		ref, err := c.CreateVM(ctx, api.CreateVMRequest{Name: name, VMM: "qemu",
-			Spec: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		done, err := c.WaitOperation(ctx, ref.ID, nil)
-		if err != nil || done.State != api.OpSucceeded {
-			b.Fatalf("create %s: %v %+v", name, err, done.Error)
-		}
-		total += time.Since(start)
-		op, err := c.Operation(ctx, ref.ID)
-		if err != nil {
-			b.Fatal(err)
-		}
-		restored := false
-		for _, s := range op.Stages {
-			if _, ok := stages[s.Name]; !ok {
-				order = append(order, s.Name)
-			}
-			stages[s.Name] += s.Duration
-			restored = restored || s.Name == "restore"
-		}
-		if !restored {
+		took, names := stages.create(b, c, name)
+		total += took
+		if !slices.Contains(names, "restore") {
 			b.Fatalf("create %s did not restore from the template", name)
 		}
 
@@ -292,9 +296,7 @@ func BenchmarkWarmCreate(b *testing.B) {
 		b.StartTimer()
 	}
 	n := float64(b.N)
-	for _, s := range order {
-		b.ReportMetric(stages[s].Seconds()/n, "s/"+strings.ReplaceAll(s, " ", "-"))
-	}
+	stages.report(b)
 	b.ReportMetric(total.Seconds()/n, "s/warm-create-to-ready")
 	b.ReportMetric(bare.Seconds()/n, "s/bare-restore-to-agent")
 	b.ReportMetric(total.Seconds()/bare.Seconds(), "banger/bare")

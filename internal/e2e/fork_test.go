@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -134,36 +132,8 @@ func (e *env) checkSnapshotFork(t *testing.T, name string) {
 	})
 
 	t.Run("kill -9 of bangerd mid-fork leaves nothing behind", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		fork := e.ns.Command(ctx, filepath.Join(e.bin, "banger"), "vm", "fork", name, "--name", "z")
-		fork.Env = e.envv
-		if err := fork.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// The copy's VMM is recorded the moment it is spawned; kill the
-		// daemon then, while the copy is being restored.
-		var vmmPID int
-		for deadline := time.Now().Add(2 * time.Minute); vmmPID == 0; {
-			var v struct {
-				State string `json:"state"`
-				PID   int    `json:"pid"`
-			}
-			r := e.banger("", "vm", "show", "z-1", "--json")
-			if r.code == 0 && json.Unmarshal([]byte(r.stdout), &v) == nil && v.PID > 0 {
-				if v.State != "creating" {
-					t.Fatalf("z-1 is %s before the daemon was killed", v.State)
-				}
-				vmmPID = v.PID
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no VMM started for z-1")
-			}
-		}
-		pid := e.daemonPID()
-		syscall.Kill(pid, syscall.SIGKILL)
-		waitGone(pid, 5*time.Second)
-		fork.Wait()
+		// Killed while the copy is being restored.
+		vmmPID := e.killDaemonWhileCreating(t, "z-1", "vm", "fork", name, "--name", "z")
 		e.must(e.banger("", "vm", "list"))
 		waitGone(vmmPID, 10*time.Second)
 		if processRunning(vmmPID) {
