@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -73,13 +72,9 @@ func newImageWarmCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := a.followOperation(ctx, c, ref)
+			t, err := followResult[api.WarmTemplate](ctx, a, c, ref, "template")
 			if err != nil {
 				return err
-			}
-			var t api.WarmTemplate
-			if err := json.Unmarshal(res, &t); err != nil {
-				return fmt.Errorf("decode template: %w", err)
 			}
 			if a.jsonOut {
 				return printJSON(a.streams.Out, t)
@@ -194,13 +189,9 @@ func (a *app) imageOperation(ctx context.Context, start func(context.Context, *a
 	if err != nil {
 		return err
 	}
-	res, err := a.followOperation(ctx, c, ref)
+	img, err := followResult[api.Image](ctx, a, c, ref, "image")
 	if err != nil {
 		return err
-	}
-	var img api.Image
-	if err := json.Unmarshal(res, &img); err != nil {
-		return fmt.Errorf("decode image: %w", err)
 	}
 	if a.jsonOut {
 		return printJSON(a.streams.Out, img)

@@ -313,3 +313,17 @@ func (a *app) followOperation(ctx context.Context, c *api.Client, ref api.Operat
 		}
 	}
 }
+
+// followResult is followOperation decoding the operation's result into a
+// T; what names the result in a decode error.
+func followResult[T any](ctx context.Context, a *app, c *api.Client, ref api.OperationRef, what string) (T, error) {
+	var out T
+	res, err := a.followOperation(ctx, c, ref)
+	if err != nil {
+		return out, err
+	}
+	if err := json.Unmarshal(res, &out); err != nil {
+		return out, fmt.Errorf("decode %s: %w", what, err)
+	}
+	return out, nil
+}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,13 +36,9 @@ func newVMSnapshotCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := a.followOperation(ctx, c, ref)
+			s, err := followResult[api.Snapshot](ctx, a, c, ref, "snapshot")
 			if err != nil {
 				return err
-			}
-			var s api.Snapshot
-			if err := json.Unmarshal(res, &s); err != nil {
-				return fmt.Errorf("decode snapshot: %w", err)
 			}
 			if a.jsonOut {
 				return printJSON(a.streams.Out, s)
@@ -157,13 +152,9 @@ func newVMForkCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := a.followOperation(ctx, c, ref)
+			vms, err := followResult[[]api.VM](ctx, a, c, ref, "copies")
 			if err != nil {
 				return err
-			}
-			var vms []api.VM
-			if err := json.Unmarshal(res, &vms); err != nil {
-				return fmt.Errorf("decode copies: %w", err)
 			}
 			if a.jsonOut {
 				return printJSON(a.streams.Out, vms)

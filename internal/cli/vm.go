@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -186,15 +185,7 @@ func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
 	if err != nil {
 		return api.VM{}, err
 	}
-	res, err := a.followOperation(ctx, c, ref)
-	if err != nil {
-		return api.VM{}, err
-	}
-	var vm api.VM
-	if err := json.Unmarshal(res, &vm); err != nil {
-		return api.VM{}, fmt.Errorf("decode created vm: %w", err)
-	}
-	return vm, nil
+	return followResult[api.VM](ctx, a, c, ref, "created vm")
 }
 
 // runInVM runs argv in vm with the caller's stdio and exits with its

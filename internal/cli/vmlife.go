@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -132,13 +131,9 @@ func newVMOpCmd(a *app, verb, short string, start func(*api.Client, context.Cont
 			if err != nil {
 				return err
 			}
-			res, err := a.followOperation(ctx, c, ref)
+			vm, err := followResult[api.VM](ctx, a, c, ref, "vm")
 			if err != nil {
 				return err
-			}
-			var vm api.VM
-			if err := json.Unmarshal(res, &vm); err != nil {
-				return fmt.Errorf("decode vm: %w", err)
 			}
 			if a.jsonOut {
 				return printJSON(a.streams.Out, vm)
