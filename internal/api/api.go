@@ -170,4 +170,10 @@ type CreateVMRequest struct {
 	// From makes the VM from a named snapshot, VM@SNAP: its image, VMM
 	// and shape are the snapshot's (Image and Spec are ignored).
 	From string `json:"from,omitempty"`
+	// Net is the egress mode (NetOpen, NetAllow, NetNone); empty means the
+	// config default, or the snapshot's policy for From.
+	Net string `json:"net,omitempty"`
+	// Allow are the egress rules for NetAllow (see NetPolicy.Allow);
+	// @NAME names a preset.
+	Allow []string `json:"allow,omitempty"`
 }

@@ -47,6 +47,7 @@ type VM struct {
 	Dir       string    `json:"dir"`
 	Console   string    `json:"console_log"`
 	LastError string    `json:"last_error,omitempty"`
+	Net       NetPolicy `json:"net"`
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 }

@@ -75,6 +75,10 @@ type Manager struct {
 	// guests binds each tap in use to its VM's lease; the firewall lets a
 	// tap send only as that VM (Firewall.Guests).
 	guests map[string]netip.Addr
+	// policed are the guests whose egress is limited, by address; the
+	// passes carry absolute expiry times (see policedGuest).
+	policed   map[netip.Addr]*policedGuest
+	proxyPort uint16
 	// fwMu serialises firewall applies, so the last apply always holds
 	// every binding made before it.
 	fwMu     sync.Mutex
@@ -102,6 +106,7 @@ func New(cfg Config, p Privileged, logger *slog.Logger) *Manager {
 		log:      logger,
 		inUse:    map[string]bool{},
 		guests:   map[string]netip.Addr{},
+		policed:  map[netip.Addr]*policedGuest{},
 		creating: map[string]bool{},
 		kick:     make(chan struct{}, 1),
 	}
@@ -168,13 +173,123 @@ func (m *Manager) applyFirewall(ctx context.Context) error {
 	m.fwMu.Lock()
 	defer m.fwMu.Unlock()
 	m.mu.Lock()
-	f := Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow}
+	f := Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow, ProxyPort: m.proxyPort}
 	for tap, ip := range m.guests {
 		f.Guests = append(f.Guests, Guest{Tap: tap, IP: ip})
 	}
+	now := time.Now()
+	for ip, pg := range m.policed {
+		f.Policed = append(f.Policed, pg.firewall(ip, now))
+	}
 	m.mu.Unlock()
 	slices.SortFunc(f.Guests, func(a, b Guest) int { return strings.Compare(a.Tap, b.Tap) })
+	slices.SortFunc(f.Policed, func(a, b Policed) int { return a.IP.Compare(b.IP) })
 	return m.p.ApplyFirewall(ctx, f)
+}
+
+// policedGuest is a policed guest's state in the Manager: its grants and
+// its passes with absolute expiry times.
+type policedGuest struct {
+	grants []Grant
+	passes map[passKey]time.Time
+}
+
+type passKey struct {
+	dst    netip.Addr
+	lo, hi uint16
+}
+
+// firewall returns the guest's entry for the ruleset at now, forgetting
+// passes that have expired.
+func (pg *policedGuest) firewall(ip netip.Addr, now time.Time) Policed {
+	p := Policed{IP: ip, Grants: slices.Clone(pg.grants)}
+	for k, exp := range pg.passes {
+		ttl := exp.Sub(now).Truncate(time.Second)
+		if ttl < time.Second {
+			delete(pg.passes, k)
+			continue
+		}
+		p.Passes = append(p.Passes, Pass{Dst: k.dst, Lo: k.lo, Hi: k.hi, TTL: ttl})
+	}
+	slices.SortFunc(p.Passes, func(a, b Pass) int {
+		if c := a.Dst.Compare(b.Dst); c != 0 {
+			return c
+		}
+		return int(a.Lo) - int(b.Lo)
+	})
+	return p
+}
+
+// Police limits the egress of the guest at ip to grants (and to what
+// AddPasses opens later), or lifts the limit when policed is false. Its
+// passes are forgotten either way: a new policy starts from its DNS
+// answers afresh. The firewall is applied at once when the network is
+// up, so a running guest gets the change; otherwise at the next Ensure
+// or AcquireTap.
+func (m *Manager) Police(ctx context.Context, ip netip.Addr, policed bool, grants []Grant) error {
+	m.mu.Lock()
+	if policed {
+		m.policed[ip] = &policedGuest{grants: slices.Clone(grants), passes: map[passKey]time.Time{}}
+	} else {
+		delete(m.policed, ip)
+	}
+	ensured := m.ensured
+	m.mu.Unlock()
+	if !ensured {
+		return nil
+	}
+	if err := m.applyFirewall(ctx); err != nil {
+		return fmt.Errorf("police %s: %w", ip, err)
+	}
+	return nil
+}
+
+// AddPasses opens, for the policed guest at ip, each pass until its TTL
+// runs out. A pass already open for at least half its new TTL changes
+// nothing, so a guest re-resolving a name costs no firewall apply. It
+// returns once the firewall holds them: the caller (the DNS answer) may
+// then let the guest connect.
+func (m *Manager) AddPasses(ctx context.Context, ip netip.Addr, passes []Pass) error {
+	now := time.Now()
+	m.mu.Lock()
+	pg := m.policed[ip]
+	if pg == nil {
+		m.mu.Unlock()
+		return fmt.Errorf("add passes for %s: not a policed guest", ip)
+	}
+	changed := false
+	for _, x := range passes {
+		ttl := min(max(x.TTL, time.Second), MaxPassTTL)
+		k := passKey{x.Dst, x.Lo, x.Hi}
+		if exp, ok := pg.passes[k]; ok && exp.Sub(now) >= ttl/2 {
+			continue
+		}
+		pg.passes[k] = now.Add(ttl)
+		changed = true
+	}
+	ensured := m.ensured
+	m.mu.Unlock()
+	if !changed || !ensured {
+		return nil
+	}
+	if err := m.applyFirewall(ctx); err != nil {
+		return fmt.Errorf("add passes for %s: %w", ip, err)
+	}
+	return nil
+}
+
+// SetProxyPort tells the firewall where the egress proxy listens on the
+// gateway, so policed guests' HTTP and HTTPS reach it (0: nowhere, and
+// they are dropped). It applies the firewall when the network is up.
+func (m *Manager) SetProxyPort(ctx context.Context, port uint16) error {
+	m.mu.Lock()
+	m.proxyPort = port
+	ensured := m.ensured
+	m.mu.Unlock()
+	if !ensured {
+		return nil
+	}
+	return m.applyFirewall(ctx)
 }
 
 // bridgeReady reports whether the bridge exists, is up and carries

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Name rules. Every interface banger creates carries one of its prefixes,
@@ -126,7 +127,44 @@ type Firewall struct {
 	// Guests bind each VM's tap to its lease: what enters the bridge from
 	// a tap may carry only that VM's MAC and address as its source.
 	Guests []Guest
+	// Policed are the guests whose egress is limited to their grants and
+	// passes; their HTTP and HTTPS go to the proxy on ProxyPort.
+	Policed []Policed
+	// ProxyPort is the port of banger's egress proxy on the gateway; 0
+	// when it is not listening, and then policed guests' HTTP and HTTPS
+	// are dropped.
+	ProxyPort uint16
 }
+
+// Policed is a guest whose egress the firewall limits (api.NetAllow or
+// api.NetNone): it reaches its Grants (the user's address rules, which
+// bypass the proxy and the deny set), its Passes (addresses banger's DNS
+// answered it for allowed names, until they expire) and, on ports 80 and
+// 443, only the proxy. Everything else it sends out is dropped.
+type Policed struct {
+	IP     netip.Addr
+	Grants []Grant
+	Passes []Pass
+}
+
+// Grant opens TCP ports Lo-Hi of the addresses in Dst.
+type Grant struct {
+	Dst    netip.Prefix
+	Lo, Hi uint16
+}
+
+// Pass opens TCP ports Lo-Hi of Dst for TTL (whole seconds, at least 1).
+type Pass struct {
+	Dst    netip.Addr
+	Lo, Hi uint16
+	TTL    time.Duration
+}
+
+// ProxiedPorts are the TCP ports of policed guests that go to the proxy.
+var ProxiedPorts = []uint16{80, 443}
+
+// MaxPassTTL bounds how long one learned pass lasts.
+const MaxPassTTL = 7 * 24 * time.Hour
 
 // Guest is one VM's tap and leased address; its MAC is MACForIP(IP).
 type Guest struct {
@@ -213,6 +251,26 @@ func (f Firewall) Validate() error {
 		}
 		seen[g.Tap], ips[g.IP] = true, true
 	}
+	policed := map[netip.Addr]bool{}
+	for _, p := range f.Policed {
+		switch {
+		case !p.IP.Is4() || !f.Subnet.Contains(p.IP) || p.IP == guestcontract.Gateway(f.Subnet):
+			return fmt.Errorf("policed guest %s: not a guest address of %s", p.IP, f.Subnet)
+		case policed[p.IP]:
+			return fmt.Errorf("policed guest %s: listed twice", p.IP)
+		}
+		policed[p.IP] = true
+		for _, g := range p.Grants {
+			if !g.Dst.IsValid() || !g.Dst.Addr().Is4() || g.Dst.Masked() != g.Dst || g.Lo == 0 || g.Hi < g.Lo {
+				return fmt.Errorf("policed guest %s: bad grant %s:%d-%d", p.IP, g.Dst, g.Lo, g.Hi)
+			}
+		}
+		for _, x := range p.Passes {
+			if !x.Dst.Is4() || x.Lo == 0 || x.Hi < x.Lo || x.TTL < time.Second || x.TTL > MaxPassTTL {
+				return fmt.Errorf("policed guest %s: bad pass %s:%d-%d for %s", p.IP, x.Dst, x.Lo, x.Hi, x.TTL)
+			}
+		}
+	}
 	return nil
 }
 
@@ -269,12 +327,35 @@ func Ruleset(f Firewall) string {
 	if len(allow) > 0 {
 		fmt.Fprintf(&b, "\tset allow {\n\t\ttype ipv4_addr; flags interval;\n\t\telements = { %s }\n\t}\n", nftElements(allow))
 	}
+	policed := len(f.Policed) > 0
+	if policed {
+		writePolicedSets(&b, f.Policed)
+		proxied := nftPorts(ProxiedPorts)
+		if f.ProxyPort != 0 {
+			fmt.Fprintf(&b, "\tchain prerouting {\n")
+			fmt.Fprintf(&b, "\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @policed ip daddr != %s tcp dport %s ip saddr . ip daddr . tcp dport != @grant dnat ip to %s:%d\n",
+				br, gw, proxied, gw, f.ProxyPort)
+			fmt.Fprintf(&b, "\t}\n")
+		}
+		fmt.Fprintf(&b, "\tchain policed {\n")
+		fmt.Fprintf(&b, "\t\tct state established,related accept\n")
+		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @grant accept\n")
+		fmt.Fprintf(&b, "\t\tip daddr @deny drop\n")
+		fmt.Fprintf(&b, "\t\ttcp dport %s drop\n", proxied)
+		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @pass accept\n")
+		fmt.Fprintf(&b, "\t\tdrop\n")
+		fmt.Fprintf(&b, "\t}\n")
+	}
 	fmt.Fprintf(&b, "\tchain postrouting {\n")
 	fmt.Fprintf(&b, "\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
 	fmt.Fprintf(&b, "\t\tip saddr %s oifname != %s masquerade\n", f.Subnet, br)
 	fmt.Fprintf(&b, "\t}\n")
 	fmt.Fprintf(&b, "\tchain forward {\n")
 	fmt.Fprintf(&b, "\t\ttype filter hook forward priority filter; policy accept;\n")
+	if policed {
+		fmt.Fprintf(&b, "\t\tiifname %s ip saddr @policed jump policed\n", br)
+	}
 	if len(allow) > 0 {
 		fmt.Fprintf(&b, "\t\tiifname %s oifname != %s ip saddr %s ip daddr @allow accept\n", br, br, f.Subnet)
 	}
@@ -289,11 +370,61 @@ func Ruleset(f Firewall) string {
 	fmt.Fprintf(&b, "\t\tiifname %s ct state established,related accept\n", br)
 	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s udp dport 53 accept\n", br, f.Subnet, gw)
 	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s tcp dport 53 accept\n", br, f.Subnet, gw)
+	if policed && f.ProxyPort != 0 {
+		fmt.Fprintf(&b, "\t\tiifname %s ip saddr @policed ip daddr %s tcp dport %d accept\n", br, gw, f.ProxyPort)
+	}
 	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
 	fmt.Fprintf(&b, "\t}\n")
 	fmt.Fprintf(&b, "}\n")
 	writeBridgeTable(&b, f.Guests)
 	return b.String()
+}
+
+// writePolicedSets declares the sets of the policed guests: who is
+// policed, their grants (intervals, permanent) and their passes
+// (intervals with a timeout each, so a learned address closes again by
+// itself when its DNS answer expires).
+func writePolicedSets(b *strings.Builder, ps []Policed) {
+	var ips, grants, passes []string
+	for _, p := range ps {
+		ips = append(ips, p.IP.String())
+		for _, g := range p.Grants {
+			grants = append(grants, fmt.Sprintf("%s . %s . %s", p.IP, g.Dst, portRange(g.Lo, g.Hi)))
+		}
+		for _, x := range p.Passes {
+			passes = append(passes, fmt.Sprintf("%s . %s . %s timeout %ds", p.IP, x.Dst, portRange(x.Lo, x.Hi), int(x.TTL/time.Second)))
+		}
+	}
+	set := func(name, typ, flags string, elems []string) {
+		fmt.Fprintf(b, "\tset %s {\n\t\ttype %s;", name, typ)
+		if flags != "" {
+			fmt.Fprintf(b, " flags %s;", flags)
+		}
+		b.WriteString("\n")
+		if len(elems) > 0 {
+			fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(elems, ", "))
+		}
+		b.WriteString("\t}\n")
+	}
+	const concat = "ipv4_addr . ipv4_addr . inet_service"
+	set("policed", "ipv4_addr", "", ips)
+	set("grant", concat, "interval", grants)
+	set("pass", concat, "interval, timeout", passes)
+}
+
+func portRange(lo, hi uint16) string {
+	if lo == hi {
+		return strconv.Itoa(int(lo))
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+func nftPorts(ps []uint16) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = strconv.Itoa(int(p))
+	}
+	return "{ " + strings.Join(parts, ", ") + " }"
 }
 
 // writeBridgeTable adds the bridge-family table that binds each tap to

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -161,6 +162,16 @@ func TestRuleset(t *testing.T) {
 			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"),
 			Allow:    []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("10.1.0.0/16")},
 			HostNets: []netip.Prefix{netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("10.20.0.0/16")},
+		}},
+		{"ruleset-policed.nft", Firewall{
+			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"), ProxyPort: 3129,
+			Guests: []Guest{{"bgtap0", netip.MustParseAddr("10.77.0.2")}, {"bgtap1", netip.MustParseAddr("10.77.0.3")}},
+			Policed: []Policed{
+				{IP: netip.MustParseAddr("10.77.0.2"),
+					Grants: []Grant{{netip.MustParsePrefix("203.0.113.0/24"), 5432, 5432}},
+					Passes: []Pass{{netip.MustParseAddr("198.51.100.10"), 1, 65535, 300 * time.Second}}},
+				{IP: netip.MustParseAddr("10.77.0.3")},
+			},
 		}},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {

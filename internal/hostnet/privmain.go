@@ -63,6 +63,8 @@ type PrivRequest struct {
 	Shared   bool           // ensure-tap: a port guests share (not isolated)
 	Allow    []netip.Prefix // apply-firewall
 	Guests   []Guest        // apply-firewall
+	Port     uint16         // apply-firewall: the proxy port, 0 for none
+	Policed  []Policed      // apply-firewall
 }
 
 // ErrPrivUsage marks a rejected `bangerd priv` request.
@@ -85,7 +87,7 @@ func ParsePriv(args []string) (PrivRequest, error) {
 	op, rest := args[0], args[1:]
 	want := map[string]int{
 		OpEnsureBridge: 2, OpEnsureTap: 5, OpDeleteLink: 1,
-		OpApplyFirewall: 4, OpRemoveFirewall: 0, OpEnableForwarding: 0,
+		OpApplyFirewall: 6, OpRemoveFirewall: 0, OpEnableForwarding: 0,
 	}
 	n, ok := want[op]
 	if !ok {
@@ -142,7 +144,15 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.Guests, err = parseGuests(rest[3]); err != nil {
 			return PrivRequest{}, err
 		}
-		f := Firewall{Bridge: req.Bridge, Subnet: req.Subnet, Guests: req.Guests}
+		port, err := strconv.ParseUint(rest[4], 10, 16)
+		if err != nil || strconv.FormatUint(port, 10) != rest[4] {
+			return PrivRequest{}, usage("proxy port %q: want a number 0-65535", rest[4])
+		}
+		req.Port = uint16(port)
+		if req.Policed, err = parsePoliced(rest[5]); err != nil {
+			return PrivRequest{}, err
+		}
+		f := Firewall{Bridge: req.Bridge, Subnet: req.Subnet, Guests: req.Guests, Policed: req.Policed}
 		if err := f.Validate(); err != nil {
 			return PrivRequest{}, usage("%v", err)
 		}
@@ -160,7 +170,8 @@ func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
 	case OpDeleteLink:
 		return p.DeleteLink(ctx, r.Name)
 	case OpApplyFirewall:
-		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow, Guests: r.Guests})
+		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow, Guests: r.Guests,
+			ProxyPort: r.Port, Policed: r.Policed})
 	case OpRemoveFirewall:
 		return p.RemoveFirewall(ctx)
 	case OpEnableForwarding:
@@ -288,4 +299,104 @@ func parseID(what, s string) (int, error) {
 		return 0, usage("%s %q: not a numeric id", what, s)
 	}
 	return int(v), nil
+}
+
+// maxPolicedElems bounds the grants and passes one request may carry.
+const maxPolicedElems = 1 << 16
+
+// FormatPoliced is the apply-firewall argument for the policed guests,
+// "-" for none: IP=ELEMS joined by commas, where ELEMS joins with "+"
+// grants gPREFIX:LO-HI and passes pADDR:LO-HI:SECONDS.
+func FormatPoliced(ps []Policed) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		var elems []string
+		for _, g := range p.Grants {
+			elems = append(elems, fmt.Sprintf("g%s:%d-%d", g.Dst, g.Lo, g.Hi))
+		}
+		for _, x := range p.Passes {
+			elems = append(elems, fmt.Sprintf("p%s:%d-%d:%d", x.Dst, x.Lo, x.Hi, int(x.TTL/time.Second)))
+		}
+		parts[i] = p.IP.String() + "=" + strings.Join(elems, "+")
+	}
+	return strings.Join(parts, ",")
+}
+
+// parsePoliced accepts what FormatPoliced makes, and nothing else.
+func parsePoliced(s string) ([]Policed, error) {
+	if s == "-" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > maxGuests {
+		return nil, usage("policed list: %d guests, at most %d", len(parts), maxGuests)
+	}
+	total := 0
+	out := make([]Policed, 0, len(parts))
+	for _, part := range parts {
+		ip, elems, ok := strings.Cut(part, "=")
+		a, err := netip.ParseAddr(ip)
+		if !ok || err != nil || !a.Is4() || a.String() != ip {
+			return nil, usage("policed guest %q: want IPV4=ELEMS", part)
+		}
+		p := Policed{IP: a}
+		if elems != "" {
+			for _, e := range strings.Split(elems, "+") {
+				if total++; total > maxPolicedElems {
+					return nil, usage("policed list: more than %d grants and passes", maxPolicedElems)
+				}
+				if err := parsePolicedElem(&p, e); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parsePolicedElem(p *Policed, e string) error {
+	bad := usage("policed element %q: want gPREFIX:LO-HI or pADDR:LO-HI:SECONDS", e)
+	if len(e) < 2 {
+		return bad
+	}
+	fields := strings.Split(e[1:], ":")
+	ports := func(s string) (uint16, uint16, bool) {
+		a, b, ok := strings.Cut(s, "-")
+		lo, err1 := strconv.ParseUint(a, 10, 16)
+		hi, err2 := strconv.ParseUint(b, 10, 16)
+		ok = ok && err1 == nil && err2 == nil && lo >= 1 && hi >= lo &&
+			strconv.FormatUint(lo, 10) == a && strconv.FormatUint(hi, 10) == b
+		return uint16(lo), uint16(hi), ok
+	}
+	switch e[0] {
+	case 'g':
+		if len(fields) != 2 {
+			return bad
+		}
+		pre, err := netip.ParsePrefix(fields[0])
+		lo, hi, ok := ports(fields[1])
+		if err != nil || !ok || !pre.Addr().Is4() || pre.Masked() != pre || pre.String() != fields[0] {
+			return bad
+		}
+		p.Grants = append(p.Grants, Grant{Dst: pre, Lo: lo, Hi: hi})
+	case 'p':
+		if len(fields) != 3 {
+			return bad
+		}
+		a, err := netip.ParseAddr(fields[0])
+		lo, hi, ok := ports(fields[1])
+		secs, err2 := strconv.ParseUint(fields[2], 10, 32)
+		if err != nil || err2 != nil || !ok || !a.Is4() || a.String() != fields[0] ||
+			strconv.FormatUint(secs, 10) != fields[2] || secs == 0 || time.Duration(secs)*time.Second > MaxPassTTL {
+			return bad
+		}
+		p.Passes = append(p.Passes, Pass{Dst: a, Lo: lo, Hi: hi, TTL: time.Duration(secs) * time.Second})
+	default:
+		return bad
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -31,16 +32,27 @@ func TestParsePriv_Valid(t *testing.T) {
 			"EnsureTap bgtap0 bg0 0 4294967294"},
 		{[]string{"delete-link", "bgtap12"}, PrivRequest{Op: OpDeleteLink, Name: "bgtap12"}, "DeleteLink bgtap12"},
 		{[]string{"delete-link", "banger0"}, PrivRequest{Op: OpDeleteLink, Name: "banger0"}, "DeleteLink banger0"},
-		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-", "0", "-"},
 			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24")},
 			"ApplyFirewall banger0 192.0.2.0/24"},
-		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "10.1.0.0/16,192.168.1.10/32", "-"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "10.1.0.0/16,192.168.1.10/32", "-", "0", "-"},
 			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
 				Allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("192.168.1.10/32")}},
 			"ApplyFirewall banger0 192.0.2.0/24"},
-		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap0=192.0.2.2,bgtap7=192.0.2.9"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap0=192.0.2.2,bgtap7=192.0.2.9", "0", "-"},
 			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
 				Guests: []Guest{{"bgtap0", netip.MustParseAddr("192.0.2.2")}, {"bgtap7", netip.MustParseAddr("192.0.2.9")}}},
+			"ApplyFirewall banger0 192.0.2.0/24"},
+		{[]string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap0=192.0.2.2", "3129",
+			"192.0.2.2=g203.0.113.0/24:443-443+p198.51.100.10:1-65535:300,192.0.2.3="},
+			PrivRequest{Op: OpApplyFirewall, Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
+				Guests: []Guest{{"bgtap0", netip.MustParseAddr("192.0.2.2")}}, Port: 3129,
+				Policed: []Policed{
+					{IP: netip.MustParseAddr("192.0.2.2"),
+						Grants: []Grant{{netip.MustParsePrefix("203.0.113.0/24"), 443, 443}},
+						Passes: []Pass{{netip.MustParseAddr("198.51.100.10"), 1, 65535, 300 * time.Second}}},
+					{IP: netip.MustParseAddr("192.0.2.3")},
+				}},
 			"ApplyFirewall banger0 192.0.2.0/24"},
 		{[]string{"remove-firewall"}, PrivRequest{Op: OpRemoveFirewall}, "RemoveFirewall"},
 		{[]string{"enable-forwarding"}, PrivRequest{Op: OpEnableForwarding}, "EnableForwarding"},
@@ -68,6 +80,12 @@ func TestParsePriv_Valid(t *testing.T) {
 	}
 }
 
+// fw6 is an apply-firewall argv for subnet 192.0.2.0/24 with the given
+// guests, proxy port and policed arguments.
+func fw6(guests, port, policed string) []string {
+	return []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", guests, port, policed}
+}
+
 func TestParsePriv_Rejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -78,6 +96,19 @@ func TestParsePriv_Rejects(t *testing.T) {
 		{"unknown op", []string{"rm", "-rf", "/"}, `unknown operation "rm"`},
 		{"op as flag", []string{"--help"}, "unknown operation"},
 		{"too few", []string{"ensure-tap", "bgtap0", "banger0", "1000"}, "takes 5 arguments, got 3"},
+		{"policed outside the subnet", fw6("-", "0", "10.0.0.2="), "not a guest address"},
+		{"policed gateway", fw6("-", "0", "192.0.2.1="), "not a guest address"},
+		{"policed twice", fw6("-", "0", "192.0.2.2=,192.0.2.2="), "listed twice"},
+		{"policed injection", fw6("-", "0", "192.0.2.2=g0.0.0.0/0:1-65535 accept"), "policed element"},
+		{"grant not canonical", fw6("-", "0", "192.0.2.2=g203.0.113.7/24:1-2"), "policed element"},
+		{"grant port zero", fw6("-", "0", "192.0.2.2=g203.0.113.0/24:0-2"), "policed element"},
+		{"grant reversed ports", fw6("-", "0", "192.0.2.2=g203.0.113.0/24:9-2"), "policed element"},
+		{"pass ipv6", fw6("-", "0", "192.0.2.2=p2001:db8::1:1-2:30"), "policed element"},
+		{"pass forever", fw6("-", "0", "192.0.2.2=p198.51.100.1:1-2:999999999"), "policed element"},
+		{"pass no ttl", fw6("-", "0", "192.0.2.2=p198.51.100.1:1-2:0"), "policed element"},
+		{"unknown element", fw6("-", "0", "192.0.2.2=x1"), "policed element"},
+		{"proxy port word", fw6("-", "http", "-"), "proxy port"},
+		{"proxy port too big", fw6("-", "65536", "-"), "proxy port"},
 		{"port mode missing", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000"}, "takes 5 arguments, got 4"},
 		{"port mode unknown", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000", "open"}, `port mode "open"`},
 		{"port mode case", []string{"ensure-tap", "bgtap0", "banger0", "1000", "1000", "Shared"}, `port mode "Shared"`},
@@ -108,25 +139,25 @@ func TestParsePriv_Rejects(t *testing.T) {
 		{"gid injection", []string{"ensure-tap", "bgtap0", "banger0", "0", "0;id", "isolated"}, `gid "0;id": not a numeric id`},
 		{"subnet garbage", []string{"ensure-bridge", "banger0", "$(id)"}, "not a canonical prefix"},
 		{"subnet no length", []string{"ensure-bridge", "banger0", "10.77.0.0"}, "not a canonical prefix"},
-		{"subnet host bits", []string{"apply-firewall", "banger0", "10.77.0.1/24", "-", "-"}, "host bits are set"},
-		{"subnet too wide", []string{"apply-firewall", "banger0", "0.0.0.0/0", "-", "-"}, "length must be between"},
-		{"subnet ipv6", []string{"apply-firewall", "banger0", "fd00::/64", "-", "-"}, "must be an IPv4 prefix"},
-		{"subnet spaces", []string{"apply-firewall", "banger0", " 10.77.0.0/24", "-", "-"}, "not a canonical prefix"},
-		{"nft injection in bridge", []string{"apply-firewall", `banger0" accept`, "10.77.0.0/24", "-", "-"}, "not an interface name"},
-		{"allow injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8 } accept; {", "-"}, "canonical IPv4 network prefix"},
-		{"allow host bits", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.1/8", "-"}, "canonical IPv4 network prefix"},
-		{"allow ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "fd00::/8", "-"}, "canonical IPv4 network prefix"},
-		{"allow empty element", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8,", "-"}, "canonical IPv4 network prefix"},
-		{"allow missing", []string{"apply-firewall", "banger0", "10.77.0.0/24"}, "takes 4 arguments"},
-		{"guests missing", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-"}, "takes 4 arguments"},
-		{"guest nft injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0=10.77.0.2 } ; flush ruleset ; {`}, "want TAP=IPV4"},
-		{"guest quote in tap", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0" . 00:00=10.77.0.2`}, "want TAP=IPV4"},
-		{"guest other interface", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "eth0=10.77.0.2"}, "want TAP=IPV4"},
-		{"guest ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=fd00::2"}, "want TAP=IPV4"},
-		{"guest address leading zero", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.02"}, "want TAP=IPV4"},
-		{"guest outside the subnet", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.78.0.2"}, "not a guest address"},
-		{"guest claims the gateway", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.1"}, "not a guest address"},
-		{"guest tap twice", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.2,bgtap0=10.77.0.3"}, "bound twice"},
+		{"subnet host bits", []string{"apply-firewall", "banger0", "10.77.0.1/24", "-", "-", "0", "-"}, "host bits are set"},
+		{"subnet too wide", []string{"apply-firewall", "banger0", "0.0.0.0/0", "-", "-", "0", "-"}, "length must be between"},
+		{"subnet ipv6", []string{"apply-firewall", "banger0", "fd00::/64", "-", "-", "0", "-"}, "must be an IPv4 prefix"},
+		{"subnet spaces", []string{"apply-firewall", "banger0", " 10.77.0.0/24", "-", "-", "0", "-"}, "not a canonical prefix"},
+		{"nft injection in bridge", []string{"apply-firewall", `banger0" accept`, "10.77.0.0/24", "-", "-", "0", "-"}, "not an interface name"},
+		{"allow injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8 } accept; {", "-", "0", "-"}, "canonical IPv4 network prefix"},
+		{"allow host bits", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.1/8", "-", "0", "-"}, "canonical IPv4 network prefix"},
+		{"allow ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "fd00::/8", "-", "0", "-"}, "canonical IPv4 network prefix"},
+		{"allow empty element", []string{"apply-firewall", "banger0", "10.77.0.0/24", "10.0.0.0/8,", "-", "0", "-"}, "canonical IPv4 network prefix"},
+		{"allow missing", []string{"apply-firewall", "banger0", "10.77.0.0/24"}, "takes 6 arguments"},
+		{"guests missing", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-"}, "takes 6 arguments"},
+		{"guest nft injection", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0=10.77.0.2 } ; flush ruleset ; {`, "0", "-"}, "want TAP=IPV4"},
+		{"guest quote in tap", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", `bgtap0" . 00:00=10.77.0.2`, "0", "-"}, "want TAP=IPV4"},
+		{"guest other interface", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "eth0=10.77.0.2", "0", "-"}, "want TAP=IPV4"},
+		{"guest ipv6", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=fd00::2", "0", "-"}, "want TAP=IPV4"},
+		{"guest address leading zero", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.02", "0", "-"}, "want TAP=IPV4"},
+		{"guest outside the subnet", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.78.0.2", "0", "-"}, "not a guest address"},
+		{"guest claims the gateway", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.1", "0", "-"}, "not a guest address"},
+		{"guest tap twice", []string{"apply-firewall", "banger0", "10.77.0.0/24", "-", "bgtap0=10.77.0.2,bgtap0=10.77.0.3", "0", "-"}, "bound twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePriv(tc.args)

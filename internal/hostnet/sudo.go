@@ -14,7 +14,7 @@ const (
 	OpEnsureBridge     = "ensure-bridge"     // NAME SUBNET
 	OpEnsureTap        = "ensure-tap"        // NAME BRIDGE UID GID
 	OpDeleteLink       = "delete-link"       // NAME
-	OpApplyFirewall    = "apply-firewall"    // BRIDGE SUBNET ALLOW (FormatAllow)
+	OpApplyFirewall    = "apply-firewall"    // BRIDGE SUBNET ALLOW GUESTS PROXYPORT POLICED
 	OpRemoveFirewall   = "remove-firewall"   // (none)
 	OpEnableForwarding = "enable-forwarding" // (none)
 )
@@ -77,7 +77,8 @@ func (s Sudo) DeleteLink(ctx context.Context, name string) error {
 
 // ApplyFirewall implements Privileged.
 func (s Sudo) ApplyFirewall(ctx context.Context, f Firewall) error {
-	if err := s.run(ctx, OpApplyFirewall, f.Bridge, f.Subnet.String(), FormatAllow(f.Allow), FormatGuests(f.Guests)); err != nil {
+	if err := s.run(ctx, OpApplyFirewall, f.Bridge, f.Subnet.String(), FormatAllow(f.Allow), FormatGuests(f.Guests),
+		strconv.Itoa(int(f.ProxyPort)), FormatPoliced(f.Policed)); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
 	return nil

@@ -60,10 +60,10 @@ func TestSudo_Argv(t *testing.T) {
 		{func() error { return s.EnsureTap(ctx, "bgtap0", "banger0", 1000, 1001, false) }, []string{"ensure-tap", "bgtap0", "banger0", "1000", "1001", "isolated"}},
 		{func() error { return s.EnsureTap(ctx, "bgtap1", "banger0", 1000, 1001, true) }, []string{"ensure-tap", "bgtap1", "banger0", "1000", "1001", "shared"}},
 		{func() error { return s.DeleteLink(ctx, "bgtap0") }, []string{"delete-link", "bgtap0"}},
-		{func() error { return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet}) }, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-"}},
+		{func() error { return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet}) }, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-", "0", "-"}},
 		{func() error {
 			return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet, Guests: []Guest{{"bgtap1", netip.MustParseAddr("192.0.2.5")}}})
-		}, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap1=192.0.2.5"}},
+		}, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap1=192.0.2.5", "0", "-"}},
 		{func() error { return s.RemoveFirewall(ctx) }, []string{"remove-firewall"}},
 		{func() error { return s.EnableForwarding(ctx) }, []string{"enable-forwarding"}},
 		// Hostile input is passed as one inert argument, never through a
