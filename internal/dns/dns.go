@@ -52,6 +52,10 @@ type Server struct {
 	// Limits bounds what one client can make the server do (see Limits).
 	// Set it before the first Listen.
 	Limits Limits
+	// Gate, when set, decides which names outside the zone each client
+	// may resolve, and sees every forwarded answer before the client
+	// does (egress policy). Set it before the first Listen.
+	Gate Gate
 
 	upstreams []string
 	logger    *slog.Logger
@@ -74,6 +78,18 @@ type Server struct {
 	closed    bool
 	baseCtx   context.Context // cancelled by Close; ends in-flight forwards
 	cancelAll context.CancelFunc
+}
+
+// Gate is the egress policy as the DNS server sees it (egress.Engine).
+type Gate interface {
+	// AllowQuery reports whether src may resolve name of type qtype
+	// upstream; a refused query is answered REFUSED.
+	AllowQuery(src netip.Addr, name string, qtype uint16) bool
+	// Learn is given the IPv4 addresses an upstream answered for name
+	// (following CNAMEs in the answer) and the shortest TTL on the way,
+	// before src gets the answer; an error turns the answer into
+	// SERVFAIL.
+	Learn(ctx context.Context, src netip.Addr, name string, addrs []netip.Addr, ttl time.Duration) error
 }
 
 // New returns a server forwarding non-`.vm` names to upstreams ("host" or
@@ -343,8 +359,13 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 		resp = new(mdns.Msg).SetRcode(req, mdns.RcodeFormatError)
 	case inZone(req.Question[0].Name):
 		resp = s.answer(req)
+	case s.Gate != nil && !s.Gate.AllowQuery(src, req.Question[0].Name, req.Question[0].Qtype):
+		resp = new(mdns.Msg).SetRcode(req, mdns.RcodeRefused)
 	default:
 		resp = s.forward(req, overTCP)
+		if s.Gate != nil && resp.Rcode == mdns.RcodeSuccess {
+			resp = s.learn(src, req, resp)
+		}
 	}
 	if !overTCP {
 		resp.Truncate(udpSize(req))
@@ -352,6 +373,66 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	if err := w.WriteMsg(resp); err != nil {
 		s.logger.Debug("dns write reply", "err", err)
 	}
+}
+
+// learnTimeout bounds how long an answer waits for the gate to open the
+// firewall to its addresses.
+const learnTimeout = 5 * time.Second
+
+// learn hands the IPv4 addresses of an upstream answer to the gate: the
+// A records of the queried name or of the CNAME chain starting at it, and
+// the shortest TTL along the chain. Records about other names are removed
+// from the answer, so the client learns nothing the gate did not see.
+func (s *Server) learn(src netip.Addr, req, resp *mdns.Msg) *mdns.Msg {
+	q := req.Question[0]
+	chain := map[string]bool{strings.ToLower(q.Name): true}
+	ttl := uint32(0)
+	first := true
+	take := func(h *mdns.RR_Header) {
+		if first || h.Ttl < ttl {
+			ttl, first = h.Ttl, false
+		}
+	}
+	// CNAMEs may come in any order; follow them until the chain stops
+	// growing (bounded by the answer's length).
+	for range len(resp.Answer) {
+		grew := false
+		for _, rr := range resp.Answer {
+			if c, ok := rr.(*mdns.CNAME); ok && chain[strings.ToLower(c.Hdr.Name)] && !chain[strings.ToLower(c.Target)] {
+				chain[strings.ToLower(c.Target)] = true
+				grew = true
+			}
+		}
+		if !grew {
+			break
+		}
+	}
+	var addrs []netip.Addr
+	var kept []mdns.RR
+	for _, rr := range resp.Answer {
+		h := rr.Header()
+		if !chain[strings.ToLower(h.Name)] {
+			continue
+		}
+		switch r := rr.(type) {
+		case *mdns.A:
+			if a, ok := netip.AddrFromSlice(r.A); ok {
+				addrs = append(addrs, a.Unmap())
+				take(h)
+			}
+		case *mdns.CNAME:
+			take(h)
+		}
+		kept = append(kept, rr)
+	}
+	resp.Answer = kept
+	ctx, cancel := context.WithTimeout(s.baseCtx, learnTimeout)
+	defer cancel()
+	if err := s.Gate.Learn(ctx, src, q.Name, addrs, time.Duration(ttl)*time.Second); err != nil {
+		s.logger.Warn("dns answer withheld", logKeyName, q.Name, "err", err)
+		return new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
+	}
+	return resp
 }
 
 // udpSize is the largest UDP reply sent to the client: what its EDNS

@@ -412,3 +412,30 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	bits, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), bits), true
 }
+
+// Denied reports whether the firewall's deny set holds addr: the
+// DeniedByDefault ranges, the guests' subnet and the host's own addresses
+// and networks (read now, as the next apply would). banger's DNS never
+// opens such an address to a policed guest, whatever an upstream answers.
+// Reading them needs no privilege.
+func Denied(bridge string, subnet netip.Prefix, addr netip.Addr) bool {
+	addr = addr.Unmap()
+	if !addr.Is4() || subnet.Contains(addr) {
+		return true
+	}
+	for _, p := range DeniedByDefault {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	nets, err := hostNetworks(bridge)
+	if err != nil {
+		return true // unknown: fail closed
+	}
+	for _, p := range nets {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}

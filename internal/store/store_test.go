@@ -291,6 +291,7 @@ func TestVM_roundTrip(t *testing.T) {
 	s := openTest(t)
 	vm := testVM("abcdef0123", "t1")
 	vm.IP, vm.MAC, vm.CID, vm.LastError = "10.77.0.9", "02:00:0a:4d:00:09", 7, "boom"
+	vm.NetPolicy = `{"mode":"allow","allow":["good.test"]}`
 	vm.StartedAt = time.Date(2025, 2, 3, 4, 5, 6, 789, time.UTC)
 	mustCreateVM(t, s, vm)
 	got, err := s.GetVM(ctx, "t1")
@@ -413,7 +414,7 @@ func TestUpdateVM(t *testing.T) {
 	mustCreateVM(t, s, testVM("vm2", "t2"))
 	before, _ := s.GetVM(ctx, "vm1")
 	got, err := s.UpdateVM(ctx, "vm1", func(vm *VM) error {
-		vm.State, vm.IP = StateRunning, "10.77.0.2"
+		vm.State, vm.IP, vm.NetPolicy = StateRunning, "10.77.0.2", `{"mode":"none"}`
 		return nil
 	})
 	if err != nil {

@@ -38,9 +38,10 @@ type VM struct {
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 	StartedAt         time.Time // zero when never started
+	NetPolicy         string    // egress.Policy.Encode; "" is open
 }
 
-const vmColumns = "id, name, image_id, vcpu, memory_mib, disk_bytes, vmm, state, desired_state, ip, mac, cid, agent_token, last_error, created_at, updated_at, started_at"
+const vmColumns = "id, name, image_id, vcpu, memory_mib, disk_bytes, vmm, state, desired_state, ip, mac, cid, agent_token, last_error, created_at, updated_at, started_at, net_policy"
 
 func validateVM(vm VM) error {
 	switch {
@@ -97,10 +98,10 @@ func (s *Store) CreateVM(ctx context.Context, vm VM) error {
 }
 
 func insertVM(ctx context.Context, tx *sql.Tx, vm VM) error {
-	_, err := tx.ExecContext(ctx, "INSERT INTO vms ("+vmColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	_, err := tx.ExecContext(ctx, "INSERT INTO vms ("+vmColumns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		vm.ID, vm.Name, vm.ImageID, vm.VCPU, vm.MemoryMiB, vm.DiskBytes, vm.VMM, vm.State, vm.DesiredState,
 		vm.IP, vm.MAC, cidArg(vm.CID), vm.AgentToken, vm.LastError,
-		formatTime(vm.CreatedAt), formatTime(vm.UpdatedAt), formatOptTime(vm.StartedAt))
+		formatTime(vm.CreatedAt), formatTime(vm.UpdatedAt), formatOptTime(vm.StartedAt), vm.NetPolicy)
 	if isUnique(err) {
 		return fmt.Errorf("vm name, id or cid already in use: %w", ErrConflict)
 	}
@@ -113,7 +114,7 @@ func scanVM(row interface{ Scan(...any) error }) (VM, error) {
 	var created, updated string
 	var started sql.NullString
 	err := row.Scan(&vm.ID, &vm.Name, &vm.ImageID, &vm.VCPU, &vm.MemoryMiB, &vm.DiskBytes, &vm.VMM, &vm.State, &vm.DesiredState,
-		&vm.IP, &vm.MAC, &cid, &vm.AgentToken, &vm.LastError, &created, &updated, &started)
+		&vm.IP, &vm.MAC, &cid, &vm.AgentToken, &vm.LastError, &created, &updated, &started, &vm.NetPolicy)
 	if err != nil {
 		return VM{}, err
 	}
@@ -242,11 +243,11 @@ func (s *Store) UpdateVM(ctx context.Context, id string, fn func(*VM) error) (VM
 
 func updateVM(ctx context.Context, tx *sql.Tx, vm VM) error {
 	_, err := tx.ExecContext(ctx, `UPDATE vms SET name = ?, image_id = ?, vcpu = ?, memory_mib = ?, disk_bytes = ?, vmm = ?,
-		state = ?, desired_state = ?, ip = ?, mac = ?, cid = ?, agent_token = ?, last_error = ?, updated_at = ?, started_at = ?
-		WHERE id = ?`,
+		state = ?, desired_state = ?, ip = ?, mac = ?, cid = ?, agent_token = ?, last_error = ?, updated_at = ?, started_at = ?,
+		net_policy = ? WHERE id = ?`,
 		vm.Name, vm.ImageID, vm.VCPU, vm.MemoryMiB, vm.DiskBytes, vm.VMM,
 		vm.State, vm.DesiredState, vm.IP, vm.MAC, cidArg(vm.CID), vm.AgentToken, vm.LastError,
-		formatTime(vm.UpdatedAt), formatOptTime(vm.StartedAt), vm.ID)
+		formatTime(vm.UpdatedAt), formatOptTime(vm.StartedAt), vm.NetPolicy, vm.ID)
 	if isUnique(err) {
 		return fmt.Errorf("vm name or cid already in use: %w", ErrConflict)
 	}
