@@ -58,6 +58,17 @@ type Network struct {
 	// every guest's tap is an isolated port and guests see only the host
 	// and the outside.
 	GuestToGuest bool `toml:"guest_to_guest"`
+	// Net is the egress mode of VMs created without --net: "open" (the
+	// default: the internet less the deny set), "allow" (only NetAllow)
+	// or "none".
+	Net string `toml:"net"`
+	// NetAllow are the allow rules of VMs created with mode allow and no
+	// --allow: HOST, *.DOMAIN, IPV4 or CIDR, each with an optional :PORT,
+	// or @PRESET.
+	NetAllow []string `toml:"net_allow"`
+	// Presets are named lists of allow rules, used as @NAME; they add to
+	// the built-in ones (github, model-apis) and may replace them.
+	Presets map[string][]string `toml:"presets"`
 }
 
 // Limits bound what a guest can make the host keep. Empty means the

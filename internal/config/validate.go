@@ -138,6 +138,16 @@ func (c *Config) validateNetwork() error {
 			return c.keyErr(fmt.Sprintf("network.allow[%d]", i), strconv.Quote(a), `must be an IPv4 address or network prefix such as "192.168.1.10" or "10.20.0.0/16"`)
 		}
 	}
+	switch n.Net {
+	case "", "open", "allow", "none":
+	default:
+		return c.keyErr("network.net", strconv.Quote(n.Net), `must be "open", "allow" or "none"`)
+	}
+	for name := range n.Presets {
+		if name == "" || strings.ContainsAny(name, "@ \t") {
+			return c.keyErr("network.presets", strconv.Quote(name), "a preset name must be a word without spaces or @")
+		}
+	}
 	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
 		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
 	}

@@ -32,6 +32,7 @@ import (
 	"banger/internal/buildinfo"
 	"banger/internal/config"
 	"banger/internal/dns"
+	"banger/internal/egress"
 	"banger/internal/hostnet"
 	"banger/internal/imagectl"
 	"banger/internal/operation"
@@ -100,6 +101,8 @@ type Daemon struct {
 	// dns serves the .vm zone; hostNet keeps the bridge, NAT and taps.
 	dns     *dns.Server
 	hostNet *hostnet.Manager
+	// egress decides policed VMs' DNS and proxied connections.
+	egress *egress.Engine
 
 	// dnsListen is the address the DNS server serves on, "" when it does
 	// not serve; set by startSubsystems.

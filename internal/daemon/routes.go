@@ -35,6 +35,7 @@ func (d *Daemon) routeTable() []Route {
 		d.imageRoutes(),     // image.go: list, show, rm, export, build, pull, import
 		d.vmRoutes(),        // vm.go: lifecycle and guest access
 		d.snapshotRoutes(),  // snapshot.go: named snapshots and fork
+		d.netRoutes(),       // net.go: egress policy and flow log
 		d.sessionRoutes(),   // session.go, workspace.go: sessions and /root/repo
 		d.doctorRoutes(),    // doctor.go: host checks
 		d.extra,             // AddRoutes (tests)

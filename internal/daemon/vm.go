@@ -13,6 +13,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/api"
+	"banger/internal/egress"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/sshkey"
@@ -64,6 +65,9 @@ func (d *Daemon) vmView(ctx context.Context, vm store.VM) api.VM {
 		LastError: vm.LastError,
 		CreatedAt: vm.CreatedAt,
 		StartedAt: vm.StartedAt,
+	}
+	if p, err := egress.Decode(vm.NetPolicy); err == nil {
+		v.Net = p.API()
 	}
 	if img, err := d.Store.GetImage(ctx, vm.ImageID); err == nil {
 		v.ImageName = img.Name

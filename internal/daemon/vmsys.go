@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/dns"
+	"banger/internal/egress"
 	"banger/internal/hostcap"
 	"banger/internal/hostnet"
 	"banger/internal/sshkey"
@@ -48,18 +49,6 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	d.sshKey = key
 	d.knownHosts = &sshkey.KnownHosts{Path: filepath.Join(d.Paths.SSHDir, "known_hosts")}
 
-	d.dns = dns.New(d.Config.Network.DNSUpstream, d.Logger.With("component", "dns"))
-	// Guests are served from their subnet only; loopback always.
-	d.dns.AllowSources(d.Config.Network.Prefix())
-	if addr := d.Config.Network.DNSListen; addr != "" {
-		if err := d.dns.Listen(ctx, addr); err != nil {
-			// A busy port must not keep VMs from running; status shows it.
-			d.Logger.Warn("dns listener unavailable", "addr", addr, logKeyErr, err)
-		} else if addrs := d.dns.Addrs(); len(addrs) > 0 {
-			d.dnsListen = addrs[0] // the bound address, even for port 0
-		}
-	}
-
 	netCfg := hostnet.Config{
 		Bridge:   d.Config.Network.Bridge,
 		Subnet:   d.Config.Network.Prefix(),
@@ -79,6 +68,31 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		priv = hostnet.Sudo{Bangerd: self}
 	}
 	d.hostNet = hostnet.New(netCfg, priv, d.Logger.With("component", "hostnet"))
+	bridge, subnet := d.Config.Network.Bridge, d.Config.Network.Prefix()
+	d.egress = egress.New(d.hostNet, func(a netip.Addr) bool { return hostnet.Denied(bridge, subnet, a) },
+		d.Logger.With("component", "egress"))
+	// Rules in the config are checked now, not at the first create.
+	if _, err := egress.Parse(d.Config.Network.Net, d.Config.Network.NetAllow, egress.ModeOpen, egress.Presets(d.Config.Network.Presets)); err != nil {
+		return fmt.Errorf("config [network] net/net_allow: %w", err)
+	}
+	for name, rules := range d.Config.Network.Presets {
+		if _, err := egress.Parse(egress.ModeAllow, rules, "", nil); err != nil {
+			return fmt.Errorf("config [network.presets] %s: %w", name, err)
+		}
+	}
+	d.dns = dns.New(d.Config.Network.DNSUpstream, d.Logger.With("component", "dns"))
+	d.dns.Gate = d.egress
+	// Guests are served from their subnet only; loopback always.
+	d.dns.AllowSources(d.Config.Network.Prefix())
+	if addr := d.Config.Network.DNSListen; addr != "" {
+		if err := d.dns.Listen(ctx, addr); err != nil {
+			// A busy port must not keep VMs from running; status shows it.
+			d.Logger.Warn("dns listener unavailable", "addr", addr, logKeyErr, err)
+		} else if addrs := d.dns.Addrs(); len(addrs) > 0 {
+			d.dnsListen = addrs[0] // the bound address, even for port 0
+		}
+	}
+
 	nw := &vmNetwork{Manager: d.hostNet, dns: d.dns, gateway: d.Config.Network.Gateway(), log: d}
 
 	host := newHostProbe(d.Config)
@@ -91,6 +105,7 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		Images:  d.ImageManager(),
 		Network: nw,
 		DNS:     d.dns,
+		Egress:  d.egress,
 		Host:    host,
 		Drivers: drivers,
 		Handles: vmm.NewHandleCache(d.Paths.VMsDir),
@@ -164,6 +179,7 @@ func (n *vmNetwork) Ensure(ctx context.Context) error {
 		if err := n.dns.Listen(ctx, addr); err != nil {
 			n.log.Logger.Warn("dns for guests unavailable", "addr", addr, logKeyErr, err)
 		}
+		n.log.startProxy(ctx, n.gateway)
 	})
 	return nil
 }

@@ -105,12 +105,22 @@ func (e *Engine) Bind(ctx context.Context, vmID string, ip netip.Addr, p Policy)
 	return nil
 }
 
-// Unbind forgets the VM at ip (it stopped) and lifts its policing, so
-// the address can be leased to another VM with another policy.
-func (e *Engine) Unbind(ctx context.Context, ip netip.Addr) error {
+// Unbind forgets the VM vmID (it stopped) and lifts its policing, so its
+// address can be leased to another VM with another policy. Unbinding a
+// VM that is not bound does nothing.
+func (e *Engine) Unbind(ctx context.Context, vmID string) error {
 	e.mu.Lock()
-	delete(e.guests, ip)
+	var ip netip.Addr
+	for a, g := range e.guests {
+		if g.vmID == vmID {
+			ip = a
+			delete(e.guests, a)
+		}
+	}
 	e.mu.Unlock()
+	if !ip.IsValid() {
+		return nil
+	}
 	if err := e.fw.Police(ctx, ip, false, nil); err != nil {
 		return fmt.Errorf("unbind net policy: %w", err)
 	}

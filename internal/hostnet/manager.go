@@ -225,15 +225,17 @@ func (pg *policedGuest) firewall(ip netip.Addr, now time.Time) Policed {
 // passes are forgotten either way: a new policy starts from its DNS
 // answers afresh. The firewall is applied at once when the network is
 // up, so a running guest gets the change; otherwise at the next Ensure
-// or AcquireTap.
+// or AcquireTap. Lifting the limit of a guest that has none applies
+// nothing.
 func (m *Manager) Police(ctx context.Context, ip netip.Addr, policed bool, grants []Grant) error {
 	m.mu.Lock()
+	_, was := m.policed[ip]
 	if policed {
 		m.policed[ip] = &policedGuest{grants: slices.Clone(grants), passes: map[passKey]time.Time{}}
 	} else {
 		delete(m.policed, ip)
 	}
-	ensured := m.ensured
+	ensured := m.ensured && (policed || was)
 	m.mu.Unlock()
 	if !ensured {
 		return nil

@@ -59,6 +59,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		if err != nil {
 			return fmt.Errorf("vm %s has no leased address: %w", vm.Name, err)
 		}
+		// The policy is in the firewall before the tap can send.
+		if err := m.bindNet(ctx, vm, ip); err != nil {
+			return err
+		}
+		op.OnRollback(func(ctx context.Context) error { return m.egress().Unbind(ctx, vm.ID) })
 		tap, err = m.opt.Network.AcquireTap(ctx, ip)
 		if err != nil {
 			return fmt.Errorf("acquire tap: %w", err)

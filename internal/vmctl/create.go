@@ -67,6 +67,11 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 	if err != nil {
 		return store.VM{}, err
 	}
+	pol, err := m.netPolicy(req, from)
+	if err != nil {
+		return store.VM{}, err
+	}
+	vm.NetPolicy = pol.Encode()
 	ref := req.Image
 	if ref == "" {
 		ref = m.opt.Config.DefaultImage

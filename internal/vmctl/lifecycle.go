@@ -132,6 +132,7 @@ func (m *Manager) Delete(ctx context.Context, ref string, force bool) error {
 	if err := m.opt.Store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		errs = append(errs, err)
 	}
+	m.egress().Forget(vm.ID)
 	return errors.Join(errs...)
 }
 
@@ -195,6 +196,9 @@ func (m *Manager) halt(ctx context.Context, vm store.VM, kill bool) error {
 // VMM is gone: the tap, stale sockets and the handles themselves.
 func (m *Manager) teardown(ctx context.Context, id string, h vmm.Handles) error {
 	var errs []error
+	if err := m.egress().Unbind(ctx, id); err != nil {
+		errs = append(errs, err)
+	}
 	if h.Tap != "" {
 		if err := m.opt.Network.ReleaseTap(ctx, h.Tap); err != nil {
 			errs = append(errs, fmt.Errorf("release tap %s: %w", h.Tap, err))

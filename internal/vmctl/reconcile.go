@@ -52,6 +52,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 				if h.Tap != "" {
 					taps[h.Tap] = ip
 				}
+				// Before Adopt applies the firewall, so a policed guest
+				// is never open in between.
+				errs = append(errs, m.bindNet(ctx, vm, ip))
 			}
 			if vm.State != store.StateRunning {
 				_, err := m.opt.Store.UpdateVM(ctx, vm.ID, func(v *store.VM) error { v.State = store.StateRunning; return nil })

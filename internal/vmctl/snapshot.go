@@ -190,7 +190,8 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
 	}
-	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name, Name: name, Sessions: sessions}
+	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name, Name: name, Sessions: sessions,
+		NetPolicy: vm.NetPolicy}
 	t, err = m.saveLive(ctx, op, vm, h, dir, t, snapshotStages)
 	if t.Token == "" {
 		return Snapshot{}, err

@@ -183,14 +183,18 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 	// Refused before anything exists: another VMM, a bad reference, a
 	// missing snapshot.
 	names, dirs, taps := h.state(t)
-	for req, want := range map[api.CreateVMRequest]string{
-		{Name: "x", From: "src@s1", VMM: "firecracker"}: "--vmm firecracker",
-		{Name: "x", From: "src"}:                        "want VM@SNAPSHOT",
-		{Name: "x", From: "src@nope"}:                   `no snapshot "nope"`,
-		{Name: "x", From: "ghost@s1"}:                   "ghost",
+	for _, tc := range []struct {
+		req  api.CreateVMRequest
+		want string
+	}{
+		{api.CreateVMRequest{Name: "x", From: "src@s1", VMM: "firecracker"}, "--vmm firecracker"},
+		{api.CreateVMRequest{Name: "x", From: "src"}, "want VM@SNAPSHOT"},
+		{api.CreateVMRequest{Name: "x", From: "src@nope"}, `no snapshot "nope"`},
+		{api.CreateVMRequest{Name: "x", From: "ghost@s1"}, "ghost"},
+		{api.CreateVMRequest{Name: "x", From: "src@s1", Net: "none", Allow: []string{"good.test"}}, "takes no allow rules"},
 	} {
-		if _, _, err := h.create(t, req); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("create %+v = %v, want %q", req, err, want)
+		if _, _, err := h.create(t, tc.req); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("create %+v = %v, want %q", tc.req, err, tc.want)
 		}
 	}
 	if n, d, tp := h.state(t); len(n) != len(names) || len(d) != len(dirs) || tp != taps {

@@ -72,10 +72,12 @@ type Host interface {
 
 // Options are the Manager's collaborators.
 type Options struct {
-	Store      *store.Store
-	Images     Images
-	Network    Network
-	DNS        DNS
+	Store   *store.Store
+	Images  Images
+	Network Network
+	DNS     DNS
+	// Egress applies VMs' egress policies; nil leaves every VM open.
+	Egress     Egress
 	Host       Host
 	Drivers    map[string]vmm.Driver
 	Handles    *vmm.HandleCache

@@ -45,6 +45,10 @@ type templateMeta struct {
 	// their processes are in the saved memory, so a VM made from it
 	// records them as its own.
 	Sessions []store.Session `json:"sessions,omitempty"`
+	// NetPolicy is the source VM's egress policy (egress.Policy.Encode)
+	// when a named snapshot was taken; VMs made from it keep it unless
+	// their create says otherwise.
+	NetPolicy string `json:"net_policy,omitempty"`
 }
 
 // templateDisks are the VM files a template keeps and a warm VM clones.
