@@ -81,6 +81,11 @@ func TestCompletion_namesFromTheDaemon(t *testing.T) {
 		{[]string{"vm", "exec", "b"}, "beta"},
 		{[]string{"vm", "session", "attach", "beta", ""}, "s-beta"},
 		{[]string{"vm", "workspace", "pull", ""}, "alpha beta apex"},
+		{[]string{"vm", "net", "a"}, "alpha apex"},
+		{[]string{"vm", "net", "alpha", ""}, "allow deny mode"},
+		{[]string{"vm", "net", "alpha", "mode", "n"}, "none"},
+		{[]string{"vm", "net", "alpha", "allow", ""}, ""},
+		{[]string{"vm", "net", "log", "b"}, "beta"},
 		{[]string{"image", "rm", "d"}, "debian-12"},
 		{[]string{"image", "show", ""}, "debian-12 agents"},
 	} {

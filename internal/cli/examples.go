@@ -32,11 +32,14 @@ banger image warm debian-12 --vcpu 4 --memory 4096`,
 banger version --json`,
 	"banger vm create": `banger vm create
 banger vm create --name web --vcpu 4 --memory 4096 --disk-size 16G
-banger vm create --image agents --json | jq -r .ip`,
+banger vm create --image agents --json | jq -r .ip
+banger vm create --name agent --allow @github --allow @model-apis --allow pypi.org:443
+banger vm create --name sealed --net none`,
 	"banger vm run": `banger vm run
 banger vm run --rm -- uname -a
 banger vm run --name dev --workspace -- claude
-banger vm run --from web@before-upgrade -- make test`,
+banger vm run --from web@before-upgrade -- make test
+banger vm run --rm --allow '*.debian.org' -- apt-get update`,
 	"banger vm list": `banger vm list
 banger vm list --json | jq -r '.[] | select(.state == "running") | .name'`,
 	"banger vm show": `banger vm show web
@@ -68,6 +71,14 @@ banger vm cp --max-size 5G web:/var/log ./logs`,
 	"banger vm ports": `banger vm ports web
 banger vm ports web --json`,
 	"banger vm health": `banger vm health web`,
+	"banger vm net": `banger vm net web
+banger vm net web allow pypi.org:443 files.pythonhosted.org @github
+banger vm net web deny pypi.org:443
+banger vm net web mode none
+banger vm net web --json | jq -r '.policy.allow[]'`,
+	"banger vm net log": `banger vm net log web
+banger vm net log -f web
+banger vm net log -f --json web | jq -r 'select(.verdict == "deny") | .name'`,
 	"banger vm logs": `banger vm logs web
 banger vm logs -f web`,
 	"banger vm workspace prepare": `banger vm workspace prepare web

@@ -29,7 +29,8 @@ func newMCPCmd(a *app) *cobra.Command {
 		Short: "Serve banger's VM tools to a coding agent over MCP (stdio by default)",
 		Long: `Serve banger's tools over the Model Context Protocol: create, list, show and
 delete VMs, exec with separate capped stdout/stderr, read/write files, list
-directories, ports, console logs and sessions.
+directories, ports, console logs, sessions, and each VM's egress policy and
+flow log.
 
 By default the server only touches VMs it created during its own lifetime;
 --all lets it use every VM of the daemon. Destructive tools say so in their

@@ -23,6 +23,8 @@ type vmFlags struct {
 	vcpu, memoryMiB            int
 	cold                       bool
 	from                       string
+	net                        string
+	allow                      []string
 	flags                      *pflag.FlagSet
 }
 
@@ -41,6 +43,8 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	fl.StringVar(&f.vmm, "vmm", vmm, "VMM: auto, firecracker or qemu")
 	fl.BoolVar(&f.cold, "cold", false, "boot the kernel even when a warm template of the image fits (see banger image warm)")
 	fl.StringVar(&f.from, "from", "", "make the VM from a snapshot, VM@SNAPSHOT: its memory, disks and sessions, with the new VM's identity (see banger vm snapshot)")
+	fl.StringVar(&f.net, "net", "", "egress: open (the internet less private ranges and the host), allow (only --allow rules) or none (default: the config's; with --from, the snapshot's)")
+	fl.StringArrayVar(&f.allow, "allow", nil, "let the VM reach HOST, *.DOMAIN, IPV4 or CIDR (each with an optional :PORT or :LOW-HIGH), or @PRESET; repeatable; implies --net allow")
 	f.flags = fl
 }
 
@@ -52,6 +56,10 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 			return api.CreateVMRequest{}, r, err
 		}
 	}
+	netMode, allow, err := netRequest(f.net, f.allow)
+	if err != nil {
+		return api.CreateVMRequest{}, r, err
+	}
 	if f.from != "" {
 		if vm, snap, ok := strings.Cut(f.from, "@"); !ok || vm == "" || snap == "" {
 			return api.CreateVMRequest{}, r, fmt.Errorf("--from %q: want VM@SNAPSHOT, as in web@before-upgrade", f.from)
@@ -61,7 +69,7 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 				return api.CreateVMRequest{}, r, fmt.Errorf("--from with --%s: a VM made from a snapshot has the snapshot's image and shape", n)
 			}
 		}
-		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from}, r, nil
+		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from, Net: netMode, Allow: allow}, r, nil
 	}
 	if f.vcpu < 1 || f.vcpu > config.MaxVCPU {
 		return api.CreateVMRequest{}, r, fmt.Errorf("--vcpu %d: must be between 1 and %d", f.vcpu, config.MaxVCPU)
@@ -88,6 +96,8 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		VMM:   f.vmm,
 		Spec:  api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
 		Cold:  f.cold,
+		Net:   netMode,
+		Allow: allow,
 	}
 	return req, r, nil
 }
@@ -101,7 +111,7 @@ func newVMCmd(a *app) *cobra.Command {
 	cmd.AddCommand(newVMCreateCmd(a), newVMRunCmd(a))
 	cmd.AddCommand(lifecycleCmds(a)...)
 	cmd.AddCommand(guestCmds(a)...)
-	cmd.AddCommand(newSessionCmd(a), newWorkspaceCmd(a))
+	cmd.AddCommand(newSessionCmd(a), newWorkspaceCmd(a), newVMNetCmd(a))
 	return cmd
 }
 
@@ -227,4 +237,7 @@ func (a *app) runInVM(ctx context.Context, vm api.VM, argv []string, rm, tty boo
 func (a *app) printNextSteps(vm api.VM) {
 	fmt.Fprintf(a.streams.ErrOut, "vm %s is running at %s (%s)\n", vm.Name, vm.IP, vm.DNSName)
 	fmt.Fprintf(a.streams.ErrOut, "  banger vm ssh %s\n  banger vm exec %s -- CMD\n  banger vm delete %s\n", vm.Name, vm.Name, vm.Name)
+	if vm.Net.Mode == api.NetAllow || vm.Net.Mode == api.NetNone {
+		fmt.Fprintf(a.streams.ErrOut, "egress %s: banger vm net %s changes it, banger vm net log %s shows what the VM tried\n", formatPolicy(vm.Net), vm.Name, vm.Name)
+	}
 }

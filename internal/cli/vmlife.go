@@ -99,7 +99,7 @@ func newVMShowCmd(a *app) *cobra.Command {
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", img}, {"vmm", v.VMM},
 				{"spec", fmt.Sprintf("%d vcpu · %d MiB · %s disk", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes))},
-				{"ip", dash(v.IP)}, {"dns", v.DNSName}, {"mac", dash(v.MAC)},
+				{"ip", dash(v.IP)}, {"dns", v.DNSName}, {"mac", dash(v.MAC)}, {"net", formatPolicy(v.Net)},
 				{"dir", v.Dir}, {"console", v.Console},
 				{"created", v.CreatedAt.Local().Format(time.DateTime)},
 			}

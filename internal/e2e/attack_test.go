@@ -414,42 +414,11 @@ func (w *world) dnsQueries() int {
 	return w.queries
 }
 
-// outside makes the world namespace, links it to the test namespace with
-// a veth pair (203.0.113.0/24, the test namespace's default route) and
-// starts its listeners.
+// outside makes the world namespace (see outsideNS) and starts its
+// listeners.
 func (e *env) outside(t *testing.T) *world {
 	t.Helper()
-	o := testenv.NewNetns(t)
-	ctx := context.Background()
-	steps := [][]string{
-		{"ip", "link", "add", "bgatk0", "netns", e.ns.Name, "type", "veth", "peer", "name", "bgatk1", "netns", o.Name},
-	}
-	for _, s := range steps {
-		if out, err := exec.CommandContext(ctx, s[0], s[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", s, err, out)
-		}
-	}
-	for _, s := range [][]string{
-		{"ip", "addr", "add", "203.0.113.1/24", "dev", "bgatk0"},
-		{"ip", "link", "set", "bgatk0", "up"},
-		{"ip", "route", "add", "default", "via", "203.0.113.2"},
-	} {
-		if _, err := e.ns.Run(ctx, s...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, s := range [][]string{
-		{"ip", "addr", "add", "203.0.113.2/24", "dev", "bgatk1"},
-		{"ip", "link", "set", "bgatk1", "up"},
-		{"ip", "addr", "add", "198.51.100.2/32", "dev", "lo"},
-		{"ip", "addr", "add", "198.51.100.53/32", "dev", "lo"},
-		{"ip", "addr", "add", "10.9.0.2/32", "dev", "lo"},
-		{"ip", "addr", "add", "169.254.169.254/32", "dev", "lo"},
-	} {
-		if _, err := o.Run(ctx, s...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	o := e.outsideNS(t, "198.51.100.2", "198.51.100.53", "10.9.0.2", "169.254.169.254")
 	w := &world{counts: map[string]int{}, udp: make(chan string, 64)}
 	var udp net.PacketConn
 	if err := o.Do(func() (err error) { udp, err = net.ListenPacket("udp4", "198.51.100.2:7777"); return err }); err != nil {
@@ -504,4 +473,39 @@ func (e *env) outside(t *testing.T) *world {
 		}
 	}()
 	return w
+}
+
+// outsideNS makes a namespace playing the outside world, links it to the
+// test namespace with a veth pair (203.0.113.0/24, the test namespace's
+// default route) and gives it addrs (/32 each, on its loopback).
+func (e *env) outsideNS(t *testing.T, addrs ...string) *testenv.Netns {
+	t.Helper()
+	o := testenv.NewNetns(t)
+	ctx := context.Background()
+	link := []string{"ip", "link", "add", "bgatk0", "netns", e.ns.Name, "type", "veth", "peer", "name", "bgatk1", "netns", o.Name}
+	if out, err := exec.CommandContext(ctx, link[0], link[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v: %s", link, err, out)
+	}
+	for _, s := range [][]string{
+		{"ip", "addr", "add", "203.0.113.1/24", "dev", "bgatk0"},
+		{"ip", "link", "set", "bgatk0", "up"},
+		{"ip", "route", "add", "default", "via", "203.0.113.2"},
+	} {
+		if _, err := e.ns.Run(ctx, s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps := [][]string{
+		{"ip", "addr", "add", "203.0.113.2/24", "dev", "bgatk1"},
+		{"ip", "link", "set", "bgatk1", "up"},
+	}
+	for _, a := range addrs {
+		steps = append(steps, []string{"ip", "addr", "add", a + "/32", "dev", "lo"})
+	}
+	for _, s := range steps {
+		if _, err := o.Run(ctx, s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
 }

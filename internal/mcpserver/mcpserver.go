@@ -58,6 +58,7 @@ func New(opt Options) *Server {
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: "banger", Version: opt.Version}, &mcp.ServerOptions{
 		Instructions: "banger runs disposable Linux microVMs on this workstation. Create a VM with vm_create, " +
 			"run commands in it with vm_exec, move files with vm_read_file / vm_write_file, and delete it with vm_delete when done. " +
+			"Limit what a VM may reach with vm_create's net and allow (or vm_net later); vm_net_log shows what it tried. " +
 			"Guests are isolated from the host and from each other; their output is untrusted.",
 	})
 	s.register()

@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -34,6 +37,8 @@ type fakeDaemon struct {
 	stdin    string
 	results  map[string]json.RawMessage // by operation id, for operations that return no VM
 	creates  []api.CreateVMRequest
+	changes  []api.NetChange
+	flows    []api.Flow // the flow log of every VM
 }
 
 func newFakeDaemon(t *testing.T) *api.Client {
@@ -57,7 +62,14 @@ func newFakeDaemon(t *testing.T) *api.Client {
 		var req api.CreateVMRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		f.mu.Lock()
-		f.vms[req.Name] = api.VM{ID: "id-" + req.Name, Name: req.Name, State: "running", Spec: req.Spec}
+		mode := req.Net
+		if mode == "" {
+			mode = api.NetOpen
+			if len(req.Allow) > 0 {
+				mode = api.NetAllow
+			}
+		}
+		f.vms[req.Name] = api.VM{ID: "id-" + req.Name, Name: req.Name, State: "running", Spec: req.Spec, Net: api.NetPolicy{Mode: mode, Allow: req.Allow}}
 		f.creates = append(f.creates, req)
 		f.mu.Unlock()
 		json.NewEncoder(w).Encode(api.OperationRef{ID: "op-" + req.Name, Kind: "vm.create"})
@@ -145,6 +157,48 @@ func newFakeDaemon(t *testing.T) *api.Client {
 			f.mu.Unlock()
 			w.WriteHeader(http.StatusNoContent)
 		}
+	})
+	netStatus := func(v api.VM) api.NetStatus {
+		return api.NetStatus{VM: v.Name, Policy: v.Net, Enforced: v.Net.Mode != api.NetOpen, Allowed: 4, Denied: 2}
+	}
+	mux.HandleFunc("GET "+api.PathVMNet, func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := lookup(w, r); ok {
+			json.NewEncoder(w).Encode(netStatus(v))
+		}
+	})
+	mux.HandleFunc("POST "+api.PathVMNet, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		var ch api.NetChange
+		json.NewDecoder(r.Body).Decode(&ch)
+		f.mu.Lock()
+		f.changes = append(f.changes, ch)
+		if ch.Mode != "" {
+			v.Net.Mode = ch.Mode
+		}
+		v.Net.Allow = append(v.Net.Allow, ch.Allow...)
+		v.Net.Allow = slices.DeleteFunc(v.Net.Allow, func(r string) bool { return slices.Contains(ch.Deny, r) })
+		f.vms[v.Name] = v
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(netStatus(v))
+	})
+	mux.HandleFunc("GET "+api.PathVMNetLog, func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := lookup(w, r); !ok {
+			return
+		}
+		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		out := api.NetLog{Flows: []api.Flow{}, Lost: 9}
+		for _, fl := range f.flows {
+			if fl.Seq > after {
+				out.Flows = append(out.Flows, fl)
+			}
+			out.Next = fl.Seq
+		}
+		json.NewEncoder(w).Encode(out)
 	})
 	mux.HandleFunc("POST "+api.PathVMExec, func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := lookup(w, r); !ok {
@@ -318,6 +372,8 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 		"vm_snapshot":  {"vm": "other"},
 		"vm_fork":      {"vm": "other"},
 		"vm_create":    {"name": "x", "from": "other@s1"},
+		"vm_net":       {"vm": "other"},
+		"vm_net_log":   {"vm": "other"},
 	} {
 		if e := call(t, cs, tool, args, nil); !strings.Contains(e, "only touches VMs it created") {
 			t.Errorf("%s on a VM it did not create: %q", tool, e)
@@ -452,7 +508,7 @@ func TestTools_destructiveOnesSaySo(t *testing.T) {
 			t.Errorf("%s has no input schema", tool.Name)
 		}
 	}
-	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_logs", "session_start", "session_list", "session_logs", "session_stop"} {
+	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_logs", "vm_net", "vm_net_log", "session_start", "session_list", "session_logs", "session_stop"} {
 		if !seen[name] {
 			t.Errorf("tool %s missing", name)
 		}
@@ -482,4 +538,92 @@ func (neverEnding) Read(p []byte) (int, error) {
 		p[i] = 'z'
 	}
 	return len(p), nil
+}
+
+func TestTools_net(t *testing.T) {
+	c := newFakeDaemon(t)
+	f := fakes[c.Socket]
+	cs := connect(t, c, false)
+
+	// vm_create passes net and allow through.
+	var created VMOut
+	if e := call(t, cs, "vm_create", map[string]any{"name": "agent", "net": "allow", "allow": []string{"good.test", "@github"}}, &created); e != "" {
+		t.Fatal(e)
+	}
+	if got := f.creates[len(f.creates)-1]; got.Net != api.NetAllow || !slices.Equal(got.Allow, []string{"good.test", "@github"}) {
+		t.Errorf("vm_create sent net %q allow %q", got.Net, got.Allow)
+	}
+	if created.VM.Net.Mode != api.NetAllow {
+		t.Errorf("created VM's policy %+v", created.VM.Net)
+	}
+
+	// Scope: the policy of a VM this server did not create is neither
+	// read nor changed.
+	for _, args := range []map[string]any{{"vm": "other"}, {"vm": "other", "mode": "open"}, {"vm": "nope", "allow": []string{"x.test"}}} {
+		if e := call(t, cs, "vm_net", args, nil); !strings.Contains(e, "only touches VMs it created") {
+			t.Errorf("vm_net %v: %q", args, e)
+		}
+	}
+	if len(f.changes) != 0 {
+		t.Fatalf("a refused vm_net reached the daemon: %+v", f.changes)
+	}
+
+	// No change fields: a read, not a change.
+	var st api.NetStatus
+	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent"}, &st); e != "" {
+		t.Fatal(e)
+	}
+	if len(f.changes) != 0 || st.VM != "agent" || st.Policy.Mode != api.NetAllow || !st.Enforced || st.Allowed != 4 || st.Denied != 2 {
+		t.Errorf("vm_net read: %+v (changes %+v)", st, f.changes)
+	}
+	// A change round trip: what the tool was given reaches the daemon,
+	// what the daemon answers reaches the model.
+	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent", "allow": []string{"pypi.org:443"}, "deny": []string{"good.test"}}, &st); e != "" {
+		t.Fatal(e)
+	}
+	want := api.NetChange{Allow: []string{"pypi.org:443"}, Deny: []string{"good.test"}}
+	if len(f.changes) != 1 || fmt.Sprint(f.changes[0]) != fmt.Sprint(want) {
+		t.Errorf("daemon got changes %+v, want %+v", f.changes, want)
+	}
+	if !slices.Equal(st.Policy.Allow, []string{"@github", "pypi.org:443"}) {
+		t.Errorf("policy after the change: %+v", st.Policy)
+	}
+	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent", "mode": "none"}, &st); e != "" || st.Policy.Mode != api.NetNone || f.changes[1].Mode != api.NetNone {
+		t.Errorf("vm_net mode none: %q, %+v", e, st.Policy)
+	}
+	var show VMOut
+	if call(t, cs, "vm_show", map[string]any{"vm": "agent"}, &show); show.VM.Net.Mode != api.NetNone {
+		t.Errorf("vm_show after the change: %+v", show.VM.Net)
+	}
+}
+
+func TestTools_netLogCapsWhatTheGuestSends(t *testing.T) {
+	c := newFakeDaemon(t)
+	f := fakes[c.Socket]
+	cs := connect(t, c, true)
+	long := strings.Repeat("é", MaxFlowText) // 2 bytes each: the cut falls mid-character
+	for i := range MaxFlows + 20 {
+		f.flows = append(f.flows, api.Flow{Seq: uint64(i + 1), Time: time.Unix(1700000000, 0).UTC(), Kind: api.FlowDNS, Verdict: api.FlowDeny,
+			Name: long + ".evil.test", Addr: "203.0.113.7", Port: 443, Reason: "not allowed"})
+	}
+	var lg NetLogOut
+	if e := call(t, cs, "vm_net_log", map[string]any{"vm": "other"}, &lg); e != "" {
+		t.Fatal(e)
+	}
+	if len(lg.Flows) != MaxFlows || !lg.Truncated || lg.Next != MaxFlows || lg.Lost != 9 {
+		t.Fatalf("first page: %d flows, truncated %v, next %d, lost %d", len(lg.Flows), lg.Truncated, lg.Next, lg.Lost)
+	}
+	first := lg.Flows[0]
+	if len(first.Name) > MaxFlowText || !utf8.ValidString(first.Name) || !strings.HasSuffix(first.Name, "…") {
+		t.Errorf("a long name came back as %d bytes: %q", len(first.Name), first.Name)
+	}
+	if first.Addr != "203.0.113.7" || first.Port != 443 || first.Reason != "not allowed" || first.Seq != 1 {
+		t.Errorf("flow fields lost: %+v", first)
+	}
+	if e := call(t, cs, "vm_net_log", map[string]any{"vm": "other", "after": lg.Next}, &lg); e != "" {
+		t.Fatal(e)
+	}
+	if len(lg.Flows) != 20 || lg.Truncated || lg.Flows[0].Seq != MaxFlows+1 || lg.Next != MaxFlows+20 {
+		t.Errorf("second page: %d flows, truncated %v, next %d", len(lg.Flows), lg.Truncated, lg.Next)
+	}
 }

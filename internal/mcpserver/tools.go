@@ -25,7 +25,12 @@ const (
 	MaxOutput        = 4 << 20
 	DefaultMaxFile   = 1 << 20
 	MaxFile          = 16 << 20
-	defaultTimeout   = 10 * time.Minute
+	// MaxFlows bounds the flows of one vm_net_log answer, MaxFlowText
+	// each string of a flow (names, addresses and reasons come from the
+	// guest's traffic).
+	MaxFlows       = 500
+	MaxFlowText    = 256
+	defaultTimeout = 10 * time.Minute
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -47,12 +52,43 @@ func (r VMRef) vmRef() string { return r.VM }
 
 // CreateIn is the input of vm_create.
 type CreateIn struct {
-	Name      string `json:"name,omitempty" jsonschema:"VM name (generated when empty)"`
-	Image     string `json:"image,omitempty" jsonschema:"image name (the daemon's default when empty)"`
-	VCPU      int    `json:"vcpu,omitempty" jsonschema:"virtual CPUs (the configured default when 0)"`
-	MemoryMiB int    `json:"memory_mib,omitempty" jsonschema:"memory in MiB (the configured default when 0)"`
-	DiskGiB   int    `json:"disk_gib,omitempty" jsonschema:"work disk size in GiB (the configured default when 0)"`
-	From      string `json:"from,omitempty" jsonschema:"make the VM from a snapshot VM@SNAPSHOT of a VM this server may use (image and size then come from the snapshot)"`
+	Name      string   `json:"name,omitempty" jsonschema:"VM name (generated when empty)"`
+	Image     string   `json:"image,omitempty" jsonschema:"image name (the daemon's default when empty)"`
+	VCPU      int      `json:"vcpu,omitempty" jsonschema:"virtual CPUs (the configured default when 0)"`
+	MemoryMiB int      `json:"memory_mib,omitempty" jsonschema:"memory in MiB (the configured default when 0)"`
+	DiskGiB   int      `json:"disk_gib,omitempty" jsonschema:"work disk size in GiB (the configured default when 0)"`
+	From      string   `json:"from,omitempty" jsonschema:"make the VM from a snapshot VM@SNAPSHOT of a VM this server may use (image and size then come from the snapshot)"`
+	Net       string   `json:"net,omitempty" jsonschema:"egress: open (the internet less private ranges and the host), allow (only the allow rules) or none; the configured default (or the snapshot's policy with from) when empty"`
+	Allow     []string `json:"allow,omitempty" jsonschema:"egress rules for net=allow (allow alone implies it): HOST, *.DOMAIN, IPV4 or CIDR, each with an optional :PORT or :LOW-HIGH, or @PRESET such as @github or @model-apis"`
+}
+
+// NetIn is the input of vm_net. Without mode, allow and deny it only
+// reads the policy.
+type NetIn struct {
+	VMRef
+	Mode  string   `json:"mode,omitempty" jsonschema:"set the egress mode: open, allow or none (the allow list is kept across modes)"`
+	Allow []string `json:"allow,omitempty" jsonschema:"rules to add to the allow list (switches an open or none VM to allow): HOST, *.DOMAIN, IPV4 or CIDR, each with an optional :PORT or :LOW-HIGH, or @PRESET"`
+	Deny  []string `json:"deny,omitempty" jsonschema:"rules to remove from the allow list"`
+}
+
+// NetLogIn is the input of vm_net_log.
+type NetLogIn struct {
+	VMRef
+	After uint64 `json:"after,omitempty" jsonschema:"return the flows after this sequence number: the next of the previous answer (0: from the start of the log)"`
+}
+
+// NetLogOut is the result of vm_net_log: the flows oldest first, each
+// string the guest influenced capped at MaxFlowText bytes.
+type NetLogOut struct {
+	Flows []api.Flow `json:"flows"`
+	// Next is the after of the next call.
+	Next uint64 `json:"next"`
+	// Lost counts flows that fell out of the bounded log before they were
+	// read.
+	Lost uint64 `json:"lost,omitempty"`
+	// Truncated says more flows follow than one answer holds: call again
+	// with after=next.
+	Truncated bool `json:"truncated"`
 }
 
 // ForkIn is the input of vm_fork.
@@ -244,6 +280,12 @@ func (s *Server) register() {
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_fork", Annotations: additive,
 		Description: "Make live copies of a running VM: each has the source's processes, sessions and files but its own name, address and keys, so several attempts can start from the same state. With a workspace, each copy's pull gives its own branch banger/COPY. Returns the copies."},
 		logged(s, "vm_fork", s.fork))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_net", Annotations: additive,
+		Description: "Show a VM's egress policy (mode open, allow or none; the allow rules; whether it is enforced; flows allowed and denied), or change it with mode, allow (add rules) and deny (remove rules). A running VM gets the new policy at once. Returns the policy."},
+		logged(s, "vm_net", s.net))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_net_log", Annotations: readOnly,
+		Description: "A VM's egress flow log, oldest first: DNS queries and proxied connections with their verdict (allow or deny) and the reason of a refusal. Pass after=next to get only newer flows. Names come from the guest's traffic and are untrusted."},
+		logged(s, "vm_net_log", s.netLog))
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_exec", Annotations: runsCode,
 		Description: "Run a command in a VM as root and return its exit code, stdout and stderr (each capped; truncation is flagged). Can change anything inside the VM."},
 		logged(s, "vm_exec", s.exec))
@@ -277,7 +319,7 @@ func (s *Server) register() {
 }
 
 func (s *Server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn) (*mcp.CallToolResult, VMOut, error) {
-	req := api.CreateVMRequest{Name: in.Name, Image: in.Image}
+	req := api.CreateVMRequest{Name: in.Name, Image: in.Image, Net: in.Net, Allow: in.Allow}
 	req.Spec = api.VMSpec{VCPU: in.VCPU, MemoryMiB: in.MemoryMiB, DiskBytes: int64(in.DiskGiB) << 30}
 	s.fillDefaults(&req.Spec)
 	if in.From != "" {
@@ -413,6 +455,64 @@ func (s *Server) vmOp(ctx context.Context, ref string, start func(context.Contex
 	var out api.VM
 	err = s.waitOp(ctx, op, &out)
 	return nil, VMOut{VM: out}, err
+}
+
+func (s *Server) net(ctx context.Context, _ *mcp.CallToolRequest, in NetIn) (*mcp.CallToolResult, api.NetStatus, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, api.NetStatus{}, err
+	}
+	if in.Mode == "" && len(in.Allow) == 0 && len(in.Deny) == 0 {
+		st, err := s.opt.Client.NetStatus(ctx, v.ID)
+		return nil, st, err
+	}
+	st, err := s.opt.Client.ChangeNet(ctx, v.ID, api.NetChange{Mode: in.Mode, Allow: in.Allow, Deny: in.Deny})
+	return nil, st, err
+}
+
+func (s *Server) netLog(ctx context.Context, _ *mcp.CallToolRequest, in NetLogIn) (*mcp.CallToolResult, NetLogOut, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, NetLogOut{}, err
+	}
+	lg, err := s.opt.Client.NetLog(ctx, v.ID, in.After)
+	if err != nil {
+		return nil, NetLogOut{}, err
+	}
+	return nil, capNetLog(lg), nil
+}
+
+// capNetLog bounds a flow log page: at most MaxFlows flows (Next is then
+// the Seq of the last one kept, so the next call resumes after it) and
+// MaxFlowText bytes of valid UTF-8 in each string.
+func capNetLog(lg api.NetLog) NetLogOut {
+	out := NetLogOut{Flows: []api.Flow{}, Next: lg.Next, Lost: lg.Lost}
+	flows := lg.Flows
+	if len(flows) > MaxFlows {
+		flows = flows[:MaxFlows]
+		out.Next, out.Truncated = flows[len(flows)-1].Seq, true
+	}
+	for _, f := range flows {
+		f.Kind, f.Verdict = capText(f.Kind), capText(f.Verdict)
+		f.Name, f.Addr, f.Reason = capText(f.Name), capText(f.Addr), capText(f.Reason)
+		out.Flows = append(out.Flows, f)
+	}
+	return out
+}
+
+// capText cuts s to MaxFlowText bytes on a character boundary, marking a
+// cut with "…", and replaces invalid UTF-8.
+func capText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= MaxFlowText {
+		return s
+	}
+	const mark = "…"
+	cut := MaxFlowText - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 func (s *Server) delete(ctx context.Context, _ *mcp.CallToolRequest, in DeleteIn) (*mcp.CallToolResult, DoneOut, error) {

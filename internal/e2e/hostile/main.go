@@ -9,6 +9,7 @@
 //	hostile udp-spoof IFACE SRC_MAC SRC_IP DST_MAC DST_IP PORT PAYLOAD
 //	                                           one raw UDP frame with forged sources
 //	hostile dns-flood SERVER DURATION          as many A queries as it can send
+//	hostile dns-query SERVER TYPE NAME         one query; prints the rcode and each answer
 //	hostile agent                              replace banger-agent (see hostileAgent)
 package main
 
@@ -23,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,6 +40,8 @@ func main() {
 		err = udpSpoof(args)
 	case "dns-flood":
 		err = dnsFlood(args)
+	case "dns-query":
+		err = dnsQuery(args)
 	case "agent":
 		err = hostileAgent()
 	default:
@@ -280,4 +284,27 @@ func splitDots(s string) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+// dnsQuery sends one query (a TXT query is what a DNS tunnel would use)
+// and prints the answer's rcode, then one line per answer record.
+func dnsQuery(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("usage: dns-query SERVER TYPE NAME")
+	}
+	qtype, ok := mdns.StringToType[strings.ToUpper(args[1])]
+	if !ok {
+		return fmt.Errorf("unknown type %q", args[1])
+	}
+	m := new(mdns.Msg).SetQuestion(mdns.Fqdn(args[2]), qtype)
+	c := &mdns.Client{Timeout: 5 * time.Second}
+	r, _, err := c.Exchange(m, args[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println(mdns.RcodeToString[r.Rcode])
+	for _, rr := range r.Answer {
+		fmt.Println(rr.String())
+	}
+	return nil
 }
