@@ -22,7 +22,7 @@ import (
 )
 
 func newMCPCmd(a *app) *cobra.Command {
-	var all bool
+	var all, netAdmin bool
 	var listen string
 	cmd := &cobra.Command{
 		Use:   "mcp",
@@ -57,6 +57,7 @@ socket (unix:PATH, created 0600) or a loopback address (127.0.0.1:PORT).`,
 			srv := mcpserver.New(mcpserver.Options{
 				Client:   c,
 				All:      all,
+				NetAdmin: netAdmin,
 				Version:  buildinfo.Version(),
 				Defaults: api.VMSpec{VCPU: d.VCPU, MemoryMiB: d.MemoryMiB, DiskBytes: d.DiskBytes},
 				Logger:   slog.New(slog.NewTextHandler(a.streams.ErrOut, nil)),
@@ -68,6 +69,7 @@ socket (unix:PATH, created 0600) or a loopback address (127.0.0.1:PORT).`,
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "let the tools use every VM, not only those this server created")
+	cmd.Flags().BoolVar(&netAdmin, "net-admin", false, "let the tools loosen egress policy (create with net open or allow rules, vm_net allow or mode); tightening is always allowed")
 	cmd.Flags().StringVar(&listen, "listen", "", "serve streamable HTTP on unix:PATH or a loopback HOST:PORT instead of stdio")
 	return cmd
 }

@@ -266,8 +266,8 @@ func TestEgress(t *testing.T) {
 	t.Run("addresses and names outside the policy are refused", func(t *testing.T) {
 		before := world.snapshot()
 		for _, args := range []string{
-			"--resolve bad.test:443:" + badIP + " https://bad.test/",     // a name not allowed, by address
-			"--resolve good.test:443:" + badIP + " https://good.test/",   // an allowed name at an address not answered
+			"--resolve bad.test:443:" + badIP + " https://bad.test/",      // a name not allowed, by address
+			"--resolve good.test:443:" + badIP + " https://good.test/",    // an allowed name at an address not answered
 			"--resolve other.test:443:" + goodIP + " https://other.test/", // an answered address under another name
 			"-k https://" + goodIP + "/",                                  // no SNI at all
 			"-H 'Host: bad.test' http://" + goodIP + "/",                  // plain HTTP naming another host

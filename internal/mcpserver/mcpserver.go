@@ -29,6 +29,11 @@ type Options struct {
 	// All lets the tools touch every VM of the daemon, not only the ones
 	// this server created.
 	All bool
+	// NetAdmin lets the tools loosen egress policies: create VMs with a
+	// policy other than the configured default or none, and change a
+	// policy other than to none. Without it an agent keeps the network
+	// its user gave it.
+	NetAdmin bool
 	// Defaults fill the fields of a vm_create call left at zero (the
 	// CLI's resolved defaults: config, host heuristics, built-ins).
 	Defaults api.VMSpec

@@ -301,9 +301,17 @@ var fakes = map[string]*fakeDaemon{}
 // connect runs a server over c and returns an SDK client session to it.
 func connect(t *testing.T, c *api.Client, all bool) *mcp.ClientSession {
 	t.Helper()
+	return connectWith(t, Options{Client: c, All: all})
+}
+
+// connectWith runs a server with opt (test version and defaults filled
+// in) and returns an SDK client session to it.
+func connectWith(t *testing.T, opt Options) *mcp.ClientSession {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	srv := New(Options{Client: c, All: all, Version: "test", Defaults: api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}})
+	opt.Version, opt.Defaults = "test", api.VMSpec{VCPU: 2, MemoryMiB: 1024, DiskBytes: 2 << 30}
+	srv := New(opt)
 	st, ct := mcp.NewInMemoryTransports()
 	go srv.Run(ctx, st)
 	cl := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, nil)
@@ -543,7 +551,38 @@ func (neverEnding) Read(p []byte) (int, error) {
 func TestTools_net(t *testing.T) {
 	c := newFakeDaemon(t)
 	f := fakes[c.Socket]
-	cs := connect(t, c, false)
+
+	// Without --net-admin an agent may tighten but never loosen.
+	plain := connect(t, c, false)
+	for tool, args := range map[string]map[string]any{
+		"vm_create": {"name": "x", "net": "open"},
+		"vm_create ": {"name": "x", "allow": []string{"evil.test"}},
+	} {
+		if e := call(t, plain, strings.TrimSpace(tool), args, nil); !strings.Contains(e, "--net-admin") {
+			t.Errorf("%s %v without --net-admin: %q", tool, args, e)
+		}
+	}
+	if len(f.creates) != 0 {
+		t.Fatalf("a refused vm_create reached the daemon: %+v", f.creates)
+	}
+	var tight VMOut
+	if e := call(t, plain, "vm_create", map[string]any{"name": "tight", "net": "none"}, &tight); e != "" {
+		t.Fatalf("vm_create net none without --net-admin: %s", e)
+	}
+	for _, args := range []map[string]any{{"vm": "tight", "mode": "open"}, {"vm": "tight", "allow": []string{"evil.test"}}} {
+		if e := call(t, plain, "vm_net", args, nil); !strings.Contains(e, "--net-admin") {
+			t.Errorf("vm_net %v without --net-admin: %q", args, e)
+		}
+	}
+	if len(f.changes) != 0 {
+		t.Fatalf("a refused vm_net reached the daemon: %+v", f.changes)
+	}
+	if e := call(t, plain, "vm_net", map[string]any{"vm": "tight", "mode": "none"}, nil); e != "" {
+		t.Errorf("vm_net mode none without --net-admin: %s", e)
+	}
+	f.changes = nil
+
+	cs := connectWith(t, Options{Client: c, NetAdmin: true})
 
 	// vm_create passes net and allow through.
 	var created VMOut

@@ -319,6 +319,9 @@ func (s *Server) register() {
 }
 
 func (s *Server) create(ctx context.Context, _ *mcp.CallToolRequest, in CreateIn) (*mcp.CallToolResult, VMOut, error) {
+	if !s.opt.NetAdmin && (len(in.Allow) > 0 || in.Net != "" && in.Net != api.NetNone) {
+		return nil, VMOut{}, errNetAdmin
+	}
 	req := api.CreateVMRequest{Name: in.Name, Image: in.Image, Net: in.Net, Allow: in.Allow}
 	req.Spec = api.VMSpec{VCPU: in.VCPU, MemoryMiB: in.MemoryMiB, DiskBytes: int64(in.DiskGiB) << 30}
 	s.fillDefaults(&req.Spec)
@@ -466,9 +469,17 @@ func (s *Server) net(ctx context.Context, _ *mcp.CallToolRequest, in NetIn) (*mc
 		st, err := s.opt.Client.NetStatus(ctx, v.ID)
 		return nil, st, err
 	}
+	// Tightening needs no permission: to none, or removing rules.
+	if !s.opt.NetAdmin && (len(in.Allow) > 0 || in.Mode != "" && in.Mode != api.NetNone) {
+		return nil, api.NetStatus{}, errNetAdmin
+	}
 	st, err := s.opt.Client.ChangeNet(ctx, v.ID, api.NetChange{Mode: in.Mode, Allow: in.Allow, Deny: in.Deny})
 	return nil, st, err
 }
+
+// errNetAdmin refuses a loosening of egress policy to a server started
+// without --net-admin.
+var errNetAdmin = errors.New("this MCP server may not loosen egress policy (net other than none, allow rules, or a mode other than none): the user starts it with `banger mcp --net-admin` to allow that")
 
 func (s *Server) netLog(ctx context.Context, _ *mcp.CallToolRequest, in NetLogIn) (*mcp.CallToolResult, NetLogOut, error) {
 	v, err := s.vm(ctx, in.VM)
