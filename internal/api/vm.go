@@ -48,6 +48,9 @@ type VM struct {
 	Console   string    `json:"console_log"`
 	LastError string    `json:"last_error,omitempty"`
 	Net       NetPolicy `json:"net"`
+	// NetDenied counts the flows the egress policy refused since the
+	// daemon started (see NetStatus).
+	NetDenied uint64    `json:"net_denied,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
 }

@@ -99,7 +99,7 @@ func newVMShowCmd(a *app) *cobra.Command {
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", img}, {"vmm", v.VMM},
 				{"spec", fmt.Sprintf("%d vcpu · %d MiB · %s disk", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes))},
-				{"ip", dash(v.IP)}, {"dns", v.DNSName}, {"mac", dash(v.MAC)}, {"net", formatPolicy(v.Net)},
+				{"ip", dash(v.IP)}, {"dns", v.DNSName}, {"mac", dash(v.MAC)}, {"net", formatPolicy(v.Net) + deniedNote(v.NetDenied)},
 				{"dir", v.Dir}, {"console", v.Console},
 				{"created", v.CreatedAt.Local().Format(time.DateTime)},
 			}
@@ -242,4 +242,12 @@ func newVMDeleteCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "remove the record even when tearing down its resources fails")
 	return cmd
+}
+
+// deniedNote is the "vm show" suffix counting refused flows.
+func deniedNote(n uint64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d denied (vm net log)", n)
 }

@@ -69,6 +69,9 @@ func (d *Daemon) vmView(ctx context.Context, vm store.VM) api.VM {
 	if p, err := egress.Decode(vm.NetPolicy); err == nil {
 		v.Net = p.API()
 	}
+	if d.egress != nil {
+		_, v.NetDenied = d.egress.Counts(vm.ID)
+	}
 	if img, err := d.Store.GetImage(ctx, vm.ImageID); err == nil {
 		v.ImageName = img.Name
 	}

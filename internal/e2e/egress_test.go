@@ -304,6 +304,9 @@ func TestEgress(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || !st.Enforced || st.Denied == 0 {
 			t.Errorf("vm net p = %+v, %v", st, err)
 		}
+		if n, _ := e.vm("p")["net_denied"].(float64); uint64(n) != st.Denied {
+			t.Errorf("vm show net_denied = %v, want %d", e.vm("p")["net_denied"], st.Denied)
+		}
 	})
 
 	t.Run("a name allowed at runtime opens", func(t *testing.T) {
