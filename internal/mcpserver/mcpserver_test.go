@@ -555,7 +555,7 @@ func TestTools_net(t *testing.T) {
 	// Without --net-admin an agent may tighten but never loosen.
 	plain := connect(t, c, false)
 	for tool, args := range map[string]map[string]any{
-		"vm_create": {"name": "x", "net": "open"},
+		"vm_create":  {"name": "x", "net": "open"},
 		"vm_create ": {"name": "x", "allow": []string{"evil.test"}},
 	} {
 		if e := call(t, plain, strings.TrimSpace(tool), args, nil); !strings.Contains(e, "--net-admin") {
