@@ -180,6 +180,14 @@ type Identity struct {
 	// replace any the guest has. Without them the agent generates keys
 	// itself (older hosts), which under software emulation is slow.
 	HostKeys []HostKey `json:"host_keys,omitempty"`
+	// Env (KEY=VALUE) is added to the environment of every command and
+	// session the agent runs, and of login shells: the placeholders of
+	// the VM's secrets and the CA bundle variables. Each identity applied
+	// replaces the last one's.
+	Env []string `json:"env,omitempty"`
+	// TrustCAs are PEM certificates the guest's trust stores take (the
+	// VM's egress CA); each identity applied replaces the last one's.
+	TrustCAs []string `json:"trust_cas,omitempty"`
 }
 
 // SyncFile is one file_sync entry as it reaches the guest.

@@ -27,6 +27,8 @@ const (
 type NetPolicy struct {
 	Mode  string   `json:"mode"`
 	Allow []string `json:"allow,omitempty"`
+	// Secrets name the [[secret]]s the VM may use (never their values).
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // NetStatus is a VM's policy and what it has done since the daemon started.

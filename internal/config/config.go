@@ -35,6 +35,7 @@ type Config struct {
 	VMDefaults     VMDefaults `toml:"vm_defaults"`
 	Limits         Limits     `toml:"limits"`
 	FileSync       []FileSync `toml:"file_sync"`
+	Secrets        []Secret   `toml:"secret"`
 	Path           string     `toml:"-"` // file loaded; "" when none existed
 
 	// keys lists the keys of the file at Path with their lines, in file

@@ -71,6 +71,9 @@ func (c *Config) Validate() error {
 			return c.keyErr("limits.console_log", strconv.Quote(l), "must be at least "+FormatSize(MinConsoleLog))
 		}
 	}
+	if err := c.validateSecrets(); err != nil {
+		return err
+	}
 	for i, f := range c.FileSync {
 		if field, reason := f.check(); field != "" {
 			val := map[string]string{"host": f.Host, "guest": f.Guest, "mode": f.Mode}[field]

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -426,6 +427,14 @@ func (s *Server) learn(src netip.Addr, req, resp *mdns.Msg) *mdns.Msg {
 		kept = append(kept, rr)
 	}
 	resp.Answer = kept
+	// The other sections carry no addresses to the client either (glue
+	// and additional records the gate never saw): only the authority's
+	// SOA and NS records and the EDNS OPT stay.
+	resp.Ns = slices.DeleteFunc(resp.Ns, func(rr mdns.RR) bool {
+		t := rr.Header().Rrtype
+		return t != mdns.TypeSOA && t != mdns.TypeNS
+	})
+	resp.Extra = slices.DeleteFunc(resp.Extra, func(rr mdns.RR) bool { return rr.Header().Rrtype != mdns.TypeOPT })
 	ctx, cancel := context.WithTimeout(s.baseCtx, learnTimeout)
 	defer cancel()
 	if err := s.Gate.Learn(ctx, src, q.Name, addrs, time.Duration(ttl)*time.Second); err != nil {

@@ -16,9 +16,10 @@ import (
 // Firewall is the part of the host network the engine drives
 // (hostnet.Manager).
 type Firewall interface {
-	// Police limits the egress of the guest at ip to grants (policed) or
-	// lifts the limit, forgetting the guest's passes either way.
-	Police(ctx context.Context, ip netip.Addr, policed bool, grants []hostnet.Grant) error
+	// Police limits the egress of the guest at ip as p says (p.Open: only
+	// its HTTP and HTTPS go to the proxy), or lifts the limit when p is
+	// nil, forgetting the guest's passes either way.
+	Police(ctx context.Context, ip netip.Addr, p *hostnet.Policed) error
 	// AddPasses opens addresses to the policed guest at ip for a while,
 	// returning once the firewall holds them.
 	AddPasses(ctx context.Context, ip netip.Addr, passes []hostnet.Pass) error
@@ -53,9 +54,15 @@ type Engine struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	// Secrets are the configured secrets; CAs loads a VM's egress CA.
+	// Set both before the proxy serves.
+	Secrets *Secrets
+	CAs     func(vmID string) (*CA, error)
+
 	mu     sync.Mutex
 	guests map[netip.Addr]*guest // bound (running) VMs
 	logs   map[string]*flowLog   // by VM id; kept across stops, dropped by Forget
+	cas    map[string]*CA        // by VM id, loaded on first use
 }
 
 // guest is one running VM's policy and what its DNS answers opened.
@@ -72,7 +79,17 @@ func New(fw Firewall, denied func(netip.Addr) bool, logger *slog.Logger) *Engine
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{fw: fw, denied: denied, log: logger, now: time.Now,
-		guests: map[netip.Addr]*guest{}, logs: map[string]*flowLog{}}
+		guests: map[netip.Addr]*guest{}, logs: map[string]*flowLog{}, cas: map[string]*CA{}}
+}
+
+// policeSpec is what the firewall does for a guest with policy p: nothing
+// for an open guest without secrets; for an open guest with secrets only
+// the proxy redirect; for allow and none, the limits.
+func policeSpec(p Policy) *hostnet.Policed {
+	if !p.Policed() && len(p.Secrets) == 0 {
+		return nil
+	}
+	return &hostnet.Policed{Open: !p.Policed(), Grants: grants(p)}
 }
 
 // grants are the firewall grants of an allow policy's address rules.
@@ -96,7 +113,7 @@ func (e *Engine) Bind(ctx context.Context, vmID string, ip netip.Addr, p Policy)
 	e.guests[ip] = &guest{vmID: vmID, pol: p, learned: map[netip.Addr]time.Time{}}
 	e.flows(vmID)
 	e.mu.Unlock()
-	if err := e.fw.Police(ctx, ip, p.Policed(), grants(p)); err != nil {
+	if err := e.fw.Police(ctx, ip, policeSpec(p)); err != nil {
 		e.mu.Lock()
 		delete(e.guests, ip)
 		e.mu.Unlock()
@@ -121,7 +138,7 @@ func (e *Engine) Unbind(ctx context.Context, vmID string) error {
 	if !ip.IsValid() {
 		return nil
 	}
-	if err := e.fw.Police(ctx, ip, false, nil); err != nil {
+	if err := e.fw.Police(ctx, ip, nil); err != nil {
 		return fmt.Errorf("unbind net policy: %w", err)
 	}
 	return nil
@@ -145,7 +162,7 @@ func (e *Engine) Update(ctx context.Context, vmID string, p Policy) error {
 	if !ip.IsValid() {
 		return nil
 	}
-	if err := e.fw.Police(ctx, ip, p.Policed(), grants(p)); err != nil {
+	if err := e.fw.Police(ctx, ip, policeSpec(p)); err != nil {
 		return fmt.Errorf("update net policy: %w", err)
 	}
 	e.record(vmID, api.Flow{Kind: "policy", Verdict: api.FlowAllow, Reason: "policy changed to " + p.Mode})
@@ -169,6 +186,7 @@ func (e *Engine) Forget(vmID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.logs, vmID)
+	delete(e.cas, vmID)
 }
 
 // policed returns the guest at src when it is policed.
@@ -275,8 +293,18 @@ func (e *Engine) Learn(ctx context.Context, src netip.Addr, name string, addrs [
 // elsewhere nor reach an allowed address under another name.
 func (e *Engine) judge(src netip.Addr, name string, dst netip.AddrPort) (vmID, reason string, known bool) {
 	e.mu.Lock()
+	g, ok := e.guests[src.Unmap()]
+	if ok && !g.pol.Policed() {
+		// Open, proxied for its secrets: anything but the deny set, which
+		// the firewall would have dropped had the proxy not taken it.
+		vmID := g.vmID
+		e.mu.Unlock()
+		if e.denied(dst.Addr()) {
+			return vmID, "destination in a denied range (private, link-local, the host)", true
+		}
+		return vmID, "", true
+	}
 	defer e.mu.Unlock()
-	g, ok := e.policed(src)
 	if !ok {
 		return "", "not a policed guest", false
 	}

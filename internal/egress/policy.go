@@ -151,6 +151,9 @@ func checkHost(h string) error {
 type Policy struct {
 	Mode  string
 	Rules []Rule
+	// Secrets are the names of the [[secret]]s the VM may use: its guest
+	// holds only their placeholders, the proxy puts the values in.
+	Secrets []string
 }
 
 // Open is the policy of a VM that is not policed.
@@ -161,7 +164,7 @@ func (p Policy) Policed() bool { return p.Mode != ModeOpen }
 
 // API returns the policy in its wire form.
 func (p Policy) API() api.NetPolicy {
-	out := api.NetPolicy{Mode: p.Mode}
+	out := api.NetPolicy{Mode: p.Mode, Secrets: slices.Clone(p.Secrets)}
 	for _, r := range p.Rules {
 		out.Allow = append(out.Allow, r.String())
 	}
@@ -274,7 +277,7 @@ func expand(entries []string, presets Presets) ([]Rule, error) {
 // removed entries. Removing a rule that is not there is an error naming
 // it, so a typo is not mistaken for a closed door.
 func (p Policy) Change(mode string, allow, deny []string, presets Presets) (Policy, error) {
-	out := Policy{Mode: p.Mode, Rules: slices.Clone(p.Rules)}
+	out := Policy{Mode: p.Mode, Rules: slices.Clone(p.Rules), Secrets: slices.Clone(p.Secrets)}
 	if mode != "" {
 		out.Mode = mode
 	}
@@ -333,7 +336,7 @@ func Decode(s string) (Policy, error) {
 	if err != nil {
 		return Policy{}, fmt.Errorf("stored net policy: %w", err)
 	}
-	p := Policy{Mode: a.Mode, Rules: rules}
+	p := Policy{Mode: a.Mode, Rules: rules, Secrets: a.Secrets}
 	if _, err := p.Change("", nil, nil, nil); err != nil {
 		return Policy{}, fmt.Errorf("stored net policy: %w", err)
 	}

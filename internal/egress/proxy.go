@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/api"
@@ -48,6 +50,12 @@ type Proxy struct {
 	// Dial reaches the destination; nil means a net.Dialer.
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
+	// RootCAs verify the real servers of secrets' hosts; nil means the
+	// host's roots.
+	RootCAs *x509.CertPool
+
+	// helloTimeout replaces HelloTimeout when set (tests).
+	helloTimeout time.Duration
 
 	mu    sync.Mutex
 	conns map[netip.Addr]int
@@ -60,6 +68,7 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	defer p.wg.Wait()
+	var backoff time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -70,14 +79,35 @@ func (p *Proxy) Serve(ctx context.Context, l net.Listener) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			if acceptExhausted(err) {
+				// Out of descriptors or memory (guests holding many
+				// connections): wait for some to close, as net/http
+				// does, rather than stop proxying for every guest.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.logger().Warn("egress proxy accept", "err", err, "retry", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return nil
+				}
+				continue
+			}
 			return fmt.Errorf("egress proxy: %w", err)
 		}
+		backoff = 0
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
 			p.handle(ctx, c)
 		}()
 	}
+}
+
+// acceptExhausted reports whether an Accept error is a shortage of
+// descriptors or memory that ends when connections close.
+func acceptExhausted(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 func (p *Proxy) logger() *slog.Logger {
@@ -127,7 +157,11 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		p.deny(src, api.Flow{Kind: api.FlowProxy, Reason: "no original destination"})
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(HelloTimeout))
+	hello := HelloTimeout
+	if p.helloTimeout > 0 {
+		hello = p.helloTimeout
+	}
+	c.SetReadDeadline(time.Now().Add(hello))
 	head := &bytes.Buffer{}
 	in := bufio.NewReader(io.TeeReader(io.LimitReader(c, MaxHello), head))
 	kind, name, err := sniff(in)
@@ -151,10 +185,18 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		}
 		return
 	}
-	dial := p.Dial
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: dialTimeout}).DialContext
+	if vmID, match, others := p.Engine.secretsOf(src, name); kind == api.FlowTLS && len(match) > 0 {
+		p.mitm(ctx, c, head.Bytes(), vmID, name, dst, match, others, flow)
+		return
+	} else if kind == api.FlowHTTP {
+		for _, s := range append(match, others...) {
+			if bytes.Contains(head.Bytes(), []byte(s.Placeholder())) {
+				p.Engine.record(vmID, api.Flow{Kind: kind, Verdict: api.FlowDeny, Name: name, Addr: flow.Addr, Port: flow.Port,
+					Reason: fmt.Sprintf("placeholder of secret %s sent over plain HTTP: left as is", s.Name)})
+			}
+		}
 	}
+	dial := p.dialer()
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	up, err := dial(dctx, "tcp", dst.String())
 	cancel()
@@ -172,6 +214,22 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	splice(ctx, c, up)
 }
 
+// dialer is Dial, or a net.Dialer's.
+func (p *Proxy) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if p.Dial != nil {
+		return p.Dial
+	}
+	return (&net.Dialer{Timeout: dialTimeout}).DialContext
+}
+
+// hello is how long a guest has to send its ClientHello or request head.
+func (p *Proxy) hello() time.Duration {
+	if p.helloTimeout > 0 {
+		return p.helloTimeout
+	}
+	return HelloTimeout
+}
+
 func withVerdict(f api.Flow, v string) api.Flow {
 	f.Verdict = v
 	return f
@@ -181,7 +239,7 @@ func withVerdict(f api.Flow, v string) api.Flow {
 // one the engine knows.
 func (p *Proxy) deny(src netip.Addr, f api.Flow) {
 	p.Engine.mu.Lock()
-	g, ok := p.Engine.policed(src)
+	g, ok := p.Engine.guests[src.Unmap()]
 	var vmID string
 	if ok {
 		vmID = g.vmID

@@ -143,3 +143,33 @@ func CheckSubnet(subnet netip.Prefix) error {
 func Gateway(subnet netip.Prefix) netip.Addr {
 	return subnet.Masked().Addr().Next()
 }
+
+// Where the agent puts what the egress policy gives a guest (see
+// agent.Identity.Env and TrustCAs).
+const (
+	// CAFile holds the VM's egress CA certificate; Node reads it through
+	// NODE_EXTRA_CA_CERTS, update-ca-certificates would pick it up too.
+	CAFile = "/usr/local/share/ca-certificates/banger-egress.crt"
+	// CABundle is the system bundle (OpenSSL, curl, git, Go, Python's
+	// requests through REQUESTS_CA_BUNDLE); the agent appends the CA to
+	// it between CABundleBegin and CABundleEnd lines.
+	CABundle      = "/etc/ssl/certs/ca-certificates.crt"
+	CABundleBegin = "# banger egress CA: begin"
+	CABundleEnd   = "# banger egress CA: end"
+	// EnvFile exports the identity's environment to login shells.
+	EnvFile = "/etc/profile.d/banger-env.sh"
+)
+
+// CAEnv are the variables that point the usual clients at the bundle
+// holding the egress CA, for a guest given secrets.
+func CAEnv() []string {
+	return []string{
+		"NODE_EXTRA_CA_CERTS=" + CAFile,
+		"SSL_CERT_FILE=" + CABundle,
+		"REQUESTS_CA_BUNDLE=" + CABundle,
+		"CURL_CA_BUNDLE=" + CABundle,
+		"GIT_SSL_CAINFO=" + CABundle,
+		"PIP_CERT=" + CABundle,
+		"DENO_CERT=" + CABundle,
+	}
+}

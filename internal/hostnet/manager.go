@@ -190,6 +190,7 @@ func (m *Manager) applyFirewall(ctx context.Context) error {
 // policedGuest is a policed guest's state in the Manager: its grants and
 // its passes with absolute expiry times.
 type policedGuest struct {
+	open   bool
 	grants []Grant
 	passes map[passKey]time.Time
 }
@@ -202,7 +203,7 @@ type passKey struct {
 // firewall returns the guest's entry for the ruleset at now, forgetting
 // passes that have expired.
 func (pg *policedGuest) firewall(ip netip.Addr, now time.Time) Policed {
-	p := Policed{IP: ip, Grants: slices.Clone(pg.grants)}
+	p := Policed{IP: ip, Open: pg.open, Grants: slices.Clone(pg.grants)}
 	for k, exp := range pg.passes {
 		ttl := exp.Sub(now).Truncate(time.Second)
 		if ttl < time.Second {
@@ -220,22 +221,23 @@ func (pg *policedGuest) firewall(ip netip.Addr, now time.Time) Policed {
 	return p
 }
 
-// Police limits the egress of the guest at ip to grants (and to what
-// AddPasses opens later), or lifts the limit when policed is false. Its
+// Police limits the egress of the guest at ip to p's grants (and to what
+// AddPasses opens later; only its HTTP and HTTPS go to the proxy when p
+// is Open), or lifts the limit when p is nil. Its
 // passes are forgotten either way: a new policy starts from its DNS
 // answers afresh. The firewall is applied at once when the network is
 // up, so a running guest gets the change; otherwise at the next Ensure
 // or AcquireTap. Lifting the limit of a guest that has none applies
 // nothing.
-func (m *Manager) Police(ctx context.Context, ip netip.Addr, policed bool, grants []Grant) error {
+func (m *Manager) Police(ctx context.Context, ip netip.Addr, p *Policed) error {
 	m.mu.Lock()
 	_, was := m.policed[ip]
-	if policed {
-		m.policed[ip] = &policedGuest{grants: slices.Clone(grants), passes: map[passKey]time.Time{}}
+	if p != nil {
+		m.policed[ip] = &policedGuest{open: p.Open, grants: slices.Clone(p.Grants), passes: map[passKey]time.Time{}}
 	} else {
 		delete(m.policed, ip)
 	}
-	ensured := m.ensured && (policed || was)
+	ensured := m.ensured && (p != nil || was)
 	m.mu.Unlock()
 	if !ensured {
 		return nil

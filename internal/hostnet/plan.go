@@ -141,8 +141,12 @@ type Firewall struct {
 // bypass the proxy and the deny set), its Passes (addresses banger's DNS
 // answered it for allowed names, until they expire) and, on ports 80 and
 // 443, only the proxy. Everything else it sends out is dropped.
+//
+// An Open guest is only proxied: its HTTP and HTTPS go to the proxy (which
+// holds its secrets) but nothing else it sends is limited.
 type Policed struct {
 	IP     netip.Addr
+	Open   bool
 	Grants []Grant
 	Passes []Pass
 }
@@ -334,7 +338,7 @@ func Ruleset(f Firewall) string {
 		if f.ProxyPort != 0 {
 			fmt.Fprintf(&b, "\tchain prerouting {\n")
 			fmt.Fprintf(&b, "\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
-			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @policed ip daddr != %s tcp dport %s ip saddr . ip daddr . tcp dport != @grant dnat ip to %s:%d\n",
+			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr != %s tcp dport %s ip saddr . ip daddr . tcp dport != @grant dnat ip to %s:%d\n",
 				br, gw, proxied, gw, f.ProxyPort)
 			fmt.Fprintf(&b, "\t}\n")
 		}
@@ -371,7 +375,7 @@ func Ruleset(f Firewall) string {
 	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s udp dport 53 accept\n", br, f.Subnet, gw)
 	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s tcp dport 53 accept\n", br, f.Subnet, gw)
 	if policed && f.ProxyPort != 0 {
-		fmt.Fprintf(&b, "\t\tiifname %s ip saddr @policed ip daddr %s tcp dport %d accept\n", br, gw, f.ProxyPort)
+		fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr %s tcp dport %d accept\n", br, gw, f.ProxyPort)
 	}
 	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
 	fmt.Fprintf(&b, "\t}\n")
@@ -380,13 +384,17 @@ func Ruleset(f Firewall) string {
 	return b.String()
 }
 
-// writePolicedSets declares the sets of the policed guests: who is
-// policed, their grants (intervals, permanent) and their passes
+// writePolicedSets declares the sets of the policed guests: whose HTTP
+// and HTTPS go to the proxy, who is policed, their grants (intervals, permanent) and their passes
 // (intervals with a timeout each, so a learned address closes again by
 // itself when its DNS answer expires).
 func writePolicedSets(b *strings.Builder, ps []Policed) {
-	var ips, grants, passes []string
+	var proxied, ips, grants, passes []string
 	for _, p := range ps {
+		proxied = append(proxied, p.IP.String())
+		if p.Open {
+			continue
+		}
 		ips = append(ips, p.IP.String())
 		for _, g := range p.Grants {
 			grants = append(grants, fmt.Sprintf("%s . %s . %s", p.IP, g.Dst, portRange(g.Lo, g.Hi)))
@@ -407,6 +415,7 @@ func writePolicedSets(b *strings.Builder, ps []Policed) {
 		b.WriteString("\t}\n")
 	}
 	const concat = "ipv4_addr . ipv4_addr . inet_service"
+	set("proxied", "ipv4_addr", "", proxied)
 	set("policed", "ipv4_addr", "", ips)
 	set("grant", concat, "interval", grants)
 	set("pass", concat, "interval, timeout", passes)

@@ -171,6 +171,7 @@ func TestRuleset(t *testing.T) {
 					Grants: []Grant{{netip.MustParsePrefix("203.0.113.0/24"), 5432, 5432}},
 					Passes: []Pass{{netip.MustParseAddr("198.51.100.10"), 1, 65535, 300 * time.Second}}},
 				{IP: netip.MustParseAddr("10.77.0.3")},
+				{IP: netip.MustParseAddr("10.77.0.4"), Open: true},
 			},
 		}},
 	} {

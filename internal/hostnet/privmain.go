@@ -306,7 +306,8 @@ const maxPolicedElems = 1 << 16
 
 // FormatPoliced is the apply-firewall argument for the policed guests,
 // "-" for none: IP=ELEMS joined by commas, where ELEMS joins with "+"
-// grants gPREFIX:LO-HI and passes pADDR:LO-HI:SECONDS.
+// "o" (an open guest, only proxied), grants gPREFIX:LO-HI and passes
+// pADDR:LO-HI:SECONDS.
 func FormatPoliced(ps []Policed) string {
 	if len(ps) == 0 {
 		return "-"
@@ -314,6 +315,9 @@ func FormatPoliced(ps []Policed) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {
 		var elems []string
+		if p.Open {
+			elems = append(elems, "o")
+		}
 		for _, g := range p.Grants {
 			elems = append(elems, fmt.Sprintf("g%s:%d-%d", g.Dst, g.Lo, g.Hi))
 		}
@@ -359,7 +363,11 @@ func parsePoliced(s string) ([]Policed, error) {
 }
 
 func parsePolicedElem(p *Policed, e string) error {
-	bad := usage("policed element %q: want gPREFIX:LO-HI or pADDR:LO-HI:SECONDS", e)
+	bad := usage("policed element %q: want o, gPREFIX:LO-HI or pADDR:LO-HI:SECONDS", e)
+	if e == "o" && !p.Open && len(p.Grants)+len(p.Passes) == 0 {
+		p.Open = true
+		return nil
+	}
 	if len(e) < 2 {
 		return bad
 	}

@@ -85,6 +85,11 @@ const (
 	// restore, so the key the host pins never changes; its public half
 	// is HostKeyFile + ".pub".
 	HostKeyFile = "ssh_host_ed25519_key"
+	// EgressCAFile and EgressCAKeyFile are the VM's egress CA (made when
+	// a VM with secrets first boots): the guest trusts the certificate,
+	// the key (0600) never leaves the host.
+	EgressCAFile    = "egress-ca.crt"
+	EgressCAKeyFile = "egress-ca.key"
 	// WarmDir, in the state directory, holds the images' warm templates:
 	// one directory per image and machine shape with a booted guest's
 	// saved state (StateFile), its disks and TemplateFile.

@@ -111,6 +111,13 @@ func (s *Server) prepareCmd(argv, extraEnv []string, dir string, tty bool) (*exe
 	if base == nil {
 		base = DefaultEnv()
 	}
+	if ie := s.identityEnv.Load(); ie != nil {
+		merged, err := mergeEnv(base, *ie)
+		if err != nil {
+			return nil, agent.CodeBadRequest, fmt.Errorf("identity environment: %w", err)
+		}
+		base = merged
+	}
 	env, err := mergeEnv(base, extraEnv)
 	if err != nil {
 		return nil, agent.CodeBadRequest, err

@@ -61,6 +61,16 @@ type Server struct {
 
 	identityErr atomic.Pointer[string]
 	identitySet atomic.Bool
+	// identityEnv is the identity's environment (Identity.Env), added to
+	// Env for every command; replaced by each identity applied.
+	identityEnv atomic.Pointer[[]string]
+}
+
+// SetIdentityEnv sets the environment the VM's identity gives every
+// command and session (secret placeholders, CA bundle variables).
+func (s *Server) SetIdentityEnv(env []string) {
+	c := append([]string(nil), env...)
+	s.identityEnv.Store(&c)
 }
 
 // SetIdentityResult records the outcome of the boot-time identity apply,

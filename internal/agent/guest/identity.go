@@ -102,6 +102,9 @@ func Apply(root, configDir string, id agent.Identity, sys System) error {
 	for _, f := range id.Files {
 		step("file_sync "+f.Guest, func() error { return applySyncFile(root, configDir, f, sys) })
 	}
+	// Always, so an identity without them undoes an earlier one's.
+	step("egress trust", func() error { return applyTrust(root, id.TrustCAs) })
+	step("environment", func() error { return applyEnv(root, id.Env) })
 	return errors.Join(errs...)
 }
 
@@ -467,6 +470,12 @@ func Reidentify(root string, req agent.Reidentify, sys System) error {
 	}
 	if err := replaceHostKeys(root, req.HostKeys); err != nil {
 		return fmt.Errorf("ssh host keys: %w", err)
+	}
+	if err := applyTrust(root, id.TrustCAs); err != nil {
+		return fmt.Errorf("egress trust: %w", err)
+	}
+	if err := applyEnv(root, id.Env); err != nil {
+		return fmt.Errorf("environment: %w", err)
 	}
 	return sys.ReloadSSHD()
 }

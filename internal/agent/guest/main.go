@@ -62,6 +62,9 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 	srv := &agentserver.Server{Version: buildinfo.Version(), Logger: log}
 	srv.Reidentify = func(req agent.Reidentify) error {
 		err := Reidentify("/", req, LinuxSystem{})
+		if err == nil {
+			srv.SetIdentityEnv(req.Identity.Env)
+		}
 		log.Info("new identity after restore", "hostname", req.Identity.Hostname, "vm_id", req.Identity.VMID, "err", err)
 		return err
 	}
@@ -73,6 +76,7 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 			log.Info("identity applied", "hostname", id.Hostname, "vm_id", id.VMID)
 		}
 		srv.Token = id.Token
+		srv.SetIdentityEnv(id.Env)
 		srv.SetIdentityResult(err)
 	}
 	if *tokenFile != "" {
