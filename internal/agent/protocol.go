@@ -188,6 +188,16 @@ type Identity struct {
 	// TrustCAs are PEM certificates the guest's trust stores take (the
 	// VM's egress CA); each identity applied replaces the last one's.
 	TrustCAs []string `json:"trust_cas,omitempty"`
+	// InlineFiles are small files written at every boot and restore (the
+	// placeholder files of the VM's secrets).
+	InlineFiles []InlineFile `json:"inline_files,omitempty"`
+}
+
+// InlineFile is a file whose content travels in the identity itself.
+type InlineFile struct {
+	Guest   string `json:"guest"` // absolute guest path
+	Content string `json:"content"`
+	Mode    uint32 `json:"mode,omitempty"` // 0 means 0600
 }
 
 // SyncFile is one file_sync entry as it reaches the guest.

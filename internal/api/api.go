@@ -176,4 +176,7 @@ type CreateVMRequest struct {
 	// Allow are the egress rules for NetAllow (see NetPolicy.Allow);
 	// @NAME names a preset.
 	Allow []string `json:"allow,omitempty"`
+	// Secrets names the [[secret]]s the VM may use; empty means those
+	// marked default (or the snapshot's, for From).
+	Secrets []string `json:"secrets,omitempty"`
 }

@@ -190,6 +190,9 @@ func writeNetStatus(w io.Writer, st api.NetStatus) error {
 	case st.Policy.Mode == api.NetAllow:
 		rows = append(rows, [2]string{key, "(none: only .vm names)"})
 	}
+	if len(st.Policy.Secrets) > 0 {
+		rows = append(rows, [2]string{"secrets", strings.Join(st.Policy.Secrets, ", ")})
+	}
 	rows = append(rows,
 		[2]string{"allowed", strconv.FormatUint(st.Allowed, 10)},
 		[2]string{"denied", strconv.FormatUint(st.Denied, 10)})
@@ -204,6 +207,11 @@ const maxShownRules = 6
 func formatPolicy(p api.NetPolicy) string {
 	if p.Mode == "" {
 		return "-"
+	}
+	if len(p.Secrets) > 0 {
+		q := p
+		q.Secrets = nil
+		return formatPolicy(q) + "; secrets " + strings.Join(p.Secrets, ", ")
 	}
 	rules := p.Allow
 	more := 0

@@ -25,6 +25,7 @@ type vmFlags struct {
 	from                       string
 	net                        string
 	allow                      []string
+	secrets                    []string
 	flags                      *pflag.FlagSet
 }
 
@@ -45,6 +46,7 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	fl.StringVar(&f.from, "from", "", "make the VM from a snapshot, VM@SNAPSHOT: its memory, disks and sessions, with the new VM's identity (see banger vm snapshot)")
 	fl.StringVar(&f.net, "net", "", "egress: open (the internet less private ranges and the host), allow (only --allow rules) or none (default: the config's; with --from, the snapshot's)")
 	fl.StringArrayVar(&f.allow, "allow", nil, "let the VM reach HOST, *.DOMAIN, IPV4 or CIDR (each with an optional :PORT or :LOW-HIGH), or @PRESET; repeatable; implies --net allow")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "give the VM the [[secret]] NAME: its guest holds a placeholder, banger's proxy sends the value to the secret's hosts; repeatable (default: the secrets marked default; with --from, the snapshot's)")
 	f.flags = fl
 }
 
@@ -69,7 +71,7 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 				return api.CreateVMRequest{}, r, fmt.Errorf("--from with --%s: a VM made from a snapshot has the snapshot's image and shape", n)
 			}
 		}
-		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from, Net: netMode, Allow: allow}, r, nil
+		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from, Net: netMode, Allow: allow, Secrets: f.secrets}, r, nil
 	}
 	if f.vcpu < 1 || f.vcpu > config.MaxVCPU {
 		return api.CreateVMRequest{}, r, fmt.Errorf("--vcpu %d: must be between 1 and %d", f.vcpu, config.MaxVCPU)
@@ -91,13 +93,14 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 	}
 	r = config.ResolvedDefaults{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk}
 	req := api.CreateVMRequest{
-		Name:  f.name,
-		Image: f.image,
-		VMM:   f.vmm,
-		Spec:  api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
-		Cold:  f.cold,
-		Net:   netMode,
-		Allow: allow,
+		Name:    f.name,
+		Image:   f.image,
+		VMM:     f.vmm,
+		Spec:    api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
+		Cold:    f.cold,
+		Net:     netMode,
+		Allow:   allow,
+		Secrets: f.secrets,
 	}
 	return req, r, nil
 }

@@ -71,6 +71,14 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	bridge, subnet := d.Config.Network.Bridge, d.Config.Network.Prefix()
 	d.egress = egress.New(d.hostNet, func(a netip.Addr) bool { return hostnet.Denied(bridge, subnet, a) },
 		d.Logger.With("component", "egress"))
+	home, _ := os.UserHomeDir()
+	secrets, err := egress.NewSecrets(d.Config.Secrets, home)
+	if err != nil {
+		return fmt.Errorf("config [[secret]]: %w", err)
+	}
+	d.egress.Secrets = secrets
+	vmsDir := d.Paths.VMsDir
+	d.egress.CAs = func(vmID string) (*egress.CA, error) { return egress.LoadCA(filepath.Join(vmsDir, vmID)) }
 	// Rules in the config are checked now, not at the first create.
 	if _, err := egress.Parse(d.Config.Network.Net, d.Config.Network.NetAllow, egress.ModeOpen, egress.Presets(d.Config.Network.Presets)); err != nil {
 		return fmt.Errorf("config [network] net/net_allow: %w", err)

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ type egressWorld struct {
 	mu      sync.Mutex
 	hits    map[string]int // "good:443 sni=good.test", "bad:8080", ...
 	queries map[string]int // lowercase name without the dot
+	headers []http.Header  // of every request, in order
 	udp     chan string
 	caPEM   []byte
 }
@@ -62,6 +64,16 @@ func (w *egressWorld) hitsOn(who string) int {
 		}
 	}
 	return n
+}
+
+// lastHeaders returns the headers of the last request any listener saw.
+func (w *egressWorld) lastHeaders() http.Header {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.headers) == 0 {
+		return nil
+	}
+	return w.headers[len(w.headers)-1]
 }
 
 // hit returns the hits of one listener key, e.g. "good:443 sni=good.test".
@@ -135,6 +147,9 @@ func (e *env) egressOutside(t *testing.T) *egressWorld {
 				k += " sni=" + r.TLS.ServerName
 			}
 			w.count(w.hits, k)
+			w.mu.Lock()
+			w.headers = append(w.headers, r.Header.Clone())
+			w.mu.Unlock()
 			fmt.Fprint(rw, who)
 		})}
 		if tlsOn {
@@ -203,8 +218,24 @@ func testCerts(t *testing.T, names ...string) ([]byte, tls.Certificate) {
 // other names, no SNI, other addresses under allowed names, UDP; then the
 // policy changes at runtime, to add a name and to none.
 func TestEgress(t *testing.T) {
+	// The secret's value: bangerd reads it from its environment; it must
+	// reach good.test and nowhere else, the guest least of all.
+	secret := fmt.Sprintf("real-%d-value", time.Now().UnixNano())
 	e := newEnv(t, func(c string) string {
-		return strings.Replace(c, `dns_upstream = ["127.0.0.1:1"]`, `dns_upstream = ["`+resolverIP+`:53"]`, 1)
+		c = strings.Replace(c, `dns_upstream = ["127.0.0.1:1"]`, `dns_upstream = ["`+resolverIP+`:53"]`, 1)
+		return c + `
+[[secret]]
+name = "api"
+from_env = "BANGER_TEST_API_KEY"
+hosts = ["good.test"]
+header = "x-api-key: {}"
+file = "~/.api-key"
+
+[[secret]]
+name = "other"
+from_env = "BANGER_TEST_OTHER_KEY"
+hosts = ["bad.test"]
+`
 	})
 	e.ensureImage()
 	world := e.egressOutside(t)
@@ -213,24 +244,31 @@ func TestEgress(t *testing.T) {
 	if err := os.WriteFile(caFile, world.caPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// bangerd verifies the real servers against the test CA (it trusts
+	// SSL_CERT_FILE as any Go program does) and finds the secrets in its
+	// environment (the CLI starts it with its own).
+	e.envv = append(e.envv, "SSL_CERT_FILE="+caFile, "BANGER_TEST_API_KEY="+secret, "BANGER_TEST_OTHER_KEY=other-"+secret)
 
-	e.must(e.banger("", "vm", "create", "--name", "p", "--net", "allow", "--allow", "good.test"))
+	e.must(e.banger("", "vm", "create", "--name", "p", "--net", "allow", "--allow", "good.test", "--secret", "api", "--secret", "other"))
 	e.must(e.banger("", "vm", "cp", hostile, "p:/root/"))
 	e.must(e.banger("", "vm", "cp", caFile, "p:/root/"))
-	if net := e.vm("p")["net"].(map[string]any); net["mode"] != "allow" || fmt.Sprint(net["allow"]) != "[good.test]" {
+	if net := e.vm("p")["net"].(map[string]any); net["mode"] != "allow" || fmt.Sprint(net["allow"]) != "[good.test]" || fmt.Sprint(net["secrets"]) != "[api other]" {
 		t.Fatalf("vm show net = %v", net)
 	}
 	sh := func(script string) result {
 		return e.banger("", "vm", "exec", "p", "--", "bash", "-c", script)
 	}
+	// The guest trusts the pretend internet's CA too, next to banger's:
+	// connections the proxy does not terminate show the real certificate.
+	e.must(sh("cat /root/ca.pem >> /etc/ssl/certs/ca-certificates.crt"))
 	curl := func(args string) result {
-		return sh("curl -sSf --max-time 8 --cacert /root/ca.pem " + args)
+		return sh("curl -sSf --max-time 8 " + args)
 	}
 	// refused runs a curl that must fail; a dropped SYN fails by timeout,
 	// so it gets less time than one that must succeed.
 	refused := func(t *testing.T, args string) {
 		t.Helper()
-		if r := sh("curl -sSf --max-time 3 --cacert /root/ca.pem " + args); r.code == 0 {
+		if r := sh("curl -sSf --max-time 3 " + args); r.code == 0 {
 			t.Errorf("curl %s: reached %q", args, r.stdout)
 		}
 	}
@@ -293,7 +331,7 @@ func TestEgress(t *testing.T) {
 		}
 		for _, want := range []string{
 			"dns allow good.test", "dns deny bad.test", "tls allow good.test", "tls deny other.test",
-			"tls deny ", "http deny bad.test", "http allow good.test",
+			"tls deny ", "http deny bad.test", "http allow good.test", "tls deny good.test",
 		} {
 			if !seen[want] {
 				t.Errorf("flow log lacks %q; has %v", want, seen)
@@ -306,6 +344,58 @@ func TestEgress(t *testing.T) {
 		}
 		if n, _ := e.vm("p")["net_denied"].(float64); uint64(n) != st.Denied {
 			t.Errorf("vm show net_denied = %v, want %d", e.vm("p")["net_denied"], st.Denied)
+		}
+	})
+
+	t.Run("secrets reach their host and never the guest", func(t *testing.T) {
+		// The guest holds placeholders, in its environment and the file.
+		r := e.must(sh(`echo "$API|$OTHER|$(cat ~/.api-key)"`))
+		if got := strings.TrimSpace(r.stdout); got != "banger-secret-api|banger-secret-other|banger-secret-api" {
+			t.Errorf("guest placeholders: %q", got)
+		}
+		// curl (system bundle), a Go client (SSL_CERT_FILE), and clients
+		// that read only NODE_EXTRA_CA_CERTS or REQUESTS_CA_BUNDLE all
+		// trust the proxy; the server gets the value in the named header
+		// and, where the guest put the placeholder, in its place.
+		for _, cmd := range []string{
+			`curl -sSf --max-time 8 -H "Authorization: Bearer $API" https://good.test/`,
+			`/root/hostile https-get https://good.test/`,
+			`curl -sSf --max-time 8 --cacert "$NODE_EXTRA_CA_CERTS" https://good.test/`,
+			`curl -sSf --max-time 8 --cacert "$REQUESTS_CA_BUNDLE" https://good.test/`,
+		} {
+			r := sh(cmd)
+			if r.code != 0 || r.stdout != "good" {
+				t.Errorf("%s: exit %d, %q, %q", cmd, r.code, r.stdout, r.stderr)
+				continue
+			}
+			if h := world.lastHeaders(); h.Get("X-Api-Key") != secret {
+				t.Errorf("%s: the server got x-api-key %q, want the secret", cmd, h.Get("X-Api-Key"))
+			}
+		}
+		if h := world.lastHeaders(); h == nil {
+			t.Fatal("no request reached the server")
+		}
+		// The other secret's placeholder sent to good.test stays a
+		// placeholder.
+		e.must(curl(`-H "Authorization: Bearer $OTHER" https://good.test/`))
+		if got := world.lastHeaders().Get("Authorization"); got != "Bearer banger-secret-other" {
+			t.Errorf("another secret's placeholder reached good.test as %q", got)
+		}
+		// One terminated connection carries no request for another host.
+		refused(t, `--resolve good.test:443:`+goodIP+` -H "Host: bad.test" https://good.test/`)
+		// Nothing in the guest holds the value: environment of every
+		// process, the files banger writes, the trust stores.
+		// The pattern matches the value without holding it, so the
+		// command line (which the daemon may log) does not carry it.
+		pattern := secret[:len(secret)-1] + "[" + secret[len(secret)-1:] + "]"
+		r = sh(`cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -c -- '` + pattern + `'; ` +
+			`grep -rl -- '` + pattern + `' /etc /root /run /tmp /usr/local 2>/dev/null | head -5; true`)
+		if strings.TrimSpace(r.stdout) != "0" {
+			t.Errorf("the guest holds the secret: %q", r.stdout)
+		}
+		// Nor does anything banger keeps on the host: store, logs, VM dirs.
+		if out, _ := exec.Command("grep", "-rl", "--", secret, e.state).CombinedOutput(); len(out) > 0 {
+			t.Errorf("the host's banger state holds the secret: %s", out)
 		}
 	})
 

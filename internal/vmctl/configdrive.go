@@ -70,7 +70,7 @@ func (m *Manager) Identity(vm store.VM) (agent.Identity, error) {
 		return agent.Identity{}, err
 	}
 	gw := n.Gateway()
-	return agent.Identity{
+	id := agent.Identity{
 		VMID:           vm.ID,
 		Hostname:       vm.Name,
 		Address:        netip.PrefixFrom(ip, n.Prefix().Bits()).String(),
@@ -79,7 +79,11 @@ func (m *Manager) Identity(vm store.VM) (agent.Identity, error) {
 		MAC:            vm.MAC,
 		AuthorizedKeys: []string{pub},
 		Token:          vm.AgentToken,
-	}, nil
+	}
+	if err := m.secretIdentity(vm, &id); err != nil {
+		return agent.Identity{}, err
+	}
+	return id, nil
 }
 
 // writeConfigDrive builds the VM's config drive at path: identity.json and

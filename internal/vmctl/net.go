@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
+	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/egress"
+	"banger/internal/guestcontract"
 	"banger/internal/store"
 )
 
@@ -42,11 +45,46 @@ func (m *Manager) presets() egress.Presets {
 }
 
 // netPolicy resolves the egress policy of a new VM: the request's, else
-// the snapshot's it is made from, else the config's default.
+// the snapshot's it is made from, else the config's default; and its
+// secrets: the request's, else the snapshot's, else the [[secret]]s
+// marked default.
 func (m *Manager) netPolicy(req api.CreateVMRequest, from *templateMeta) (egress.Policy, error) {
-	if req.Net == "" && len(req.Allow) == 0 && from != nil && from.NetPolicy != "" {
+	if req.Net == "" && len(req.Allow) == 0 && len(req.Secrets) == 0 && from != nil && from.NetPolicy != "" {
 		return egress.Decode(from.NetPolicy)
 	}
+	p, err := m.netRules(req)
+	if err != nil {
+		return egress.Policy{}, err
+	}
+	switch {
+	case len(req.Secrets) > 0:
+		p.Secrets = nil
+		for _, name := range req.Secrets {
+			if _, ok := m.opt.Config.SecretNamed(name); !ok {
+				return egress.Policy{}, api.Errorf(api.CodeInvalid, "--secret %q: no [[secret]] of that name in the config", name)
+			}
+			if !slices.Contains(p.Secrets, name) {
+				p.Secrets = append(p.Secrets, name)
+			}
+		}
+	case from != nil && from.NetPolicy != "":
+		fp, err := egress.Decode(from.NetPolicy)
+		if err != nil {
+			return egress.Policy{}, err
+		}
+		p.Secrets = fp.Secrets
+	default:
+		for _, s := range m.opt.Config.Secrets {
+			if s.Default {
+				p.Secrets = append(p.Secrets, s.Name)
+			}
+		}
+	}
+	return p, nil
+}
+
+// netRules resolves the mode and rules of a new VM's policy.
+func (m *Manager) netRules(req api.CreateVMRequest) (egress.Policy, error) {
 	def := m.opt.Config.Network.Net
 	if def == "" {
 		def = egress.ModeOpen
@@ -70,6 +108,36 @@ func (m *Manager) bindNet(ctx context.Context, vm store.VM, ip netip.Addr) error
 		return fmt.Errorf("vm %s: %w", vm.Name, err)
 	}
 	return m.egress().Bind(ctx, vm.ID, ip, p)
+}
+
+// secretIdentity adds to id what vm's secrets give its guest: each
+// secret's placeholder in its variable (and file), and trust in the VM's
+// egress CA (made here on first use) with the variables that point
+// clients at it. A secret no longer in the config is left out, with a
+// warning in the log: the proxy could not use it anyway.
+func (m *Manager) secretIdentity(vm store.VM, id *agent.Identity) error {
+	p, err := egress.Decode(vm.NetPolicy)
+	if err != nil || len(p.Secrets) == 0 {
+		return err
+	}
+	ca, err := egress.EnsureCA(m.vmDir(vm.ID), vm.Name)
+	if err != nil {
+		return fmt.Errorf("vm %s: %w", vm.Name, err)
+	}
+	id.TrustCAs = []string{string(ca.PEM)}
+	id.Env = guestcontract.CAEnv()
+	for _, name := range p.Secrets {
+		def, ok := m.opt.Config.SecretNamed(name)
+		if !ok {
+			m.log.Warn("vm secret no longer configured", "vm", vm.Name, "secret", name)
+			continue
+		}
+		id.Env = append(id.Env, def.EnvName()+"="+egress.Placeholder(name))
+		if f := def.GuestFile(); f != "" {
+			id.InlineFiles = append(id.InlineFiles, agent.InlineFile{Guest: f, Content: egress.Placeholder(name) + "\n", Mode: 0o600})
+		}
+	}
+	return nil
 }
 
 // NetStatus returns the egress policy of the VM ref.

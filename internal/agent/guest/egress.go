@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"banger/internal/agent"
 	"banger/internal/guestcontract"
 )
 
@@ -104,4 +105,26 @@ func applyEnv(root string, env []string) error {
 		return err
 	}
 	return writeFileAtomic(file, []byte(b.String()), 0o644)
+}
+
+// maxInlineFile bounds one inline file.
+const maxInlineFile = 64 << 10
+
+// applyInlineFile writes f below root, creating its parent directories.
+func applyInlineFile(root string, f agent.InlineFile, sys System) error {
+	if len(f.Content) > maxInlineFile {
+		return fmt.Errorf("%d bytes, at most %d", len(f.Content), maxInlineFile)
+	}
+	dst, err := guestPath(root, f.Guest)
+	if err != nil {
+		return err
+	}
+	if err := mkdirParents(root, filepath.Dir(dst), sys); err != nil {
+		return err
+	}
+	mode := os.FileMode(f.Mode & 0o777)
+	if mode == 0 {
+		mode = 0o600
+	}
+	return writeFileAtomic(dst, []byte(f.Content), mode)
 }

@@ -105,6 +105,9 @@ func Apply(root, configDir string, id agent.Identity, sys System) error {
 	// Always, so an identity without them undoes an earlier one's.
 	step("egress trust", func() error { return applyTrust(root, id.TrustCAs) })
 	step("environment", func() error { return applyEnv(root, id.Env) })
+	for _, f := range id.InlineFiles {
+		step("file "+f.Guest, func() error { return applyInlineFile(root, f, sys) })
+	}
 	return errors.Join(errs...)
 }
 
@@ -476,6 +479,11 @@ func Reidentify(root string, req agent.Reidentify, sys System) error {
 	}
 	if err := applyEnv(root, id.Env); err != nil {
 		return fmt.Errorf("environment: %w", err)
+	}
+	for _, f := range id.InlineFiles {
+		if err := applyInlineFile(root, f, sys); err != nil {
+			return fmt.Errorf("file %s: %w", f.Guest, err)
+		}
 	}
 	return sys.ReloadSSHD()
 }

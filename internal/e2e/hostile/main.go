@@ -10,14 +10,18 @@
 //	                                           one raw UDP frame with forged sources
 //	hostile dns-flood SERVER DURATION          as many A queries as it can send
 //	hostile dns-query SERVER TYPE NAME         one query; prints the rcode and each answer
+//	hostile https-get URL                      GET with Go's default client (system roots,
+//	                                           SSL_CERT_FILE); prints the body
 //	hostile agent                              replace banger-agent (see hostileAgent)
 package main
 
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -42,6 +46,8 @@ func main() {
 		err = dnsFlood(args)
 	case "dns-query":
 		err = dnsQuery(args)
+	case "https-get":
+		err = httpsGet(args)
 	case "agent":
 		err = hostileAgent()
 	default:
@@ -306,5 +312,28 @@ func dnsQuery(args []string) error {
 	for _, rr := range r.Answer {
 		fmt.Println(rr.String())
 	}
+	return nil
+}
+
+// httpsGet fetches a URL the way a Go program in the guest would, trusting
+// what the system trusts, and prints the body.
+func httpsGet(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: https-get URL")
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(args[0])
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	os.Stdout.Write(b)
 	return nil
 }
