@@ -33,7 +33,7 @@ banger version --json`,
 	"banger vm create": `banger vm create
 banger vm create --name web --vcpu 4 --memory 4096 --disk-size 16G
 banger vm create --image agents --json | jq -r .ip
-banger vm create --name agent --allow @github --allow @model-apis --allow pypi.org:443
+banger vm create --name agent --allow @github --allow @model-apis --allow pkgs.example.org:443
 banger vm create --name sealed --net none`,
 	"banger vm run": `banger vm run
 banger vm run --rm -- uname -a
@@ -72,8 +72,8 @@ banger vm cp --max-size 5G web:/var/log ./logs`,
 banger vm ports web --json`,
 	"banger vm health": `banger vm health web`,
 	"banger vm net": `banger vm net web
-banger vm net web allow pypi.org:443 files.pythonhosted.org @github
-banger vm net web deny pypi.org:443
+banger vm net web allow pkgs.example.org:443 downloads.example.org @github
+banger vm net web deny pkgs.example.org:443
 banger vm net web mode none
 banger vm net web --json | jq -r '.policy.allow[]'`,
 	"banger vm net log": `banger vm net log web

@@ -212,7 +212,7 @@ func TestVMNet_statusAndChanges(t *testing.T) {
 		args []string
 		want api.NetChange
 	}{
-		{[]string{"allow", "pypi.org:443", "@github"}, api.NetChange{Allow: []string{"pypi.org:443", "@github"}}},
+		{[]string{"allow", "pkgs.example.org:443", "@github"}, api.NetChange{Allow: []string{"pkgs.example.org:443", "@github"}}},
 		{[]string{"deny", "good.test"}, api.NetChange{Deny: []string{"good.test"}}},
 		{[]string{"mode", "none"}, api.NetChange{Mode: api.NetNone}},
 	} {
@@ -230,7 +230,7 @@ func TestVMNet_statusAndChanges(t *testing.T) {
 		}
 	}
 	// The allow list is kept, unused, in mode none.
-	if sq := squeeze(out); !strings.Contains(sq, "\nmode none\n") || !strings.Contains(sq, "\nallow (unused) 203.0.113.0/24:443\n pypi.org:443\n @github\n") {
+	if sq := squeeze(out); !strings.Contains(sq, "\nmode none\n") || !strings.Contains(sq, "\nallow (unused) 203.0.113.0/24:443\n pkgs.example.org:443\n @github\n") {
 		t.Errorf("vm net web mode none printed:\n%s", out)
 	}
 

@@ -617,14 +617,14 @@ func TestTools_net(t *testing.T) {
 	}
 	// A change round trip: what the tool was given reaches the daemon,
 	// what the daemon answers reaches the model.
-	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent", "allow": []string{"pypi.org:443"}, "deny": []string{"good.test"}}, &st); e != "" {
+	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent", "allow": []string{"pkgs.example.org:443"}, "deny": []string{"good.test"}}, &st); e != "" {
 		t.Fatal(e)
 	}
-	want := api.NetChange{Allow: []string{"pypi.org:443"}, Deny: []string{"good.test"}}
+	want := api.NetChange{Allow: []string{"pkgs.example.org:443"}, Deny: []string{"good.test"}}
 	if len(f.changes) != 1 || fmt.Sprint(f.changes[0]) != fmt.Sprint(want) {
 		t.Errorf("daemon got changes %+v, want %+v", f.changes, want)
 	}
-	if !slices.Equal(st.Policy.Allow, []string{"@github", "pypi.org:443"}) {
+	if !slices.Equal(st.Policy.Allow, []string{"@github", "pkgs.example.org:443"}) {
 		t.Errorf("policy after the change: %+v", st.Policy)
 	}
 	if e := call(t, cs, "vm_net", map[string]any{"vm": "agent", "mode": "none"}, &st); e != "" || st.Policy.Mode != api.NetNone || f.changes[1].Mode != api.NetNone {
