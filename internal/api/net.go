@@ -61,6 +61,7 @@ const (
 	FlowTLS   = "tls"   // a TLS connection through the proxy, judged by SNI
 	FlowHTTP  = "http"  // a plain HTTP connection through the proxy, judged by Host
 	FlowProxy = "proxy" // a connection the proxy could not classify
+	FlowIP    = "ip"    // a packet the firewall dropped (UDP, an address not answered, an unproxied port)
 )
 
 // Flow is one entry of a VM's flow log.

@@ -79,6 +79,17 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	d.egress.Secrets = secrets
 	vmsDir := d.Paths.VMsDir
 	d.egress.CAs = func(vmID string) (*egress.CA, error) { return egress.LoadCA(filepath.Join(vmsDir, vmID)) }
+	// Packets the firewall refuses policed guests reach the flow log when
+	// bangerd may read the kernel's log (as root).
+	if l, err := hostnet.OpenRefusedLog(); err != nil {
+		d.Logger.Info("refused packets will not be in flow logs", logKeyErr, err)
+	} else {
+		go func() {
+			if err := l.Watch(d.runCtx, d.egress.Refused); err != nil {
+				d.Logger.Warn("refused-packet log", logKeyErr, err)
+			}
+		}()
+	}
 	// Rules in the config are checked now, not at the first create.
 	if _, err := egress.Parse(d.Config.Network.Net, d.Config.Network.NetAllow, egress.ModeOpen, egress.Presets(d.Config.Network.Presets)); err != nil {
 		return fmt.Errorf("config [network] net/net_allow: %w", err)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -328,10 +329,14 @@ hosts = ["bad.test"]
 		seen := map[string]bool{}
 		for _, f := range log.Flows {
 			seen[f.Kind+" "+f.Verdict+" "+f.Name] = true
+			if f.Kind == api.FlowIP {
+				seen[fmt.Sprintf("ip %s %s:%d", f.Verdict, f.Addr, f.Port)] = true
+			}
 		}
 		for _, want := range []string{
 			"dns allow good.test", "dns deny bad.test", "tls allow good.test", "tls deny other.test",
 			"tls deny ", "http deny bad.test", "http allow good.test", "tls deny good.test",
+			"ip deny " + badIP + ":8080", // the firewall's own drop, from its log
 		} {
 			if !seen[want] {
 				t.Errorf("flow log lacks %q; has %v", want, seen)
@@ -433,6 +438,23 @@ hosts = ["bad.test"]
 			}
 		case <-time.After(20 * time.Second):
 			t.Fatal("the datagram sent while open never arrived")
+		}
+		// The dropped one is in the flow log (the firewall's log reaches
+		// bangerd asynchronously: wait for it, bounded).
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			var log api.NetLog
+			r := e.must(e.banger("", "vm", "net", "log", "p", "--json"))
+			if err := json.Unmarshal([]byte(r.stdout), &log); err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(log.Flows, func(f api.Flow) bool {
+				return f.Kind == api.FlowIP && f.Addr == sinkIP && f.Port == 7777 && strings.HasPrefix(f.Reason, "udp")
+			}) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no udp flow to %s:7777 in the log: %+v", sinkIP, log.Flows)
+			}
 		}
 	})
 }

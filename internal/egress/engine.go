@@ -390,3 +390,32 @@ func (e *Engine) Log(vmID string, after uint64) api.NetLog {
 	}
 	return out
 }
+
+// refusedRepeat is how long identical refused packets (same guest,
+// destination, protocol and port) make one flow: a retrying client or a
+// flood fills the log with one line, not hundreds.
+const refusedRepeat = 10 * time.Second
+
+// Refused records a packet the firewall dropped for a policed guest (from
+// hostnet's refused-packet log).
+func (e *Engine) Refused(r hostnet.Refused) {
+	e.mu.Lock()
+	g, ok := e.guests[r.Src.Unmap()]
+	if !ok {
+		e.mu.Unlock()
+		return
+	}
+	vmID := g.vmID
+	l := e.flows(vmID)
+	if n := len(l.ring); n > 0 {
+		last := l.ring[n-1]
+		if last.Kind == api.FlowIP && last.Addr == r.Dst.String() && last.Port == int(r.Port) &&
+			strings.HasPrefix(last.Reason, r.Proto+" ") && e.now().Sub(last.Time) < refusedRepeat {
+			e.mu.Unlock()
+			return
+		}
+	}
+	e.mu.Unlock()
+	e.record(vmID, api.Flow{Kind: api.FlowIP, Verdict: api.FlowDeny, Addr: r.Dst.String(), Port: int(r.Port),
+		Reason: r.Proto + " dropped by the firewall"})
+}

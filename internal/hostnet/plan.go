@@ -164,6 +164,14 @@ type Pass struct {
 	TTL    time.Duration
 }
 
+// RefusedLogGroup is the NFLOG group the firewall sends policed guests'
+// refused packets to, and RefusedLogRate the packets per second it sends
+// at most (for all guests together).
+const (
+	RefusedLogGroup = 47873
+	RefusedLogRate  = 50
+)
+
 // ProxiedPorts are the TCP ports of policed guests that go to the proxy.
 var ProxiedPorts = []uint16{80, 443}
 
@@ -345,9 +353,15 @@ func Ruleset(f Firewall) string {
 		fmt.Fprintf(&b, "\tchain policed {\n")
 		fmt.Fprintf(&b, "\t\tct state established,related accept\n")
 		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @grant accept\n")
-		fmt.Fprintf(&b, "\t\tip daddr @deny drop\n")
-		fmt.Fprintf(&b, "\t\ttcp dport %s drop\n", proxied)
+		fmt.Fprintf(&b, "\t\tip daddr @deny goto refused\n")
+		fmt.Fprintf(&b, "\t\ttcp dport %s goto refused\n", proxied)
 		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @pass accept\n")
+		fmt.Fprintf(&b, "\t\tgoto refused\n")
+		fmt.Fprintf(&b, "\t}\n")
+		// What a policed guest sends and may not is logged to bangerd
+		// (NFLOG), at a bounded rate so a flood costs the host little.
+		fmt.Fprintf(&b, "\tchain refused {\n")
+		fmt.Fprintf(&b, "\t\tlimit rate %d/second burst %d packets log group %d\n", RefusedLogRate, 2*RefusedLogRate, RefusedLogGroup)
 		fmt.Fprintf(&b, "\t\tdrop\n")
 		fmt.Fprintf(&b, "\t}\n")
 	}
