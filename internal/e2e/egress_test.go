@@ -422,22 +422,22 @@ hosts = ["bad.test"]
 		}
 	})
 
-	t.Run("udp is refused while policed", func(t *testing.T) {
+	t.Run("udp is refused unless a rule opens it", func(t *testing.T) {
 		send := func(payload string) {
 			e.must(sh("echo -n " + payload + " > /dev/udp/" + sinkIP + "/7777"))
 		}
 		send("policed")
-		e.must(e.banger("", "vm", "net", "p", "mode", "open"))
-		send("open")
-		// Frames from one tap arrive in order: once "open" is in, the
+		e.must(e.banger("", "vm", "net", "p", "allow", sinkIP+":7777/udp"))
+		send("granted")
+		// Frames from one tap arrive in order: once "granted" is in, the
 		// policed one has arrived before it or been dropped.
 		select {
 		case m := <-world.udp:
-			if m != "open" {
-				t.Errorf("the outside received %q first, want only the datagram sent while open", m)
+			if m != "granted" {
+				t.Errorf("the outside received %q first, want only the datagram a rule opened", m)
 			}
 		case <-time.After(20 * time.Second):
-			t.Fatal("the datagram sent while open never arrived")
+			t.Fatal("the datagram a /udp rule opened never arrived")
 		}
 		// The dropped one is in the flow log (the firewall's log reaches
 		// bangerd asynchronously: wait for it, bounded).

@@ -100,7 +100,7 @@ func grants(p Policy) []hostnet.Grant {
 	var out []hostnet.Grant
 	for _, r := range p.Rules {
 		if r.Host == "" {
-			out = append(out, hostnet.Grant{Dst: r.Prefix, Lo: r.Lo, Hi: r.Hi})
+			out = append(out, hostnet.Grant{Dst: r.Prefix, Lo: r.Lo, Hi: r.Hi, UDP: r.UDP})
 		}
 	}
 	return out
@@ -257,7 +257,7 @@ func (e *Engine) Learn(ctx context.Context, src netip.Addr, name string, addrs [
 		}
 		for _, r := range pol.Rules {
 			if pol.Mode == ModeAllow && r.MatchName(name) {
-				passes = append(passes, hostnet.Pass{Dst: a, Lo: r.Lo, Hi: r.Hi, TTL: ttl})
+				passes = append(passes, hostnet.Pass{Dst: a, Lo: r.Lo, Hi: r.Hi, UDP: r.UDP, TTL: ttl})
 			}
 		}
 		opened = append(opened, a.String())

@@ -36,6 +36,9 @@ type Rule struct {
 	Host   string       // lowercase, no trailing dot; "" for a prefix rule
 	Prefix netip.Prefix // valid for a prefix rule
 	Lo, Hi uint16
+	// UDP makes the rule open UDP instead of TCP ("/udp" in its text):
+	// QUIC, or a service such as NTP. UDP never goes through the proxy.
+	UDP bool
 }
 
 // String is the rule's canonical form, the one ParseRule reads back.
@@ -54,6 +57,9 @@ func (r Rule) String() string {
 		b.WriteString(":" + strconv.Itoa(int(r.Lo)))
 	default:
 		fmt.Fprintf(&b, ":%d-%d", r.Lo, r.Hi)
+	}
+	if r.UDP {
+		b.WriteString("/udp")
 	}
 	return b.String()
 }
@@ -75,11 +81,17 @@ func (r Rule) MatchName(name string) bool {
 }
 
 // ParseRule reads HOST, *.DOMAIN, IPV4 or CIDR, optionally followed by
-// :PORT or :LOW-HIGH.
+// :PORT or :LOW-HIGH, then optionally by /udp (the rule opens UDP, not
+// TCP) or /tcp (the default).
 func ParseRule(s string) (Rule, error) {
 	in := s
 	s = strings.ToLower(strings.TrimSpace(s))
 	r := Rule{Lo: 1, Hi: 65535}
+	if rest, ok := strings.CutSuffix(s, "/udp"); ok {
+		s, r.UDP = rest, true
+	} else {
+		s = strings.TrimSuffix(s, "/tcp")
+	}
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
 		lo, hi, err := parsePorts(s[i+1:])
 		if err != nil {
@@ -178,7 +190,7 @@ func (p Policy) allowsName(name string, port uint16) bool {
 		return false
 	}
 	for _, r := range p.Rules {
-		if r.MatchName(name) && r.Port(port) {
+		if !r.UDP && r.MatchName(name) && r.Port(port) {
 			return true
 		}
 	}

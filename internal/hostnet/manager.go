@@ -198,6 +198,7 @@ type policedGuest struct {
 type passKey struct {
 	dst    netip.Addr
 	lo, hi uint16
+	udp    bool
 }
 
 // firewall returns the guest's entry for the ruleset at now, forgetting
@@ -210,11 +211,14 @@ func (pg *policedGuest) firewall(ip netip.Addr, now time.Time) Policed {
 			delete(pg.passes, k)
 			continue
 		}
-		p.Passes = append(p.Passes, Pass{Dst: k.dst, Lo: k.lo, Hi: k.hi, TTL: ttl})
+		p.Passes = append(p.Passes, Pass{Dst: k.dst, Lo: k.lo, Hi: k.hi, UDP: k.udp, TTL: ttl})
 	}
 	slices.SortFunc(p.Passes, func(a, b Pass) int {
 		if c := a.Dst.Compare(b.Dst); c != 0 {
 			return c
+		}
+		if a.UDP != b.UDP {
+			return map[bool]int{false: -1, true: 1}[a.UDP]
 		}
 		return int(a.Lo) - int(b.Lo)
 	})
@@ -264,7 +268,7 @@ func (m *Manager) AddPasses(ctx context.Context, ip netip.Addr, passes []Pass) e
 	changed := false
 	for _, x := range passes {
 		ttl := min(max(x.TTL, time.Second), MaxPassTTL)
-		k := passKey{x.Dst, x.Lo, x.Hi}
+		k := passKey{x.Dst, x.Lo, x.Hi, x.UDP}
 		if exp, ok := pg.passes[k]; ok && exp.Sub(now) >= ttl/2 {
 			continue
 		}

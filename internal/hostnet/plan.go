@@ -151,17 +151,28 @@ type Policed struct {
 	Passes []Pass
 }
 
-// Grant opens TCP ports Lo-Hi of the addresses in Dst.
+// Grant opens ports Lo-Hi of the addresses in Dst, TCP (or UDP).
 type Grant struct {
 	Dst    netip.Prefix
 	Lo, Hi uint16
+	UDP    bool
 }
 
-// Pass opens TCP ports Lo-Hi of Dst for TTL (whole seconds, at least 1).
+// Pass opens ports Lo-Hi of Dst, TCP (or UDP), for TTL (whole seconds,
+// at least 1).
 type Pass struct {
 	Dst    netip.Addr
 	Lo, Hi uint16
+	UDP    bool
 	TTL    time.Duration
+}
+
+// proto is the nft name of a grant's or pass's protocol.
+func proto(udp bool) string {
+	if udp {
+		return "udp"
+	}
+	return "tcp"
 }
 
 // RefusedLogGroup is the NFLOG group the firewall sends policed guests'
@@ -346,16 +357,16 @@ func Ruleset(f Firewall) string {
 		if f.ProxyPort != 0 {
 			fmt.Fprintf(&b, "\tchain prerouting {\n")
 			fmt.Fprintf(&b, "\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
-			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr != %s tcp dport %s ip saddr . ip daddr . tcp dport != @grant dnat ip to %s:%d\n",
+			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr != %s tcp dport %s ip saddr . ip daddr . meta l4proto . th dport != @grant dnat ip to %s:%d\n",
 				br, gw, proxied, gw, f.ProxyPort)
 			fmt.Fprintf(&b, "\t}\n")
 		}
 		fmt.Fprintf(&b, "\tchain policed {\n")
 		fmt.Fprintf(&b, "\t\tct state established,related accept\n")
-		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @grant accept\n")
+		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . meta l4proto . th dport @grant accept\n")
 		fmt.Fprintf(&b, "\t\tip daddr @deny goto refused\n")
 		fmt.Fprintf(&b, "\t\ttcp dport %s goto refused\n", proxied)
-		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . tcp dport @pass accept\n")
+		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . meta l4proto . th dport @pass accept\n")
 		fmt.Fprintf(&b, "\t\tgoto refused\n")
 		fmt.Fprintf(&b, "\t}\n")
 		// What a policed guest sends and may not is logged to bangerd
@@ -411,10 +422,10 @@ func writePolicedSets(b *strings.Builder, ps []Policed) {
 		}
 		ips = append(ips, p.IP.String())
 		for _, g := range p.Grants {
-			grants = append(grants, fmt.Sprintf("%s . %s . %s", p.IP, g.Dst, portRange(g.Lo, g.Hi)))
+			grants = append(grants, fmt.Sprintf("%s . %s . %s . %s", p.IP, g.Dst, proto(g.UDP), portRange(g.Lo, g.Hi)))
 		}
 		for _, x := range p.Passes {
-			passes = append(passes, fmt.Sprintf("%s . %s . %s timeout %ds", p.IP, x.Dst, portRange(x.Lo, x.Hi), int(x.TTL/time.Second)))
+			passes = append(passes, fmt.Sprintf("%s . %s . %s . %s timeout %ds", p.IP, x.Dst, proto(x.UDP), portRange(x.Lo, x.Hi), int(x.TTL/time.Second)))
 		}
 	}
 	set := func(name, typ, flags string, elems []string) {
@@ -428,7 +439,7 @@ func writePolicedSets(b *strings.Builder, ps []Policed) {
 		}
 		b.WriteString("\t}\n")
 	}
-	const concat = "ipv4_addr . ipv4_addr . inet_service"
+	const concat = "ipv4_addr . ipv4_addr . inet_proto . inet_service"
 	set("proxied", "ipv4_addr", "", proxied)
 	set("policed", "ipv4_addr", "", ips)
 	set("grant", concat, "interval", grants)

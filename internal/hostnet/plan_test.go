@@ -168,8 +168,8 @@ func TestRuleset(t *testing.T) {
 			Guests: []Guest{{"bgtap0", netip.MustParseAddr("10.77.0.2")}, {"bgtap1", netip.MustParseAddr("10.77.0.3")}},
 			Policed: []Policed{
 				{IP: netip.MustParseAddr("10.77.0.2"),
-					Grants: []Grant{{netip.MustParsePrefix("203.0.113.0/24"), 5432, 5432}},
-					Passes: []Pass{{netip.MustParseAddr("198.51.100.10"), 1, 65535, 300 * time.Second}}},
+					Grants: []Grant{{netip.MustParsePrefix("203.0.113.0/24"), 5432, 5432, false}, {netip.MustParsePrefix("203.0.113.0/24"), 123, 123, true}},
+					Passes: []Pass{{netip.MustParseAddr("198.51.100.10"), 1, 65535, false, 300 * time.Second}, {netip.MustParseAddr("198.51.100.10"), 443, 443, true, 60 * time.Second}}},
 				{IP: netip.MustParseAddr("10.77.0.3")},
 				{IP: netip.MustParseAddr("10.77.0.4"), Open: true},
 			},

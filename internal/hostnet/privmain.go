@@ -307,7 +307,7 @@ const maxPolicedElems = 1 << 16
 // FormatPoliced is the apply-firewall argument for the policed guests,
 // "-" for none: IP=ELEMS joined by commas, where ELEMS joins with "+"
 // "o" (an open guest, only proxied), grants gPREFIX:LO-HI and passes
-// pADDR:LO-HI:SECONDS.
+// pADDR:LO-HI:SECONDS, each with "/udp" appended when it opens UDP.
 func FormatPoliced(ps []Policed) string {
 	if len(ps) == 0 {
 		return "-"
@@ -319,10 +319,10 @@ func FormatPoliced(ps []Policed) string {
 			elems = append(elems, "o")
 		}
 		for _, g := range p.Grants {
-			elems = append(elems, fmt.Sprintf("g%s:%d-%d", g.Dst, g.Lo, g.Hi))
+			elems = append(elems, fmt.Sprintf("g%s:%d-%d%s", g.Dst, g.Lo, g.Hi, udpSuffix(g.UDP)))
 		}
 		for _, x := range p.Passes {
-			elems = append(elems, fmt.Sprintf("p%s:%d-%d:%d", x.Dst, x.Lo, x.Hi, int(x.TTL/time.Second)))
+			elems = append(elems, fmt.Sprintf("p%s:%d-%d:%d%s", x.Dst, x.Lo, x.Hi, int(x.TTL/time.Second), udpSuffix(x.UDP)))
 		}
 		parts[i] = p.IP.String() + "=" + strings.Join(elems, "+")
 	}
@@ -371,7 +371,8 @@ func parsePolicedElem(p *Policed, e string) error {
 	if len(e) < 2 {
 		return bad
 	}
-	fields := strings.Split(e[1:], ":")
+	body, udp := strings.CutSuffix(e[1:], "/udp")
+	fields := strings.Split(body, ":")
 	ports := func(s string) (uint16, uint16, bool) {
 		a, b, ok := strings.Cut(s, "-")
 		lo, err1 := strconv.ParseUint(a, 10, 16)
@@ -390,7 +391,7 @@ func parsePolicedElem(p *Policed, e string) error {
 		if err != nil || !ok || !pre.Addr().Is4() || pre.Masked() != pre || pre.String() != fields[0] {
 			return bad
 		}
-		p.Grants = append(p.Grants, Grant{Dst: pre, Lo: lo, Hi: hi})
+		p.Grants = append(p.Grants, Grant{Dst: pre, Lo: lo, Hi: hi, UDP: udp})
 	case 'p':
 		if len(fields) != 3 {
 			return bad
@@ -402,9 +403,16 @@ func parsePolicedElem(p *Policed, e string) error {
 			strconv.FormatUint(secs, 10) != fields[2] || secs == 0 || time.Duration(secs)*time.Second > MaxPassTTL {
 			return bad
 		}
-		p.Passes = append(p.Passes, Pass{Dst: a, Lo: lo, Hi: hi, TTL: time.Duration(secs) * time.Second})
+		p.Passes = append(p.Passes, Pass{Dst: a, Lo: lo, Hi: hi, UDP: udp, TTL: time.Duration(secs) * time.Second})
 	default:
 		return bad
 	}
 	return nil
+}
+
+func udpSuffix(udp bool) string {
+	if udp {
+		return "/udp"
+	}
+	return ""
 }
