@@ -33,11 +33,9 @@ type fakeUpstream struct {
 func startUpstream(t *testing.T) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	// The same port for UDP and TCP; listenPair retries when another
+	// program holds the TCP side of the port the kernel picked.
+	pc, l, err := listenPair(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

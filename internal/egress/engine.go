@@ -59,6 +59,10 @@ type Engine struct {
 	Secrets *Secrets
 	CAs     func(vmID string) (*CA, error)
 
+	// fwMu orders the engine's firewall changes: a Learn of the old
+	// policy never lands after an Update or Unbind reset the guest.
+	fwMu sync.Mutex
+
 	mu     sync.Mutex
 	guests map[netip.Addr]*guest // bound (running) VMs
 	logs   map[string]*flowLog   // by VM id; kept across stops, dropped by Forget
@@ -109,6 +113,8 @@ func grants(p Policy) []hostnet.Grant {
 // Bind applies the policy of the VM vmID at ip before its tap sends
 // anything: the firewall polices it (or not, for open) from then on.
 func (e *Engine) Bind(ctx context.Context, vmID string, ip netip.Addr, p Policy) error {
+	e.fwMu.Lock()
+	defer e.fwMu.Unlock()
 	e.mu.Lock()
 	e.guests[ip] = &guest{vmID: vmID, pol: p, learned: map[netip.Addr]time.Time{}}
 	e.flows(vmID)
@@ -126,6 +132,8 @@ func (e *Engine) Bind(ctx context.Context, vmID string, ip netip.Addr, p Policy)
 // address can be leased to another VM with another policy. Unbinding a
 // VM that is not bound does nothing.
 func (e *Engine) Unbind(ctx context.Context, vmID string) error {
+	e.fwMu.Lock()
+	defer e.fwMu.Unlock()
 	e.mu.Lock()
 	var ip netip.Addr
 	for a, g := range e.guests {
@@ -149,6 +157,8 @@ func (e *Engine) Unbind(ctx context.Context, vmID string) error {
 // policy. A VM that is not running is left alone (its stored policy
 // applies at its next start).
 func (e *Engine) Update(ctx context.Context, vmID string, p Policy) error {
+	e.fwMu.Lock()
+	defer e.fwMu.Unlock()
 	e.mu.Lock()
 	var ip netip.Addr
 	for a, g := range e.guests {
@@ -236,6 +246,8 @@ func (e *Engine) AllowQuery(src netip.Addr, name string, qtype uint16) bool {
 func (e *Engine) Learn(ctx context.Context, src netip.Addr, name string, addrs []netip.Addr, ttl time.Duration) error {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	ttl = min(max(ttl, MinPassTTL), MaxPassTTL)
+	e.fwMu.Lock()
+	defer e.fwMu.Unlock()
 	e.mu.Lock()
 	g, ok := e.policed(src)
 	if !ok {

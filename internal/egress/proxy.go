@@ -157,11 +157,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		p.deny(src, api.Flow{Kind: api.FlowProxy, Reason: "no original destination"})
 		return
 	}
-	hello := HelloTimeout
-	if p.helloTimeout > 0 {
-		hello = p.helloTimeout
-	}
-	c.SetReadDeadline(time.Now().Add(hello))
+	c.SetReadDeadline(time.Now().Add(p.hello()))
 	head := &bytes.Buffer{}
 	in := bufio.NewReader(io.TeeReader(io.LimitReader(c, MaxHello), head))
 	kind, name, err := sniff(in)
