@@ -376,6 +376,10 @@ func (s *Server) serve(w mdns.ResponseWriter, req *mdns.Msg) {
 	}
 }
 
+// MaxGatedTTL caps the TTL of answers a gate saw: a client must not keep
+// an address longer than the firewall keeps it open (egress.MaxPassTTL).
+const MaxGatedTTL = 24 * time.Hour
+
 // learnTimeout bounds how long an answer waits for the gate to open the
 // firewall to its addresses.
 const learnTimeout = 5 * time.Second
@@ -415,6 +419,8 @@ func (s *Server) learn(src netip.Addr, req, resp *mdns.Msg) *mdns.Msg {
 		if !chain[strings.ToLower(h.Name)] {
 			continue
 		}
+		// The client caches no longer than a gate's pass may last.
+		h.Ttl = min(h.Ttl, uint32(MaxGatedTTL/time.Second))
 		switch r := rr.(type) {
 		case *mdns.A:
 			if a, ok := netip.AddrFromSlice(r.A); ok {

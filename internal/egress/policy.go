@@ -135,8 +135,10 @@ func parsePorts(s string) (lo, hi uint16, err error) {
 	return uint16(l), uint16(h), nil
 }
 
-// checkHost accepts a DNS name of letters, digits and hyphens, with at
-// least one dot after an optional leading "*." label.
+// checkHost accepts a DNS name of letters, digits, hyphens and
+// underscores, after an optional leading "*." (a wildcard needs a domain
+// of two labels or more; a plain name may be one label, as an intranet
+// name resolved through a search domain is).
 func checkHost(h string) error {
 	name := strings.TrimPrefix(h, "*.")
 	if len(name) == 0 || len(name) > 253 {
