@@ -252,6 +252,11 @@ func (m *Manager) Police(ctx context.Context, ip netip.Addr, p *Policed) error {
 	return nil
 }
 
+// MaxPassesPerGuest bounds the learned passes one guest holds at once: a
+// guest resolving ever new names under a wildcard rule cannot grow the
+// firewall without end (its DNS answers fail until some expire).
+const MaxPassesPerGuest = 4096
+
 // AddPasses opens, for the policed guest at ip, each pass until its TTL
 // runs out. A pass already open for at least half its new TTL changes
 // nothing, so a guest re-resolving a name costs no firewall apply. It
@@ -266,6 +271,21 @@ func (m *Manager) AddPasses(ctx context.Context, ip netip.Addr, passes []Pass) e
 		return fmt.Errorf("add passes for %s: not a policed guest", ip)
 	}
 	changed := false
+	for k, exp := range pg.passes {
+		if !exp.After(now) {
+			delete(pg.passes, k)
+		}
+	}
+	fresh := map[passKey]bool{}
+	for _, x := range passes {
+		if k := (passKey{x.Dst, x.Lo, x.Hi, x.UDP}); pg.passes[k].IsZero() {
+			fresh[k] = true
+		}
+	}
+	if len(pg.passes)+len(fresh) > MaxPassesPerGuest {
+		m.mu.Unlock()
+		return fmt.Errorf("add passes for %s: %d open already and %d more asked, at most %d", ip, len(pg.passes), len(fresh), MaxPassesPerGuest)
+	}
 	for _, x := range passes {
 		ttl := min(max(x.TTL, time.Second), MaxPassTTL)
 		k := passKey{x.Dst, x.Lo, x.Hi, x.UDP}
