@@ -13,6 +13,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"banger/internal/api"
+	"banger/internal/procstat"
 	"banger/internal/vmname"
 )
 
@@ -395,7 +396,7 @@ func (m Model) snapshot(s snapshotMsg) (tea.Model, tea.Cmd) {
 		}
 		u := procUse{RSS: cur.RSSBytes}
 		if prev, ok := m.samples[v.PID]; ok {
-			u.CPU, u.HaveCPU = cpuPercent(prev.s, cur, s.at.Sub(prev.at)), true
+			u.CPU, u.HaveCPU = procstat.CPUPercent(prev.s, cur, s.at.Sub(prev.at)), true
 		}
 		procs[v.ID] = u
 		samples[v.PID] = timedSample{s: cur, at: s.at}

@@ -22,6 +22,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"banger/internal/api"
+	"banger/internal/procstat"
 )
 
 // Client is the part of the daemon API the dashboard uses; *api.Client
@@ -68,12 +69,10 @@ type CreateDefaults struct {
 }
 
 // ProcSample is one reading of a process's CPU time and resident memory.
-type ProcSample struct {
-	// CPUTicks is user+system time in clock ticks (USER_HZ).
-	CPUTicks uint64
-	// RSSBytes is the resident set size.
-	RSSBytes int64
-}
+type ProcSample = procstat.Sample
+
+// ReadProc reads the sample of a local process.
+var ReadProc = procstat.Read
 
 // ProcReader reads a process's sample (ReadProc in production).
 type ProcReader func(pid int) (ProcSample, error)

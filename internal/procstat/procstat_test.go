@@ -1,4 +1,4 @@
-package tui
+package procstat
 
 import (
 	"os"
@@ -47,9 +47,9 @@ func TestParseStatusRSS(t *testing.T) {
 	}
 }
 
-func TestReadProc_Self(t *testing.T) {
+func TestRead_Self(t *testing.T) {
 	// Burn some CPU so the second sample moves.
-	a, err := ReadProc(os.Getpid())
+	a, err := Read(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +57,9 @@ func TestReadProc_Self(t *testing.T) {
 		t.Fatalf("RSS of this test process = %d", a.RSSBytes)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	var b ProcSample
+	var b Sample
 	for x := 0; time.Now().Before(deadline); x++ {
-		if b, err = ReadProc(os.Getpid()); err != nil {
+		if b, err = Read(os.Getpid()); err != nil {
 			t.Fatal(err)
 		}
 		if b.CPUTicks > a.CPUTicks {
@@ -69,8 +69,8 @@ func TestReadProc_Self(t *testing.T) {
 	if b.CPUTicks <= a.CPUTicks {
 		t.Fatalf("CPU ticks did not grow while spinning: %d -> %d", a.CPUTicks, b.CPUTicks)
 	}
-	if _, err := ReadProc(1 << 30); err == nil {
-		t.Error("ReadProc of a PID that cannot exist succeeded")
+	if _, err := Read(1 << 30); err == nil {
+		t.Error("Read of a PID that cannot exist succeeded")
 	}
 }
 
@@ -87,9 +87,9 @@ func TestCPUPercent(t *testing.T) {
 		{100, 150, 0, 0},
 	}
 	for _, tt := range tests {
-		got := cpuPercent(ProcSample{CPUTicks: tt.prev}, ProcSample{CPUTicks: tt.cur}, tt.elapsed)
+		got := CPUPercent(Sample{CPUTicks: tt.prev}, Sample{CPUTicks: tt.cur}, tt.elapsed)
 		if got != tt.want {
-			t.Errorf("cpuPercent(%d→%d in %s) = %v, want %v", tt.prev, tt.cur, tt.elapsed, got, tt.want)
+			t.Errorf("CPUPercent(%d→%d in %s) = %v, want %v", tt.prev, tt.cur, tt.elapsed, got, tt.want)
 		}
 	}
 }

@@ -1,4 +1,7 @@
-package tui
+// Package procstat samples a host process's CPU time and resident memory
+// from /proc, for the VMM figures of `vm stats` and the dashboard: the
+// VMM runs on the same host as whoever reads it. Standard library only.
+package procstat
 
 import (
 	"bufio"
@@ -10,31 +13,38 @@ import (
 	"time"
 )
 
+// Sample is one reading of a process's CPU time and resident memory.
+type Sample struct {
+	// CPUTicks is user+system time in clock ticks (USER_HZ).
+	CPUTicks uint64
+	// RSSBytes is the resident set size.
+	RSSBytes int64
+}
+
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/<pid>/stat;
 // it is 100 on every Linux architecture banger runs on.
 const clockTicks = 100
 
-// ReadProc samples pid from /proc/<pid>/stat (utime + stime) and
-// /proc/<pid>/status (VmRSS). The dashboard runs on the daemon's host, so
-// the VMM's PID from the API is a local process.
-func ReadProc(pid int) (ProcSample, error) {
+// Read samples pid from /proc/<pid>/stat (utime + stime) and
+// /proc/<pid>/status (VmRSS).
+func Read(pid int) (Sample, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return ProcSample{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
+		return Sample{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return ProcSample{}, fmt.Errorf("read status of pid %d: %w", pid, err)
+		return Sample{}, fmt.Errorf("read status of pid %d: %w", pid, err)
 	}
 	ticks, err := parseStatTicks(stat)
 	if err != nil {
-		return ProcSample{}, fmt.Errorf("pid %d: %w", pid, err)
+		return Sample{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	rss, err := parseStatusRSS(status)
 	if err != nil {
-		return ProcSample{}, fmt.Errorf("pid %d: %w", pid, err)
+		return Sample{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return ProcSample{CPUTicks: ticks, RSSBytes: rss}, nil
+	return Sample{CPUTicks: ticks, RSSBytes: rss}, nil
 }
 
 // parseStatTicks returns utime+stime (fields 14 and 15) of a
@@ -79,9 +89,9 @@ func parseStatusRSS(status []byte) (int64, error) {
 	return 0, nil
 }
 
-// cpuPercent is the CPU use between two samples of one process as a
+// CPUPercent is the CPU use between two samples of one process as a
 // percentage of one CPU (a busy 2-vCPU guest can show 200).
-func cpuPercent(prev, cur ProcSample, elapsed time.Duration) float64 {
+func CPUPercent(prev, cur Sample, elapsed time.Duration) float64 {
 	if elapsed <= 0 || cur.CPUTicks < prev.CPUTicks {
 		return 0
 	}
