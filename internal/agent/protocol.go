@@ -29,6 +29,7 @@ const (
 	PathSessions = "/sessions"
 	PathThaw     = "/thaw"
 	PathIdentity = "/identity"
+	PathStats    = "/stats"
 )
 
 // Reidentify is the body of POST /identity: a guest restored from memory
@@ -274,4 +275,33 @@ type SessionInfo struct {
 // SignalRequest is the body of POST /sessions/{name}/signal.
 type SignalRequest struct {
 	Signal string `json:"signal"`
+}
+
+// Stats is one reading of the guest's resources (GET /stats): cumulative
+// counters, so the host turns two readings into rates. A hostile guest
+// may send anything here; the host bounds what it makes of it.
+type Stats struct {
+	// CPUBusy and CPUTotal are the guest kernel's CPU time in clock
+	// ticks, summed over its CPUs (/proc/stat): busy excludes idle and
+	// iowait.
+	CPUBusy  uint64 `json:"cpu_busy"`
+	CPUTotal uint64 `json:"cpu_total"`
+	// MemTotal and MemAvailable are bytes (/proc/meminfo).
+	MemTotal     uint64 `json:"mem_total"`
+	MemAvailable uint64 `json:"mem_available"`
+	// Load is the 1, 5 and 15 minute load averages.
+	Load [3]float64 `json:"load"`
+	// Root is the work disk mounted at /root; Overlay the root
+	// filesystem's writable layer (the overlay drive).
+	Root    DiskUse `json:"root"`
+	Overlay DiskUse `json:"overlay"`
+	// RxBytes and TxBytes are summed over the guest's NICs but lo.
+	RxBytes uint64 `json:"rx_bytes"`
+	TxBytes uint64 `json:"tx_bytes"`
+}
+
+// DiskUse is a filesystem's size and used bytes.
+type DiskUse struct {
+	Size uint64 `json:"size"`
+	Used uint64 `json:"used"`
 }

@@ -28,6 +28,9 @@ banger image warm debian-12 --vcpu 4 --memory 4096`,
 	"banger image rm":     `banger image rm old-image`,
 	"banger image export": `banger image export debian-12 -o debian-12.tar`,
 	"banger tui":          `banger tui`,
+	"banger vm stats": `banger vm stats
+banger vm stats web db --json | jq '.[] | {vm, cpu_percent, mem_used}'
+banger vm stats -w`,
 	"banger version": `banger version
 banger version --json`,
 	"banger vm create": `banger vm create

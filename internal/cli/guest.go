@@ -27,7 +27,7 @@ import (
 
 // guestCmds are the vm subcommands that reach into a running guest.
 func guestCmds(a *app) []*cobra.Command {
-	return []*cobra.Command{newExecCmd(a), newSSHCmd(a), newCpCmd(a), newPortsCmd(a), newHealthCmd(a), newLogsCmd(a)}
+	return []*cobra.Command{newExecCmd(a), newSSHCmd(a), newCpCmd(a), newPortsCmd(a), newHealthCmd(a), newStatsCmd(a), newLogsCmd(a)}
 }
 
 func newExecCmd(a *app) *cobra.Command {

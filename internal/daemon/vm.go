@@ -27,6 +27,7 @@ func (d *Daemon) vmRoutes() []Route {
 	return []Route{
 		{"POST " + api.PathVMs, d.handleCreateVM},
 		{"GET " + api.PathVMs, d.handleListVMs},
+		{"GET " + api.PathStats, d.handleStats},
 		{"GET " + api.PathVM, d.handleGetVM},
 		{"DELETE " + api.PathVM, d.handleDeleteVM},
 		{"POST " + api.PathVMStart, d.handleStartVM},
@@ -226,6 +227,17 @@ func (d *Daemon) agentFor(r *http.Request) (*agentclient.Client, store.VM, error
 		return nil, vm, api.WithCode(api.CodeConflict, err)
 	}
 	return c, vm, err
+}
+
+func (d *Daemon) handleStats(w http.ResponseWriter, r *http.Request) error {
+	st, err := d.VMs.Stats(r.Context(), r.URL.Query()["vm"], vmctl.StatsInterval)
+	if errors.Is(err, vmctl.ErrNotRunning) {
+		return api.WithCode(api.CodeConflict, err)
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
 }
 
 func (d *Daemon) handleVMHealth(w http.ResponseWriter, r *http.Request) error {

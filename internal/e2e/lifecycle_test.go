@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -108,6 +109,39 @@ func TestLifecycle(t *testing.T) {
 		if !found {
 			t.Fatal("vm ports never listed the listener on 8765")
 		}
+	})
+
+	t.Run("stats measure the guest and its VMM", func(t *testing.T) {
+		// A busy loop and a 64 MiB file make the figures move.
+		e.must(e.banger("", "vm", "exec", "t1", "--", "bash", "-c",
+			"head -c 64M /dev/zero > /root/stats.bin && (timeout 20 sh -c 'while :; do :; done' >/dev/null 2>&1 &)"))
+		r := e.must(e.banger("", "vm", "stats", "t1", "--json"))
+		var st []api.VMStats
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st) != 1 {
+			t.Fatalf("vm stats --json: %v: %q", err, r.stdout)
+		}
+		s := st[0]
+		switch {
+		case s.VM != "t1" || s.Error != "":
+			t.Errorf("stats of %q, error %q", s.VM, s.Error)
+		case s.MemTotal < 700<<20 || s.MemTotal > 1100<<20 || s.MemUsed == 0 || s.MemUsed >= s.MemTotal:
+			t.Errorf("memory %d used of %d, want a 1024 MiB guest's", s.MemUsed, s.MemTotal)
+		case s.CPUPercent < 20 || s.CPUPercent > 100:
+			t.Errorf("guest cpu %.1f%% with one of 2 vCPUs spinning", s.CPUPercent)
+		case s.Root.Size < 1<<30 || s.Root.Used < 64<<20:
+			t.Errorf("/root %d used of %d, want the 2G work disk holding 64 MiB", s.Root.Used, s.Root.Size)
+		case s.Overlay.Size == 0:
+			t.Errorf("overlay %+v", s.Overlay)
+		case s.VMMRSS < 100<<20 || s.VMMCPUPercent <= 0:
+			t.Errorf("vmm rss %d, cpu %.1f%%", s.VMMRSS, s.VMMCPUPercent)
+		case s.RxBytes == 0 || s.TxBytes == 0 || s.Interval < 0.9:
+			t.Errorf("network %d/%d bytes over %.2fs", s.RxBytes, s.TxBytes, s.Interval)
+		}
+		// The table has the VM's row.
+		if r := e.must(e.banger("", "vm", "stats")); !strings.Contains(r.stdout, "t1 ") || !strings.Contains(r.stdout, "VMM RSS") {
+			t.Errorf("vm stats table:\n%s", r.stdout)
+		}
+		e.must(e.banger("", "vm", "exec", "t1", "--", "rm", "-f", "/root/stats.bin"))
 	})
 
 	t.Run("cp round-trips a tree with modes", func(t *testing.T) {

@@ -40,6 +40,8 @@ type fakeClient struct {
 	// rollback holds the events sent when the operation is canceled.
 	rollback map[string][]api.Event
 	nextOp   int
+	// stats answer Stats, by VM id.
+	stats map[string]api.VMStats
 }
 
 var _ Client = (*fakeClient)(nil)
@@ -82,6 +84,18 @@ func (f *fakeClient) ListVMs(context.Context) ([]api.VM, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]api.VM(nil), f.vms...), f.listErr
+}
+
+func (f *fakeClient) Stats(_ context.Context, refs ...string) ([]api.VMStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []api.VMStats
+	for _, r := range refs {
+		if st, ok := f.stats[r]; ok {
+			out = append(out, st)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeClient) Images(context.Context) ([]api.Image, error) {

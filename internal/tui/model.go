@@ -69,6 +69,7 @@ type Model struct {
 	listErr   string
 
 	procs   map[string]procUse // by VM id
+	guest   *api.VMStats       // the selected VM's guest figures, when measured
 	samples map[int]timedSample
 
 	sessions    []api.Session
@@ -160,6 +161,8 @@ type (
 		imagesErr error
 		samples   map[int]ProcSample
 		at        time.Time
+		// guest holds the selected running VM's figures, when measured.
+		guest *api.VMStats
 	}
 	sessionsMsg struct {
 		vmID     string
@@ -222,6 +225,7 @@ func (m Model) tick() tea.Cmd {
 func (m *Model) fetch() tea.Cmd {
 	m.fetching = true
 	c, readProc, now := m.client, m.readProc, m.now
+	sel, _ := m.selected()
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
@@ -240,6 +244,12 @@ func (m *Model) fetch() tea.Cmd {
 			}
 		}
 		s.at = now()
+		// The selected VM's guest figures, for the details pane.
+		if sel.PID > 0 && sel.State == "running" {
+			if st, err := c.Stats(ctx, sel.ID); err == nil && len(st) == 1 && st[0].Error == "" {
+				s.guest = &st[0]
+			}
+		}
 		return s
 	}
 }
@@ -402,6 +412,7 @@ func (m Model) snapshot(s snapshotMsg) (tea.Model, tea.Cmd) {
 		samples[v.PID] = timedSample{s: cur, at: s.at}
 	}
 	m.procs, m.samples = procs, samples
+	m.guest = s.guest
 	m.updated = s.at
 	return m, m.viewFollowUp()
 }

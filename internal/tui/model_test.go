@@ -456,6 +456,21 @@ func TestModel_ProcessUse(t *testing.T) {
 	h.wantScreen("150%", "310M", "pid 4242")
 }
 
+func TestModel_GuestStats(t *testing.T) {
+	f := newFake(testVM("id-a", "alpha", "running", 4242), testVM("id-b", "beta", "stopped", 0))
+	f.stats = map[string]api.VMStats{"id-a": {VM: "alpha", ID: "id-a", CPUPercent: 42, MemUsed: 300 << 20, MemTotal: 1 << 30,
+		Load: [3]float64{0.5}, Root: api.DiskUse{Used: 64 << 20, Size: 2 << 30}, Overlay: api.DiskUse{Used: 10 << 20, Size: 3 << 30}, RxRate: 2048}}
+	h := newHarness(t, f)
+	h.setProc(4242, ProcSample{CPUTicks: 1000, RSSBytes: 300 << 20})
+	h.refresh()
+	h.refresh() // the first refresh selects alpha; the next measures it
+	h.wantScreen("guest 42% cpu", "300M/1.0G mem", "/root 64M/2.0G") // the rest is cut at 80 columns
+	// A stopped VM is not measured.
+	h.press("j")
+	h.refresh()
+	h.wantNoScreen("guest 42% cpu")
+}
+
 func TestModel_HelpAndQuit(t *testing.T) {
 	h := newHarness(t, newFake(testVM("id-a", "alpha", "running", 0)))
 	h.press("?")

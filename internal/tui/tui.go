@@ -43,6 +43,9 @@ type Client interface {
 	// CancelOperation asks the daemon to cancel and roll back; the event
 	// stream then reports the rollback and ends.
 	CancelOperation(ctx context.Context, id string) error
+	// Stats measures running VMs from their agents and VMMs (about a
+	// second).
+	Stats(ctx context.Context, refs ...string) ([]api.VMStats, error)
 }
 
 // SessionLister is the optional capability of listing a VM's sessions.

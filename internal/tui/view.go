@@ -317,6 +317,13 @@ func (m Model) vmDetails() []string {
 		}
 	}
 	out := []string{m.st.dim.Render(strings.Repeat("─", m.width)), l1, m.st.dim.Render(l2)}
+	if g := m.guest; g != nil && g.ID == v.ID {
+		out = append(out, m.st.dim.Render(fmt.Sprintf("guest %.0f%% cpu · %s/%s mem · load %.2f · /root %s/%s · overlay %s/%s · rx %s/s tx %s/s",
+			g.CPUPercent, humanBytes(int64(min(g.MemUsed, 1<<62))), humanBytes(int64(min(g.MemTotal, 1<<62))), g.Load[0],
+			humanBytes(int64(min(g.Root.Used, 1<<62))), humanBytes(int64(min(g.Root.Size, 1<<62))),
+			humanBytes(int64(min(g.Overlay.Used, 1<<62))), humanBytes(int64(min(g.Overlay.Size, 1<<62))),
+			humanBytes(int64(min(g.RxRate, 1<<62))), humanBytes(int64(min(g.TxRate, 1<<62))))))
+	}
 	if v.LastError != "" {
 		out = append(out, m.st.err.Render("last error: "+v.LastError))
 	}

@@ -228,6 +228,13 @@ func (c *Client) Ports(ctx context.Context) ([]agent.Port, error) {
 	return ps, err
 }
 
+// Stats reads the guest's resource counters (GET /stats).
+func (c *Client) Stats(ctx context.Context) (agent.Stats, error) {
+	var st agent.Stats
+	err := c.getJSON(ctx, agent.PathStats, &st)
+	return st, err
+}
+
 // HostKeys returns the guest's ssh host public keys, one
 // "type base64 [comment]" line each (GET /hostkeys).
 func (c *Client) HostKeys(ctx context.Context) ([]string, error) {

@@ -111,6 +111,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT "+agent.PathFiles, s.handleUpload)
 	mux.HandleFunc("GET "+agent.PathFiles, s.handleDownload)
 	mux.HandleFunc("GET "+agent.PathPorts, s.handlePorts)
+	mux.HandleFunc("GET "+agent.PathStats, s.handleStats)
 	mux.HandleFunc("GET "+agent.PathHostKeys, s.handleHostKeys)
 	mux.HandleFunc("POST "+agent.PathThaw, s.handleThaw)
 	mux.HandleFunc("POST "+agent.PathIdentity, s.handleReidentify)
