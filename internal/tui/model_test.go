@@ -463,7 +463,7 @@ func TestModel_GuestStats(t *testing.T) {
 	h := newHarness(t, f)
 	h.setProc(4242, ProcSample{CPUTicks: 1000, RSSBytes: 300 << 20})
 	h.refresh()
-	h.refresh() // the first refresh selects alpha; the next measures it
+	h.refresh()                                                      // the first refresh selects alpha; the next measures it
 	h.wantScreen("guest 42% cpu", "300M/1.0G mem", "/root 64M/2.0G") // the rest is cut at 80 columns
 	// A stopped VM is not measured.
 	h.press("j")

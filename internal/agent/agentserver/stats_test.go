@@ -13,10 +13,10 @@ func TestReadStats(t *testing.T) {
 	proc := t.TempDir()
 	os.MkdirAll(filepath.Join(proc, "net"), 0o755)
 	files := map[string]string{
-		"stat":     "cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 50 2 25 500 10 0 1 1 20 0\nintr 1\n",
-		"meminfo":  "MemTotal:        1012345 kB\nMemFree:          500000 kB\nMemAvailable:     800000 kB\n",
-		"loadavg":  "0.52 0.31 0.10 1/123 456\n",
-		"net/dev":  "Inter-|   Receive\n face |bytes packets\n    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n  eth1: 5 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n",
+		"stat":    "cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 50 2 25 500 10 0 1 1 20 0\nintr 1\n",
+		"meminfo": "MemTotal:        1012345 kB\nMemFree:          500000 kB\nMemAvailable:     800000 kB\n",
+		"loadavg": "0.52 0.31 0.10 1/123 456\n",
+		"net/dev": "Inter-|   Receive\n face |bytes packets\n    lo: 999 1 0 0 0 0 0 0 999 1 0 0 0 0 0 0\n  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n  eth1: 5 1 0 0 0 0 0 0 7 1 0 0 0 0 0 0\n",
 	}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(proc, name), []byte(body), 0o644); err != nil {
