@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"banger/internal/api"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -57,6 +58,11 @@ func (e *env) mcpCheck(t *testing.T) {
 	call("vm_exec", map[string]any{"vm": "m1", "argv": []string{"sh", "-c", "cat; hostname; echo err >&2; exit 4"}, "stdin": "in:"}, &ex)
 	if ex.ExitCode != 4 || ex.Stdout != "in:m1\n" || ex.Stderr != "err\n" {
 		t.Errorf("vm_exec = %+v", ex)
+	}
+	var stats struct{ Stats []api.VMStats }
+	call("vm_stats", map[string]any{"vm": "m1"}, &stats)
+	if len(stats.Stats) != 1 || stats.Stats[0].VM != "m1" || stats.Stats[0].MemTotal == 0 || stats.Stats[0].VMMRSS == 0 {
+		t.Errorf("vm_stats = %+v", stats)
 	}
 	var done struct{ Done bool }
 	call("vm_write_file", map[string]any{"vm": "m1", "path": "/root/notes/a.txt", "content": "from mcp\n"}, &done)

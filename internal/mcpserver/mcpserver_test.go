@@ -373,6 +373,7 @@ func TestTools_scopeIsTheVMsThisServerCreated(t *testing.T) {
 		"vm_delete":    {"vm": "other"},
 		"vm_read_file": {"vm": "other", "path": "/etc/hostname"},
 		"vm_ports":     {"vm": "other"},
+		"vm_stats":     {"vm": "other"},
 		"session_list": {"vm": "other"},
 		"vm_pause":     {"vm": "other"},
 		"vm_resume":    {"vm": "other"},
@@ -516,7 +517,7 @@ func TestTools_destructiveOnesSaySo(t *testing.T) {
 			t.Errorf("%s has no input schema", tool.Name)
 		}
 	}
-	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_logs", "vm_net", "vm_net_log", "session_start", "session_list", "session_logs", "session_stop"} {
+	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_stats", "vm_logs", "vm_net", "vm_net_log", "session_start", "session_list", "session_logs", "session_stop"} {
 		if !seen[name] {
 			t.Errorf("tool %s missing", name)
 		}

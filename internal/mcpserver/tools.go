@@ -197,6 +197,11 @@ type ListDirOut struct {
 	Truncated bool       `json:"truncated"`
 }
 
+// StatsOut is the result of vm_stats.
+type StatsOut struct {
+	Stats []api.VMStats `json:"stats"`
+}
+
 // PortsOut is the result of vm_ports.
 type PortsOut struct {
 	Ports []api.Port `json:"ports"`
@@ -301,6 +306,9 @@ func (s *Server) register() {
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_ports", Annotations: readOnly,
 		Description: "List the TCP and UDP ports listening in a VM, with their processes."},
 		logged(s, "vm_ports", s.ports))
+	mcp.AddTool(srv, &mcp.Tool{Name: "vm_stats", Annotations: readOnly,
+		Description: "Live figures of a running VM over about a second: guest CPU %, memory used/total, load, /root and overlay use, network bytes/s, and its VMM's CPU % and RSS on the host."},
+		logged(s, "vm_stats", s.stats))
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_logs", Annotations: readOnly,
 		Description: "The end of a VM's serial console log (boot and kernel messages)."},
 		logged(s, "vm_logs", s.logs))
@@ -755,6 +763,21 @@ func (s *Server) ports(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*
 		ps = []api.Port{}
 	}
 	return nil, PortsOut{Ports: ps}, err
+}
+
+func (s *Server) stats(ctx context.Context, _ *mcp.CallToolRequest, in VMRef) (*mcp.CallToolResult, StatsOut, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return nil, StatsOut{}, err
+	}
+	st, err := s.opt.Client.Stats(ctx, v.ID)
+	if err != nil {
+		return nil, StatsOut{}, err
+	}
+	for i := range st {
+		st[i].Error = capText(st[i].Error) // the agent's error can carry what the guest sent
+	}
+	return nil, StatsOut{Stats: st}, nil
 }
 
 // tail reads r to its end keeping the last n bytes; it reads at most
