@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"banger/internal/api"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"banger/internal/api"
 )
 
 // mcpCheck drives `banger mcp` over stdio with the SDK's own client, as a
