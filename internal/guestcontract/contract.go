@@ -89,18 +89,20 @@ const (
 	AgentUnitName = "banger-agent.service"
 )
 
-// AgentUnit is the text of AgentUnitName. It runs early (no default
-// dependencies, after local filesystems), before sshd and
-// network-online.target so the identity (hostname, address, keys, host
-// keys) is in place before they start, and tells systemd it is ready once
-// the identity is applied and the listeners run. Install it in UnitDir
+// AgentUnit is the text of AgentUnitName. It starts as soon as systemd
+// starts units: no default dependencies and no ordering after udev or
+// local filesystems, because the initramfs has already loaded the virtio
+// drivers (its udev coldplugs every device), mounted the root and /root,
+// and the agent finds its drives and port through /sys, not udev's
+// symlinks. It runs before sshd and network-online.target so the identity
+// (hostname, address, keys, host keys) is in place before they start, and
+// tells systemd it is ready once the identity is applied and the
+// listeners run. Install it in UnitDir
 // and enable it (a symlink in multi-user.target.wants).
 const AgentUnit = `[Unit]
 Description=banger guest agent
 Documentation=man:banger(1)
 DefaultDependencies=no
-After=local-fs.target systemd-udevd.service
-Wants=systemd-udevd.service
 Before=ssh.service sshd.service network-online.target shutdown.target
 Conflicts=shutdown.target
 

@@ -24,13 +24,24 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 `
 
+// sshdEarly starts sshd right after the agent has installed the VM's host
+// keys, rather than after all of sysinit (udev settling, tmpfiles, ...):
+// a create waits for sshd, and under TCG sysinit takes seconds.
+const sshdEarly = `# banger: sshd needs only the host keys the agent installs.
+[Unit]
+DefaultDependencies=no
+After=` + guestcontract.AgentUnitName + `
+Conflicts=shutdown.target
+Before=shutdown.target
+`
+
 // Configure prepares an unpacked root filesystem for the guest contract:
 // banger-agent installed at guestcontract.AgentPath and its unit enabled, sshd
 // limited to keys, no ssh host keys (the agent makes them per VM), root's
 // password locked, an empty machine-id (systemd makes one per boot), a
 // placeholder hostname, an empty fstab (the initramfs sets up the overlay
 // root), no resolv.conf from the build host, and no first-boot wizard or
-// periodic apt runs.
+// periodic apt runs or e2scrub.
 func Configure(tree, agentBin string, log io.Writer) error {
 	if log == nil {
 		log = io.Discard
@@ -53,6 +64,9 @@ func Configure(tree, agentBin string, log io.Writer) error {
 
 	step("sshd: keys only, no host keys")
 	if err := writeFile(tree, "/etc/ssh/sshd_config.d/banger.conf", sshdConfig, 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(tree, "/etc/systemd/system/ssh.service.d/banger.conf", sshdEarly, 0o644); err != nil {
 		return err
 	}
 	keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*"))
@@ -92,9 +106,11 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	}
 	os.Remove(filepath.Join(tree, "var/lib/dbus/machine-id"))
 
-	step("mask systemd-firstboot.service, disable apt timers")
-	if err := symlink(tree, "/etc/systemd/system/systemd-firstboot.service", "/dev/null"); err != nil {
-		return err
+	step("mask %s, disable apt timers", strings.Join(maskedUnits, ", "))
+	for _, u := range maskedUnits {
+		if err := symlink(tree, "/etc/systemd/system/"+u, "/dev/null"); err != nil {
+			return err
+		}
 	}
 	for _, t := range []string{"apt-daily.timer", "apt-daily-upgrade.timer"} {
 		p := filepath.Join(tree, "etc/systemd/system/timers.target.wants", t)
@@ -104,6 +120,11 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	}
 	return nil
 }
+
+// maskedUnits never run in a guest: the first-boot wizard, and e2scrub's
+// reaper and timer (scrubbing LVM snapshots of ext4 volumes a guest does
+// not have; the reaper alone costs seconds of a TCG boot's CPU).
+var maskedUnits = []string{"systemd-firstboot.service", "e2scrub_reap.service", "e2scrub_all.timer"}
 
 // installUnit writes unit text to guestcontract.UnitDir/name and enables
 // it the way `systemctl enable` does: a symlink in <target>.wants/ (or
