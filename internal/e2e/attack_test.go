@@ -419,25 +419,7 @@ func (w *world) dnsQueries() int {
 func (e *env) outside(t *testing.T) *world {
 	t.Helper()
 	o := e.outsideNS(t, "198.51.100.2", "198.51.100.53", "10.9.0.2", "169.254.169.254")
-	w := &world{counts: map[string]int{}, udp: make(chan string, 64)}
-	var udp net.PacketConn
-	if err := o.Do(func() (err error) { udp, err = net.ListenPacket("udp4", "198.51.100.2:7777"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { udp.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, _, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case w.udp <- string(buf[:n]):
-			default:
-			}
-		}
-	}()
+	w := &world{counts: map[string]int{}, udp: udpSink(t, o, "198.51.100.2:7777")}
 	for addr, name := range map[string]string{
 		"198.51.100.2:8080":  "public",
 		"10.9.0.2:8080":      "private",
@@ -508,4 +490,31 @@ func (e *env) outsideNS(t *testing.T, addrs ...string) *testenv.Netns {
 		}
 	}
 	return o
+}
+
+// udpSink listens on addr (UDP) in namespace o until the test ends and
+// hands each datagram's payload to the returned channel (dropping when 64
+// are waiting).
+func udpSink(t *testing.T, o *testenv.Netns, addr string) chan string {
+	t.Helper()
+	ch := make(chan string, 64)
+	var udp net.PacketConn
+	if err := o.Do(func() (err error) { udp, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, _, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case ch <- string(buf[:n]):
+			default:
+			}
+		}
+	}()
+	return ch
 }

@@ -108,7 +108,7 @@ func (w *egressWorld) queried(name string) int {
 func (e *env) egressOutside(t *testing.T) *egressWorld {
 	t.Helper()
 	o := e.outsideNS(t, goodIP, badIP, resolverIP, sinkIP)
-	w := &egressWorld{hits: map[string]int{}, queries: map[string]int{}, udp: make(chan string, 64)}
+	w := &egressWorld{hits: map[string]int{}, queries: map[string]int{}}
 	ca, leaf := testCerts(t, "good.test", "bad.test", "other.test")
 	w.caPEM = ca
 
@@ -165,24 +165,7 @@ func (e *env) egressOutside(t *testing.T) *egressWorld {
 		serve(ip+":80", who, false)
 		serve(ip+":8080", who, false)
 	}
-	var udp net.PacketConn
-	if err := o.Do(func() (err error) { udp, err = net.ListenPacket("udp4", sinkIP+":7777"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { udp.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, _, err := udp.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			select {
-			case w.udp <- string(buf[:n]):
-			default:
-			}
-		}
-	}()
+	w.udp = udpSink(t, o, sinkIP+":7777")
 	return w
 }
 

@@ -199,6 +199,17 @@ func (e *Engine) Forget(vmID string) {
 	delete(e.cas, vmID)
 }
 
+// policyOf returns the VM and policy of the policed guest at src.
+func (e *Engine) policyOf(src netip.Addr) (vmID string, p Policy, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.policed(src)
+	if !ok {
+		return "", Policy{}, false
+	}
+	return g.vmID, g.pol, true
+}
+
 // policed returns the guest at src when it is policed.
 func (e *Engine) policed(src netip.Addr) (*guest, bool) {
 	g, ok := e.guests[src.Unmap()]
@@ -215,14 +226,10 @@ func (e *Engine) policed(src netip.Addr) (*guest, bool) {
 // are logged as flows.
 func (e *Engine) AllowQuery(src netip.Addr, name string, qtype uint16) bool {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	e.mu.Lock()
-	g, ok := e.policed(src)
+	vmID, pol, ok := e.policyOf(src)
 	if !ok {
-		e.mu.Unlock()
 		return true
 	}
-	vmID, pol := g.vmID, g.pol
-	e.mu.Unlock()
 	reason := ""
 	switch {
 	case !pol.resolvable(name):
@@ -248,14 +255,10 @@ func (e *Engine) Learn(ctx context.Context, src netip.Addr, name string, addrs [
 	ttl = min(max(ttl, MinPassTTL), MaxPassTTL)
 	e.fwMu.Lock()
 	defer e.fwMu.Unlock()
-	e.mu.Lock()
-	g, ok := e.policed(src)
+	vmID, pol, ok := e.policyOf(src)
 	if !ok {
-		e.mu.Unlock()
 		return nil
 	}
-	vmID, pol := g.vmID, g.pol
-	e.mu.Unlock()
 	var passes []hostnet.Pass
 	var opened, refused []string
 	for _, a := range addrs {
