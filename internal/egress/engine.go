@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/hostnet"
+	"banger/internal/termsafe"
 )
 
 // Firewall is the part of the host network the engine drives
@@ -358,6 +359,9 @@ func (e *Engine) record(vmID string, f api.Flow) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	l := e.flows(vmID)
+	// Names and reasons can be the guest's (an HTTP Host of up to
+	// MaxHello bytes): the log keeps a bounded prefix of each.
+	f.Name, f.Addr, f.Reason = termsafe.Truncate(f.Name, MaxFlowText), termsafe.Truncate(f.Addr, MaxFlowText), termsafe.Truncate(f.Reason, MaxFlowText)
 	f.Seq, f.Time = l.next, e.now().UTC()
 	l.next++
 	switch f.Verdict {
@@ -371,10 +375,15 @@ func (e *Engine) record(vmID string, f api.Flow) {
 		l.ring = l.ring[:LogSize-1]
 	}
 	l.ring = append(l.ring, f)
+	// Debug, not info: a guest decides how often this happens, and the
+	// flow log, bounded, is where a user reads it.
 	if f.Verdict == api.FlowDeny {
-		e.log.Info("egress denied", "vm", vmID, "kind", f.Kind, "name", f.Name, "addr", f.Addr, "reason", f.Reason)
+		e.log.Debug("egress denied", "vm", vmID, "kind", f.Kind, "name", f.Name, "addr", f.Addr, "reason", f.Reason)
 	}
 }
+
+// MaxFlowText bounds each text field of a flow, in bytes.
+const MaxFlowText = 512
 
 // Counts returns how many flows of the VM vmID were allowed and denied.
 func (e *Engine) Counts(vmID string) (allowed, denied uint64) {

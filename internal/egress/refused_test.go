@@ -2,8 +2,10 @@ package egress
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"banger/internal/api"
 	"banger/internal/hostnet"
@@ -42,5 +44,16 @@ func TestEngine_Refused(t *testing.T) {
 	}
 	if _, denied := e.Counts("vm1"); denied != 3 {
 		t.Errorf("denied = %d, want 3", denied)
+	}
+}
+
+// TestEngine_recordBoundsGuestText: a guest's giant Host or invalid
+// UTF-8 is stored cut to MaxFlowText bytes of valid text.
+func TestEngine_recordBoundsGuestText(t *testing.T) {
+	e := New(nil, func(netip.Addr) bool { return false }, nil)
+	e.record("vm1", api.Flow{Kind: api.FlowHTTP, Verdict: api.FlowDeny, Name: strings.Repeat("é", MaxHello/2) + "\xff", Reason: "x"})
+	f := e.Log("vm1", 0).Flows[0]
+	if len(f.Name) > MaxFlowText || !utf8.ValidString(f.Name) || !strings.HasSuffix(f.Name, "…") || f.Reason != "x" {
+		t.Errorf("stored name of %d bytes (valid %v): %q…", len(f.Name), utf8.ValidString(f.Name), f.Name[:16])
 	}
 }

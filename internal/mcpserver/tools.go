@@ -16,6 +16,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/stream"
+	"banger/internal/termsafe"
 )
 
 // Output bounds. A guest is untrusted: whatever it sends back is cut at
@@ -521,18 +522,7 @@ func capNetLog(lg api.NetLog) NetLogOut {
 
 // capText cuts s to MaxFlowText bytes on a character boundary, marking a
 // cut with "…", and replaces invalid UTF-8.
-func capText(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= MaxFlowText {
-		return s
-	}
-	const mark = "…"
-	cut := MaxFlowText - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
-}
+func capText(s string) string { return termsafe.Truncate(s, MaxFlowText) }
 
 func (s *Server) delete(ctx context.Context, _ *mcp.CallToolRequest, in DeleteIn) (*mcp.CallToolResult, DoneOut, error) {
 	v, err := s.vm(ctx, in.VM)
