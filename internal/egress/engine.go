@@ -200,6 +200,17 @@ func (e *Engine) Forget(vmID string) {
 	delete(e.cas, vmID)
 }
 
+// vmAt returns the VM bound at src, policed or not.
+func (e *Engine) vmAt(src netip.Addr) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g, ok := e.guests[src.Unmap()]
+	if !ok {
+		return "", false
+	}
+	return g.vmID, true
+}
+
 // policyOf returns the VM and policy of the policed guest at src.
 func (e *Engine) policyOf(src netip.Addr) (vmID string, p Policy, ok bool) {
 	e.mu.Lock()
@@ -423,13 +434,11 @@ const refusedRepeat = 10 * time.Second
 // Refused records a packet the firewall dropped for a policed guest (from
 // hostnet's refused-packet log).
 func (e *Engine) Refused(r hostnet.Refused) {
-	e.mu.Lock()
-	g, ok := e.guests[r.Src.Unmap()]
+	vmID, ok := e.vmAt(r.Src)
 	if !ok {
-		e.mu.Unlock()
 		return
 	}
-	vmID := g.vmID
+	e.mu.Lock()
 	l := e.flows(vmID)
 	if n := len(l.ring); n > 0 {
 		last := l.ring[n-1]

@@ -234,14 +234,7 @@ func withVerdict(f api.Flow, v string) api.Flow {
 // deny logs a refused connection against the guest at src, when it is
 // one the engine knows.
 func (p *Proxy) deny(src netip.Addr, f api.Flow) {
-	p.Engine.mu.Lock()
-	g, ok := p.Engine.guests[src.Unmap()]
-	var vmID string
-	if ok {
-		vmID = g.vmID
-	}
-	p.Engine.mu.Unlock()
-	if ok {
+	if vmID, ok := p.Engine.vmAt(src); ok {
 		p.Engine.record(vmID, withVerdict(f, api.FlowDeny))
 	}
 }
