@@ -221,14 +221,20 @@ type ErrorBody struct {
 	Code  string `json:"code,omitempty"`
 }
 
-// Error codes carried in error bodies.
+// Error codes carried in error bodies. The host decides on these, never
+// on an error's text; a code an older host does not know reads as a
+// failure of the guest, so add one only with a host that handles it.
 const (
 	CodeUnauthorized    = "unauthorized"
 	CodeBadRequest      = "bad_request"
 	CodeNotFound        = "not_found"
 	CodeCommandNotFound = "command_not_found"
-	CodeConflict        = "conflict"
-	CodeInternal        = "internal"
+	// CodeNoWorkingDir refuses an exec or session whose working directory
+	// does not exist in the guest (HTTP 400, as bad_request; agents that
+	// predate it sent bad_request).
+	CodeNoWorkingDir = "no_working_dir"
+	CodeConflict     = "conflict"
+	CodeInternal     = "internal"
 )
 
 // Session states, as reported in SessionInfo.State.

@@ -36,6 +36,7 @@ import (
 	"banger/internal/hostnet"
 	"banger/internal/imagectl"
 	"banger/internal/operation"
+	"banger/internal/sessionctl"
 	"banger/internal/sshkey"
 	"banger/internal/store"
 	"banger/internal/vmctl"
@@ -94,6 +95,8 @@ type Daemon struct {
 
 	// VMs runs VM lifecycles (vmsys.go).
 	VMs *vmctl.Manager
+	// Sessions runs guest sessions and workspaces (session.go).
+	Sessions *sessionctl.Manager
 	// sshKey and knownHosts are banger's ssh identity and pinned guest
 	// host keys.
 	sshKey     sshkey.Key

@@ -136,6 +136,7 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		KnownHosts:    d.knownHosts,
 		Logger:        d.Logger.With("component", "vmctl"),
 	})
+	d.Sessions = d.newSessions()
 	if err := d.VMs.Reconcile(ctx); err != nil {
 		d.Logger.Warn("reconcile", logKeyErr, err)
 	}

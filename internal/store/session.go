@@ -14,6 +14,9 @@ const (
 	SessionRunning  = "running"
 	SessionExited   = "exited" // ExitCode holds the status
 	SessionFailed   = "failed" // never launched; Diagnostics says why
+	// SessionLost is a session the guest forgot while it ran (its agent
+	// restarted or the VM rebooted): it ended, with no exit status.
+	SessionLost = "lost"
 )
 
 // Session is the durable metadata of a long-lived command the agent runs in
@@ -25,9 +28,9 @@ type Session struct {
 	Cwd         string
 	EnvNames    []string
 	PTY         bool
-	State       string // SessionStarting, SessionRunning, SessionExited, SessionFailed
+	State       string // SessionStarting, SessionRunning, SessionExited, SessionFailed, SessionLost
 	ExitCode    *int   // nil until the command exits
-	Diagnostics string // launch diagnostics (missing cwd, command not found)
+	Diagnostics string // why it failed or was lost (missing cwd, command not found, agent restart)
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 }
@@ -42,10 +45,18 @@ func validateSession(ss Session) error {
 		return fmt.Errorf("empty name: %w", ErrInvalid)
 	case len(ss.Command) == 0:
 		return fmt.Errorf("empty command: %w", ErrInvalid)
-	case ss.State != SessionStarting && ss.State != SessionRunning && ss.State != SessionExited && ss.State != SessionFailed:
+	case !validSessionState(ss.State):
 		return fmt.Errorf("unknown state %q: %w", ss.State, ErrInvalid)
 	}
 	return nil
+}
+
+func validSessionState(st string) bool {
+	switch st {
+	case SessionStarting, SessionRunning, SessionExited, SessionFailed, SessionLost:
+		return true
+	}
+	return false
 }
 
 // CreateSession records ss. CreatedAt and UpdatedAt default to the store

@@ -67,6 +67,16 @@ func TestSession_crud(t *testing.T) {
 	if err := s.CreateSession(ctx, Session{VMID: "vm1", Name: "b", Command: []string{"true"}, State: SessionFailed, Diagnostics: "cwd /nope missing"}); err != nil {
 		t.Fatal(err)
 	}
+	lost, err := s.UpdateSession(ctx, "vm1", "b", func(ss *Session) error {
+		ss.State, ss.Diagnostics = SessionLost, "agent restarted"
+		return nil
+	})
+	if err != nil || lost.State != SessionLost {
+		t.Errorf("mark lost: %+v, %v", lost, err)
+	}
+	if _, err := s.UpdateSession(ctx, "vm1", "b", func(ss *Session) error { ss.State = "gone"; return nil }); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown state: %v, want ErrInvalid", err)
+	}
 	list, err := s.ListSessions(ctx, "vm1")
 	if err != nil || len(list) != 2 || list[0].Name != "agent" || list[1].Name != "b" || list[1].EnvNames != nil {
 		t.Errorf("ListSessions = %+v, %v", list, err)

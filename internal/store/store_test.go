@@ -152,6 +152,13 @@ var seeds = map[int][]string{
 		`INSERT INTO leases (ip, vm_id, created_at) VALUES ('10.77.0.2', 'vm1aaaa', '2024-05-06T07:08:09.000000000Z')`,
 		`INSERT INTO sessions (vm_id, name, command, cwd, env_names, pty, state, exit_code, diagnostics, created_at, updated_at)
 		 VALUES ('vm1aaaa', 's1', '["sh","-c","sleep 1"]', '/root', '["HOME"]', 1, 'exited', 0, '', '2024-05-06T07:08:09.000000000Z', '2024-05-06T07:08:09.000000000Z')`,
+		// Before 0004 a lost session was an exit without a code whose
+		// diagnostics began with "lost:".
+		`INSERT INTO sessions (vm_id, name, command, cwd, env_names, pty, state, exit_code, diagnostics, created_at, updated_at)
+		 VALUES ('vm1aaaa', 'gone', '["agent"]', '/root', '[]', 0, 'exited', NULL, 'lost: the guest no longer runs this session (agent restart or VM reboot)', '2024-05-06T07:08:10.000000000Z', '2024-05-06T07:08:10.000000000Z')`,
+		// An exit that only mentions the word keeps its state.
+		`INSERT INTO sessions (vm_id, name, command, cwd, env_names, pty, state, exit_code, diagnostics, created_at, updated_at)
+		 VALUES ('vm1aaaa', 'done', '["true"]', '/root', '[]', 0, 'exited', 3, 'lost: but it had exited', '2024-05-06T07:08:11.000000000Z', '2024-05-06T07:08:11.000000000Z')`,
 	},
 }
 
@@ -214,6 +221,15 @@ func TestMigrate_fromEveryVersion(t *testing.T) {
 				sess, err := s.GetSession(ctx, "vm1aaaa", "s1")
 				if err != nil || !cmp.Equal(sess.Command, []string{"sh", "-c", "sleep 1"}) || sess.ExitCode == nil || *sess.ExitCode != 0 {
 					t.Errorf("session after migration = %+v, %v", sess, err)
+				}
+				gone, err := s.GetSession(ctx, "vm1aaaa", "gone")
+				if err != nil || gone.State != SessionLost || gone.ExitCode != nil ||
+					gone.Diagnostics != "the guest no longer runs this session (agent restart or VM reboot)" {
+					t.Errorf("lost session after migration = %+v, %v; want state lost without the prefix", gone, err)
+				}
+				done, err := s.GetSession(ctx, "vm1aaaa", "done")
+				if err != nil || done.State != SessionExited || done.Diagnostics != "lost: but it had exited" {
+					t.Errorf("exited session after migration = %+v, %v; want it unchanged", done, err)
 				}
 			}
 			// The migrated database accepts new rows of every kind.

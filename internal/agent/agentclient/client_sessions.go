@@ -15,8 +15,9 @@ import (
 
 // StartSession launches a long-lived command under the agent, detached
 // from any connection (POST /sessions). It fails with CodeCommandNotFound
-// or CodeBadRequest (the working directory) before anything runs, and
-// with CodeConflict when a session of that name is running.
+// or CodeNoWorkingDir (CodeBadRequest from agents that predate it) before
+// anything runs, and with CodeConflict when a session of that name is
+// running.
 func (c *Client) StartSession(ctx context.Context, req agent.SessionRequest) (agent.SessionInfo, error) {
 	var info agent.SessionInfo
 	err := c.sendJSON(ctx, http.MethodPost, agent.PathSessions, req, &info)

@@ -132,7 +132,7 @@ func (s *Server) prepareCmd(argv, extraEnv []string, dir string, tty bool) (*exe
 		}
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, agent.CodeBadRequest, fmt.Errorf("working directory %s does not exist", dir)
+		return nil, agent.CodeNoWorkingDir, fmt.Errorf("working directory %s does not exist", dir)
 	}
 	path, err := lookPath(argv[0], env)
 	if err != nil {

@@ -281,7 +281,7 @@ func TestClient_ExecErrors(t *testing.T) {
 		wantMsg  string
 	}{
 		{"command not found", agent.ExecRequest{Argv: []string{"no-such-command-xyz"}}, agent.CodeCommandNotFound, "no-such-command-xyz: command not found"},
-		{"missing dir", agent.ExecRequest{Argv: []string{"true"}, Dir: "/no/such/dir"}, agent.CodeBadRequest, "working directory /no/such/dir does not exist"},
+		{"missing dir", agent.ExecRequest{Argv: []string{"true"}, Dir: "/no/such/dir"}, agent.CodeNoWorkingDir, "working directory /no/such/dir does not exist"},
 		{"bad env", agent.ExecRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, agent.CodeBadRequest, "want KEY=VALUE"},
 		{"PATH from the request", agent.ExecRequest{Argv: []string{"sh"}, Env: []string{"PATH=/nonexistent"}}, agent.CodeCommandNotFound, "sh: command not found"},
 	}

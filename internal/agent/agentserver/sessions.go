@@ -21,6 +21,7 @@ import (
 	"github.com/creack/pty"
 
 	"banger/internal/agent"
+	"banger/internal/atomicfile"
 	"banger/internal/stream"
 )
 
@@ -318,15 +319,17 @@ func (ss *session) snapshot() agent.SessionInfo {
 	return info
 }
 
+// saveMeta records the session's state in its meta.json through
+// atomicfile. A failure is logged rather than returned: the live session
+// goes on, and only a later agent process would read the stale state.
 func (ss *session) saveMeta() {
 	info := ss.snapshot()
 	b, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(ss.dir, "meta.json"), b, 0o600)
 	}
-	tmp := filepath.Join(ss.dir, ".meta.json.tmp")
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		_ = os.Rename(tmp, filepath.Join(ss.dir, "meta.json"))
+	if err != nil && ss.owner.server != nil {
+		ss.owner.server.logger().Warn("save session state", "session", info.Name, "err", err)
 	}
 }
 
@@ -432,9 +435,10 @@ func (s *Server) sessionRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+agent.PathSessions+"/{name}/attach", withSession(s.handleSessionAttach))
 }
 
+// statusFor is the HTTP status of an error code.
 func statusFor(code string) int {
 	switch code {
-	case agent.CodeBadRequest:
+	case agent.CodeBadRequest, agent.CodeNoWorkingDir:
 		return http.StatusBadRequest
 	case agent.CodeNotFound, agent.CodeCommandNotFound:
 		return http.StatusNotFound

@@ -3,8 +3,12 @@ package agentserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +16,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/agent/agenttest"
+	"banger/internal/wait"
 )
 
 func sessionServer(t *testing.T, dir string, maxLog int64) *agentclient.Client {
@@ -149,15 +154,18 @@ func TestSessions_StdinPTYAndFollow(t *testing.T) {
 	}
 
 	for _, tt := range []struct {
-		req  agent.SessionRequest
-		code string
+		req    agent.SessionRequest
+		code   string
+		status int
 	}{
-		{agent.SessionRequest{Argv: []string{"no-such-cmd-q"}}, agent.CodeCommandNotFound},
-		{agent.SessionRequest{Argv: []string{"true"}, Dir: "/no/where"}, agent.CodeBadRequest},
-		{agent.SessionRequest{Name: "../x", Argv: []string{"true"}}, agent.CodeBadRequest},
+		{agent.SessionRequest{Argv: []string{"no-such-cmd-q"}}, agent.CodeCommandNotFound, http.StatusNotFound},
+		{agent.SessionRequest{Argv: []string{"true"}, Dir: "/no/where"}, agent.CodeNoWorkingDir, http.StatusBadRequest},
+		{agent.SessionRequest{Name: "../x", Argv: []string{"true"}}, agent.CodeBadRequest, http.StatusBadRequest},
 	} {
-		if _, err := c.StartSession(agenttest.CtxTimeout(t, 5*time.Second), tt.req); !agentclient.IsCode(err, tt.code) {
-			t.Errorf("%+v: err = %v, want %s", tt.req, err, tt.code)
+		_, err := c.StartSession(agenttest.CtxTimeout(t, 5*time.Second), tt.req)
+		var ae *agentclient.APIError
+		if !errors.As(err, &ae) || ae.Code != tt.code || ae.Status != tt.status {
+			t.Errorf("%+v: err = %v, want %s (%d)", tt.req, err, tt.code, tt.status)
 		}
 	}
 }
@@ -193,7 +201,23 @@ func TestSessions_LostAfterAgentRestart(t *testing.T) {
 	if _, err := c.StartSession(agenttest.CtxTimeout(t, 10*time.Second), agent.SessionRequest{Name: "sleeper", Argv: []string{"sleep", "30"}}); err != nil {
 		t.Fatal(err)
 	}
-	defer c.SignalSession(context.Background(), "sleeper", "KILL")
+	// Before the temp dir goes: end the session and wait until its last
+	// state is on disk, so no write races the removal.
+	t.Cleanup(func() {
+		if err := c.SignalSession(context.Background(), "sleeper", "KILL"); err != nil {
+			t.Error(err)
+			return
+		}
+		meta := filepath.Join(dir, "sleeper", "meta.json")
+		err := wait.Until(agenttest.CtxTimeout(t, 20*time.Second), 10*time.Millisecond, func() (bool, error) {
+			var info agent.SessionInfo
+			b, err := os.ReadFile(meta)
+			return err == nil && json.Unmarshal(b, &info) == nil && info.State == agent.SessionExited, nil
+		})
+		if err != nil {
+			t.Errorf("session state never saved as exited: %v", err)
+		}
+	})
 	ss, err := NewSessions(dir, 0)
 	if err != nil {
 		t.Fatal(err)

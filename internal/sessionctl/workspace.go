@@ -1,0 +1,236 @@
+package sessionctl
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"banger/internal/agent"
+	"banger/internal/agent/agentclient"
+	"banger/internal/api"
+	"banger/internal/workspace"
+)
+
+// Guest paths of a workspace transfer: the tar is unpacked next to
+// /root/repo (same filesystem) and swapped in; pull bundles are written
+// on the work disk, not in the guest's memory.
+const (
+	workspaceIncoming = "/root/.banger-repo.incoming"
+	workspaceBundle   = "/root/.banger-pull.bundle"
+	// maxChanges bounds the `git status` text kept in a WorkspaceStatus.
+	maxChanges = 4 << 10
+	// maxGuestOutput bounds what guestRun keeps of a command's output.
+	maxGuestOutput = 1 << 20
+	// maxExcludes bounds the commits a bundle request may name.
+	maxExcludes = 256
+)
+
+// cappedBuffer keeps the first max bytes written to it and drops the rest.
+type cappedBuffer struct {
+	b   strings.Builder
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if room := c.max - c.b.Len(); room > 0 {
+		c.b.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// guestRun runs argv in the guest's /root and returns its (bounded)
+// stdout and stderr and exit code.
+func guestRun(ctx context.Context, c WorkspaceAgent, argv ...string) (string, string, int, error) {
+	out, errb := &cappedBuffer{max: maxGuestOutput}, &cappedBuffer{max: maxGuestOutput}
+	st, err := c.Exec(ctx, agent.ExecRequest{Argv: argv, Dir: "/root"}, agentclient.ExecIO{Stdout: out, Stderr: errb})
+	if err != nil {
+		return out.b.String(), errb.b.String(), -1, err
+	}
+	return out.b.String(), errb.b.String(), st.Code, nil
+}
+
+// statusScript reports on /root/repo: "missing", or "git" then the HEAD
+// commit, the branch and `git status --porcelain`, or "plain" then up to
+// 50 names it holds.
+const statusScript = `cd ` + workspace.GuestDir + ` 2>/dev/null || { echo missing; exit 0; }
+if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "` + workspace.GuestDir + `" ]; then
+  echo git
+  git rev-parse -q --verify HEAD || echo
+  git symbolic-ref -q --short HEAD || echo
+  git status --porcelain || exit 3
+else
+  echo plain
+  ls -A | head -n 50
+fi`
+
+// parseStatus turns statusScript's output into a WorkspaceStatus.
+func parseStatus(out string) (api.WorkspaceStatus, error) {
+	st := api.WorkspaceStatus{Path: workspace.GuestDir}
+	lines := strings.Split(out, "\n")
+	switch lines[0] {
+	case "missing":
+		return st, nil
+	case "git":
+		if len(lines) < 3 {
+			return st, fmt.Errorf("workspace status: short answer %q", out)
+		}
+		st.Exists, st.Git = true, true
+		st.Head, st.Branch = strings.TrimSpace(lines[1]), strings.TrimSpace(lines[2])
+		st.Changes = strings.TrimRight(strings.Join(lines[3:], "\n"), "\n")
+	case "plain":
+		st.Exists = true
+		st.Changes = strings.TrimRight(strings.Join(lines[1:], "\n"), "\n")
+	default:
+		return st, fmt.Errorf("workspace status: unexpected answer %q", out)
+	}
+	st.Dirty = st.Changes != ""
+	if len(st.Changes) > maxChanges {
+		st.Changes = st.Changes[:maxChanges] + "\n..."
+	}
+	return st, nil
+}
+
+// status runs statusScript in the guest.
+func (m *Manager) status(ctx context.Context, c WorkspaceAgent) (api.WorkspaceStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opt.WorkspaceTimeout)
+	defer cancel()
+	out, errOut, code, err := guestRun(ctx, c, "sh", "-c", statusScript)
+	if err != nil {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "workspace status: %v", err)
+	}
+	if code != 0 {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "workspace status: exit %d: %s", code, strings.TrimSpace(errOut))
+	}
+	return parseStatus(out)
+}
+
+// WorkspaceStatus reports on /root/repo in VM ref's guest.
+func (m *Manager) WorkspaceStatus(ctx context.Context, ref string) (api.WorkspaceStatus, error) {
+	c, _, err := m.opt.Agents.Agent(ctx, ref)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	return m.status(ctx, c)
+}
+
+// PrepareWorkspace unpacks tarStream next to /root/repo in VM ref's
+// guest and swaps it in. A dirty /root/repo is a conflict unless force.
+func (m *Manager) PrepareWorkspace(ctx context.Context, ref string, tarStream io.Reader, force bool) (api.WorkspaceStatus, error) {
+	c, vm, err := m.opt.Agents.Agent(ctx, ref)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	if !force {
+		st, err := m.status(ctx, c)
+		if err != nil {
+			return api.WorkspaceStatus{}, err
+		}
+		if st.Dirty {
+			return api.WorkspaceStatus{}, api.Errorf(api.CodeConflict, "vm %s: %s has changes not committed in the guest:\n%s\n(commit or pull them first, or replace them with --force)", vm.Name, workspace.GuestDir, st.Changes)
+		}
+	}
+	if _, errOut, code, err := guestRun(ctx, c, "rm", "-rf", workspaceIncoming); err != nil || code != 0 {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: clear %s: %v %s", vm.Name, workspaceIncoming, err, errOut)
+	}
+	if err := c.Upload(ctx, workspaceIncoming, tarStream); err != nil {
+		_, _, _, _ = guestRun(context.WithoutCancel(ctx), c, "rm", "-rf", workspaceIncoming)
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: upload workspace: %v", vm.Name, err)
+	}
+	swap := fmt.Sprintf("rm -rf %s && mv %s %s", workspace.GuestDir, workspaceIncoming, workspace.GuestDir)
+	if _, errOut, code, err := guestRun(ctx, c, "sh", "-c", swap); err != nil || code != 0 {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: install workspace: %v %s", vm.Name, err, strings.TrimSpace(errOut))
+	}
+	st, err := m.status(ctx, c)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	m.log.Info("workspace prepared", logKeyVM, vm.Name, "head", st.Head, "dirty", st.Dirty)
+	return st, nil
+}
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
+
+// bundleNothingNew is bundleScript's exit status when the guest's HEAD
+// holds no commit the excluded ones do not (git refuses an empty bundle).
+const bundleNothingNew = 4
+
+// bundleScript bundles HEAD of /root/repo into $1, leaving out the
+// commits given after it that the guest has.
+var bundleScript = `out=$1; shift
+cd ` + workspace.GuestDir + ` || exit 2
+for c in "$@"; do shift; git cat-file -e "$c^{commit}" 2>/dev/null && set -- "$@" "^$c"; done
+if git rev-parse -q --verify HEAD >/dev/null && [ -z "$(git rev-list -n 1 HEAD "$@")" ]; then exit ` + strconv.Itoa(bundleNothingNew) + `; fi
+git bundle create -q "$out" HEAD "$@"`
+
+// Bundle is a git bundle read from the guest. Close it: that also removes
+// the guest's copy.
+type Bundle struct {
+	// Size is the bundle's length in bytes.
+	Size int64
+	r    io.Reader
+	once sync.Once
+	done func()
+}
+
+// Read reads the bundle.
+func (b *Bundle) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// Close ends the download and removes the bundle in the guest; later
+// calls do nothing.
+func (b *Bundle) Close() error {
+	b.once.Do(b.done)
+	return nil
+}
+
+// WorkspaceBundle makes a git bundle of the guest workspace's HEAD in VM
+// ref, without what the exclude commits (which the host has) already
+// hold. Nothing new to bundle is a conflict.
+func (m *Manager) WorkspaceBundle(ctx context.Context, ref string, exclude []string) (*Bundle, error) {
+	if len(exclude) > maxExcludes {
+		return nil, api.Errorf(api.CodeInvalid, "bundle: at most %d exclude commits", maxExcludes)
+	}
+	for _, e := range exclude {
+		if !commitRE.MatchString(e) {
+			return nil, api.Errorf(api.CodeInvalid, "bundle: exclude %q is not a full commit id", e)
+		}
+	}
+	c, vm, err := m.opt.Agents.Agent(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	cleanup := func() { _, _, _, _ = guestRun(context.WithoutCancel(ctx), c, "rm", "-f", workspaceBundle) }
+	argv := append([]string{"sh", "-c", bundleScript, "sh", workspaceBundle}, exclude...)
+	_, errOut, code, err := guestRun(ctx, c, argv...)
+	if err != nil {
+		cleanup()
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: bundle workspace: %v", vm.Name, err)
+	}
+	switch code {
+	case 0:
+	case bundleNothingNew:
+		cleanup()
+		return nil, api.Errorf(api.CodeConflict, "vm %s: nothing to pull: the host already has the guest's commits", vm.Name)
+	default:
+		cleanup()
+		return nil, api.Errorf(api.CodeInvalid, "vm %s: bundle %s: %s", vm.Name, workspace.GuestDir, strings.TrimSpace(errOut))
+	}
+	body, err := c.Download(ctx, workspaceBundle)
+	if err != nil {
+		cleanup()
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: download bundle: %v", vm.Name, err)
+	}
+	tr := tar.NewReader(body)
+	h, err := tr.Next()
+	if err != nil || h.Typeflag != tar.TypeReg {
+		body.Close()
+		cleanup()
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: download bundle: %v", vm.Name, errors.Join(err, errors.New("no bundle file in the answer")))
+	}
+	return &Bundle{Size: h.Size, r: io.LimitReader(tr, h.Size), done: func() { body.Close(); cleanup() }}, nil
+}

@@ -1,0 +1,145 @@
+package sessionctl
+
+import (
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"banger/internal/api"
+)
+
+func TestParseStatus(t *testing.T) {
+	sha := "0123456789abcdef0123456789abcdef01234567"
+	tests := []struct {
+		out  string
+		want api.WorkspaceStatus
+		err  bool
+	}{
+		{out: "missing\n", want: api.WorkspaceStatus{Path: "/root/repo"}},
+		{out: "git\n" + sha + "\nmain\n", want: api.WorkspaceStatus{Path: "/root/repo", Exists: true, Git: true, Head: sha, Branch: "main"}},
+		{out: "git\n\n\n?? new.txt\n M README\n", want: api.WorkspaceStatus{Path: "/root/repo", Exists: true, Git: true, Dirty: true, Changes: "?? new.txt\n M README"}},
+		{out: "plain\n", want: api.WorkspaceStatus{Path: "/root/repo", Exists: true}},
+		{out: "plain\nfile\n", want: api.WorkspaceStatus{Path: "/root/repo", Exists: true, Dirty: true, Changes: "file"}},
+		{out: "git\n", err: true},
+		{out: "", err: true},
+	}
+	for _, tt := range tests {
+		got, err := parseStatus(tt.out)
+		if (err != nil) != tt.err || (!tt.err && got != tt.want) {
+			t.Errorf("parseStatus(%q) = %+v, %v; want %+v", tt.out, got, err, tt.want)
+		}
+	}
+	long, err := parseStatus("plain\n" + strings.Repeat("f\n", maxChanges))
+	if err != nil || len(long.Changes) != maxChanges+len("\n...") {
+		t.Errorf("long status kept %d bytes, %v", len(long.Changes), err)
+	}
+}
+
+// isStatus reports whether argv runs the status script.
+func isStatus(argv []string) bool { return len(argv) == 3 && argv[2] == statusScript }
+
+func TestManager_PrepareWorkspace(t *testing.T) {
+	ctx := ctxT(t)
+	h := newHarness(t, Options{})
+	_, g := h.addVM(t, "box", true)
+	dirty := true
+	g.exec = func(argv []string) (string, string, int) {
+		if isStatus(argv) {
+			if dirty {
+				return "git\n\nmain\n M file\n", "", 0
+			}
+			return "git\nabc\nmain\n", "", 0
+		}
+		return "", "", 0
+	}
+	if _, err := h.m.PrepareWorkspace(ctx, "box", strings.NewReader("tar"), false); api.CodeOf(err) != api.CodeConflict || !strings.Contains(err.Error(), " M file") {
+		t.Fatalf("prepare over a dirty workspace: %v, want conflict naming the change", err)
+	}
+	if len(g.uploaded) != 0 {
+		t.Fatal("uploaded over a dirty workspace")
+	}
+	dirty = false // what the swap leaves
+	st, err := h.m.PrepareWorkspace(ctx, "box", strings.NewReader("tar"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(g.uploaded[workspaceIncoming]) != "tar" {
+		t.Errorf("uploaded %v", g.uploaded)
+	}
+	var ran []string
+	for _, argv := range g.execLog() {
+		if !isStatus(argv) {
+			ran = append(ran, strings.Join(argv, " "))
+		}
+	}
+	want := []string{"rm -rf " + workspaceIncoming, "sh -c rm -rf /root/repo && mv " + workspaceIncoming + " /root/repo"}
+	if !slices.Equal(ran, want) {
+		t.Errorf("guest ran %q, want %q", ran, want)
+	}
+	if !st.Git || st.Dirty || st.Head != "abc" {
+		t.Errorf("status after prepare = %+v", st)
+	}
+	h.addVM(t, "off", false)
+	if _, err := h.m.WorkspaceStatus(ctx, "off"); api.CodeOf(err) != api.CodeConflict {
+		t.Errorf("status of a stopped vm: %v, want conflict", err)
+	}
+}
+
+func TestManager_WorkspaceBundle(t *testing.T) {
+	ctx := ctxT(t)
+	h := newHarness(t, Options{})
+	_, g := h.addVM(t, "box", true)
+	sha := strings.Repeat("a", 40)
+	if _, err := h.m.WorkspaceBundle(ctx, "box", []string{"HEAD"}); api.CodeOf(err) != api.CodeInvalid {
+		t.Errorf("exclude HEAD: %v, want invalid", err)
+	}
+	if _, err := h.m.WorkspaceBundle(ctx, "box", make([]string, maxExcludes+1)); api.CodeOf(err) != api.CodeInvalid {
+		t.Errorf("too many excludes: %v, want invalid", err)
+	}
+
+	code, stderr := bundleNothingNew, ""
+	g.exec = func(argv []string) (string, string, int) {
+		if argv[0] == "sh" && argv[2] == bundleScript {
+			return "", stderr, code
+		}
+		return "", "", 0
+	}
+	if _, err := h.m.WorkspaceBundle(ctx, "box", []string{sha}); api.CodeOf(err) != api.CodeConflict {
+		t.Errorf("nothing new: %v, want conflict", err)
+	}
+	code, stderr = 128, "fatal: bad revision"
+	if _, err := h.m.WorkspaceBundle(ctx, "box", nil); api.CodeOf(err) != api.CodeInvalid || !strings.Contains(err.Error(), "bad revision") {
+		t.Errorf("git failed: %v, want invalid with its stderr", err)
+	}
+
+	code = 0
+	g.files[workspaceBundle] = []byte("# v2 git bundle\n")
+	b, err := h.m.WorkspaceBundle(ctx, "box", []string{sha})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(b)
+	if err != nil || string(data) != "# v2 git bundle\n" || b.Size != int64(len(data)) {
+		t.Errorf("bundle %q (size %d), %v", data, b.Size, err)
+	}
+	b.Close()
+	b.Close()
+	var rms int
+	var bundled []string
+	for _, argv := range g.execLog() {
+		if slices.Equal(argv, []string{"rm", "-f", workspaceBundle}) {
+			rms++
+		}
+		if argv[0] == "sh" && argv[2] == bundleScript {
+			bundled = argv[3:]
+		}
+	}
+	// One cleanup per bundle attempt that reached the guest (three).
+	if rms != 3 {
+		t.Errorf("guest bundle removed %d times, want 3", rms)
+	}
+	if !slices.Equal(bundled, []string{"sh", workspaceBundle, sha}) {
+		t.Errorf("bundle script args %q", bundled)
+	}
+}
