@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"banger/internal/units"
 )
 
 // Set with -ldflags -X; see the package documentation.
@@ -64,10 +66,7 @@ func versionFromBuildInfo() string {
 	if rev == "" {
 		return "devel"
 	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	v := "devel-" + rev
+	v := "devel-" + units.ShortID(rev)
 	if dirty {
 		v += "-dirty"
 	}

@@ -15,6 +15,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/buildinfo"
+	"banger/internal/wait"
 )
 
 // EnvBangerdBin names the bangerd binary to start, overriding the lookup
@@ -84,24 +85,26 @@ const idlePoll = 500 * time.Millisecond
 // --replace-daemon it first waits, saying so, until that is zero.
 func (a *app) waitIdle(ctx context.Context, c *api.Client, v api.VersionInfo) (int, error) {
 	said := false
-	for {
+	ops := 0
+	err := wait.Until(ctx, idlePoll, func() (bool, error) {
 		st, err := c.Status(ctx)
 		if err != nil {
-			return 0, err
+			return false, err
 		}
-		if st.Operations == 0 || !a.replaceDaemon {
-			return st.Operations, nil
+		ops = st.Operations
+		if ops == 0 || !a.replaceDaemon {
+			return true, nil
 		}
 		if !said {
-			fmt.Fprintf(a.streams.ErrOut, "waiting for %d operation(s) of bangerd %s (pid %d) to finish before replacing it\n", st.Operations, v.Version, v.PID)
+			fmt.Fprintf(a.streams.ErrOut, "waiting for %d operation(s) of bangerd %s (pid %d) to finish before replacing it\n", ops, v.Version, v.PID)
 			said = true
 		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(idlePoll):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return 0, err
 	}
+	return ops, nil
 }
 
 // runningClient returns a client when a daemon answers, without starting
@@ -134,20 +137,17 @@ func stopDaemon(ctx context.Context, c *api.Client, pid int) error {
 		}
 		return fmt.Errorf("stop bangerd: %w", err)
 	}
-	deadline := time.Now().Add(stopTimeout)
-	for time.Now().Before(deadline) {
-		_, err := probe(ctx, c)
+	wctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	err := wait.Until(wctx, pollInterval, func() (bool, error) {
+		_, err := probe(wctx, c)
 		var de *api.DialError
-		if errors.As(err, &de) && !processAlive(pid) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollInterval):
-		}
+		return errors.As(err, &de) && !processAlive(pid), nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("bangerd (pid %d) did not exit within %s", pid, stopTimeout)
 	}
-	return fmt.Errorf("bangerd (pid %d) did not exit within %s", pid, stopTimeout)
+	return err
 }
 
 // processAlive reports whether pid runs. A zombie (exited, not yet
@@ -226,26 +226,32 @@ func (a *app) startDaemon(ctx context.Context, c *api.Client) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // reaps the daemon if it exits while we live
 
-	deadline := time.NewTimer(startTimeout)
-	defer deadline.Stop()
-	for {
-		if _, err := probe(ctx, c); err == nil {
-			return nil
+	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	err = wait.Until(wctx, pollInterval, func() (bool, error) {
+		if _, err := probe(wctx, c); err == nil {
+			return true, nil
 		}
 		select {
 		case werr := <-exited:
 			// Another banger may have won the race to start the daemon.
-			if _, err := probe(ctx, c); err == nil {
-				return nil
+			if _, err := probe(wctx, c); err == nil {
+				return true, nil
 			}
-			return fmt.Errorf("bangerd exited during startup (%v): %s", werr, startupFailure(logPath, offset))
-		case <-deadline.C:
-			return fmt.Errorf("bangerd (pid %d) did not answer on %s within %s; see %s", cmd.Process.Pid, c.SocketPath(), startTimeout, logPath)
-		case <-ctx.Done():
-			return fmt.Errorf("start bangerd: %w", ctx.Err())
-		case <-time.After(pollInterval):
+			return false, fmt.Errorf("bangerd exited during startup (%v): %s", werr, startupFailure(logPath, offset))
+		default:
+			return false, nil
 		}
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("start bangerd: %w", ctx.Err())
+	case wctx.Err() != nil:
+		return fmt.Errorf("bangerd (pid %d) did not answer on %s within %s; see %s", cmd.Process.Pid, c.SocketPath(), startTimeout, logPath)
 	}
+	return err
 }
 
 // startupFailure returns the daemon's own error line ("bangerd: ...")

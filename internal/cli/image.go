@@ -15,7 +15,9 @@ import (
 	"golang.org/x/term"
 
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/config"
+	"banger/internal/units"
 )
 
 func newImageCmd(a *app) *cobra.Command {
@@ -196,7 +198,7 @@ func (a *app) imageOperation(ctx context.Context, start func(context.Context, *a
 	if a.jsonOut {
 		return printJSON(a.streams.Out, img)
 	}
-	fmt.Fprintf(a.streams.Out, "image %s ready (id %s, %s)\n", img.Name, shortID(img.ID), humanSize(img.SizeBytes))
+	fmt.Fprintf(a.streams.Out, "image %s ready (id %s, %s)\n", img.Name, units.ShortID(img.ID), units.Bytes(img.SizeBytes))
 	fmt.Fprintf(a.streams.Out, "next: banger vm run --image %s\n", img.Name)
 	return nil
 }
@@ -237,7 +239,7 @@ func writeImageTable(w io.Writer, imgs []api.Image, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tSIZE\tCREATED\tSOURCE")
 	for _, img := range imgs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Name, shortID(img.ID), humanSize(img.SizeBytes), age(img.Created, now), img.Source)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Name, units.ShortID(img.ID), units.Bytes(img.SizeBytes), age(img.Created, now), img.Source)
 	}
 	return tw.Flush()
 }
@@ -280,7 +282,7 @@ func imageRows(img api.Image) [][2]string {
 		{"name", img.Name},
 		{"id", img.ID},
 		{"source", img.Source.String()},
-		{"size", humanSize(img.SizeBytes)},
+		{"size", units.Bytes(img.SizeBytes)},
 		{"created", img.Created.Local().Format(time.RFC3339)},
 		{"kernel", orDash(img.KernelVersion)},
 		{"agent", orDash(img.AgentVersion)},
@@ -361,39 +363,16 @@ func newImageExportCmd(a *app) *cobra.Command {
 				}
 				return nil
 			}
-			return writeFileAtomic(out, rc)
+			// Through a temp file beside out, so a failed export never
+			// leaves a truncated archive under the name.
+			if err := atomicfile.WriteFrom(out, rc, 0o644); err != nil {
+				return fmt.Errorf("export %s: %w", args[0], err)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of stdout")
 	return cmd
-}
-
-// writeFileAtomic copies r into path through a temp file beside it, so a
-// failed export never leaves a truncated archive under the name.
-func writeFileAtomic(path string, r io.Reader) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("export to %s: %w", path, err)
-	}
-	_, err = io.Copy(f, r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), abs)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("export to %s: %w", path, err)
-	}
-	return nil
 }
 
 // isTerminal reports whether w is a terminal.
@@ -410,28 +389,6 @@ func exactArgs(n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-// shortID is the first 12 characters of an id.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-// humanSize renders a byte count with a binary unit ("1.5 GiB").
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // age renders how long ago t was ("5m ago"), or "-" for the zero time.

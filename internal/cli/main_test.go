@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
+	"banger/internal/wait"
 )
 
 // Build stamps of the binaries built for these tests: the CLI and the
@@ -123,8 +124,16 @@ func (e env) killDaemon(t *testing.T) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 200 && processAlive(pid); i++ {
-		time.Sleep(25 * time.Millisecond)
+	waitGone(t, pid)
+}
+
+// waitGone waits up to five seconds for pid to exit.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := wait.Until(ctx, 25*time.Millisecond, func() (bool, error) { return !processAlive(pid), nil }); err != nil {
+		t.Logf("pid %d still running: %v", pid, err)
 	}
 }
 
@@ -194,14 +203,13 @@ func startDirect(t *testing.T, e env, path string) int {
 		t.Fatal(err)
 	}
 	go cmd.Wait()
-	for i := 0; i < 400; i++ {
-		if pid := e.daemonPID(t); pid != 0 {
-			return pid
-		}
-		time.Sleep(25 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var pid int
+	if err := wait.Until(ctx, 25*time.Millisecond, func() (bool, error) { pid = e.daemonPID(t); return pid != 0, nil }); err != nil {
+		t.Fatalf("%s did not start: %v", path, err)
 	}
-	t.Fatalf("%s did not start", path)
-	return 0
+	return pid
 }
 
 func TestAutostart_DetachedDaemon(t *testing.T) {
@@ -281,9 +289,7 @@ func TestAutostart_StaleSocketReplaced(t *testing.T) {
 	pid := startDirect(t, e, bin.bangerd)
 	// kill -9 leaves the socket file behind.
 	syscall.Kill(pid, syscall.SIGKILL)
-	for i := 0; i < 200 && processAlive(pid); i++ {
-		time.Sleep(25 * time.Millisecond)
-	}
+	waitGone(t, pid)
 	if _, err := os.Lstat(e.socket); err != nil {
 		t.Fatalf("socket file gone after SIGKILL: %v", err)
 	}
@@ -371,7 +377,9 @@ func TestMain_UsageAndValidationErrors(t *testing.T) {
 	}{
 		{[]string{"vm", "run", "uname"}, 2, "put the command after --"},
 		{[]string{"vm", "create", "--vcpu", "x"}, 2, `invalid argument "x" for "--vcpu"`},
-		{[]string{"vm", "create", "--vcpu", "0"}, 1, "--vcpu 0: must be between 1 and"},
+		{[]string{"vm", "create", "--vcpu", "0"}, 1, "--vcpu must be between 1 and 32, got 0"},
+		{[]string{"vm", "create", "--memory", "128"}, 1, "--memory must be at least 256 MiB, got 128 MiB"},
+		{[]string{"vm", "create", "--disk-size", "512M"}, 1, "--disk-size must be at least 1G, got 512M"},
 		{[]string{"vm", "create", "--disk-size", "12Q"}, 1, "--disk-size"},
 		{[]string{"vm", "create", "--name", "Bad_Name"}, 1, "Bad_Name"},
 		{[]string{"daemon", "status", "extra"}, 2, `unexpected argument "extra"`},

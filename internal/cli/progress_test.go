@@ -16,6 +16,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/daemon"
 	"banger/internal/operation"
+	"banger/internal/wait"
 )
 
 // stageEv builds a stage event.
@@ -168,10 +169,9 @@ func TestFollowOperation_InterruptCancelsAndWaitsForRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		for !strings.Contains(stderr.String(), "→ boot") {
-			time.Sleep(10 * time.Millisecond)
+		if wait.Until(ctx, 10*time.Millisecond, func() (bool, error) { return strings.Contains(stderr.String(), "→ boot"), nil }) == nil {
+			intr <- os.Interrupt
 		}
-		intr <- os.Interrupt
 	}()
 	_, err = a.followOperation(ctx, c, ref)
 	var ee *exitError

@@ -12,6 +12,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/units"
 )
 
 // newVMSnapshotCmd is `vm snapshot VM` and its list and rm subcommands.
@@ -91,7 +92,7 @@ func writeSnapshotTable(w io.Writer, snaps []api.Snapshot, now time.Time) error 
 		}
 		img := s.Image
 		if img == "" {
-			img = shortID(s.ImageID) + " (gone)"
+			img = units.ShortID(s.ImageID) + " (gone)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%s\t%s\t%d\t%s\n", s.Ref, img, s.Spec.VCPU, s.Spec.MemoryMiB,
 			config.FormatSize(s.Spec.DiskBytes), config.FormatSize(s.StateBytes), s.Sessions, age(s.CreatedAt, now))

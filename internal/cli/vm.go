@@ -50,6 +50,10 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	f.flags = fl
 }
 
+// specFlags name the fields of a VM spec as `vm create` and `vm run`
+// spell them, for the errors of api.VMSpec.Validate.
+var specFlags = map[api.SpecField]string{api.SpecVCPU: "--vcpu", api.SpecMemory: "--memory", api.SpecDisk: "--disk-size"}
+
 // request validates the flags and builds the create request.
 func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error) {
 	var r config.ResolvedDefaults
@@ -73,18 +77,13 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		}
 		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from, Net: netMode, Allow: allow, Secrets: f.secrets}, r, nil
 	}
-	if f.vcpu < 1 || f.vcpu > config.MaxVCPU {
-		return api.CreateVMRequest{}, r, fmt.Errorf("--vcpu %d: must be between 1 and %d", f.vcpu, config.MaxVCPU)
-	}
-	if f.memoryMiB < config.MinMemoryMiB {
-		return api.CreateVMRequest{}, r, fmt.Errorf("--memory %d: must be at least %d MiB", f.memoryMiB, config.MinMemoryMiB)
-	}
 	disk, err := config.ParseSize(f.diskSize)
 	if err != nil {
 		return api.CreateVMRequest{}, r, fmt.Errorf("--disk-size: %w", err)
 	}
-	if disk < config.MinDiskBytes {
-		return api.CreateVMRequest{}, r, fmt.Errorf("--disk-size %s: must be at least %s", f.diskSize, config.FormatSize(config.MinDiskBytes))
+	spec := api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk}
+	if err := spec.Validate(); err != nil {
+		return api.CreateVMRequest{}, r, api.NameSpecField(err, specFlags)
 	}
 	switch f.vmm {
 	case "auto", "firecracker", "qemu":
@@ -96,7 +95,7 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		Name:    f.name,
 		Image:   f.image,
 		VMM:     f.vmm,
-		Spec:    api.VMSpec{VCPU: f.vcpu, MemoryMiB: f.memoryMiB, DiskBytes: disk},
+		Spec:    spec,
 		Cold:    f.cold,
 		Net:     netMode,
 		Allow:   allow,

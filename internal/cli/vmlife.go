@@ -12,6 +12,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/units"
 )
 
 // lifecycleCmds are the vm subcommands that list, inspect, start, stop
@@ -60,7 +61,7 @@ func writeVMTable(w io.Writer, vms []api.VM, now time.Time) error {
 	for _, v := range vms {
 		img := v.ImageName
 		if img == "" {
-			img = shortID(v.ImageID)
+			img = units.ShortID(v.ImageID)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d MiB\t%s\t%s\n", v.Name, v.State, img, dash(v.IP), v.DNSName,
 			v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes), age(v.CreatedAt, now))
@@ -94,7 +95,7 @@ func newVMShowCmd(a *app) *cobra.Command {
 			}
 			img := v.ImageName
 			if img == "" {
-				img = shortID(v.ImageID) + " (image gone)"
+				img = units.ShortID(v.ImageID) + " (image gone)"
 			}
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", img}, {"vmm", v.VMM},

@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/units"
 	"banger/internal/workspace"
 )
 
@@ -96,7 +97,7 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	if err != nil {
 		return api.WorkspaceStatus{}, err
 	}
-	fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries, %s\n", root, mode, len(sel.Entries), humanBytes(sel.Bytes))
+	fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries, %s\n", root, mode, len(sel.Entries), units.Bytes(sel.Bytes))
 	if len(sel.SkippedSubmodules) > 0 {
 		fmt.Fprintf(a.streams.ErrOut, "workspace: submodule contents not copied (use --mode full_copy): %v\n", sel.SkippedSubmodules)
 	}
@@ -113,11 +114,7 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	if err != nil {
 		return st, err
 	}
-	head := st.Head
-	if len(head) > 12 {
-		head = head[:12]
-	}
-	fmt.Fprintf(a.streams.ErrOut, "workspace: sent %s in %s; %s in vm %s at %s", humanBytes(cw.n.Load()), formatDuration(time.Since(start)), st.Path, vm, dashIfEmpty(head))
+	fmt.Fprintf(a.streams.ErrOut, "workspace: sent %s in %s; %s in vm %s at %s", units.Bytes(cw.n.Load()), formatDuration(time.Since(start)), st.Path, vm, dashIfEmpty(units.ShortID(st.Head)))
 	if st.Branch != "" {
 		fmt.Fprintf(a.streams.ErrOut, " on %s", st.Branch)
 	}
@@ -167,7 +164,7 @@ func (a *app) showTransfer(cw *countingWriter, total int64) func() {
 				}
 				return
 			case <-t.C:
-				line := fmt.Sprintf("workspace: sent %s of about %s", humanBytes(cw.n.Load()), humanBytes(total))
+				line := fmt.Sprintf("workspace: sent %s of about %s", units.Bytes(cw.n.Load()), units.Bytes(total))
 				if a.streams.ErrTTY {
 					fmt.Fprint(a.streams.ErrOut, clearLine+line)
 				} else {
@@ -181,20 +178,6 @@ func (a *app) showTransfer(cw *countingWriter, total int64) func() {
 		close(done)
 		<-stopped
 	}
-}
-
-// humanBytes renders a byte count: 512 B, 3.4 KiB, 12.0 MiB, 1.2 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
 }
 
 func newWorkspacePullCmd(a *app) *cobra.Command {
@@ -248,13 +231,13 @@ func newWorkspacePullCmd(a *app) *cobra.Command {
 			}
 			switch {
 			case u.Old == u.New:
-				fmt.Fprintf(a.streams.Out, "%s already at %s\n", u.Branch, short12(u.New))
+				fmt.Fprintf(a.streams.Out, "%s already at %s\n", u.Branch, units.ShortID(u.New))
 			case u.Old == "":
-				fmt.Fprintf(a.streams.Out, "%s created at %s\n", u.Branch, short12(u.New))
+				fmt.Fprintf(a.streams.Out, "%s created at %s\n", u.Branch, units.ShortID(u.New))
 			case u.Forced:
-				fmt.Fprintf(a.streams.Out, "%s replaced: %s -> %s (forced)\n", u.Branch, short12(u.Old), short12(u.New))
+				fmt.Fprintf(a.streams.Out, "%s replaced: %s -> %s (forced)\n", u.Branch, units.ShortID(u.Old), units.ShortID(u.New))
 			default:
-				fmt.Fprintf(a.streams.Out, "%s updated: %s -> %s\n", u.Branch, short12(u.Old), short12(u.New))
+				fmt.Fprintf(a.streams.Out, "%s updated: %s -> %s\n", u.Branch, units.ShortID(u.Old), units.ShortID(u.New))
 			}
 			if st.Dirty {
 				fmt.Fprintf(a.streams.ErrOut, "note: %s in vm %s has uncommitted changes; they were not pulled\n", st.Path, vm.Name)
@@ -331,13 +314,6 @@ func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch
 	}
 	u, err = workspace.UpdateBranch(ctx, root, branch, st.Head, force)
 	return u, st, err
-}
-
-func short12(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }
 
 func newWorkspaceStatusCmd(a *app) *cobra.Command {

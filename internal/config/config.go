@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -22,7 +24,7 @@ import (
 // Config is the decoded and validated content of config.toml. The zero
 // value is not useful; start from Default or Load.
 type Config struct {
-	LogLevel       string     `toml:"log_level"`       // debug|info|warn|error (default info)
+	LogLevel       slog.Level `toml:"log_level"`       // debug|info|warn|error (default info)
 	VMM            string     `toml:"vmm"`             // auto|firecracker|qemu (default auto)
 	Accel          string     `toml:"accel"`           // auto|kvm|tcg (default auto)
 	FirecrackerBin string     `toml:"firecracker_bin"` // absolute path or command name; "" = PATH lookup
@@ -38,19 +40,19 @@ type Config struct {
 	Secrets        []Secret   `toml:"secret"`
 	Path           string     `toml:"-"` // file loaded; "" when none existed
 
-	// keys lists the keys of the file at Path with their lines, in file
-	// order, for error messages.
-	keys []keyLine
+	// loc finds the lines of keys of the file at Path for error
+	// messages; nil when the config did not come from a file.
+	loc *locator
 }
 
 // Network configures the host bridge, the guest subnet, the .vm DNS server
 // and the pool of pre-created tap devices.
 type Network struct {
-	Bridge      string   `toml:"bridge"`        // default "banger0"; a Linux interface name
-	Subnet      string   `toml:"subnet"`        // default "10.77.0.0/24"; IPv4 prefix between /16 and /29
-	DNSListen   string   `toml:"dns_listen"`    // default "127.0.0.1:42069"
-	DNSUpstream []string `toml:"dns_upstream"`  // default: nameservers from /etc/resolv.conf
-	TapPoolSize int      `toml:"tap_pool_size"` // default 2, 0..64
+	Bridge      string       `toml:"bridge"`        // default "banger0"; a Linux interface name
+	Subnet      netip.Prefix `toml:"subnet"`        // default "10.77.0.0/24"; IPv4 prefix between /16 and /29
+	DNSListen   string       `toml:"dns_listen"`    // default "127.0.0.1:42069"
+	DNSUpstream []string     `toml:"dns_upstream"`  // default: nameservers from /etc/resolv.conf
+	TapPoolSize int          `toml:"tap_pool_size"` // default 2, 0..64
 	// Allow opens destinations guests may not reach by default (private
 	// ranges, link-local, the host's other networks): IPv4 addresses or
 	// prefixes such as "192.168.1.10" or "10.20.0.0/16".
@@ -77,7 +79,7 @@ type Network struct {
 type Limits struct {
 	// ConsoleLog bounds each VM's console.log and its one rotated copy
 	// (ParseSize syntax; default DefaultConsoleLog).
-	ConsoleLog string `toml:"console_log"`
+	ConsoleLog Size `toml:"console_log"`
 }
 
 // DefaultConsoleLog is the console log bound when [limits] console_log is
@@ -89,8 +91,8 @@ const (
 
 // ConsoleLogBytes returns the console log bound in bytes.
 func (l Limits) ConsoleLogBytes() int64 {
-	if n, err := ParseSize(l.ConsoleLog); err == nil && l.ConsoleLog != "" {
-		return n
+	if l.ConsoleLog != 0 {
+		return int64(l.ConsoleLog)
 	}
 	return DefaultConsoleLog
 }
@@ -99,14 +101,14 @@ func (l Limits) ConsoleLogBytes() int64 {
 // key) means "not set": the resolver then uses the host heuristic or the
 // built-in constant. See ResolveVMDefaults.
 type VMDefaults struct {
-	VCPU      int    `toml:"vcpu"`
-	MemoryMiB int    `toml:"memory_mib"`
-	DiskSize  string `toml:"disk_size"` // ParseSize syntax, e.g. "16G"
+	VCPU      int  `toml:"vcpu"`
+	MemoryMiB int  `toml:"memory_mib"`
+	DiskSize  Size `toml:"disk_size"` // ParseSize syntax, e.g. "16G"
 }
 
 // Default values for keys absent from config.toml.
 const (
-	DefaultLogLevel = "info"
+	DefaultLogLevel = slog.LevelInfo
 	DefaultVMM      = "auto"
 	DefaultAccel    = "auto"
 	// WarmAuto makes an image's warm template for a machine shape on the
@@ -134,10 +136,10 @@ func Default() *Config {
 		DefaultImage:  DefaultImageName,
 		Network: Network{
 			Bridge:      DefaultBridge,
-			Subnet:      DefaultSubnet,
+			Subnet:      netip.MustParsePrefix(DefaultSubnet),
 			DNSListen:   DefaultDNSListen,
-			DNSUpstream: SystemNameservers(resolvConfPath),
 			TapPoolSize: DefaultTapPoolSize,
+			DNSUpstream: SystemNameservers(resolvConfPath),
 		},
 	}
 }
@@ -197,36 +199,34 @@ func Load(path string) (*Config, error) {
 func Parse(path string, data []byte) (*Config, error) {
 	c := Default()
 	c.Path = path
-	c.keys = scanKeyLines(data)
+	c.loc = newLocator(data)
 	// Decode into a fresh slice so defaults never merge with file values.
 	c.Network.DNSUpstream = nil
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
 	if err != nil {
-		return nil, decodeError(path, err)
+		return nil, decodeError(path, data, md, err)
 	}
 	if !md.IsDefined("network", "dns_upstream") {
 		c.Network.DNSUpstream = Default().Network.DNSUpstream
 	}
 	if und := md.Undecoded(); len(und) > 0 {
-		k := und[0]
-		name, line := c.lookupRaw(k)
-		return nil, fmt.Errorf("config %s: unknown key %q", location(path, line), name)
+		name := indexedKey(md, und[0])
+		return nil, fmt.Errorf("config %s: unknown key %q", location(path, c.loc.line(name)), name)
 	}
 	// An explicit zero is a mistake, not "unset": say so.
 	for _, z := range []struct {
-		key   []string
-		value int
-		rule  string
+		key  []string
+		zero bool
+		rule string
 	}{
-		{[]string{"vm_defaults", "vcpu"}, c.VMDefaults.VCPU, fmt.Sprintf("must be between 1 and %d", MaxVCPU)},
-		{[]string{"vm_defaults", "memory_mib"}, c.VMDefaults.MemoryMiB, fmt.Sprintf("must be at least %d", MinMemoryMiB)},
+		{[]string{"vm_defaults", "vcpu"}, c.VMDefaults.VCPU == 0, fmt.Sprintf("must be between 1 and %d", MaxVCPU)},
+		{[]string{"vm_defaults", "memory_mib"}, c.VMDefaults.MemoryMiB == 0, fmt.Sprintf("must be at least %d", MinMemoryMiB)},
+		{[]string{"vm_defaults", "disk_size"}, c.VMDefaults.DiskSize == 0, "must be at least " + FormatSize(MinDiskBytes)},
+		{[]string{"limits", "console_log"}, c.Limits.ConsoleLog == 0, "must be at least " + FormatSize(MinConsoleLog)},
 	} {
-		if md.IsDefined(z.key...) && z.value == 0 {
+		if md.IsDefined(z.key...) && z.zero {
 			return nil, c.keyErr(strings.Join(z.key, "."), "0", z.rule+" (remove the key to use the automatic default)")
 		}
-	}
-	if md.IsDefined("vm_defaults", "disk_size") && c.VMDefaults.DiskSize == "" {
-		return nil, c.keyErr("vm_defaults.disk_size", `""`, "must be a size such as \"16G\" (remove the key to use the default)")
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -250,31 +250,59 @@ var (
 	libTypesRe = regexp.MustCompile(`incompatible types: TOML value has type (.+); destination has type (.+)$`)
 )
 
-// decodeError turns the TOML library's syntax and type errors into one
-// line "config FILE:LINE: KEY: reason".
-func decodeError(path string, err error) error {
+// decodeError turns the TOML decoder's error (syntax, a wrong type, or a
+// value a typed field's UnmarshalText refused) into one line
+// "config FILE:LINE: KEY: reason". The decoder holds one position per
+// dotted key, so for a key inside an array of tables the file is decoded
+// again up to each entry in turn: the first prefix that fails ends with
+// the failing entry, whose index and line are then known.
+func decodeError(path string, data []byte, md toml.MetaData, err error) error {
+	line, key, reason := splitDecodeError(data, err)
+	if top, rest, _ := strings.Cut(key, "."); key != "" && md.Type(top) == "ArrayHash" {
+		if l := newLocator(data); l != nil {
+			starts := l.entryStarts([]string{top})
+			for i := range starts {
+				end := len(data)
+				if i+1 < len(starts) {
+					end = starts[i+1]
+				}
+				if _, perr := toml.NewDecoder(bytes.NewReader(data[:end])).Decode(Default()); perr != nil {
+					line, _, reason = splitDecodeError(data[:end], perr)
+					key = fmt.Sprintf("%s[%d]", top, i)
+					if rest != "" {
+						key += "." + rest
+					}
+					break
+				}
+			}
+		}
+	}
+	if key != "" {
+		reason = key + ": " + reason
+	}
+	return fmt.Errorf("config %s: %s", location(path, line), reason)
+}
+
+// splitDecodeError reads the line, the last key and the reason from an
+// error of the TOML decoder for doc.
+func splitDecodeError(doc []byte, err error) (line int, key, reason string) {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		msg := pe.Message
-		if pe.LastKey != "" {
-			msg = fmt.Sprintf("%s: %s", pe.LastKey, msg)
+		if pe.LastKey == "" { // a syntax error: the position is the error's own
+			return pe.Position.Line, "", pe.Message
 		}
-		return fmt.Errorf("config %s: %s", location(path, pe.Position.Line), msg)
+		return lineAt(doc, pe.Position), pe.LastKey, pe.Message
 	}
 	m := libLineRe.FindStringSubmatch(err.Error())
 	if m == nil {
-		return fmt.Errorf("config %s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))
+		return 0, "", strings.TrimPrefix(err.Error(), "toml: ")
 	}
-	line := 0
-	fmt.Sscan(m[1], &line)
-	reason := m[3]
+	line, _ = strconv.Atoi(m[1])
+	reason = m[3]
 	if t := libTypesRe.FindStringSubmatch(reason); t != nil {
 		reason = fmt.Sprintf("wrong type: expected %s, got %s", tomlTypeName(t[2]), tomlTypeName(t[1]))
 	}
-	if m[2] != "" {
-		reason = fmt.Sprintf("%s: %s", m[2], reason)
-	}
-	return fmt.Errorf("config %s: %s", location(path, line), reason)
+	return line, m[2], reason
 }
 
 // tomlTypeName maps the decoder's Go/TOML type words to TOML vocabulary.
@@ -290,31 +318,10 @@ func tomlTypeName(s string) string {
 	return strings.ToLower(s)
 }
 
-// lookupRaw renders a key from the TOML metadata, adding the array index
-// of the first matching occurrence, and finds its line.
-func (c *Config) lookupRaw(k toml.Key) (string, int) {
-	dotted := strings.Join(k, ".")
-	for _, e := range c.keys {
-		if e.plain == dotted {
-			return e.indexed, e.line
-		}
-	}
-	// Not found (e.g. inside an inline table): use the closest parent's line.
-	for i := len(k) - 1; i > 0; i-- {
-		parent := strings.Join(k[:i], ".")
-		for _, e := range c.keys {
-			if e.plain == parent {
-				return dotted, e.line
-			}
-		}
-	}
-	return dotted, 0
-}
-
 // keyErr formats a validation error for key (rendered with index, e.g.
 // "file_sync[2].guest") whose value is val.
 func (c *Config) keyErr(key, val, reason string) error {
-	line := c.lineOf(key)
+	line := c.loc.line(key)
 	if val == "" {
 		return fmt.Errorf("config %s: %s: %s", location(c.Path, line), key, reason)
 	}

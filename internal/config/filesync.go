@@ -19,9 +19,9 @@ import (
 // entries ("0755", "755" or "0o755", at most 0777); it defaults to 0600 and
 // is ignored for directories, whose files keep their own permissions.
 type FileSync struct {
-	Host  string `toml:"host"`
-	Guest string `toml:"guest"`
-	Mode  string `toml:"mode"`
+	Host  string   `toml:"host"`
+	Guest string   `toml:"guest"`
+	Mode  FileMode `toml:"mode"`
 }
 
 // DefaultFileSyncMode is the mode of a synced file entry without mode.
@@ -67,7 +67,7 @@ func (f FileSync) check() (field, reason string) {
 		return "guest", r
 	}
 	if f.Mode != "" {
-		if _, err := ParseFileMode(f.Mode); err != nil {
+		if _, err := ParseFileMode(string(f.Mode)); err != nil {
 			return "mode", strings.TrimPrefix(err.Error(), fmt.Sprintf("mode %q: ", f.Mode))
 		}
 	}
@@ -123,9 +123,6 @@ func (f FileSync) Resolve(home string) (hostPath, guestPath string, mode os.File
 		g = GuestHome + "/" + g[2:]
 	}
 	guestPath = path.Clean(g)
-	mode = DefaultFileSyncMode
-	if f.Mode != "" {
-		mode, _ = ParseFileMode(f.Mode) // checked above
-	}
+	mode = f.Mode.Perm(DefaultFileSyncMode) // checked above
 	return hostPath, guestPath, mode, nil
 }

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"banger/internal/api"
 )
 
 // HostInfo is what the VM-defaults heuristics know about the host. Zero
@@ -65,9 +67,9 @@ const (
 	BuiltinVCPU      = 2
 	BuiltinMemoryMiB = 2048
 	BuiltinDiskBytes = 8 << 30
-	MinMemoryMiB     = 256
-	MinDiskBytes     = 1 << 30
-	MaxVCPU          = 32
+	MinMemoryMiB     = api.MinMemoryMiB // the limits are api.VMSpec's
+	MinDiskBytes     = api.MinDiskBytes
+	MaxVCPU          = api.MaxVCPU
 
 	autoMaxVCPU      = 4
 	autoMaxMemoryMiB = 8192
@@ -117,10 +119,8 @@ func ResolveVMDefaults(c *Config, h HostInfo) ResolvedDefaults {
 	case h.MemoryMiB/8 >= BuiltinMemoryMiB:
 		r.MemoryMiB, r.MemorySource = min(autoMaxMemoryMiB, h.MemoryMiB/8), SourceAuto
 	}
-	if vd.DiskSize != "" {
-		if n, err := ParseSize(vd.DiskSize); err == nil {
-			r.DiskBytes, r.DiskSource = n, SourceConfig
-		}
+	if vd.DiskSize > 0 {
+		r.DiskBytes, r.DiskSource = int64(vd.DiskSize), SourceConfig
 	}
 	return r
 }

@@ -50,7 +50,7 @@ func TestResolveVMDefaults(t *testing.T) {
 		},
 		{
 			name: "config overrides all",
-			vd:   VMDefaults{VCPU: 6, MemoryMiB: 1024, DiskSize: "1.5G"},
+			vd:   VMDefaults{VCPU: 6, MemoryMiB: 1024, DiskSize: 3 << 29},
 			host: HostInfo{CPUs: 16, MemoryMiB: 64 * gib},
 			want: ResolvedDefaults{6, 1024, 1536 << 20, SourceConfig, SourceConfig, SourceConfig},
 			spec: "spec: 6 vcpu · 1024 MiB · 1536M disk",

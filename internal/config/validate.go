@@ -1,6 +1,8 @@
 package config
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"banger/internal/api"
 	"banger/internal/guestcontract"
 )
 
@@ -24,9 +27,6 @@ func (c *Config) Validate() error {
 			}
 		}
 		return c.keyErr(key, strconv.Quote(val), "must be one of "+strings.Join(allowed, ", "))
-	}
-	if err := oneOf("log_level", c.LogLevel, "debug", "info", "warn", "error"); err != nil {
-		return err
 	}
 	if err := oneOf("vmm", c.VMM, "auto", "firecracker", "qemu"); err != nil {
 		return err
@@ -62,21 +62,15 @@ func (c *Config) Validate() error {
 	if err := c.validateVMDefaults(); err != nil {
 		return err
 	}
-	if l := c.Limits.ConsoleLog; l != "" {
-		n, err := ParseSize(l)
-		if err != nil {
-			return c.keyErr("limits.console_log", strconv.Quote(l), `must be a size such as "4M" (units K, M, G, T; powers of 1024)`)
-		}
-		if n < MinConsoleLog {
-			return c.keyErr("limits.console_log", strconv.Quote(l), "must be at least "+FormatSize(MinConsoleLog))
-		}
+	if l := c.Limits.ConsoleLog; l < 0 || l > 0 && l < MinConsoleLog {
+		return c.keyErr("limits.console_log", strconv.Quote(l.String()), "must be at least "+FormatSize(MinConsoleLog))
 	}
 	if err := c.validateSecrets(); err != nil {
 		return err
 	}
 	for i, f := range c.FileSync {
 		if field, reason := f.check(); field != "" {
-			val := map[string]string{"host": f.Host, "guest": f.Guest, "mode": f.Mode}[field]
+			val := map[string]string{"host": f.Host, "guest": f.Guest, "mode": string(f.Mode)}[field]
 			return c.keyErr(fmt.Sprintf("file_sync[%d].%s", i, field), strconv.Quote(val), reason)
 		}
 	}
@@ -105,6 +99,12 @@ func ValidInterfaceName(s string) bool {
 	return true
 }
 
+// isBareKeyChar reports whether b may appear in a bare TOML key (and so
+// in an interface name).
+func isBareKeyChar(b byte) bool {
+	return b == '_' || b == '-' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
+}
+
 // ManagedIfPrefixes are the name prefixes of the network interfaces
 // banger creates and may delete (its bridge and taps); the privileged
 // helper refuses to touch any other interface.
@@ -118,15 +118,15 @@ func (c *Config) validateNetwork() error {
 	if !slices.ContainsFunc(ManagedIfPrefixes, func(p string) bool { return strings.HasPrefix(n.Bridge, p) }) {
 		return c.keyErr("network.bridge", strconv.Quote(n.Bridge), fmt.Sprintf("must start with %q or %q: banger only manages interfaces it names", ManagedIfPrefixes[0], ManagedIfPrefixes[1]))
 	}
-	pfx, err := netip.ParsePrefix(n.Subnet)
-	if err != nil || !pfx.Addr().Is4() {
-		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), `must be an IPv4 prefix such as "10.77.0.0/24"`)
+	pfx := n.Subnet
+	if !pfx.IsValid() || !pfx.Addr().Is4() {
+		return c.keyErr("network.subnet", strconv.Quote(subnetText(pfx)), `must be an IPv4 prefix such as "10.77.0.0/24"`)
 	}
 	if pfx.Bits() < guestcontract.MinSubnetBits || pfx.Bits() > guestcontract.MaxSubnetBits {
-		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), fmt.Sprintf("prefix length must be between /%d and /%d", guestcontract.MinSubnetBits, guestcontract.MaxSubnetBits))
+		return c.keyErr("network.subnet", strconv.Quote(subnetText(pfx)), fmt.Sprintf("prefix length must be between /%d and /%d", guestcontract.MinSubnetBits, guestcontract.MaxSubnetBits))
 	}
 	if pfx != pfx.Masked() {
-		return c.keyErr("network.subnet", strconv.Quote(n.Subnet), fmt.Sprintf("host bits are set; did you mean %q?", pfx.Masked().String()))
+		return c.keyErr("network.subnet", strconv.Quote(subnetText(pfx)), fmt.Sprintf("host bits are set; did you mean %q?", pfx.Masked().String()))
 	}
 	if _, err := netip.ParseAddrPort(n.DNSListen); err != nil {
 		return c.keyErr("network.dns_listen", strconv.Quote(n.DNSListen), `must be an address and port such as "127.0.0.1:42069"`)
@@ -146,13 +146,13 @@ func (c *Config) validateNetwork() error {
 	default:
 		return c.keyErr("network.net", strconv.Quote(n.Net), `must be "open", "allow" or "none"`)
 	}
+	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
+		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
+	}
 	for name := range n.Presets {
 		if name == "" || strings.ContainsAny(name, "@ \t") {
 			return c.keyErr("network.presets", strconv.Quote(name), "a preset name must be a word without spaces or @")
 		}
-	}
-	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
-		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
 	}
 	return nil
 }
@@ -197,32 +197,41 @@ func ParseUpstream(s string) (netip.AddrPort, error) {
 
 func (c *Config) validateVMDefaults() error {
 	v := c.VMDefaults
-	if v.VCPU < 0 || v.VCPU > MaxVCPU {
-		return c.keyErr("vm_defaults.vcpu", strconv.Itoa(v.VCPU), fmt.Sprintf("must be between 1 and %d", MaxVCPU))
+	// Unset keys (zero) take the built-ins, which pass; the rest get the
+	// check every VM spec gets.
+	spec := api.VMSpec{VCPU: cmp.Or(v.VCPU, BuiltinVCPU), MemoryMiB: cmp.Or(v.MemoryMiB, BuiltinMemoryMiB), DiskBytes: BuiltinDiskBytes}
+	if v.DiskSize != 0 {
+		spec.DiskBytes = int64(v.DiskSize)
 	}
-	if v.MemoryMiB < 0 || v.MemoryMiB > 0 && v.MemoryMiB < MinMemoryMiB {
-		return c.keyErr("vm_defaults.memory_mib", strconv.Itoa(v.MemoryMiB), fmt.Sprintf("must be at least %d", MinMemoryMiB))
-	}
-	if v.DiskSize != "" {
-		n, err := ParseSize(v.DiskSize)
-		if err != nil {
-			return c.keyErr("vm_defaults.disk_size", strconv.Quote(v.DiskSize), `must be a size such as "16G" (units K, M, G, T; powers of 1024)`)
+	var se *api.SpecError
+	if errors.As(spec.Validate(), &se) {
+		key, val := "vm_defaults.vcpu", strconv.Itoa(v.VCPU)
+		switch se.Field {
+		case api.SpecMemory:
+			key, val = "vm_defaults.memory_mib", strconv.Itoa(v.MemoryMiB)
+		case api.SpecDisk:
+			key, val = "vm_defaults.disk_size", strconv.Quote(v.DiskSize.String())
 		}
-		if n < MinDiskBytes {
-			return c.keyErr("vm_defaults.disk_size", strconv.Quote(v.DiskSize), "must be at least "+FormatSize(MinDiskBytes))
-		}
+		return c.keyErr(key, val, se.Rule)
 	}
 	return nil
 }
 
-// Prefix returns the guest subnet. It is the zero Prefix when Subnet is
-// invalid (Validate rejects that).
+// subnetText renders a subnet for an error ("" for the zero Prefix).
+func subnetText(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+// Prefix returns the guest subnet without host bits. It is the zero
+// Prefix when Subnet is invalid (Validate rejects that).
 func (n Network) Prefix() netip.Prefix {
-	p, err := netip.ParsePrefix(n.Subnet)
-	if err != nil {
+	if !n.Subnet.IsValid() {
 		return netip.Prefix{}
 	}
-	return p.Masked()
+	return n.Subnet.Masked()
 }
 
 // Gateway returns the bridge's address: the first address of the subnet

@@ -171,7 +171,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.Config, err = config.Load(cfgPath); err != nil {
 		return err
 	}
-	level, err := parseLevel(d.opts.LogLevel, d.Config.LogLevel)
+	level, err := parseLevel(d.opts.LogLevel, d.Config.LogLevel.String())
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/api"
+	"banger/internal/wait"
 )
 
 // Socket claiming budgets.
@@ -108,27 +109,25 @@ func lockFile(ctx context.Context, path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
+	wctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	err = wait.Until(wctx, lockPoll, func() (bool, error) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return f, nil
+		if err != nil && !errors.Is(err, unix.EWOULDBLOCK) {
+			return false, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: another bangerd holds it and did not exit within %s", path, lockWait)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(lockPoll):
-		}
+		return err == nil, nil
+	})
+	switch {
+	case err == nil:
+		return f, nil
+	case ctx.Err() != nil:
+		err = fmt.Errorf("lock %s: %w", path, ctx.Err())
+	case wctx.Err() != nil:
+		err = fmt.Errorf("lock %s: another bangerd holds it and did not exit within %s", path, lockWait)
 	}
+	f.Close()
+	return nil, err
 }
 
 // release closes the listener (which removes the socket file) and drops

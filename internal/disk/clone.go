@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/atomicfile"
 )
 
 // Method says how Clone copied a file.
@@ -75,6 +77,9 @@ func Clone(ctx context.Context, src, dst string) (Method, error) {
 		return "", fmt.Errorf("clone %s: %w", src, err)
 	}
 	ok = true
+	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+		return "", fmt.Errorf("clone %s: %w", src, err)
+	}
 	return method, nil
 }
 

@@ -5,56 +5,23 @@
 package disk
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
+
+	"banger/internal/cmdrun"
 )
 
-// RunError is the error of an external command that failed. It keeps the
-// argv and the combined output so the caller can show what went wrong.
-type RunError struct {
-	Args   []string
-	Output string
-	Err    error
-}
-
-// Error renders the command, its error and the tail of its output.
-func (e *RunError) Error() string {
-	out := strings.TrimSpace(e.Output)
-	if len(out) > 2000 {
-		out = "..." + out[len(out)-2000:]
-	}
-	if out == "" {
-		return fmt.Sprintf("%s: %v", strings.Join(e.Args, " "), e.Err)
-	}
-	return fmt.Sprintf("%s: %v: %s", strings.Join(e.Args, " "), e.Err, out)
-}
-
-// Unwrap returns the underlying exec error.
-func (e *RunError) Unwrap() error { return e.Err }
-
 // run executes argv and returns its combined output; a failure is a
-// *RunError.
+// *cmdrun.Error.
 func run(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
 	// Untranslated messages, so errors read the same everywhere.
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	if err := cmd.Run(); err != nil {
-		return out.String(), &RunError{Args: args, Output: out.String(), Err: err}
-	}
-	return out.String(), nil
+	out, err := cmdrun.Cmd{Argv: args, Env: []string{"LC_ALL=C"}}.Output(ctx)
+	return string(out), err
 }
 
 // MkfsArgs returns the mkfs.ext4 argv MakeExt4 runs. The choices:
@@ -206,85 +173,12 @@ func Resize(ctx context.Context, path string, size int64) error {
 // fix and fails on the rest, which is what an unattended resize wants.)
 func Check(ctx context.Context, path string) error {
 	_, err := run(ctx, "e2fsck", "-f", "-p", path)
-	var re *RunError
-	var ee *exec.ExitError
-	if errors.As(err, &re) && errors.As(re.Err, &ee) && ee.ExitCode() == 1 {
+	var re *cmdrun.Error
+	if errors.As(err, &re) && re.ExitCode() == 1 {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("check %s: %w", path, err)
 	}
 	return nil
-}
-
-// ext4 superblock layout (fs/ext4/ext4.h): it starts 1024 bytes into the
-// device; the magic is at 0x38 and the 16-byte volume name at 0x78.
-const (
-	superblockOffset = 1024
-	magicOffset      = 0x38
-	labelOffset      = 0x78
-	ext4Magic        = 0xEF53
-)
-
-// Label reads the volume label from the ext2/3/4 superblock of the file
-// at path.
-func Label(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("read label %s: %w", path, err)
-	}
-	defer f.Close()
-	sb := make([]byte, labelOffset+MaxLabelLen)
-	if _, err := f.ReadAt(sb, superblockOffset); err != nil {
-		return "", fmt.Errorf("read label %s: superblock: %w", path, err)
-	}
-	if m := binary.LittleEndian.Uint16(sb[magicOffset:]); m != ext4Magic {
-		return "", fmt.Errorf("read label %s: no ext4 superblock (magic %#x)", path, m)
-	}
-	name := sb[labelOffset : labelOffset+MaxLabelLen]
-	if i := bytes.IndexByte(name, 0); i >= 0 {
-		name = name[:i]
-	}
-	return string(name), nil
-}
-
-// Usage reports the bytes allocated on disk for the file at path and its
-// apparent size. For a sparse disk image the first is much smaller.
-func Usage(path string) (allocated, apparent int64, err error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, 0, fmt.Errorf("usage %s: %w", path, err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, fmt.Errorf("usage %s: no stat data", path)
-	}
-	return st.Blocks * 512, fi.Size(), nil
-}
-
-// FreeBytes reports the free space of the ext4 filesystem in the file at
-// path, from its superblock (dumpe2fs -h); used to check a resize took.
-func FreeBytes(ctx context.Context, path string) (int64, error) {
-	out, err := run(ctx, "dumpe2fs", "-h", path)
-	if err != nil {
-		return 0, fmt.Errorf("free bytes %s: %w", path, err)
-	}
-	var free, bs int64
-	for _, line := range strings.Split(out, "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		switch strings.TrimSpace(k) {
-		case "Free blocks":
-			free, _ = strconv.ParseInt(v, 10, 64)
-		case "Block size":
-			bs, _ = strconv.ParseInt(v, 10, 64)
-		}
-	}
-	if bs == 0 {
-		return 0, fmt.Errorf("free bytes %s: no block size in dumpe2fs output", path)
-	}
-	return free * bs, nil
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"banger/internal/cmdrun"
+	"banger/internal/disk/disktest"
 	"banger/internal/testenv"
 )
 
@@ -87,14 +89,14 @@ func TestMakeExt4(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			label, err := Label(img)
+			label, err := disktest.Label(img)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if label != tt.label {
 				t.Errorf("label = %q, want %q", label, tt.label)
 			}
-			alloc, apparent, err := Usage(img)
+			alloc, apparent, err := disktest.Usage(img)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,32 +118,19 @@ func TestMakeExt4(t *testing.T) {
 	}
 }
 
-func TestMakeExt4_RunErrorKeepsArgvAndOutput(t *testing.T) {
+func TestMakeExt4_ErrorKeepsArgvAndOutput(t *testing.T) {
 	requireE2fsprogs(t)
 	img := filepath.Join(t.TempDir(), "d.ext4")
 	err := MakeExt4(context.Background(), img, 32*mib, "x", "/nonexistent-dir-for-test")
-	var re *RunError
+	var re *cmdrun.Error
 	if !errors.As(err, &re) {
-		t.Fatalf("error %v is not a *RunError", err)
+		t.Fatalf("error %v is not a *cmdrun.Error", err)
 	}
-	if re.Args[0] != "mkfs.ext4" || !strings.Contains(strings.Join(re.Args, " "), "-d /nonexistent-dir-for-test") {
-		t.Errorf("argv = %q", re.Args)
+	if re.Argv[0] != "mkfs.ext4" || !strings.Contains(strings.Join(re.Argv, " "), "-d /nonexistent-dir-for-test") {
+		t.Errorf("argv = %q", re.Argv)
 	}
-	if !strings.Contains(re.Output, "nonexistent") {
+	if !strings.Contains(string(re.Output), "nonexistent") {
 		t.Errorf("output = %q, want the mkfs complaint", re.Output)
-	}
-}
-
-func TestLabel_NotExt4(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "zero")
-	if err := os.WriteFile(p, make([]byte, 4096), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Label(p); err == nil || !strings.Contains(err.Error(), "no ext4 superblock") {
-		t.Fatalf("Label of zeros: %v", err)
-	}
-	if _, err := Label(filepath.Join(t.TempDir(), "missing")); err == nil {
-		t.Fatal("Label of a missing file succeeded")
 	}
 }
 
@@ -195,8 +184,8 @@ func TestClone(t *testing.T) {
 			if method != MethodReflink && method != MethodSparseCopy {
 				t.Fatalf("method = %q", method)
 			}
-			srcAlloc, _, _ := Usage(src)
-			alloc, apparent, err := Usage(dst)
+			srcAlloc, _, _ := disktest.Usage(src)
+			alloc, apparent, err := disktest.Usage(dst)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -282,7 +271,7 @@ func TestResize(t *testing.T) {
 			if err := MakeExt4(ctx, img, tt.from, "banger-work", src); err != nil {
 				t.Fatal(err)
 			}
-			before, err := FreeBytes(ctx, img)
+			before, err := disktest.FreeBytes(ctx, img)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +280,7 @@ func TestResize(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Resize error = %v, want %q", err, tt.wantErr)
 				}
-				if _, size, _ := Usage(img); size != tt.from {
+				if _, size, _ := disktest.Usage(img); size != tt.from {
 					t.Errorf("refused resize changed the size to %d", size)
 				}
 				return
@@ -302,7 +291,7 @@ func TestResize(t *testing.T) {
 			if err := Check(ctx, img); err != nil {
 				t.Fatalf("e2fsck after resize: %v", err)
 			}
-			after, err := FreeBytes(ctx, img)
+			after, err := disktest.FreeBytes(ctx, img)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -312,7 +301,7 @@ func TestResize(t *testing.T) {
 			if got := debugfsCat(t, img, "/keep"); got != "kept" {
 				t.Errorf("/keep = %q after resize", got)
 			}
-			if l, _ := Label(img); l != "banger-work" {
+			if l, _ := disktest.Label(img); l != "banger-work" {
 				t.Errorf("label = %q after resize", l)
 			}
 		})

@@ -8,6 +8,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/hostcap"
 	"banger/internal/layout"
+	"banger/internal/units"
 )
 
 // Check and Report are the wire types the daemon answers with.
@@ -234,7 +236,7 @@ func diskCheck(p hostcap.Probes, dir string) Check {
 	if err != nil {
 		return Check{Name: name, Status: StatusWarn, Detail: fmt.Sprintf("cannot measure free space in %s: %v", dir, err)}
 	}
-	detail := fmt.Sprintf("%s free in %s", humanBytes(free), dir)
+	detail := fmt.Sprintf("%s free in %s", units.Bytes(int64(min(free, math.MaxInt64))), dir)
 	fix := "free space there, or point BANGER_STATE_DIR at a larger filesystem"
 	switch {
 	case free < diskFailBytes:
@@ -243,14 +245,6 @@ func diskCheck(p hostcap.Probes, dir string) Check {
 		return Check{Name: name, Status: StatusWarn, Detail: detail + " (under 10 GiB: images and VM disks may not fit)", Fix: fix}
 	}
 	return Check{Name: name, Status: StatusOK, Detail: detail}
-}
-
-func humanBytes(n uint64) string {
-	const gib = 1 << 30
-	if n >= gib {
-		return fmt.Sprintf("%.1f GiB", float64(n)/gib)
-	}
-	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func imageCheck(ctx context.Context, p hostcap.Probes, c *config.Config, in Input, mmdebstrap bool) Check {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"banger/internal/atomicfile"
 	"banger/internal/layout"
 )
 
@@ -74,37 +75,13 @@ func EnsureCA(dir, vmName string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("egress ca: %w", err)
 	}
-	if err := writeNew(filepath.Join(dir, layout.EgressCAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return nil, err
+	if err := atomicfile.Write(filepath.Join(dir, layout.EgressCAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return nil, fmt.Errorf("egress ca: %w", err)
 	}
-	if err := writeNew(filepath.Join(dir, layout.EgressCAFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, err
+	if err := atomicfile.Write(filepath.Join(dir, layout.EgressCAFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, fmt.Errorf("egress ca: %w", err)
 	}
 	return LoadCA(dir)
-}
-
-// writeNew writes data to path atomically (temp file, fsync, rename).
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return fmt.Errorf("egress ca: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("egress ca: %w", err)
-	}
-	return nil
 }
 
 // LoadCA reads the CA kept in the VM directory dir.

@@ -81,7 +81,8 @@ const (
 	QEMUBin        = "qemu-system-x86_64"
 )
 
-// Minimum Firecracker version banger drives.
+// Minimum Firecracker version banger drives: 1.8 passes ACPI tables, which
+// Debian's kernel needs to find virtio-mmio devices.
 const (
 	MinFirecrackerMajor = 1
 	MinFirecrackerMinor = 8

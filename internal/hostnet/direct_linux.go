@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"banger/internal/cmdrun"
 	"banger/internal/guestcontract"
 )
 
@@ -306,12 +306,7 @@ func (d Direct) nft(ctx context.Context, script string) error {
 	}
 	argv := []string{bin, "-f", "-"}
 	return d.in(func() error {
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		cmd.Stdin = strings.NewReader(script)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return &CommandError{Argv: argv, Output: out, Err: err}
-		}
-		return nil
+		return cmdrun.Cmd{Argv: argv, Stdin: strings.NewReader(script)}.Run(ctx)
 	})
 }
 

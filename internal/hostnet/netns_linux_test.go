@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/cmdrun"
 	"banger/internal/testenv"
 )
 
@@ -558,7 +559,7 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 	// and touch nothing.
 	for _, name := range []string{"lo", "-x", "bgtap0; ip link del bgsudo0", "$(id)"} {
 		err := s.DeleteLink(ctx, name)
-		var ce *CommandError
+		var ce *cmdrun.Error
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "exit status 2") || !strings.Contains(err.Error(), "rejected") {
 			t.Errorf("DeleteLink(%q) = %v, want a rejection (exit status 2)", name, err)
 		}

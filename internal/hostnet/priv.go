@@ -1,11 +1,8 @@
 package hostnet
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net/netip"
-	"strings"
 )
 
 // Privileged is the handful of host operations banger needs that require
@@ -71,22 +68,3 @@ func (l Link) HasAddr(p netip.Prefix) bool {
 	}
 	return false
 }
-
-// CommandError is a failed external command: its argv, its combined
-// output and the exit error, so the message says what ran and why it
-// failed.
-type CommandError struct {
-	Argv   []string
-	Output []byte
-	Err    error
-}
-
-func (e *CommandError) Error() string {
-	msg := fmt.Sprintf("%s: %v", strings.Join(e.Argv, " "), e.Err)
-	if out := bytes.TrimSpace(e.Output); len(out) > 0 {
-		msg += ": " + string(out)
-	}
-	return msg
-}
-
-func (e *CommandError) Unwrap() error { return e.Err }

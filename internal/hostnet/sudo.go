@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strconv"
+
+	"banger/internal/cmdrun"
 )
 
 // The operations of `bangerd priv`, shared by Sudo (which builds the argv)
@@ -43,12 +44,10 @@ func (s Sudo) Argv(op string, args ...string) []string {
 	return append([]string{sudo, "-n", s.Bangerd, "priv", op}, args...)
 }
 
+// run runs op through sudo; a failure is a *cmdrun.Error with the argv
+// and what sudo or PrivMain printed.
 func (s Sudo) run(ctx context.Context, op string, args ...string) error {
-	argv := s.Argv(op, args...)
-	if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
-		return &CommandError{Argv: argv, Output: out, Err: err}
-	}
-	return nil
+	return cmdrun.Run(ctx, s.Argv(op, args...)...)
 }
 
 // EnsureBridge implements Privileged.

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"banger/internal/cmdrun"
 )
 
 // fakeSudo writes a sudo stand-in that records its argv, one argument per
@@ -86,9 +88,9 @@ func TestSudo_Failure(t *testing.T) {
 	sudo, _ := fakeSudo(t, 1)
 	s := Sudo{Bangerd: "/usr/local/bin/bangerd", SudoPath: sudo}
 	err := s.DeleteLink(context.Background(), "bgtap4")
-	var ce *CommandError
+	var ce *cmdrun.Error
 	if !errors.As(err, &ce) {
-		t.Fatalf("DeleteLink error = %v, want a *CommandError", err)
+		t.Fatalf("DeleteLink error = %v, want a *cmdrun.Error", err)
 	}
 	if diff := cmp.Diff([]string{sudo, "-n", "/usr/local/bin/bangerd", "priv", "delete-link", "bgtap4"}, ce.Argv); diff != "" {
 		t.Errorf("error argv (-want +got):\n%s", diff)

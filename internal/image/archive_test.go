@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"banger/internal/disk"
+	"banger/internal/disk/disktest"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -84,7 +84,7 @@ func TestExportImportArchive(t *testing.T) {
 				}
 			}
 			// The rootfs stays sparse across export and import.
-			if alloc, _, _ := disk.Usage(filepath.Join(dst.Path(got.ID), FileRootfs)); alloc > 1<<20 {
+			if alloc, _, _ := disktest.Usage(filepath.Join(dst.Path(got.ID), FileRootfs)); alloc > 1<<20 {
 				t.Errorf("imported rootfs allocates %d bytes; want sparse", alloc)
 			}
 		})

@@ -1,7 +1,7 @@
 // Package image is banger's managed image store: the on-disk layout of an
 // image (a full boot set plus a manifest), kernel extraction from a
-// bzImage, OCI import, catalogs and pulls, and export/import of images
-// between hosts.
+// bzImage, OCI import, and export/import of images between hosts.
+// Catalogs and pulls live in imagectl.
 //
 // An image lives in <state>/images/<id>/ and is complete or absent: it is
 // built in a staging directory on the same filesystem and renamed into

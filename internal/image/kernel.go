@@ -12,6 +12,8 @@ import (
 	"io"
 	"os"
 
+	"banger/internal/atomicfile"
+
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
@@ -165,7 +167,7 @@ func ExtractVmlinux(bzImagePath, outPath string) error {
 	if err != nil {
 		return fmt.Errorf("extract vmlinux from %s: %w", bzImagePath, err)
 	}
-	if err := writeFileAtomic(outPath, elf, 0o644); err != nil {
+	if err := atomicfile.Write(outPath, elf, 0o644); err != nil {
 		return fmt.Errorf("extract vmlinux from %s (%s): %w", bzImagePath, c, err)
 	}
 	return nil

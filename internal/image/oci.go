@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
+	"banger/internal/cmdrun"
 	"banger/internal/disk"
 	"banger/internal/guestcontract"
 
@@ -132,12 +132,7 @@ type OCIOptions struct {
 // modules when the imported image has none for that kernel. Init is
 // "systemd" when the image has systemd as /sbin/init, else "agent".
 // The returned manifest is ready for Store.Commit.
-func ImportOCI(ctx context.Context, ref string, base *Manifest, baseDir, outDir, agentBin string, progress func(stage string, done, total int64)) (*Manifest, error) {
-	return ImportOCIWith(ctx, ref, OCIOptions{Base: base, BaseDir: baseDir, AgentBin: agentBin, Progress: progress}, outDir)
-}
-
-// ImportOCIWith is ImportOCI with options.
-func ImportOCIWith(ctx context.Context, ref string, o OCIOptions, outDir string) (*Manifest, error) {
+func ImportOCI(ctx context.Context, ref string, o OCIOptions, outDir string) (*Manifest, error) {
 	if o.Base == nil || o.BaseDir == "" {
 		return nil, fmt.Errorf("import %s: no base image for the kernel and initrd", ref)
 	}
@@ -422,13 +417,17 @@ func copyModules(ctx context.Context, tree string, o OCIOptions) error {
 	}
 	rootfs := filepath.Join(o.BaseDir, FileRootfs)
 	src := "/usr/lib/modules/" + release
-	if out, err := exec.CommandContext(ctx, "debugfs", "-R", "stat "+src, rootfs).CombinedOutput(); err != nil || strings.Contains(string(out), "not found") {
+	if out, err := cmdrun.Output(ctx, "debugfs", "-R", "stat "+src, rootfs); err != nil || strings.Contains(string(out), "not found") {
 		src = "/lib/modules/" + release
 	}
 	args := []string{"debugfs", "-R", fmt.Sprintf("rdump %s %s", src, filepath.Join(tree, dir)), rootfs}
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "File not found") {
-		return fmt.Errorf("copy kernel modules: %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	out, err := cmdrun.Output(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("copy kernel modules: %w", err)
+	}
+	// debugfs reports a missing source on its output and still exits 0.
+	if strings.Contains(string(out), "File not found") {
+		return fmt.Errorf("copy kernel modules: %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"banger/internal/disk"
+	"banger/internal/disk/disktest"
 	"banger/internal/guestcontract"
 	"banger/internal/testenv"
 
@@ -237,14 +238,14 @@ func TestImportOCI(t *testing.T) {
 			}
 			var stages []string
 			finished := map[string]bool{}
-			m, err := ImportOCI(ctx, ref, base, baseDir, out, agent, func(s string, done, total int64) {
+			m, err := ImportOCI(ctx, ref, OCIOptions{Base: base, BaseDir: baseDir, AgentBin: agent, Progress: func(s string, done, total int64) {
 				if len(stages) == 0 || stages[len(stages)-1] != s {
 					stages = append(stages, s)
 				}
 				if total > 0 && done >= total {
 					finished[s] = true
 				}
-			})
+			}}, out)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,10 +274,10 @@ func TestImportOCI(t *testing.T) {
 				t.Errorf("image dir holds %d entries, want 5 files + manifest: %v", len(ents), ents)
 			}
 			rootfs, work := filepath.Join(dir, FileRootfs), filepath.Join(dir, FileWorkSeed)
-			if l, _ := disk.Label(rootfs); l != guestcontract.LabelRoot {
+			if l, _ := disktest.Label(rootfs); l != guestcontract.LabelRoot {
 				t.Errorf("rootfs label %q", l)
 			}
-			if l, _ := disk.Label(work); l != guestcontract.LabelWork {
+			if l, _ := disktest.Label(work); l != guestcontract.LabelWork {
 				t.Errorf("work-seed label %q", l)
 			}
 			checks := []struct{ req, want string }{
@@ -361,13 +362,13 @@ func TestImportOCI_Errors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			out := t.TempDir()
-			_, err := ImportOCI(ctx, tt.ref, base, baseDir, out, "/bin/true", nil)
+			_, err := ImportOCI(ctx, tt.ref, OCIOptions{Base: base, BaseDir: baseDir, AgentBin: "/bin/true"}, out)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("ImportOCI error = %v, want %q", err, tt.wantErr)
 			}
 		})
 	}
-	if _, err := ImportOCI(ctx, "x", nil, "", t.TempDir(), "", nil); err == nil {
+	if _, err := ImportOCI(ctx, "x", OCIOptions{}, t.TempDir()); err == nil {
 		t.Error("ImportOCI without a base image succeeded")
 	}
 }

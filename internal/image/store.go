@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"banger/internal/atomicfile"
 )
 
 // Prefixes of the store's private directories; they never hold a
@@ -87,7 +89,7 @@ func (s *Store) Commit(ctx context.Context, tmpDir string, m *Manifest) (string,
 	if err := os.Rename(tmpDir, dst); err != nil {
 		return "", fmt.Errorf("commit image %s: %w", m.ID, err)
 	}
-	if err := syncDir(s.Dir); err != nil {
+	if err := atomicfile.SyncDir(s.Dir); err != nil {
 		return "", fmt.Errorf("commit image %s: %w", m.ID, err)
 	}
 	return dst, nil
@@ -284,42 +286,5 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, FileManifest), append(data, '\n'), 0o644)
-}
-
-// writeFileAtomic writes data to a temp file beside path, syncs it and
-// renames it over path.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// syncDir fsyncs a directory so renames in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(filepath.Join(dir, FileManifest), append(data, '\n'), 0o644)
 }

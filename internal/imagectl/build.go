@@ -13,6 +13,7 @@ import (
 	"banger/internal/image/debian"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 )
 
 // BuildRequest is what `banger image build` asks for: a catalog recipe
@@ -86,9 +87,9 @@ func (m *Manager) buildRecipe(ctx context.Context, op *operation.Op, r debian.Re
 	tr := newStageTracker(op)
 	tr.plan(debian.StageBootstrap, debian.StageInitramfs, debian.StageConfigure, debian.StageKernel, debian.StageFilesystem, StageRegister)
 	if _, err := os.Stat(debian.CachePath(cache, r)); err == nil {
-		logf(op, "bootstrap cache hit: recipe %s (hash %s)", r.Name, shortID(r.Hash()))
+		logf(op, "bootstrap cache hit: recipe %s (hash %s)", r.Name, units.ShortID(r.Hash()))
 	} else {
-		logf(op, "bootstrap cache miss: recipe %s (hash %s); running mmdebstrap, this takes minutes", r.Name, shortID(r.Hash()))
+		logf(op, "bootstrap cache miss: recipe %s (hash %s); running mmdebstrap, this takes minutes", r.Name, units.ShortID(r.Hash()))
 	}
 	build := m.BuildRecipe
 	if build == nil {

@@ -33,6 +33,7 @@ import (
 	"banger/internal/image/debian"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 )
 
 // Environment variables that override where imagectl finds things.
@@ -442,7 +443,7 @@ func (m *Manager) DefaultImageState(ctx context.Context) (state, detail string) 
 		if err := m.checkPresent(img); err != nil {
 			return StateMissing, err.Error()
 		}
-		return StatePresent, fmt.Sprintf("%s (%s, %s)", img.Name, shortID(img.ID), humanBytes(img.SizeBytes))
+		return StatePresent, fmt.Sprintf("%s (%s, %s)", img.Name, units.ShortID(img.ID), units.Bytes(img.SizeBytes))
 	}
 	e, err := m.LookupCatalog(ctx, name)
 	if err != nil {
@@ -565,7 +566,7 @@ func (m *Manager) produce(ctx context.Context, op *operation.Op, name string, fi
 		}
 		return store.Image{}, s.fail(err)
 	}
-	s.detail("%s (%s, %s)", name, shortID(man.ID), humanBytes(man.SizeBytes))
+	s.detail("%s (%s, %s)", name, units.ShortID(man.ID), units.Bytes(man.SizeBytes))
 	s.done()
 	fmt.Fprintf(lf, "registered image %s id %s in %s\n", name, man.ID, committed)
 	m.logger().Info("image registered", logKeyImage, name, "id", man.ID, "source", img.Source, logKeyLog, logPath)

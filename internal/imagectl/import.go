@@ -66,7 +66,7 @@ func (m *Manager) Import(ctx context.Context, op *operation.Op, ref, name string
 	tr.plan(image.StageFetch, image.StageExtract, image.StageAgent, image.StageRootfs, image.StageWorkSeed, image.StageKernel, StageRegister)
 	return m.produce(ctx, op, name, func(ctx context.Context, dir string, log io.Writer) (*image.Manifest, error) {
 		fmt.Fprintf(log, "import %s (%s) as %s on base image %s (%s)\n", ref, kind, name, base.Name, base.ID)
-		return image.ImportOCIWith(ctx, ref, image.OCIOptions{
+		return image.ImportOCI(ctx, ref, image.OCIOptions{
 			Base: baseMan, BaseDir: base.Dir, AgentBin: agent, Name: name, Progress: tr.report,
 		}, dir)
 	})

@@ -1,7 +1,6 @@
 package imagectl
 
 import (
-	"fmt"
 	"os/exec"
 	"sync"
 
@@ -89,26 +88,4 @@ func (t *stageTracker) report(name string, done, total int64) {
 	if total > 0 && done >= total {
 		s.done()
 	}
-}
-
-// shortID is the first 12 characters of an id.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
-// humanBytes renders a size with a binary unit ("1.5 GiB").
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -14,9 +14,11 @@ import (
 	"syscall"
 
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/image"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 )
 
 // Stage names of a pull.
@@ -70,7 +72,7 @@ func (m *Manager) pull(ctx context.Context, op *operation.Op, e *CatalogEntry, n
 			if err != nil {
 				return nil, s.fail(err)
 			}
-			s.detail("%s (%s)", f, humanBytes(a.Size))
+			s.detail("%s (%s)", f, units.Bytes(a.Size))
 			fmt.Fprintf(log, "download %s from %s (%d bytes, sha256 %s)\n", f, src, a.Size, a.SHA256)
 			base := done
 			err = m.download(ctx, src, a, filepath.Join(dir, f), func(n int64) { s.progress(base+n, total) })
@@ -241,10 +243,14 @@ func sha256File(ctx context.Context, path string) (fileSum, error) {
 	return fileSum{size: n, sum: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// moveFile renames src to dst, copying across filesystems.
+// moveFile renames src to dst, copying across filesystems, and syncs
+// dst's directory so the move survives a crash.
 func moveFile(src, dst string) error {
 	err := os.Rename(src, dst)
-	if err == nil || !errors.Is(err, syscall.EXDEV) {
+	if err == nil {
+		return atomicfile.SyncDir(filepath.Dir(dst))
+	}
+	if !errors.Is(err, syscall.EXDEV) {
 		return err
 	}
 	in, err := os.Open(src)
@@ -253,6 +259,9 @@ func moveFile(src, dst string) error {
 	}
 	defer in.Close()
 	if err := writeSparse(in, dst); err != nil {
+		return err
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
 		return err
 	}
 	return os.Remove(src)

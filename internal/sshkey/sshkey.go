@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 
+	"banger/internal/atomicfile"
+	"banger/internal/cmdrun"
 	"banger/internal/layout"
 )
 
@@ -50,22 +51,31 @@ func Ensure(ctx context.Context, configured, dir string) (Key, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Key{}, fmt.Errorf("create ssh dir: %w", err)
 	}
-	// Generate next to the target and rename, so a crash never leaves a
-	// half-written key that a later run would refuse to overwrite.
+	// Generate beside the target and install atomically, so a crash never
+	// leaves a half-written key that a later run would refuse to overwrite.
 	tmp, err := os.MkdirTemp(dir, ".keygen-")
 	if err != nil {
 		return Key{}, fmt.Errorf("create ssh key: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	tmpKey := filepath.Join(tmp, layout.SSHKeyFile)
-	cmd := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f", tmpKey)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Key{}, fmt.Errorf("ssh-keygen: %w: %s", err, strings.TrimSpace(string(out)))
+	if err := cmdrun.Run(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f", tmpKey); err != nil {
+		return Key{}, fmt.Errorf("create ssh key: %w", err)
 	}
-	if err := os.Rename(tmpKey+".pub", k.Public); err != nil {
+	// ssh-keygen does not fsync; atomicfile does. The private half goes
+	// last: its presence is what says the pair is complete.
+	pub, err := os.ReadFile(tmpKey + ".pub")
+	if err != nil {
 		return Key{}, fmt.Errorf("install ssh public key: %w", err)
 	}
-	if err := os.Rename(tmpKey, k.Private); err != nil {
+	priv, err := os.ReadFile(tmpKey)
+	if err != nil {
+		return Key{}, fmt.Errorf("install ssh private key: %w", err)
+	}
+	if err := atomicfile.Write(k.Public, pub, 0o644); err != nil {
+		return Key{}, fmt.Errorf("install ssh public key: %w", err)
+	}
+	if err := atomicfile.Write(k.Private, priv, 0o600); err != nil {
 		return Key{}, fmt.Errorf("install ssh private key: %w", err)
 	}
 	return k, nil
@@ -148,11 +158,7 @@ func (h *KnownHosts) write(lines []string) error {
 		buf.WriteString(l)
 		buf.WriteByte('\n')
 	}
-	tmp := h.Path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
-		return fmt.Errorf("write known_hosts: %w", err)
-	}
-	if err := os.Rename(tmp, h.Path); err != nil {
+	if err := atomicfile.Write(h.Path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("write known_hosts: %w", err)
 	}
 	return nil
@@ -186,9 +192,8 @@ func NewHostKey(ctx context.Context) (private, public string, err error) {
 	}
 	defer os.RemoveAll(dir)
 	p := filepath.Join(dir, "key")
-	cmd := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@banger", "-f", p)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("ssh-keygen: %w: %s", err, strings.TrimSpace(string(out)))
+	if err := cmdrun.Run(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@banger", "-f", p); err != nil {
+		return "", "", fmt.Errorf("host key: %w", err)
 	}
 	priv, err := os.ReadFile(p)
 	if err != nil {

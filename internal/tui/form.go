@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -107,8 +108,13 @@ func (f *createForm) update(k tea.KeyMsg) {
 // value returns a field's trimmed text.
 func (f *createForm) value(i int) string { return strings.TrimSpace(f.inputs[i].value) }
 
-// request validates the fields with the same rules as `banger vm create`
-// and builds the request.
+// specFields are the form fields holding a VM spec's fields, so that a
+// field api.VMSpec.Validate refuses gets the focus.
+var specFields = map[api.SpecField]int{api.SpecVCPU: fieldVCPU, api.SpecMemory: fieldMemory, api.SpecDisk: fieldDisk}
+
+// request validates the fields with the same check as `banger vm create`
+// (api.VMSpec.Validate) and builds the request; a refused spec field gets
+// the focus.
 func (f *createForm) request() (api.CreateVMRequest, error) {
 	name := f.value(fieldName)
 	if name != "" {
@@ -117,24 +123,29 @@ func (f *createForm) request() (api.CreateVMRequest, error) {
 		}
 	}
 	vcpu, err := strconv.Atoi(f.value(fieldVCPU))
-	if err != nil || vcpu < 1 || vcpu > config.MaxVCPU {
-		return api.CreateVMRequest{}, fmt.Errorf("vcpu %q: must be between 1 and %d", f.value(fieldVCPU), config.MaxVCPU)
+	if err != nil {
+		return api.CreateVMRequest{}, fmt.Errorf("vcpu %q: want a whole number", f.value(fieldVCPU))
 	}
 	mem, err := strconv.Atoi(f.value(fieldMemory))
-	if err != nil || mem < config.MinMemoryMiB {
-		return api.CreateVMRequest{}, fmt.Errorf("memory %q: must be at least %d MiB", f.value(fieldMemory), config.MinMemoryMiB)
+	if err != nil {
+		return api.CreateVMRequest{}, fmt.Errorf("memory %q: want a whole number of MiB", f.value(fieldMemory))
 	}
 	disk, err := config.ParseSize(f.value(fieldDisk))
 	if err != nil {
 		return api.CreateVMRequest{}, fmt.Errorf("disk: %w", err)
 	}
-	if disk < config.MinDiskBytes {
-		return api.CreateVMRequest{}, fmt.Errorf("disk %s: must be at least %s", f.value(fieldDisk), config.FormatSize(config.MinDiskBytes))
+	spec := api.VMSpec{VCPU: vcpu, MemoryMiB: mem, DiskBytes: disk}
+	if err := spec.Validate(); err != nil {
+		var se *api.SpecError
+		if errors.As(err, &se) {
+			f.focus = specFields[se.Field]
+		}
+		return api.CreateVMRequest{}, err
 	}
 	return api.CreateVMRequest{
 		Name:  name,
 		Image: f.value(fieldImage),
 		VMM:   f.vmm,
-		Spec:  api.VMSpec{VCPU: vcpu, MemoryMiB: mem, DiskBytes: disk},
+		Spec:  spec,
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/procstat"
+	"banger/internal/units"
 	"banger/internal/vmname"
 )
 
@@ -289,7 +290,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.op = &opState{id: msg.ref.ID, kind: msg.kind, target: msg.target, started: m.now(), state: api.OpRunning}
-		m.setInfo(fmt.Sprintf("%s %s: following operation %s", msg.kind, msg.target, shortID(msg.ref.ID)))
+		m.setInfo(fmt.Sprintf("%s %s: following operation %s", msg.kind, msg.target, units.ShortID(msg.ref.ID)))
 		return m, openEvents(m.client, msg.ref.ID)
 	case opStreamMsg:
 		if m.op == nil || m.op.id != msg.id {
@@ -308,7 +309,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m.opEvent(msg)
 	case opCancelMsg:
 		if msg.err != nil {
-			m.setErr(fmt.Errorf("cancel operation %s: %w", shortID(msg.id), msg.err))
+			m.setErr(fmt.Errorf("cancel operation %s: %w", units.ShortID(msg.id), msg.err))
 			if m.op != nil && m.op.id == msg.id {
 				m.op.canceling = false
 			}
@@ -959,12 +960,4 @@ func closeCmd(c io.Closer) tea.Cmd {
 		c.Close()
 		return nil
 	}
-}
-
-// shortID abbreviates an id for display.
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }

@@ -143,10 +143,11 @@ func TestModel_CreateFormValidation(t *testing.T) {
 		want  string
 	}{
 		{"bad name", fieldName, "Not_A_Label", "name"},
-		{"zero vcpu", fieldVCPU, "0", "vcpu"},
-		{"tiny memory", fieldMemory, "64", "memory"},
+		{"zero vcpu", fieldVCPU, "0", "vcpu must be between 1 and 32, got 0"},
+		{"vcpu not a number", fieldVCPU, "x", `vcpu "x"`},
+		{"tiny memory", fieldMemory, "64", "memory must be at least 256 MiB, got 64 MiB"},
 		{"bad disk", fieldDisk, "lots", "disk"},
-		{"small disk", fieldDisk, "10M", "disk 10M"},
+		{"small disk", fieldDisk, "10M", "disk size must be at least 1G, got 10M"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -453,7 +454,7 @@ func TestModel_ProcessUse(t *testing.T) {
 	if !u.HaveCPU || u.CPU < 149.9 || u.CPU > 150.1 {
 		t.Fatalf("cpu after 150 ticks in 1s = %+v, want 150%%", u)
 	}
-	h.wantScreen("150%", "310M", "pid 4242")
+	h.wantScreen("150%", "310.0 MiB", "pid 4242")
 }
 
 func TestModel_GuestStats(t *testing.T) {
@@ -463,8 +464,8 @@ func TestModel_GuestStats(t *testing.T) {
 	h := newHarness(t, f)
 	h.setProc(4242, ProcSample{CPUTicks: 1000, RSSBytes: 300 << 20})
 	h.refresh()
-	h.refresh()                                                      // the first refresh selects alpha; the next measures it
-	h.wantScreen("guest 42% cpu", "300M/1.0G mem", "/root 64M/2.0G") // the rest is cut at 80 columns
+	h.refresh()                                                                      // the first refresh selects alpha; the next measures it
+	h.wantScreen("guest 42% cpu", "300.0 MiB/1.0 GiB mem", "/root 64.0 MiB/2.0 GiB") // the rest is cut at 80 columns
 	// A stopped VM is not measured.
 	h.press("j")
 	h.refresh()

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/units"
 )
 
 // Glyphs of the operation panel (as in the CLI's progress output).
@@ -229,7 +230,7 @@ var vmColumns = []column{
 	{title: "DISK", max: 5, prio: 4, right: true},
 	{title: "AGE", max: 4, prio: 4, right: true},
 	{title: "CPU%", max: 6, prio: 1, right: true},
-	{title: "RSS", max: 6, prio: 1, right: true},
+	{title: "RSS", max: 10, prio: 1, right: true},
 }
 
 const vmStateCol = 1
@@ -282,11 +283,11 @@ func (m Model) vmRow(v api.VM, now time.Time) []string {
 	}
 	img := v.ImageName
 	if img == "" {
-		img = shortID(v.ImageID)
+		img = units.ShortID(v.ImageID)
 	}
 	cpu, rss := "-", "-"
 	if u, ok := m.procs[v.ID]; ok {
-		rss = humanBytes(u.RSS)
+		rss = units.Bytes(u.RSS)
 		if u.HaveCPU {
 			cpu = fmt.Sprintf("%.0f%%", u.CPU)
 		}
@@ -306,23 +307,23 @@ func (m Model) vmDetails() []string {
 	}
 	img := v.ImageName
 	if img == "" {
-		img = shortID(v.ImageID) + " (image gone)"
+		img = units.ShortID(v.ImageID) + " (image gone)"
 	}
 	l1 := fmt.Sprintf("%s · %s · %s · %s · %s · %s", v.Name, v.State, img, dash(v.IP), v.DNSName, v.VMM)
-	l2 := fmt.Sprintf("%d vcpu · %d MiB · %s disk · id %s", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes), shortID(v.ID))
+	l2 := fmt.Sprintf("%d vcpu · %d MiB · %s disk · id %s", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes), units.ShortID(v.ID))
 	if v.PID != 0 {
 		l2 += fmt.Sprintf(" · pid %d", v.PID)
 		if u, ok := m.procs[v.ID]; ok && u.HaveCPU {
-			l2 += fmt.Sprintf(" · vmm %.1f%% cpu, %s rss", u.CPU, humanBytes(u.RSS))
+			l2 += fmt.Sprintf(" · vmm %.1f%% cpu, %s rss", u.CPU, units.Bytes(u.RSS))
 		}
 	}
 	out := []string{m.st.dim.Render(strings.Repeat("─", m.width)), l1, m.st.dim.Render(l2)}
 	if g := m.guest; g != nil && g.ID == v.ID {
 		out = append(out, m.st.dim.Render(fmt.Sprintf("guest %.0f%% cpu · %s/%s mem · load %.2f · /root %s/%s · overlay %s/%s · rx %s/s tx %s/s",
-			g.CPUPercent, humanBytes(int64(min(g.MemUsed, 1<<62))), humanBytes(int64(min(g.MemTotal, 1<<62))), g.Load[0],
-			humanBytes(int64(min(g.Root.Used, 1<<62))), humanBytes(int64(min(g.Root.Size, 1<<62))),
-			humanBytes(int64(min(g.Overlay.Used, 1<<62))), humanBytes(int64(min(g.Overlay.Size, 1<<62))),
-			humanBytes(int64(min(g.RxRate, 1<<62))), humanBytes(int64(min(g.TxRate, 1<<62))))))
+			g.CPUPercent, units.Bytes(int64(min(g.MemUsed, 1<<62))), units.Bytes(int64(min(g.MemTotal, 1<<62))), g.Load[0],
+			units.Bytes(int64(min(g.Root.Used, 1<<62))), units.Bytes(int64(min(g.Root.Size, 1<<62))),
+			units.Bytes(int64(min(g.Overlay.Used, 1<<62))), units.Bytes(int64(min(g.Overlay.Size, 1<<62))),
+			units.Bytes(int64(min(g.RxRate, 1<<62))), units.Bytes(int64(min(g.TxRate, 1<<62))))))
 	}
 	if v.LastError != "" {
 		out = append(out, m.st.err.Render("last error: "+v.LastError))
@@ -333,7 +334,7 @@ func (m Model) vmDetails() []string {
 var imageColumns = []column{
 	{title: "NAME", max: 24, prio: 0},
 	{title: "SOURCE", max: 30, prio: 2},
-	{title: "SIZE", max: 6, prio: 1, right: true},
+	{title: "SIZE", max: 10, prio: 1, right: true},
 	{title: "INIT", max: 7, prio: 3},
 	{title: "KERNEL", max: 16, prio: 4},
 	{title: "CREATED", max: 16, prio: 2},
@@ -346,7 +347,7 @@ func (m Model) imagesBody(height int) []string {
 	}
 	rows := make([][]string, len(m.images))
 	for i, im := range m.images {
-		rows[i] = []string{im.Name, im.Source.String(), humanBytes(im.SizeBytes), dash(im.Init), dash(im.KernelVersion),
+		rows[i] = []string{im.Name, im.Source.String(), units.Bytes(im.SizeBytes), dash(im.Init), dash(im.KernelVersion),
 			when(im.Created), dash(strings.Join(im.UsedBy, ","))}
 	}
 	return m.table(imageColumns, rows, m.imgCursor, height, nil)
@@ -651,25 +652,4 @@ func age(t, now time.Time) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
-}
-
-// humanBytes renders a size with a binary unit and at most one decimal:
-// 512K, 1.5G.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	v, u := float64(n), ""
-	for _, s := range []string{"K", "M", "G", "T"} {
-		v /= unit
-		u = s
-		if v < unit {
-			break
-		}
-	}
-	if v >= 10 {
-		return fmt.Sprintf("%.0f%s", v, u)
-	}
-	return fmt.Sprintf("%.1f%s", v, u)
 }

@@ -200,15 +200,7 @@ func TestLayout(t *testing.T) {
 	}
 }
 
-func TestHumanBytesAndAge(t *testing.T) {
-	for _, tt := range []struct {
-		n    int64
-		want string
-	}{{512, "512B"}, {1536, "1.5K"}, {300 << 20, "300M"}, {3 << 30, "3.0G"}} {
-		if got := humanBytes(tt.n); got != tt.want {
-			t.Errorf("humanBytes(%d) = %q, want %q", tt.n, got, tt.want)
-		}
-	}
+func TestAge(t *testing.T) {
 	for _, tt := range []struct {
 		ago  string
 		want string

@@ -19,6 +19,7 @@ import (
 	"banger/internal/operation"
 	"banger/internal/store"
 	"banger/internal/vmm"
+	"banger/internal/wait"
 )
 
 func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
@@ -264,39 +265,41 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 	ctx, cancel := context.WithTimeout(ctx, m.opt.AgentTimeout)
 	defer cancel()
 	client := m.agentClient(vm, h)
+	var health agent.Health
 	var last error
-	for {
+	err := wait.Until(ctx, pollInterval, func() (bool, error) {
 		if !vmm.Alive(h) {
-			return agent.Health{}, fmt.Errorf("%s exited during boot (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
+			return false, fmt.Errorf("%s exited during boot (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
 		}
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		health, err := client.Health(actx)
+		hl, err := client.Health(actx)
 		acancel()
-		if err == nil && health.IdentityError != "" {
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		health = hl
+		if health.IdentityError != "" {
 			// The guest is up but did not take its identity (address,
 			// keys, a file_sync entry): a VM that looks fine but is not.
-			return health, fmt.Errorf("guest could not apply its identity: %s", health.IdentityError)
+			return false, fmt.Errorf("guest could not apply its identity: %s", health.IdentityError)
 		}
-		if err == nil {
-			keys, kerr := client.HostKeys(ctx)
-			if kerr == nil && len(keys) > 0 && m.opt.KnownHosts != nil {
-				kerr = m.opt.KnownHosts.Set(vm.Name+".vm", keys)
-			}
-			if kerr != nil {
-				return health, fmt.Errorf("learn ssh host keys: %w", kerr)
-			}
-			return health, nil
+		keys, kerr := client.HostKeys(ctx)
+		if kerr == nil && len(keys) > 0 && m.opt.KnownHosts != nil {
+			kerr = m.opt.KnownHosts.Set(vm.Name+".vm", keys)
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)", m.opt.AgentTimeout, last, h.ConsoleLog)
-			}
-			return agent.Health{}, ctx.Err()
-		case <-time.After(pollInterval):
+		if kerr != nil {
+			return false, fmt.Errorf("learn ssh host keys: %w", kerr)
 		}
+		return true, nil
+	})
+	if err != nil && err == ctx.Err() {
+		if ctx.Err() == context.DeadlineExceeded && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)", m.opt.AgentTimeout, last, h.ConsoleLog)
+		}
+		return agent.Health{}, err
 	}
+	return health, err
 }
 
 // waitSSH waits (bounded) until the guest lists a TCP listener on port 22,
@@ -306,23 +309,20 @@ func (m *Manager) waitSSH(ctx context.Context, vm store.VM, h vmm.Handles) bool 
 	ctx, cancel := context.WithTimeout(ctx, m.opt.SSHWait)
 	defer cancel()
 	client := m.agentClient(vm, h)
-	for {
+	err := wait.Until(ctx, pollInterval, func() (bool, error) {
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		ports, err := client.Ports(pctx)
 		pcancel()
 		if err == nil {
 			for _, p := range ports {
 				if p.Proto == "tcp" && p.Port == 22 {
-					return true
+					return true, nil
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(pollInterval):
-		}
-	}
+		return false, nil
+	})
+	return err == nil
 }
 
 func orDash(s string) string {

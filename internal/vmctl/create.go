@@ -19,6 +19,7 @@ import (
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 	"banger/internal/vmm"
 	"banger/internal/vmname"
 
@@ -58,7 +59,7 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 	op.Plan(StageImage, StageDisks)
 	if from != nil {
 		if req.VMM != "" && req.VMM != "auto" && req.VMM != from.VMM {
-			return store.VM{}, api.Errorf(api.CodeInvalid, "--vmm %s: snapshot %s@%s was taken under %s", req.VMM, from.From, from.Name, from.VMM)
+			return store.VM{}, api.Errorf(api.CodeInvalid, "vmm %s: snapshot %s@%s was taken under %s", req.VMM, from.From, from.Name, from.VMM)
 		}
 		req.VMM, req.Image, req.Cold = from.VMM, from.ImageID, false
 		req.Spec = api.VMSpec{VCPU: from.VCPU, MemoryMiB: from.MemoryMiB, DiskBytes: from.DiskBytes}
@@ -84,12 +85,12 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 			// A snapshot restores onto the very image it was taken on.
 			img, err = m.opt.Store.GetImage(ctx, from.ImageID)
 			if err != nil {
-				return fmt.Errorf("snapshot %s@%s: its image %s: %w", from.From, from.Name, shortID(from.ImageID), err)
+				return fmt.Errorf("snapshot %s@%s: its image %s: %w", from.From, from.Name, units.ShortID(from.ImageID), err)
 			}
 		} else if img, err = m.opt.Images.Ensure(ctx, op, ref); err != nil {
 			return err
 		}
-		s.Detail("%s (%s)", img.Name, shortID(img.ID))
+		s.Detail("%s (%s)", img.Name, units.ShortID(img.ID))
 		return nil
 	}); err != nil {
 		return store.VM{}, err
@@ -176,24 +177,20 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 			return err != nil || taken
 		})
 	} else if err := vmname.Validate(name); err != nil {
-		return store.VM{}, "", api.WithCode(api.CodeInvalid, fmt.Errorf("--name: %w", err))
+		return store.VM{}, "", api.WithCode(api.CodeInvalid, err)
 	}
 	if taken, err := m.opt.Store.NameTaken(ctx, name); err != nil {
 		return store.VM{}, "", err
 	} else if taken {
-		return store.VM{}, "", api.Errorf(api.CodeConflict, "--name: vm %q already exists", name)
+		return store.VM{}, "", api.Errorf(api.CodeConflict, "name: vm %q already exists", name)
 	}
 	spec := req.Spec
-	hostMiB := m.opt.Host.MemoryMiB()
-	switch {
-	case spec.VCPU < 1 || spec.VCPU > config.MaxVCPU:
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--vcpu %d: must be between 1 and %d", spec.VCPU, config.MaxVCPU)
-	case spec.MemoryMiB < config.MinMemoryMiB:
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--memory %d MiB: below the %d MiB floor", spec.MemoryMiB, config.MinMemoryMiB)
-	case hostMiB > 0 && spec.MemoryMiB > hostMiB:
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--memory %d MiB: more than the host's %d MiB", spec.MemoryMiB, hostMiB)
-	case spec.DiskBytes < config.MinDiskBytes:
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--disk-size %s: below the %s floor", config.FormatSize(spec.DiskBytes), config.FormatSize(config.MinDiskBytes))
+	if err := spec.Validate(); err != nil {
+		return store.VM{}, "", api.WithCode(api.CodeInvalid, err)
+	}
+	if hostMiB := m.opt.Host.MemoryMiB(); hostMiB > 0 && spec.MemoryMiB > hostMiB {
+		return store.VM{}, "", api.WithCode(api.CodeInvalid, &api.SpecError{Field: api.SpecMemory,
+			Rule: fmt.Sprintf("must be at most the host's %d MiB", hostMiB), Got: fmt.Sprintf("%d MiB", spec.MemoryMiB)})
 	}
 	if err := os.MkdirAll(m.opt.VMsDir, 0o700); err != nil {
 		return store.VM{}, "", fmt.Errorf("create vms dir: %w", err)
@@ -221,7 +218,7 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 		return store.VM{}, "", api.WithCode(api.CodeInvalid, err)
 	}
 	if _, ok := m.opt.Drivers[vmmName]; !ok {
-		return store.VM{}, "", api.Errorf(api.CodeInvalid, "--vmm %s: driver not available in this daemon", vmmName)
+		return store.VM{}, "", api.Errorf(api.CodeInvalid, "vmm %s: driver not available in this daemon", vmmName)
 	}
 	token := make([]byte, 24)
 	if _, err := rand.Read(token); err != nil {
@@ -307,11 +304,4 @@ func manifestOf(img store.Image) (*image.Manifest, error) {
 		return nil, fmt.Errorf("image %s manifest: %w", img.Name, err)
 	}
 	return &man, nil
-}
-
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }

@@ -12,6 +12,7 @@ import (
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 	"banger/internal/vmm"
 )
 
@@ -36,7 +37,7 @@ func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string, cold 
 	}
 	img, err := m.opt.Store.GetImage(ctx, vm.ImageID)
 	if err != nil {
-		return vm, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
+		return vm, fmt.Errorf("vm %s: image %s: %w", vm.Name, units.ShortID(vm.ImageID), err)
 	}
 	if _, err := os.Stat(filepath.Join(m.vmDir(vm.ID), layout.WorkFile)); err != nil {
 		return vm, fmt.Errorf("vm %s: work disk missing: %w", vm.Name, err)

@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 	"banger/internal/vmm"
 	"banger/internal/vmname"
 )
@@ -111,21 +113,15 @@ func loadTemplate(dir string) (templateMeta, error) {
 	return t, nil
 }
 
-// writeTemplate writes t as dir's TemplateFile, synced.
+// writeTemplate writes t as dir's TemplateFile through atomicfile, which
+// also syncs dir, so the files already moved into it are durable before
+// dir is renamed into place.
 func writeTemplate(dir string, t templateMeta) error {
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, layout.TemplateFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close())
+	return atomicfile.Write(filepath.Join(dir, layout.TemplateFile), append(b, '\n'), 0o600)
 }
 
 func snapshotOf(vm store.VM, t templateMeta) Snapshot {
@@ -188,7 +184,7 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	}
 	img, err := m.opt.Store.GetImage(ctx, vm.ImageID)
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("vm %s: image %s: %w", vm.Name, shortID(vm.ImageID), err)
+		return Snapshot{}, fmt.Errorf("vm %s: image %s: %w", vm.Name, units.ShortID(vm.ImageID), err)
 	}
 	t := templateMeta{ImageID: vm.ImageID, DiskBytes: vm.DiskBytes, Token: vm.AgentToken, From: vm.Name, Name: name, Sessions: sessions,
 		NetPolicy: vm.NetPolicy}
@@ -257,7 +253,7 @@ func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h
 		return templateMeta{}, err
 	}
 	op.Plan(stages.save, stages.disks, stages.resume)
-	tmp := dir + "." + shortID(vm.ID) + ".tmp"
+	tmp := dir + "." + units.ShortID(vm.ID) + ".tmp"
 	_ = os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return templateMeta{}, fmt.Errorf("create %s: %w", filepath.Base(tmp), err)
@@ -309,7 +305,7 @@ func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h
 		for _, f := range st.Files {
 			size += f.Size
 		}
-		s.Detail("%s of state in %s", humanBytes(size), time.Since(start).Round(time.Millisecond))
+		s.Detail("%s of state in %s", units.Bytes(size), time.Since(start).Round(time.Millisecond))
 		return nil
 	}); err != nil {
 		return fail(err)
@@ -335,6 +331,9 @@ func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fail(err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+		return fail(errors.Join(err, os.RemoveAll(dir)))
 	}
 	err = op.Do(stages.resume, func(s *operation.Stage) error {
 		if wasPaused {

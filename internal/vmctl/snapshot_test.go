@@ -187,7 +187,7 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 		req  api.CreateVMRequest
 		want string
 	}{
-		{api.CreateVMRequest{Name: "x", From: "src@s1", VMM: "firecracker"}, "--vmm firecracker"},
+		{api.CreateVMRequest{Name: "x", From: "src@s1", VMM: "firecracker"}, "vmm firecracker: snapshot src@s1 was taken under qemu"},
 		{api.CreateVMRequest{Name: "x", From: "src"}, "want VM@SNAPSHOT"},
 		{api.CreateVMRequest{Name: "x", From: "src@nope"}, `no snapshot "nope"`},
 		{api.CreateVMRequest{Name: "x", From: "ghost@s1"}, "ghost"},

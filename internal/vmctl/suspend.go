@@ -15,9 +15,11 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 	"banger/internal/vmm"
 )
 
@@ -280,6 +282,11 @@ func (m *Manager) Suspend(ctx context.Context, op *operation.Op, ref string) (st
 			_ = os.RemoveAll(dir)
 			err = os.Rename(tmp, dir)
 		}
+		if err == nil {
+			if err = atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+				_ = os.RemoveAll(dir) // the VM runs on: no saved state may stay behind
+			}
+		}
 		if err != nil {
 			_ = os.RemoveAll(tmp)
 			if !wasPaused {
@@ -293,7 +300,7 @@ func (m *Manager) Suspend(ctx context.Context, op *operation.Op, ref string) (st
 		for _, f := range st.Files {
 			size += f.Size
 		}
-		s.Detail("%s of state in %s", humanBytes(size), time.Since(start).Round(time.Millisecond))
+		s.Detail("%s of state in %s", units.Bytes(size), time.Since(start).Round(time.Millisecond))
 		return nil
 	}); err != nil {
 		return vm, err
@@ -319,24 +326,14 @@ func (m *Manager) Suspend(ctx context.Context, op *operation.Op, ref string) (st
 	})
 }
 
+// writeMeta writes meta as dir's SavedStateFile through atomicfile, which
+// also syncs dir before it is renamed into place.
 func writeMeta(dir string, meta savedMeta) error {
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, layout.SavedStateFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return atomicfile.Write(filepath.Join(dir, layout.SavedStateFile), append(b, '\n'), 0o600)
 }
 
 // checkSaved refuses saved state that the driver about to load it would
@@ -374,10 +371,6 @@ func (m *Manager) checkSaved(ctx context.Context, vm store.VM, meta savedMeta, a
 		return fmt.Errorf("%w%s", err, hint)
 	}
 	return nil
-}
-
-func humanBytes(n int64) string {
-	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 }
 
 // stateStamp identifies one version of a state file: a write, truncate,

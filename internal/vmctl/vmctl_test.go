@@ -26,6 +26,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/disk"
+	"banger/internal/disk/disktest"
 	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/layout"
@@ -34,6 +35,7 @@ import (
 	"banger/internal/store"
 	"banger/internal/testenv"
 	"banger/internal/vmm"
+	"banger/internal/wait"
 )
 
 // fakeNet is a host network that hands out tap names and records what
@@ -296,7 +298,7 @@ func newSizedHarness(t testing.TB, seedSize, rootfsSize int64) *harness {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
-	cfg.Network.Subnet = "192.0.2.0/24"
+	cfg.Network.Subnet = netip.MustParsePrefix("192.0.2.0/24")
 	h := &harness{
 		st:    st,
 		net:   &fakeNet{out: map[string]bool{}},
@@ -372,7 +374,7 @@ func TestCreate_bootsAndRegisters(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(h.dir, "vms", vm.ID, layout.WorkFile)); err != nil || st.Size() != 1<<30 {
 		t.Errorf("work disk: %v %v", st, err)
 	}
-	if lbl, _ := disk.Label(filepath.Join(h.dir, "vms", vm.ID, layout.ConfigDriveFile)); lbl != guestcontract.LabelConfig {
+	if lbl, _ := disktest.Label(filepath.Join(h.dir, "vms", vm.ID, layout.ConfigDriveFile)); lbl != guestcontract.LabelConfig {
 		t.Errorf("config drive label %q", lbl)
 	}
 	kh, _ := os.ReadFile(filepath.Join(h.dir, "ssh", "known_hosts"))
@@ -424,12 +426,12 @@ func TestCreate_rejectsBadInputBeforeAnythingExists(t *testing.T) {
 		req  api.CreateVMRequest
 		want string
 	}{
-		{"bad name", api.CreateVMRequest{Name: "Bad_Name", Image: "debian-12", Spec: spec()}, "--name"},
+		{"bad name", api.CreateVMRequest{Name: "Bad_Name", Image: "debian-12", Spec: spec()}, `invalid vm name "Bad_Name"`},
 		{"duplicate name", api.CreateVMRequest{Name: "taken", Image: "debian-12", Spec: spec()}, `vm "taken" already exists`},
-		{"zero vcpu", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 0, MemoryMiB: 512, DiskBytes: 1 << 30}}, "--vcpu 0"},
-		{"memory below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 64, DiskBytes: 1 << 30}}, "--memory 64 MiB: below"},
-		{"memory above host", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 1 << 20, DiskBytes: 1 << 30}}, "more than the host's"},
-		{"disk below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 20}}, "--disk-size 1M: below"},
+		{"zero vcpu", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 0, MemoryMiB: 512, DiskBytes: 1 << 30}}, "vcpu must be between 1 and 32, got 0"},
+		{"memory below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 64, DiskBytes: 1 << 30}}, "memory must be at least 256 MiB, got 64 MiB"},
+		{"memory above host", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 1 << 20, DiskBytes: 1 << 30}}, "memory must be at most the host's"},
+		{"disk below floor", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 20}}, "disk size must be at least 1G, got 1M"},
 		{"disk above free space", api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 1 << 60}}, "not enough disk space"},
 		{"missing vmm", api.CreateVMRequest{Image: "debian-12", VMM: "firecracker", Spec: spec()}, "no firecracker binary"},
 		{"unknown image", api.CreateVMRequest{Image: "nope", Spec: spec()}, `image "nope" not found`},
@@ -439,6 +441,10 @@ func TestCreate_rejectsBadInputBeforeAnythingExists(t *testing.T) {
 			_, _, err := h.create(t, tc.req)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+			// The daemon answers the TUI and MCP too: no CLI flag names.
+			if strings.Contains(err.Error(), "--") {
+				t.Errorf("err = %v names a CLI flag", err)
 			}
 			vms, _ := h.st.ListVMs(context.Background())
 			if len(vms) != 1 {
@@ -594,19 +600,17 @@ func TestWatch_reapsAVMMKilledBehindItsBack(t *testing.T) {
 	if err := vmm.KillProcess(ctx, hd); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, _ := h.st.GetVM(ctx, vm.ID)
-		if got.State == store.StateStopped {
-			if !strings.Contains(got.LastError, "exited unexpectedly") {
-				t.Errorf("last_error = %q", got.LastError)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("state = %s after the VMM died", got.State)
-		}
-		time.Sleep(20 * time.Millisecond)
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	var got store.VM
+	if err := wait.Until(wctx, 20*time.Millisecond, func() (bool, error) {
+		got, _ = h.st.GetVM(ctx, vm.ID)
+		return got.State == store.StateStopped, nil
+	}); err != nil {
+		t.Fatalf("state = %s after the VMM died", got.State)
+	}
+	if !strings.Contains(got.LastError, "exited unexpectedly") {
+		t.Errorf("last_error = %q", got.LastError)
 	}
 	if h.net.inUse() != 0 {
 		t.Error("tap of the dead vm still in use")
@@ -707,16 +711,17 @@ func TestWatch_boundsTheConsoleLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	go h.m.Watch(ctx, time.Hour)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	var size int64
+	if err := wait.Until(wctx, 20*time.Millisecond, func() (bool, error) {
 		fi, err := os.Stat(hd.ConsoleLog)
-		if err == nil && fi.Size() <= max {
-			break
+		if err == nil {
+			size = fi.Size()
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("console log still %d bytes, bound %d", fi.Size(), max)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil && size <= max, nil
+	}); err != nil {
+		t.Fatalf("console log still %d bytes, bound %d", size, max)
 	}
 	if fi, err := os.Stat(hd.ConsoleLog + vmm.RotatedSuffix); err != nil || fi.Size() != max {
 		t.Fatalf("rotated copy: %v %v, want %d bytes", fi, err, max)

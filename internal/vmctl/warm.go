@@ -14,12 +14,15 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/units"
 	"banger/internal/vmm"
+	"banger/internal/wait"
 )
 
 // StageTemplate is the stage of a warm that turns the saved guest into
@@ -143,27 +146,24 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 	ctx, cancel := context.WithTimeout(ctx, m.opt.AgentTimeout)
 	defer cancel()
 	var last error
-	for {
+	err = wait.Until(ctx, 100*time.Millisecond, func() (bool, error) {
 		if !vmm.Alive(h) {
-			return fmt.Errorf("%s exited after restore (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
+			return false, fmt.Errorf("%s exited after restore (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
 		}
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 		last = c.Reidentify(actx, agent.Reidentify{Identity: id, HostKeys: []agent.HostKey{{Type: "ed25519", Private: priv, Public: pub}}})
 		acancel()
-		if last == nil {
-			return nil
-		}
 		var ae *agentclient.APIError
 		if errors.As(last, &ae) {
 			// The agent answered: retrying will not change its mind.
-			return fmt.Errorf("guest refused its new identity: %w", last)
+			return false, fmt.Errorf("guest refused its new identity: %w", last)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("restored guest did not take its identity within %s: %v", m.opt.AgentTimeout, last)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return last == nil, nil
+	})
+	if err != nil && err == ctx.Err() {
+		return fmt.Errorf("restored guest did not take its identity within %s: %v", m.opt.AgentTimeout, last)
 	}
+	return err
 }
 
 // autoTemplate makes the image's warm template for vm's shape from vm
@@ -289,12 +289,15 @@ func (m *Manager) makeTemplate(ctx context.Context, op *operation.Op, vm store.V
 		if err := os.Rename(tmp, dir); err != nil {
 			return err
 		}
+		if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+			return err
+		}
 		var size int64
 		for _, f := range meta.Files {
 			size += f.Size
 		}
 		out = Template{Image: img, VMM: vm.VMM, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes, StateBytes: size, CreatedAt: meta.SavedAt}
-		s.Detail("%s · %d vcpu · %d MiB · %s disk, %s of state", img.Name, vm.VCPU, vm.MemoryMiB, config.FormatSize(vm.DiskBytes), humanBytes(size))
+		s.Detail("%s · %d vcpu · %d MiB · %s disk, %s of state", img.Name, vm.VCPU, vm.MemoryMiB, config.FormatSize(vm.DiskBytes), units.Bytes(size))
 		return nil
 	})
 	return out, err

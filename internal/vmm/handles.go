@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"banger/internal/atomicfile"
 	"banger/internal/layout"
 )
 
@@ -17,37 +18,16 @@ import (
 // handles.json (the VM was never started or was cleaned up).
 var ErrNoHandles = errors.New("no handles file")
 
-// WriteHandles stores h as dir/handles.json atomically: a temporary file in
-// the same directory is written, synced and renamed over the old one.
+// WriteHandles stores h as dir/handles.json (mode 0600) through
+// atomicfile, so a crash leaves the old handles or the new ones.
 func WriteHandles(dir string, h Handles) error {
 	data, err := json.MarshalIndent(h, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode handles: %w", err)
 	}
 	data = append(data, '\n')
-	path := filepath.Join(dir, layout.HandlesFile)
-	tmp, err := os.CreateTemp(dir, ".handles-*.json")
-	if err != nil {
-		return fmt.Errorf("write handles %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write handles %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync handles %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close handles %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename handles %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the rename durable; best effort on filesystems without dir fsync
-		d.Close()
+	if err := atomicfile.Write(filepath.Join(dir, layout.HandlesFile), data, 0o600); err != nil {
+		return fmt.Errorf("write handles: %w", err)
 	}
 	return nil
 }

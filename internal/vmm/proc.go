@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"banger/internal/wait"
 )
 
 // procDir is where process information is read; tests point it elsewhere
@@ -23,7 +25,6 @@ func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 // procStat is the part of /proc/<pid>/stat banger reads.
 type procStat struct {
 	State     byte
-	Session   int
 	StartTime uint64
 }
 
@@ -44,9 +45,6 @@ func readProcStat(pid int) (procStat, error) {
 		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f)+2)
 	}
 	st := procStat{State: f[0][0]}
-	if st.Session, err = strconv.Atoi(f[6-3]); err != nil {
-		return procStat{}, fmt.Errorf("parse /proc/%d/stat session: %w", pid, err)
-	}
 	if st.StartTime, err = strconv.ParseUint(f[22-3], 10, 64); err != nil {
 		return procStat{}, fmt.Errorf("parse /proc/%d/stat starttime: %w", pid, err)
 	}
@@ -61,16 +59,6 @@ func ProcStartTime(pid int) (uint64, error) {
 		return 0, fmt.Errorf("start time of pid %d: %w", pid, err)
 	}
 	return st.StartTime, nil
-}
-
-// ProcSession returns the session id of pid (a detached VMM leads its own
-// session: its session id equals its pid).
-func ProcSession(pid int) (int, error) {
-	st, err := readProcStat(pid)
-	if err != nil {
-		return 0, fmt.Errorf("session of pid %d: %w", pid, err)
-	}
-	return st.Session, nil
 }
 
 // ProcCmdline returns the argv of pid from /proc/<pid>/cmdline.
@@ -150,20 +138,19 @@ func Alive(h Handles) bool {
 // is usually not a child of the caller (the daemon may have restarted), so
 // it cannot be waited for with wait(2).
 func WaitExit(ctx context.Context, h Handles) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for Alive(h) {
-		select {
-		case <-ctx.Done():
-			if _, err := Check(h); err != nil {
-				return fmt.Errorf("wait for %s pid %d to exit: %w (%w)", h.VMM, h.PID, ctx.Err(), err)
-			}
-			return fmt.Errorf("wait for %s pid %d to exit: %w", h.VMM, h.PID, ctx.Err())
-		case <-t.C:
-		}
+	err := wait.Until(ctx, exitPoll, func() (bool, error) { return !Alive(h), nil })
+	if err == nil || !Alive(h) {
+		return nil
 	}
-	return nil
+	if _, cerr := Check(h); cerr != nil {
+		return fmt.Errorf("wait for %s pid %d to exit: %w (%w)", h.VMM, h.PID, err, cerr)
+	}
+	return fmt.Errorf("wait for %s pid %d to exit: %w", h.VMM, h.PID, err)
 }
+
+// exitPoll is how often a VMM process is checked while waiting for it to
+// exit.
+const exitPoll = 20 * time.Millisecond
 
 // KillProcess sends SIGKILL to the VMM of h when it is still running and
 // waits until /proc shows it gone. It is idempotent. When liveness cannot
@@ -276,17 +263,12 @@ func KillStray(ctx context.Context, s Stray) error {
 	if err := syscall.Kill(s.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, err)
 	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
+	exited := func() bool {
 		st, err := readProcStat(s.PID)
-		if gone(err) || err == nil && (st.StartTime != s.StartTime || st.State == 'Z') {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, ctx.Err())
-		case <-t.C:
-		}
+		return gone(err) || err == nil && (st.StartTime != s.StartTime || st.State == 'Z')
 	}
+	if err := wait.Until(ctx, exitPoll, func() (bool, error) { return exited(), nil }); err != nil && !exited() {
+		return fmt.Errorf("kill stray vmm pid %d: %w", s.PID, err)
+	}
+	return nil
 }

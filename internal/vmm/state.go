@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"banger/internal/units"
 )
 
 // DescribeState returns the size and SHA-256 of each named file in dir, for
@@ -49,17 +51,10 @@ func VerifyState(dir string, st SavedState) error {
 			return fmt.Errorf("saved state: %w", err)
 		}
 		if sum != f.SHA256 {
-			return fmt.Errorf("saved state %s: checksum %s does not match the recorded %s: corrupt", p, sum[:12], shortSum(f.SHA256))
+			return fmt.Errorf("saved state %s: checksum %s does not match the recorded %s: corrupt", p, units.ShortID(sum), units.ShortID(f.SHA256))
 		}
 	}
 	return nil
-}
-
-func shortSum(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }
 
 func hashFile(p string) (int64, string, error) {

@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"banger/internal/layout"
+	"banger/internal/wait"
 )
 
 func TestSelect(t *testing.T) {
@@ -278,7 +280,7 @@ func startFakeVMM(t *testing.T, sock string, reap bool) (Handles, *exec.Cmd) {
 func TestAlive(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), layout.QMPSocketFile)
 	h, cmd := startFakeVMM(t, sock, false)
-	if sid, err := ProcSession(h.PID); err != nil || sid != h.PID {
+	if sid, err := unix.Getsid(h.PID); err != nil || sid != h.PID {
 		t.Fatalf("session of detached process = %d, %v; want its own pid %d", sid, err, h.PID)
 	}
 	tests := []struct {
@@ -473,17 +475,14 @@ func TestFindStrays(t *testing.T) {
 
 	// The processes exec asynchronously: wait until the stray is visible.
 	var found []Stray
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := wait.Until(fctx, 10*time.Millisecond, func() (bool, error) {
 		var err error
 		found, err = FindStrays(vms, map[int]bool{known.Process.Pid: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(found) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		return len(found) > 0, err
+	}); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
 	}
 	if len(found) != 1 || found[0].PID != stray.Process.Pid || found[0].VMID != "vm1" {
 		t.Fatalf("FindStrays = %+v, want only pid %d of vm1", found, stray.Process.Pid)

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+
+	"banger/internal/units"
 )
 
 // BranchPrefix starts the default branch name of a pulled workspace.
@@ -131,7 +133,7 @@ func UpdateBranch(ctx context.Context, root, branch, sha string, force bool) (Br
 				return u, fmt.Errorf("compare %s with %s: %w", branch, sha, err)
 			}
 			if !force {
-				return u, fmt.Errorf("%s (%s): %w; use --force to replace it or --branch to pick another", branch, short(u.Old), ErrNotFastForward)
+				return u, fmt.Errorf("%s (%s): %w; use --force to replace it or --branch to pick another", branch, units.ShortID(u.Old), ErrNotFastForward)
 			}
 			u.Forced = true
 		}
@@ -145,11 +147,4 @@ func UpdateBranch(ctx context.Context, root, branch, sha string, force bool) (Br
 		return u, fmt.Errorf("update %s: %w", branch, err)
 	}
 	return u, nil
-}
-
-func short(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }

@@ -5,7 +5,6 @@ import (
 	"banger/internal/tarfs"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -48,9 +47,3 @@ func (s *Server) handleDownload(w http.ResponseWriter, r *http.Request) {
 		s.logger().Warn("download failed", "path", p, "err", err)
 	}
 }
-
-// ExtractTar is tarfs.Extract, kept for callers of the agent package.
-func ExtractTar(dir string, r io.Reader, chown bool) error { return tarfs.Extract(dir, r, chown) }
-
-// WriteTar is tarfs.Write with owners as they are on disk.
-func WriteTar(w io.Writer, p string) error { return tarfs.Write(w, p, false) }

@@ -17,7 +17,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/agent/agenttest"
-	"banger/internal/testenv"
+	"banger/internal/tarfs"
 )
 
 // treeEntry describes one path of a tree for comparisons.
@@ -93,7 +93,7 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 			// Upload: host tree -> guest dir.
 			guest := filepath.Join(t.TempDir(), "guest", "dest")
 			pr, pw := io.Pipe()
-			go func() { pw.CloseWithError(WriteTar(pw, src)) }()
+			go func() { pw.CloseWithError(tarfs.Write(pw, src, false)) }()
 			if err := c.Upload(agenttest.CtxTimeout(t, 60*time.Second), guest, pr); err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +107,7 @@ func TestClient_UploadDownloadRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			back := t.TempDir()
-			if err := ExtractTar(back, rc, true); err != nil {
+			if err := tarfs.Extract(back, rc, true); err != nil {
 				t.Fatal(err)
 			}
 			if err := rc.Close(); err != nil {
@@ -156,43 +156,5 @@ func TestClient_FilesErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "escape")); err == nil {
 		t.Fatal("escaping entry was written")
-	}
-}
-
-func TestExtractTar_SymlinkEscape(t *testing.T) {
-	outside := t.TempDir()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	_ = tw.WriteHeader(&tar.Header{Name: "link", Linkname: outside, Typeflag: tar.TypeSymlink})
-	_ = tw.WriteHeader(&tar.Header{Name: "link/pwned", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
-	_, _ = tw.Write([]byte("x"))
-	_ = tw.Close()
-	err := ExtractTar(t.TempDir(), &buf, false)
-	if err == nil {
-		t.Fatal("write through a symlink out of the root succeeded")
-	}
-	if _, err := os.Stat(filepath.Join(outside, "pwned")); err == nil {
-		t.Fatal("file written outside the root")
-	}
-}
-
-func TestExtractTar_Owners(t *testing.T) {
-	testenv.RequireRoot(t) // chown
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	_ = tw.WriteHeader(&tar.Header{Name: "f", Mode: 0o640, Size: 2, Uid: 1234, Gid: 4321, Typeflag: tar.TypeReg})
-	_, _ = tw.Write([]byte("hi"))
-	_ = tw.Close()
-	dir := t.TempDir()
-	if err := ExtractTar(dir, &buf, true); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(filepath.Join(dir, "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	if st.Uid != 1234 || st.Gid != 4321 || fi.Mode().Perm() != 0o640 {
-		t.Fatalf("owner %d:%d mode %v", st.Uid, st.Gid, fi.Mode())
 	}
 }

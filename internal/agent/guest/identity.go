@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"banger/internal/agent"
+	"banger/internal/atomicfile"
 	"banger/internal/guestcontract"
 )
 
@@ -398,37 +399,14 @@ func copyTree(src, dst string, sys System) error {
 	})
 }
 
-// writeFileAtomic writes data to path through a temporary file and a
-// rename, with the given mode, so a crash never leaves half a file.
+// writeFileAtomic creates path's directory if needed and replaces path
+// with data through atomicfile, so a crash never leaves half a file.
 func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("install %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }
 
 // givenKeyTypes are the ssh host key types a guest may be given.

@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/wait"
 )
 
 // earlyMount is one filesystem PID 1 mounts before anything else.
@@ -107,28 +110,26 @@ func reapOne() (int, error) {
 
 // shutdown stops every process, syncs and powers off.
 func shutdown(log *slog.Logger) {
+	// reapAll reaps every exited child; done when no child is left.
+	reapAll := func() (bool, error) {
+		for {
+			pid, err := reapOne()
+			if errors.Is(err, unix.ECHILD) {
+				return true, nil
+			}
+			if pid <= 0 {
+				return false, nil
+			}
+		}
+	}
 	_ = unix.Kill(-1, unix.SIGTERM)
-	deadline := time.Now().Add(shutdownGrace)
-	for time.Now().Before(deadline) {
-		pid, err := reapOne()
-		if errors.Is(err, unix.ECHILD) {
-			break
-		}
-		if pid <= 0 {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	_ = wait.Until(ctx, 50*time.Millisecond, reapAll) // past the grace, SIGKILL
+	cancel()
 	_ = unix.Kill(-1, unix.SIGKILL)
-	deadline = time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		pid, err := reapOne()
-		if errors.Is(err, unix.ECHILD) {
-			break
-		}
-		if pid <= 0 {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	_ = wait.Until(ctx, 10*time.Millisecond, reapAll) // past this, power off anyway
+	cancel()
 	unix.Sync()
 	// Remount filesystems read-only is best effort; sync already flushed.
 	_ = unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, "")

@@ -2,6 +2,7 @@ package guest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/cmdrun"
 )
 
 // LinuxSystem is the System of a real guest: syscalls, netlink and
@@ -236,9 +239,8 @@ func (LinuxSystem) GenerateHostKeys(root string) error {
 		if _, err := os.Stat(key); err == nil {
 			continue
 		}
-		args := []string{"-q", "-t", typ, "-N", "", "-C", "", "-f", key}
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ssh-keygen %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		if err := cmdrun.Run(context.Background(), bin, "-q", "-t", typ, "-N", "", "-C", "", "-f", key); err != nil {
+			return fmt.Errorf("generate ssh host keys: %w", err)
 		}
 	}
 	return nil

@@ -17,24 +17,16 @@ import (
 	"banger/internal/agent/agentmux"
 	"banger/internal/agent/agentserver"
 	"banger/internal/guestcontract"
+	"banger/internal/wait"
 )
 
 // pollInterval is how often the transports look for their device to
 // appear (modules load and udev runs after the agent starts).
 const pollInterval = 250 * time.Millisecond
 
-// waitFor polls until cond is true or ctx ends.
+// waitFor polls every pollInterval until cond is true or ctx ends.
 func waitFor(ctx context.Context, cond func() bool) error {
-	t := time.NewTicker(pollInterval)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
+	return wait.Until(ctx, pollInterval, func() (bool, error) { return cond(), nil })
 }
 
 // ServeVsock waits for /dev/vsock, listens on the agent's vsock port and

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"banger/internal/disk"
+	"banger/internal/disk/disktest"
 	"banger/internal/image"
 	"banger/internal/image/debian"
 	"banger/internal/image/debian/debiantest"
@@ -45,7 +45,7 @@ func BenchmarkBuildDefault_Cached(b *testing.B) {
 		b.StopTimer()
 		apparent, allocated = 0, 0
 		for _, f := range image.BootFiles {
-			al, ap, err := disk.Usage(filepath.Join(out, f))
+			al, ap, err := disktest.Usage(filepath.Join(out, f))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"banger/internal/atomicfile"
 	"banger/internal/hostcap"
 )
 
@@ -118,7 +119,22 @@ func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Wr
 		progress(StageInitramfs, 0, 1)
 	}
 	progress(StageInitramfs, 1, 1)
+	// mmdebstrap does not fsync: sync the tarball before the rename
+	// publishes it, and the directory after, so a crash never leaves a
+	// cache entry with missing data.
+	f, err := os.Open(part)
+	if err != nil {
+		return fmt.Errorf("store bootstrap cache: %w", err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("store bootstrap cache: %w", err)
+	}
 	if err := os.Rename(part, tarball); err != nil {
+		return fmt.Errorf("store bootstrap cache: %w", err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(tarball)); err != nil {
 		return fmt.Errorf("store bootstrap cache: %w", err)
 	}
 	return nil

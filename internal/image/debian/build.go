@@ -1,6 +1,7 @@
 package debian
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -162,21 +163,28 @@ func logPath(w io.Writer, named string) string {
 // stageWriter watches a command's output for the stage markers the
 // mmdebstrap hooks print and reports them.
 type stageWriter struct {
-	t        tail
+	partial  []byte // the unterminated last line
 	progress func(string, int64, int64)
 	seen     map[string]bool
 }
+
+// maxStageLine bounds the unterminated line a stageWriter keeps; marker
+// lines are far shorter.
+const maxStageLine = 4 << 10
 
 // stageMarker prefixes the lines the bootstrap hooks print when a stage
 // starts.
 const stageMarker = "banger-stage: "
 
 func (s *stageWriter) Write(p []byte) (int, error) {
-	n, _ := s.t.Write(p)
-	s.t.mu.Lock()
-	lines := s.t.lines
-	s.t.mu.Unlock()
-	for _, l := range lines {
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l := string(s.partial[:i])
+		s.partial = s.partial[i+1:]
 		if st, ok := strings.CutPrefix(strings.TrimSpace(l), stageMarker); ok && !s.seen[st] {
 			s.seen[st] = true
 			if st == StageInitramfs {
@@ -185,5 +193,8 @@ func (s *stageWriter) Write(p []byte) (int, error) {
 			s.progress(st, 0, 1)
 		}
 	}
-	return n, nil
+	if len(s.partial) > maxStageLine {
+		s.partial = nil
+	}
+	return len(p), nil
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"banger/internal/disk"
+	"banger/internal/disk/disktest"
 	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/image/debian"
@@ -138,7 +138,7 @@ func TestBuildDefault(t *testing.T) {
 				t.Errorf("%s label %q, want %q", f, got, want)
 			}
 		}
-		if _, apparent, err := disk.Usage(filepath.Join(dir, image.FileWorkSeed)); err != nil || apparent != debian.WorkSeedSize {
+		if _, apparent, err := disktest.Usage(filepath.Join(dir, image.FileWorkSeed)); err != nil || apparent != debian.WorkSeedSize {
 			t.Errorf("work seed size %d (%v), want %d", apparent, err, debian.WorkSeedSize)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/cmdrun"
 	"banger/internal/guestcontract"
 	"banger/internal/image"
 	"banger/internal/image/debian"
@@ -215,9 +216,9 @@ func TestBuild_FailingDockerfile(t *testing.T) {
 	if err == nil {
 		t.Fatal("a failing Dockerfile built")
 	}
-	var ce *debian.CommandError
+	var ce *cmdrun.Error
 	if !errors.As(err, &ce) {
-		t.Fatalf("error %v is not a CommandError", err)
+		t.Fatalf("error %v is not a *cmdrun.Error", err)
 	}
 	for _, w := range []string{"false-command-that-does-not-exist", "about-to-fail", logPath} {
 		if !strings.Contains(err.Error(), w) {

@@ -46,10 +46,6 @@ import (
 // DefaultBinary is looked up on PATH when Driver.Binary is empty.
 const DefaultBinary = "firecracker"
 
-// MinVersion is the oldest Firecracker banger supports: 1.8 passes ACPI
-// tables, which Debian's kernel needs to find virtio-mmio devices.
-var MinVersion = Version{Major: 1, Minor: 8}
-
 // Driver starts Firecracker processes. Its zero value runs "firecracker"
 // from PATH with Firecracker's default seccomp filter.
 type Driver struct {
@@ -289,17 +285,6 @@ type Version struct{ Major, Minor, Patch int }
 // String formats v as MAJOR.MINOR.PATCH.
 func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch) }
 
-// Less reports whether v is older than o.
-func (v Version) Less(o Version) bool {
-	if v.Major != o.Major {
-		return v.Major < o.Major
-	}
-	if v.Minor != o.Minor {
-		return v.Minor < o.Minor
-	}
-	return v.Patch < o.Patch
-}
-
 var versionRE = regexp.MustCompile(`Firecracker v(\d+)\.(\d+)\.(\d+)`)
 
 // ParseVersion reads the version from `firecracker --version` output
@@ -320,8 +305,8 @@ func ParseVersion(out string) (Version, error) {
 	return Version{}, fmt.Errorf("no firecracker version in %q", out)
 }
 
-// BinaryVersion runs `bin --version` and parses its output (doctor checks
-// it against MinVersion).
+// BinaryVersion runs `bin --version` and parses its output (the release
+// Driver.Version reports; hostcap.FindFirecracker enforces the minimum).
 func BinaryVersion(ctx context.Context, bin string) (Version, error) {
 	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
 	if err != nil {
@@ -332,12 +317,4 @@ func BinaryVersion(ctx context.Context, bin string) (Version, error) {
 		return Version{}, fmt.Errorf("%s --version: %w", bin, err)
 	}
 	return v, nil
-}
-
-// CheckVersion returns an error when v is older than MinVersion.
-func CheckVersion(v Version) error {
-	if v.Less(MinVersion) {
-		return fmt.Errorf("firecracker %s is older than %s (needed for ACPI device discovery)", v, MinVersion)
-	}
-	return nil
 }

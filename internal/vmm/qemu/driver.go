@@ -12,6 +12,7 @@ import (
 
 	"banger/internal/layout"
 	"banger/internal/vmm"
+	"banger/internal/wait"
 )
 
 // DefaultStartTimeout bounds how long Start waits for QMP to answer.
@@ -169,48 +170,47 @@ func (d *Driver) waitReady(ctx context.Context, h vmm.Handles, restoring bool, e
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
 	var last error
-	for {
+	err := wait.Until(ctx, 10*time.Millisecond, func() (bool, error) {
 		select {
 		case <-exited:
-			return fmt.Errorf("qemu exited during start: %v", *waitErr)
-		case <-ctx.Done():
-			return fmt.Errorf("wait for qmp: %w (last: %v)", ctx.Err(), last)
-		case <-t.C:
+			return false, fmt.Errorf("qemu exited during start: %v", *waitErr)
+		default:
 		}
 		if _, err := os.Stat(h.QMPSocket); err != nil {
 			last = err
-			continue
+			return false, nil
 		}
 		q, err := dialQMP(ctx, h.QMPSocket)
 		if err != nil {
 			last = err
-			continue
+			return false, nil
 		}
+		defer q.Close()
 		st, err := q.status(ctx)
 		if err == nil && restoring {
 			switch st {
 			case "inmigrate":
-				q.Close()
 				last = errors.New("still loading saved state")
-				continue
+				return false, nil
 			case "paused":
 				if _, err = q.execute(ctx, "cont", nil); err == nil {
 					st, err = q.status(ctx)
 				}
 			}
 		}
-		q.Close()
 		if err != nil {
-			return err
+			return false, err
 		}
 		if st != "running" {
-			return fmt.Errorf("qemu status %q after start, want running", st)
+			return false, fmt.Errorf("qemu status %q after start, want running", st)
 		}
-		return nil
+		return true, nil
+	})
+	if err != nil && err == ctx.Err() {
+		return fmt.Errorf("wait for qmp: %w (last: %v)", err, last)
 	}
+	return err
 }
 
 // Stop sends QMP system_powerdown (an ACPI power button press), waits up to

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"banger/internal/guestcontract"
 	"banger/internal/layout"
 	"banger/internal/vmm"
@@ -89,7 +91,7 @@ func TestDriver_BootTCG(t *testing.T) {
 	if !vmm.Alive(h) {
 		t.Fatal("not Alive right after Start")
 	}
-	if sid, err := vmm.ProcSession(h.PID); err != nil || sid != h.PID {
+	if sid, err := unix.Getsid(h.PID); err != nil || sid != h.PID {
 		t.Fatalf("qemu session %d, %v; want its own (%d)", sid, err, h.PID)
 	}
 	if b, err := os.ReadFile(filepath.Join(s.Dir, layout.PIDFile)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(h.PID) {

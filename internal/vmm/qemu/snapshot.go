@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"banger/internal/vmm"
+	"banger/internal/wait"
 )
 
 // StateFile is the name, inside a state directory, of QEMU's migration
@@ -89,32 +90,32 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 // waitMigration polls query-migrate until the migration completes or
 // fails, or ctx ends.
 func waitMigration(ctx context.Context, q *qmpConn) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
+	var status string
+	err := wait.Until(ctx, 20*time.Millisecond, func() (bool, error) {
 		raw, err := q.execute(ctx, "query-migrate", nil)
 		if err != nil {
-			return err
+			return false, err
 		}
 		var m struct {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return fmt.Errorf("qmp query-migrate: %w", err)
+			return false, fmt.Errorf("qmp query-migrate: %w", err)
 		}
+		status = m.Status
 		switch m.Status {
 		case "completed":
-			return nil
+			return true, nil
 		case "failed", "cancelled":
-			return fmt.Errorf("migration %s: %s", m.Status, m.ErrorDesc)
+			return false, fmt.Errorf("migration %s: %s", m.Status, m.ErrorDesc)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("migration still %q: %w", m.Status, ctx.Err())
-		case <-t.C:
-		}
+		return false, nil
+	})
+	if err != nil && err == ctx.Err() && status != "" {
+		return fmt.Errorf("migration still %q: %w", status, err)
 	}
+	return err
 }
 
 // qmp runs fn on a fresh QMP connection to h's VMM, wrapping errors with

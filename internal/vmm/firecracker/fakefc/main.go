@@ -44,6 +44,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"go.yaml.in/yaml/v4"
+
+	"banger/internal/atomicfile"
 )
 
 // Version is what --version prints, in Firecracker's format.
@@ -244,9 +246,8 @@ func (f *fake) writeConns() {
 	}
 	f.connMu.Lock()
 	defer f.connMu.Unlock()
-	tmp := f.connsPath + ".tmp"
-	if os.WriteFile(tmp, []byte(strconv.Itoa(f.conns)), 0o644) == nil {
-		_ = os.Rename(tmp, f.connsPath)
+	if err := atomicfile.Write(f.connsPath, []byte(strconv.Itoa(f.conns)), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "fakefc: connection count:", err)
 	}
 }
 
