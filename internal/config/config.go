@@ -48,11 +48,13 @@ type Config struct {
 // Network configures the host bridge, the guest subnet, the .vm DNS server
 // and the pool of pre-created tap devices.
 type Network struct {
-	Bridge      string       `toml:"bridge"`        // default "banger0"; a Linux interface name
-	Subnet      netip.Prefix `toml:"subnet"`        // default "10.77.0.0/24"; IPv4 prefix between /16 and /29
-	DNSListen   string       `toml:"dns_listen"`    // default "127.0.0.1:42069"
-	DNSUpstream []string     `toml:"dns_upstream"`  // default: nameservers from /etc/resolv.conf
-	TapPoolSize int          `toml:"tap_pool_size"` // default 2, 0..64
+	Bridge      string       `toml:"bridge"`       // default "banger0"; a Linux interface name
+	Subnet      netip.Prefix `toml:"subnet"`       // default "10.77.0.0/24"; IPv4 prefix between /16 and /29
+	DNSListen   string       `toml:"dns_listen"`   // default "127.0.0.1:42069"
+	DNSUpstream []string     `toml:"dns_upstream"` // default: nameservers from /etc/resolv.conf
+	// TapPoolSize is ignored: taps are made per VM, named after it. The
+	// key is still read so config files that set it keep loading.
+	TapPoolSize int `toml:"tap_pool_size"`
 	// Allow opens destinations guests may not reach by default (private
 	// ranges, link-local, the host's other networks): IPv4 addresses or
 	// prefixes such as "192.168.1.10" or "10.20.0.0/16".
@@ -114,15 +116,13 @@ const (
 	// WarmAuto makes an image's warm template for a machine shape on the
 	// first cold create of that shape (the new VM is saved once its agent
 	// answers); WarmManual leaves it to `banger image warm`.
-	WarmAuto           = "auto"
-	WarmManual         = "manual"
-	DefaultImageName   = "debian-12"
-	DefaultBridge      = "banger0"
-	DefaultSubnet      = "10.77.0.0/24"
-	DefaultDNSListen   = "127.0.0.1:42069"
-	DefaultTapPoolSize = 2
-	MaxTapPoolSize     = 64
-	resolvConfPath     = "/etc/resolv.conf"
+	WarmAuto         = "auto"
+	WarmManual       = "manual"
+	DefaultImageName = "debian-12"
+	DefaultBridge    = "banger0"
+	DefaultSubnet    = "10.77.0.0/24"
+	DefaultDNSListen = "127.0.0.1:42069"
+	resolvConfPath   = "/etc/resolv.conf"
 )
 
 // Default returns the configuration used when no config file exists.
@@ -138,7 +138,6 @@ func Default() *Config {
 			Bridge:      DefaultBridge,
 			Subnet:      netip.MustParsePrefix(DefaultSubnet),
 			DNSListen:   DefaultDNSListen,
-			TapPoolSize: DefaultTapPoolSize,
 			DNSUpstream: SystemNameservers(resolvConfPath),
 		},
 	}

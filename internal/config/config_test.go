@@ -34,8 +34,6 @@ func TestLoad_invalid(t *testing.T) {
 		{"unknown key in file_sync entry", "[[file_sync]]\nhost = \"~/a\"\nguest = \"~/a\"\n[[file_sync]]\nhost = \"~/b\"\nguest = \"~/b\"\nmdoe = \"0600\"\n", `:7: unknown key "file_sync[1].mdoe"`},
 		{"unknown key after multiline", "catalogs = [\n  \"/srv/a\",\n  \"/srv/b = c\",\n]\ndesc = \"\"\"\nx = 1\n\"\"\"\n", `:5: unknown key "desc"`},
 		{"wrong type string for int", "[network]\ntap_pool_size = \"2\"\n", `:2: network.tap_pool_size: wrong type: expected integer, got string`},
-		{"tap pool too big", "[network]\ntap_pool_size = 65\n", `:2: network.tap_pool_size 65: must be between 0 and 64`},
-		{"tap pool negative", "[network]\ntap_pool_size = -1\n", `:2: network.tap_pool_size -1: must be between 0 and 64`},
 		{"wrong type int for string", "\nvmm = 3\n", `:2: vmm: wrong type: expected string, got integer`},
 		{"wrong type table for array", "file_sync = 1\n", `:1: file_sync: wrong type: expected array, got integer`},
 		{"syntax error", "log_level = \n", `:1: `},

@@ -146,9 +146,6 @@ func (c *Config) validateNetwork() error {
 	default:
 		return c.keyErr("network.net", strconv.Quote(n.Net), `must be "open", "allow" or "none"`)
 	}
-	if n.TapPoolSize < 0 || n.TapPoolSize > MaxTapPoolSize {
-		return c.keyErr("network.tap_pool_size", strconv.Itoa(n.TapPoolSize), fmt.Sprintf("must be between 0 and %d", MaxTapPoolSize))
-	}
 	for name := range n.Presets {
 		if name == "" || strings.ContainsAny(name, "@ \t") {
 			return c.keyErr("network.presets", strconv.Quote(name), "a preset name must be a word without spaces or @")

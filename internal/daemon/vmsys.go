@@ -49,11 +49,13 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	d.sshKey = key
 	d.knownHosts = &sshkey.KnownHosts{Path: filepath.Join(d.Paths.SSHDir, "known_hosts")}
 
+	if d.Config.Network.TapPoolSize != 0 {
+		d.Logger.Info("network.tap_pool_size is ignored: each VM's tap is made for it and named after it")
+	}
 	netCfg := hostnet.Config{
-		Bridge:   d.Config.Network.Bridge,
-		Subnet:   d.Config.Network.Prefix(),
-		PoolSize: d.Config.Network.TapPoolSize,
-		Allow:    d.Config.Network.AllowPrefixes(),
+		Bridge: d.Config.Network.Bridge,
+		Subnet: d.Config.Network.Prefix(),
+		Allow:  d.Config.Network.AllowPrefixes(),
 		// Off by default: each tap is an isolated bridge port.
 		GuestToGuest: d.Config.Network.GuestToGuest,
 		UID:          os.Getuid(),
@@ -140,17 +142,7 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	if err := d.VMs.Reconcile(ctx); err != nil {
 		d.Logger.Warn("reconcile", logKeyErr, err)
 	}
-	// Taps an earlier daemon left (its idle pool, or taps of VMs that are
-	// gone) are taken back: into the pool while it has room, else deleted.
-	if orphans, err := d.hostNet.Orphans(ctx, nil); err != nil {
-		d.Logger.Warn("find orphan taps", logKeyErr, err)
-	} else {
-		for _, tap := range orphans {
-			if err := d.hostNet.ReleaseTap(ctx, tap); err != nil {
-				d.Logger.Warn("reclaim orphan tap", "tap", tap, logKeyErr, err)
-			}
-		}
-	}
+	d.reclaimTaps(ctx)
 	// Taps of running VMs keep the host network in use: bring the bridge
 	// and table back (idempotent) so guests keep their NAT and DNS.
 	if len(d.hostNet.InUse()) > 0 {
@@ -218,5 +210,45 @@ func newHostProbe(cfg *config.Config) *hostcap.VMHost {
 			}
 			return info.MemoryMiB
 		},
+	}
+}
+
+// reclaimTaps deletes the taps an earlier run of this daemon left: taps
+// named after one of its VMs that is not running (adopted taps are in
+// use and never listed), and the numbered pool taps of daemons before
+// taps were named after VMs. A tap named after a VM this daemon does not
+// have is another daemon's and is left alone.
+func (d *Daemon) reclaimTaps(ctx context.Context) {
+	vms, err := d.Store.ListVMs(ctx)
+	if err != nil {
+		d.Logger.Warn("find orphan taps", logKeyErr, err)
+		return
+	}
+	mine := map[string]bool{}
+	for _, vm := range vms {
+		if tap, err := hostnet.TapName(vm.ID); err == nil {
+			mine[tap] = true
+		}
+	}
+	orphans, err := d.hostNet.Orphans(ctx, func(tap string) bool {
+		if _, named := hostnet.TapVMID(tap); !named {
+			return true // a numbered pool tap of an earlier daemon
+		}
+		if !mine[tap] {
+			d.Logger.Info("tap of a vm this daemon does not have left alone", "tap", tap)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		d.Logger.Warn("find orphan taps", logKeyErr, err)
+		return
+	}
+	for _, tap := range orphans {
+		if err := d.hostNet.ReleaseTap(ctx, tap); err != nil {
+			d.Logger.Warn("reclaim orphan tap", "tap", tap, logKeyErr, err)
+		} else {
+			d.Logger.Info("reclaimed orphan tap", "tap", tap)
+		}
 	}
 }

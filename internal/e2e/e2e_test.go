@@ -62,7 +62,6 @@ bridge = "bgtest0"
 subnet = "192.0.2.0/24"
 dns_listen = "127.0.0.1:42169"
 dns_upstream = ["127.0.0.1:1"]
-tap_pool_size = 1
 [vm_defaults]
 vcpu = 2
 memory_mib = 1024

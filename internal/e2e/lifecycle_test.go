@@ -208,11 +208,30 @@ func TestLifecycle(t *testing.T) {
 		if again := e.daemonPID(); again != pid {
 			t.Fatalf("the CLI replaced a current daemon (pid %d -> %d)", pid, again)
 		}
+		// Left on the host while the daemon is down: a numbered pool tap
+		// of an earlier banger (reclaimed at start) and a tap named after
+		// a VM this daemon does not have, as another daemon's would be
+		// (left alone).
+		for _, tap := range []string{"bgtap77", "bgt0000000000f0"} {
+			if _, err := e.ns.Run(context.Background(), "ip", "tuntap", "add", tap, "mode", "tap"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		syscall.Kill(pid, syscall.SIGKILL)
 		waitGone(pid, 5*time.Second)
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "cat", "/etc/hostname"))
 		if strings.TrimSpace(r.stdout) != "t1" {
 			t.Fatalf("after daemon restart: %q", r.stdout)
+		}
+		links := e.links()
+		if strings.Contains(links, ": bgtap77:") {
+			t.Errorf("the restarted daemon left an earlier banger's pool tap bgtap77")
+		}
+		if !strings.Contains(links, ": bgt0000000000f0:") {
+			t.Errorf("the restarted daemon deleted bgt0000000000f0, a tap of a vm it does not have")
+		}
+		if _, err := e.ns.Run(context.Background(), "ip", "link", "del", "bgt0000000000f0"); err != nil {
+			t.Fatal(err)
 		}
 		if v := e.vm("t1"); v["state"] != "running" {
 			t.Fatalf("state after restart = %v", v["state"])
@@ -231,6 +250,10 @@ func TestLifecycle(t *testing.T) {
 		v := e.vm("t1")
 		dir, _ := v["dir"].(string)
 		pid := int(v["pid"].(float64))
+		id, _ := v["id"].(string)
+		if len(id) < 12 || !strings.Contains(e.links(), ": bgt"+id[:12]+":") {
+			t.Errorf("vm t1 (id %q) has no tap named after it:\n%s", id, e.links())
+		}
 		e.must(e.banger("", "vm", "delete", "t1"))
 		if processRunning(pid) {
 			t.Errorf("vmm pid %d still running", pid)
@@ -245,10 +268,10 @@ func TestLifecycle(t *testing.T) {
 		if r.code == 0 {
 			t.Errorf("vm show t1 after delete succeeded")
 		}
-		for _, l := range strings.Split(e.links(), "\n") {
-			if strings.Contains(l, "bgtap") && !strings.Contains(l, "master bgtest0") {
-				t.Errorf("stray tap: %s", l)
-			}
+		// Taps are named after their VM and there is no pool: with no VM
+		// left, no tap may remain.
+		if taps := tapLinks.FindAllString(e.links(), -1); len(taps) != 0 {
+			t.Errorf("taps left after deleting the last vm: %q", taps)
 		}
 		r = e.must(e.banger("", "daemon", "status", "--json"))
 		if !strings.Contains(r.stdout, `"vms": 0`) {
@@ -331,3 +354,7 @@ func processRunning(pid int) bool {
 	i := strings.LastIndexByte(string(b), ')')
 	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
+
+// tapLinks finds banger taps in `ip -o link show` output: named after a
+// VM, or numbered pool taps of earlier daemons.
+var tapLinks = regexp.MustCompile(`(?m)^\d+: (bgt[0-9a-f]{12}|bgtap[0-9]+)[:@]`)

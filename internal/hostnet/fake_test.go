@@ -22,6 +22,8 @@ type fakeHost struct {
 	// for any tap that does not exist yet.
 	failTap string
 	failNew bool
+	// failFirewall makes ApplyFirewall fail.
+	failFirewall bool
 }
 
 var _ Privileged = (*fakeHost)(nil)
@@ -86,6 +88,9 @@ func (f *fakeHost) ApplyFirewall(ctx context.Context, fw Firewall) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("ApplyFirewall %s %s", fw.Bridge, fw.Subnet)
+	if f.failFirewall {
+		return fmt.Errorf("apply firewall: injected failure")
+	}
 	f.firewall = &fw
 	return nil
 }
@@ -137,5 +142,16 @@ func (f *fakeHost) linkNames(prefix string) []string {
 		}
 	}
 	slices.Sort(out)
+	return out
+}
+
+// tapNames returns the names of the banger taps on the fake host, sorted.
+func (f *fakeHost) tapNames() []string {
+	var out []string
+	for _, n := range f.linkNames("") {
+		if ValidTapName(n) {
+			out = append(out, n)
+		}
+	}
 	return out
 }

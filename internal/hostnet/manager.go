@@ -21,36 +21,28 @@ const (
 	logKeyErr    = "err"
 )
 
-// refillRetry is how long the background refill waits after a failure
-// before trying again (a new Acquire or Release also wakes it).
-const refillRetry = 5 * time.Second
-
 // Config is the host network a Manager keeps: the bridge, the guests'
-// subnet (the host takes guestcontract.Gateway(Subnet)), how many idle taps to keep
-// ready, and the user that owns the taps (the one running the VMMs).
+// subnet (the host takes guestcontract.Gateway(Subnet)) and the user that
+// owns the taps (the one running the VMMs).
 type Config struct {
 	Bridge string
 	Subnet netip.Prefix
 	// Allow are destinations opened to guests although denied by default
 	// (see DeniedByDefault).
 	Allow    []netip.Prefix
-	PoolSize int
 	UID, GID int
 	// GuestToGuest lets guests reach each other on the bridge (taps are
 	// shared bridge ports); by default every tap is an isolated port.
 	GuestToGuest bool
 }
 
-// Validate checks the names, the subnet, the pool size and the ids.
+// Validate checks the names, the subnet and the ids.
 func (c Config) Validate() error {
 	if !ManagedName(c.Bridge) {
 		return fmt.Errorf("bridge %q: must be an interface name starting with one of %q", c.Bridge, ManagedPrefixes)
 	}
 	if err := guestcontract.CheckSubnet(c.Subnet); err != nil {
 		return err
-	}
-	if c.PoolSize < 0 {
-		return fmt.Errorf("tap pool size %d: must not be negative", c.PoolSize)
 	}
 	if c.UID < 0 || c.GID < 0 || c.UID > maxID || c.GID > maxID {
 		return fmt.Errorf("tap owner %d:%d: out of range", c.UID, c.GID)
@@ -59,9 +51,14 @@ func (c Config) Validate() error {
 }
 
 // Manager keeps banger's host network: it ensures the bridge, the
-// firewall table and forwarding, hands out taps from a warm pool that a
-// background goroutine refills, takes them back, finds leaked ones and
+// firewall table and forwarding, makes each VM's tap (named after the VM)
+// and binds it to the VM's lease, deletes it again, finds leaked ones and
 // tears everything down. Its methods are safe for concurrent use.
+//
+// There is no pool of idle taps: creating a VM's tap and applying the
+// firewall that binds it run at the same time, so on the sudo path a
+// create pays one privileged round trip, as a pooled tap did, and a
+// leaked tap always names its VM (BenchmarkNetworkStage measures it).
 type Manager struct {
 	cfg Config
 	p   Privileged
@@ -69,9 +66,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	ensured bool            // Ensure succeeded and no Teardown since
-	closed  bool            // Close was called
-	pool    []string        // idle taps, ready to hand out, oldest first
-	inUse   map[string]bool // taps handed out or adopted
+	inUse   map[string]bool // taps made for a VM or adopted
 	// guests binds each tap in use to its VM's lease; the firewall lets a
 	// tap send only as that VM (Firewall.Guests).
 	guests map[string]netip.Addr
@@ -81,17 +76,7 @@ type Manager struct {
 	proxyPort uint16
 	// fwMu serialises firewall applies, so the last apply always holds
 	// every binding made before it.
-	fwMu     sync.Mutex
-	creating map[string]bool // names reserved while being created or reset
-	// refilling counts new pool taps being created, resetting released
-	// taps being reset for the pool; both count toward PoolSize. A release
-	// wins over a refill in flight (an existing tap is cheaper than a new
-	// one); a refill that finds the pool filled meanwhile deletes its tap.
-	refilling int
-	resetting int
-	kick      chan struct{} // wakes the refill loop; buffered, size 1
-	stop      context.CancelFunc
-	done      chan struct{} // closed when the refill loop exits
+	fwMu sync.Mutex
 }
 
 // New returns a Manager for cfg acting through p. It touches nothing until
@@ -101,36 +86,27 @@ func New(cfg Config, p Privileged, logger *slog.Logger) *Manager {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Manager{
-		cfg:      cfg,
-		p:        p,
-		log:      logger,
-		inUse:    map[string]bool{},
-		guests:   map[string]netip.Addr{},
-		policed:  map[netip.Addr]*policedGuest{},
-		creating: map[string]bool{},
-		kick:     make(chan struct{}, 1),
+		cfg:     cfg,
+		p:       p,
+		log:     logger,
+		inUse:   map[string]bool{},
+		guests:  map[string]netip.Addr{},
+		policed: map[netip.Addr]*policedGuest{},
 	}
 }
 
 // Ensure makes the bridge exist with the gateway address and be up,
-// installs banger's nftables table and turns IPv4 forwarding on, then
-// starts filling the tap pool in the background. It is idempotent: the
-// bridge and forwarding are measured first and only changed when they
-// differ; the table is replaced atomically every time (reading it back
-// needs privilege, replacing it is as cheap).
+// installs banger's nftables table and turns IPv4 forwarding on. It is
+// idempotent: the bridge and forwarding are measured first and only
+// changed when they differ; the table is replaced atomically every time
+// (reading it back needs privilege, replacing it is as cheap).
 //
 // Taps left by an earlier daemon are not taken over here: after adopting
 // the taps of running VMs, the daemon lists the rest with Orphans and
-// hands each to ReleaseTap, which pools or deletes it.
+// deletes each with ReleaseTap.
 func (m *Manager) Ensure(ctx context.Context) error {
 	if err := m.cfg.Validate(); err != nil {
 		return fmt.Errorf("ensure host network: %w", err)
-	}
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
-	if closed {
-		return errors.New("ensure host network: manager closed")
 	}
 	st, err := m.p.Inspect(ctx)
 	if err != nil {
@@ -152,17 +128,8 @@ func (m *Manager) Ensure(ctx context.Context) error {
 		}
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errors.New("ensure host network: manager closed")
-	}
 	m.ensured = true
-	if m.stop == nil {
-		loopCtx, cancel := context.WithCancel(context.Background())
-		m.stop, m.done = cancel, make(chan struct{})
-		go m.refillLoop(loopCtx, m.done)
-	}
-	m.wake()
+	m.mu.Unlock()
 	return nil
 }
 
@@ -327,249 +294,78 @@ func bridgeReady(st State, cfg Config) bool {
 	return ok && br.Kind == "bridge" && br.Up && len(br.Addrs) == 1 && br.HasAddr(GatewayPrefix(cfg.Subnet))
 }
 
-// tapReady reports whether tap name exists, owned as configured, attached
-// to the bridge and up.
-func tapReady(st State, cfg Config, name string) bool {
-	l, ok := st.Link(name)
-	return ok && l.Kind == "tuntap" && l.Up && l.Master == cfg.Bridge && l.Owner == cfg.UID && l.Group == cfg.GID
-}
-
-// wake nudges the refill loop without blocking. Callers hold m.mu or not;
-// it does not matter.
-func (m *Manager) wake() {
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-// refillLoop keeps the pool at PoolSize until ctx ends.
-func (m *Manager) refillLoop(ctx context.Context, done chan struct{}) {
-	defer close(done)
-	for {
-		var retry <-chan time.Time
-		if err := m.fill(ctx); err != nil && ctx.Err() == nil {
-			// Nobody waits on the background refill: log, and retry
-			// later. AcquireTap still creates taps on demand.
-			m.log.Warn("refill tap pool", logKeyErr, err)
-			retry = time.After(refillRetry)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.kick:
-		case <-retry:
-		}
-	}
-}
-
-// fill creates taps until the pool (counting taps being created) holds
-// PoolSize.
-func (m *Manager) fill(ctx context.Context) error {
-	for ctx.Err() == nil {
-		m.mu.Lock()
-		full := !m.ensured || len(m.pool)+m.refilling+m.resetting >= m.cfg.PoolSize
-		if !full {
-			m.refilling++
-		}
-		m.mu.Unlock()
-		if full {
-			return nil
-		}
-		name, err := m.createTap(ctx)
-		m.mu.Lock()
-		m.refilling--
-		surplus := err == nil && len(m.pool)+m.resetting >= m.cfg.PoolSize
-		if err == nil && !surplus {
-			m.pool = append(m.pool, name)
-		}
-		m.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if surplus {
-			if err := m.p.DeleteLink(ctx, name); err != nil {
-				return fmt.Errorf("delete surplus tap %s: %w", name, err)
-			}
-			continue
-		}
-		m.log.Debug("tap pooled", logKeyTap, name)
-	}
-	return nil
-}
-
-// createTap picks the lowest free tap name (free of the pool, the taps in
-// use, those being created and every link on the host), reserves it and
-// creates the tap.
-func (m *Manager) createTap(ctx context.Context) (string, error) {
-	st, err := m.p.Inspect(ctx)
+// AcquireTap makes the tap of the VM with id vmID (TapName), attached to
+// the bridge, up and owned by the configured user, and binds it to the
+// VM's lease ip: the firewall lets it send only with that VM's MAC and
+// address. The tap is created idempotently (one left by a crash is
+// repaired and reused) while the firewall is applied; both must succeed
+// before it is handed out, and on failure neither the tap nor the binding
+// stays. Ensure must have succeeded.
+func (m *Manager) AcquireTap(ctx context.Context, vmID string, ip netip.Addr) (string, error) {
+	name, err := TapName(vmID)
 	if err != nil {
-		return "", fmt.Errorf("create tap: %w", err)
+		return "", fmt.Errorf("acquire tap: %w", err)
 	}
 	m.mu.Lock()
-	taken := map[string]bool{}
-	for _, l := range st.Links {
-		taken[l.Name] = true
-	}
-	for _, n := range m.pool {
-		taken[n] = true
-	}
-	for n := range m.inUse {
-		taken[n] = true
-	}
-	for n := range m.creating {
-		taken[n] = true
-	}
-	name := NextTapName(taken)
-	m.creating[name] = true
-	m.mu.Unlock()
-
-	err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
-	m.mu.Lock()
-	delete(m.creating, name)
-	m.mu.Unlock()
-	if err != nil {
-		return "", fmt.Errorf("create tap: %w", err)
-	}
-	return name, nil
-}
-
-// AcquireTap hands out a tap attached to the bridge, up and owned by the
-// configured user, bound to the VM leased ip: the firewall lets it send
-// only with that VM's MAC and address. The tap is an idle one from the
-// pool (checked to still be so, and repaired when not) or, when the pool
-// is empty, one created now; the refill loop then tops the pool up.
-// Ensure must have succeeded.
-func (m *Manager) AcquireTap(ctx context.Context, ip netip.Addr) (string, error) {
-	name, err := m.acquireTap(ctx)
-	if err != nil {
-		return "", err
-	}
-	m.mu.Lock()
-	m.guests[name] = ip
-	m.mu.Unlock()
-	if err := m.applyFirewall(ctx); err != nil {
-		m.mu.Lock()
-		delete(m.guests, name)
-		m.mu.Unlock()
-		return "", errors.Join(fmt.Errorf("bind tap %s to %s: %w", name, ip, err), m.ReleaseTap(ctx, name))
-	}
-	return name, nil
-}
-
-func (m *Manager) acquireTap(ctx context.Context) (string, error) {
-	m.mu.Lock()
-	if !m.ensured {
+	switch {
+	case !m.ensured:
 		m.mu.Unlock()
 		return "", errors.New("acquire tap: host network not ensured")
+	case m.inUse[name]:
+		m.mu.Unlock()
+		return "", fmt.Errorf("acquire tap %s: already in use (another VM's id starts with %s)", name, vmID[:TapIDLen])
 	}
-	var name string
-	if len(m.pool) > 0 {
-		name, m.pool = m.pool[0], m.pool[1:]
-		m.inUse[name] = true
-	}
+	m.inUse[name] = true
+	m.guests[name] = ip
 	m.mu.Unlock()
-	m.wake()
 
-	if name == "" {
-		created, err := m.createTap(ctx)
-		if err != nil {
-			return "", fmt.Errorf("acquire tap: %w", err)
-		}
-		m.mu.Lock()
-		m.inUse[created] = true
-		m.mu.Unlock()
-		m.wake()
-		return created, nil
+	// The firewall names taps by interface name, so it may bind this one
+	// before it exists; no frame can enter the tap until a VMM opens it.
+	tapErr := make(chan error, 1)
+	go func() {
+		tapErr <- m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
+	}()
+	fwErr := m.applyFirewall(ctx)
+	if err := errors.Join(<-tapErr, fwErr); err != nil {
+		return "", errors.Join(fmt.Errorf("acquire tap %s for %s: %w", name, ip, err), m.ReleaseTap(ctx, name))
 	}
-
-	// A pooled tap may have been changed or removed behind our back.
-	st, err := m.p.Inspect(ctx)
-	if err == nil && !tapReady(st, m.cfg, name) {
-		err = m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
-	}
-	if err != nil {
-		m.mu.Lock()
-		delete(m.inUse, name)
-		m.mu.Unlock()
-		return "", fmt.Errorf("acquire tap %s: %w", name, err)
-	}
+	m.log.Debug("tap made", logKeyTap, name, "ip", ip.String())
 	return name, nil
 }
 
-// ReleaseTap takes a tap back once its VMM has exited: it returns to the
-// pool if the pool has room (re-attached and up, recreated if it vanished)
-// and is deleted otherwise, or when it cannot be reset. Releasing a pooled tap, or a tap already gone
-// with no room in the pool, is a no-op, so ReleaseTap is idempotent. It
-// also accepts banger taps the Manager does not know (orphans reclaimed at
-// daemon start).
+// ReleaseTap unbinds a tap from its VM once the VMM has exited and
+// deletes it. Releasing a tap already gone is a no-op, so ReleaseTap is
+// idempotent. It also accepts banger taps the Manager does not know
+// (orphans reclaimed at daemon start, numbered pool taps of an earlier
+// daemon).
 func (m *Manager) ReleaseTap(ctx context.Context, name string) error {
 	if !ValidTapName(name) {
 		return fmt.Errorf("release tap %q: not a banger tap name", name)
 	}
 	m.mu.Lock()
-	if slices.Contains(m.pool, name) || m.creating[name] {
-		m.mu.Unlock()
-		return nil
-	}
-	delete(m.inUse, name)
 	_, bound := m.guests[name]
 	delete(m.guests, name)
 	m.mu.Unlock()
+	var errs []error
 	if bound {
-		// The binding goes before the tap is pooled or reused. A failed
-		// apply leaves a stale binding for a tap nobody sends on; the
-		// next bind of that name replaces it.
+		// The binding goes first, so a tap of that name made later
+		// starts from the new VM's binding only. A failed apply leaves a
+		// stale binding for a tap nobody sends on; the next apply drops
+		// it.
 		if err := m.applyFirewall(ctx); err != nil {
 			m.log.Warn("unbind released tap", logKeyTap, name, logKeyErr, err)
 		}
 	}
+	if err := m.p.DeleteLink(ctx, name); err != nil {
+		errs = append(errs, err)
+	}
 	m.mu.Lock()
-	room := m.ensured && !m.closed && len(m.pool)+m.resetting < m.cfg.PoolSize
-	if room {
-		m.creating[name] = true
-		m.resetting++
-	}
+	delete(m.inUse, name)
 	m.mu.Unlock()
-
-	if !room {
-		if err := m.p.DeleteLink(ctx, name); err != nil {
-			return fmt.Errorf("release tap: %w", err)
-		}
-		return nil
-	}
-	err := m.p.EnsureTap(ctx, name, m.cfg.Bridge, m.cfg.UID, m.cfg.GID, m.cfg.GuestToGuest)
-	m.mu.Lock()
-	delete(m.creating, name)
-	m.resetting--
-	if err == nil {
-		m.pool = append(m.pool, name)
-	}
-	m.mu.Unlock()
-	if err != nil {
-		// A tap that cannot be reset (changed owner, wrong kind) is not
-		// worth keeping: delete it rather than leave a leak.
-		if delErr := m.p.DeleteLink(ctx, name); delErr != nil {
-			err = errors.Join(err, delErr)
-		}
-		return fmt.Errorf("release tap %s to pool: %w", name, err)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("release tap %s: %w", name, err)
 	}
 	return nil
-}
-
-// IsPoolTap reports whether name is an idle tap in the pool. Pool taps are
-// banger's own and never leaks.
-func (m *Manager) IsPoolTap(name string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Contains(m.pool, name)
-}
-
-// Pool returns the idle taps in the pool.
-func (m *Manager) Pool() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Clone(m.pool)
 }
 
 // InUse returns the taps handed out or adopted, sorted.
@@ -585,7 +381,7 @@ func (m *Manager) InUse() []string {
 }
 
 // Adopt marks the taps of VMs found running at daemon start as in use, so
-// they are neither pooled, reused nor reported as orphans, binds each to
+// they are not reported as orphans, binds each to
 // its VM's lease and applies the firewall with those bindings (when there
 // are any). Names that are not banger tap names are ignored.
 func (m *Manager) Adopt(ctx context.Context, guests map[string]netip.Addr) error {
@@ -596,7 +392,6 @@ func (m *Manager) Adopt(ctx context.Context, guests map[string]netip.Addr) error
 		}
 		m.inUse[n] = true
 		m.guests[n] = ip
-		m.pool = slices.DeleteFunc(m.pool, func(p string) bool { return p == n })
 	}
 	n := len(m.guests)
 	m.mu.Unlock()
@@ -609,10 +404,12 @@ func (m *Manager) Adopt(ctx context.Context, guests map[string]netip.Addr) error
 	return nil
 }
 
-// Orphans lists the taps on the host that carry banger's prefix but are
-// neither pooled, being created, handed out, adopted, nor in inUse (the
-// caller's own record of running VMs): leaks, sorted by name.
-func (m *Manager) Orphans(ctx context.Context, inUse []string) ([]string, error) {
+// Orphans lists the banger taps on the host that are neither made nor
+// adopted by this Manager and that mine accepts (nil accepts all): leaks,
+// sorted by name. A tap named after a VM belongs to the daemon that has
+// that VM, so a daemon passes a mine that asks its own store and leaves
+// another daemon's taps alone.
+func (m *Manager) Orphans(ctx context.Context, mine func(tap string) bool) ([]string, error) {
 	st, err := m.p.Inspect(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("find orphan taps: %w", err)
@@ -622,10 +419,10 @@ func (m *Manager) Orphans(ctx context.Context, inUse []string) ([]string, error)
 	var out []string
 	for _, l := range st.Links {
 		n := l.Name
-		if l.Kind != "tuntap" || !strings.HasPrefix(n, TapPrefix) {
+		if l.Kind != "tuntap" || !ValidTapName(n) || m.inUse[n] {
 			continue
 		}
-		if slices.Contains(m.pool, n) || m.inUse[n] || m.creating[n] || slices.Contains(inUse, n) {
+		if mine != nil && !mine(n) {
 			continue
 		}
 		out = append(out, n)
@@ -634,10 +431,10 @@ func (m *Manager) Orphans(ctx context.Context, inUse []string) ([]string, error)
 	return out, nil
 }
 
-// Teardown removes everything Ensure and the pool made: the pool taps,
-// any orphaned banger taps, banger's nftables table and the bridge. It
-// refuses while a tap is in use. IPv4 forwarding is left on (other
-// software may rely on it). A later Ensure builds the network again.
+// Teardown removes everything Ensure made: any banger taps left on the
+// host, banger's nftables table and the bridge. It refuses while a tap is
+// in use. IPv4 forwarding is left on (other software may rely on it). A
+// later Ensure builds the network again.
 func (m *Manager) Teardown(ctx context.Context) error {
 	m.mu.Lock()
 	if len(m.inUse) > 0 {
@@ -651,19 +448,13 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	}
 	m.ensured = false
 	m.mu.Unlock()
-	m.stopRefill()
-
-	m.mu.Lock()
-	pool := m.pool
-	m.pool = nil
-	m.mu.Unlock()
 
 	orphans, err := m.Orphans(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("tear down host network: %w", err)
 	}
 	var errs []error
-	for _, n := range append(pool, orphans...) {
+	for _, n := range orphans {
 		if err := m.p.DeleteLink(ctx, n); err != nil {
 			errs = append(errs, err)
 		}
@@ -680,24 +471,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	return nil
 }
 
-// stopRefill stops the refill loop and waits for it to exit.
-func (m *Manager) stopRefill() {
-	m.mu.Lock()
-	stop, done := m.stop, m.done
-	m.stop, m.done = nil, nil
-	m.mu.Unlock()
-	if stop != nil {
-		stop()
-		<-done
-	}
-}
-
-// Close stops the background refill and waits for it. The taps, the
-// bridge and the table stay for the next daemon; Teardown removes them.
-func (m *Manager) Close() error {
-	m.mu.Lock()
-	m.closed = true
-	m.mu.Unlock()
-	m.stopRefill()
-	return nil
-}
+// Close releases nothing on the host: the taps, the bridge and the table
+// stay for the next daemon; Teardown removes them. It exists so the
+// daemon can treat the Manager like its other subsystems.
+func (m *Manager) Close() error { return nil }

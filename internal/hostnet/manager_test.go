@@ -2,18 +2,25 @@ package hostnet
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
 
-func testConfig(pool int) Config {
-	return Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), PoolSize: pool, UID: 1000, GID: 1000}
+func testConfig() Config {
+	return Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1000, GID: 1000}
+}
+
+var vmIDs atomic.Uint32
+
+// nextVMID returns a fresh VM id shaped like the store's (32 hex digits).
+func nextVMID() string {
+	return fmt.Sprintf("%08x%024x", vmIDs.Add(1), 0)
 }
 
 var guestIPs atomic.Uint32
@@ -25,21 +32,10 @@ func nextGuestIP() netip.Addr {
 	return netip.AddrFrom4([4]byte{192, 0, 2, byte(2 + n%253)})
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func TestManager_EnsureMeasuresThenActs(t *testing.T) {
 	ctx := context.Background()
 	h := newFakeHost()
-	m := New(testConfig(0), h, nil)
+	m := New(testConfig(), h, nil)
 	defer m.Close()
 
 	if err := m.Ensure(ctx); err != nil {
@@ -72,7 +68,6 @@ func TestManager_EnsureRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Bridge: "eth0", Subnet: netip.MustParsePrefix("192.0.2.0/24")},
 		{Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.1/24")},
-		{Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), PoolSize: -1},
 		{Bridge: "banger0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: -1},
 	} {
 		h := newFakeHost()
@@ -87,174 +82,188 @@ func TestManager_EnsureRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestManager_Pool(t *testing.T) {
+func TestManager_TapNamedAfterVM(t *testing.T) {
 	ctx := context.Background()
 	h := newFakeHost()
-	m := New(testConfig(2), h, nil)
+	m := New(testConfig(), h, nil)
 	defer m.Close()
 
-	if _, err := m.AcquireTap(ctx, nextGuestIP()); err == nil {
+	id := "3f2a9c01d4e7b8a90000000000000000"
+	if _, err := m.AcquireTap(ctx, id, nextGuestIP()); err == nil {
 		t.Fatal("AcquireTap before Ensure = nil error, want error")
 	}
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "pool of 2", func() bool { return len(m.Pool()) == 2 })
-	if diff := cmp.Diff([]string{"bgtap0", "bgtap1"}, m.Pool()); diff != "" {
-		t.Errorf("pool (-want +got):\n%s", diff)
-	}
-
-	a, err := m.AcquireTap(ctx, nextGuestIP())
+	ip := nextGuestIP()
+	h.Calls()
+	tap, err := m.AcquireTap(ctx, id, ip)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a != "bgtap0" || m.IsPoolTap(a) {
-		t.Errorf("AcquireTap = %q (pooled %v), want bgtap0 out of the pool", a, m.IsPoolTap(a))
+	if tap != "bgt3f2a9c01d4e7" {
+		t.Errorf("AcquireTap = %q, want bgt3f2a9c01d4e7", tap)
 	}
-	// The refill loop tops the pool up with the next free name.
-	waitFor(t, "refill", func() bool { return slices.Equal(m.Pool(), []string{"bgtap1", "bgtap2"}) })
-
-	// Pool full: a released tap is deleted, and releasing again is a no-op.
-	if err := m.ReleaseTap(ctx, a); err != nil {
-		t.Fatal(err)
+	calls := h.Calls()
+	if !slices.Contains(calls, "EnsureTap bgt3f2a9c01d4e7 bgtest0 1000 1000") || !slices.Contains(calls, "ApplyFirewall bgtest0 192.0.2.0/24") {
+		t.Errorf("acquire calls %q, want the tap made and the firewall applied", calls)
 	}
-	if err := m.ReleaseTap(ctx, a); err != nil {
-		t.Fatal(err)
+	if g := h.firewall.Guests; len(g) != 1 || g[0].Tap != tap || g[0].IP != ip {
+		t.Errorf("firewall guests = %+v, want %s bound to %s", g, tap, ip)
 	}
-	if got := h.linkNames(TapPrefix); !slices.Equal(got, []string{"bgtap1", "bgtap2"}) {
-		t.Errorf("taps after release with a full pool = %q", got)
+	if got := m.InUse(); !slices.Equal(got, []string{tap}) {
+		t.Errorf("InUse = %q", got)
 	}
-
-	// Drain the pool and one more (created on demand).
-	var taken []string
-	for range 3 {
-		n, err := m.AcquireTap(ctx, nextGuestIP())
-		if err != nil {
-			t.Fatal(err)
-		}
-		taken = append(taken, n)
+	// A second VM whose id shares the first 12 digits cannot take it.
+	if _, err := m.AcquireTap(ctx, id[:12]+"ffffffffffffffffffff", nextGuestIP()); err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("AcquireTap of a colliding id = %v, want refusal", err)
 	}
-	if len(slices.Compact(slices.Sorted(slices.Values(taken)))) != 3 {
-		t.Errorf("AcquireTap handed out duplicates: %q", taken)
+	if got := h.tapNames(); !slices.Equal(got, []string{tap}) {
+		t.Errorf("taps after a refused acquire = %q, want only %s", got, tap)
 	}
-	waitFor(t, "refill after drain", func() bool { return len(m.Pool()) == 2 })
-	if got := m.InUse(); len(got) != 3 {
-		t.Errorf("InUse = %q, want 3 taps", got)
-	}
-	// Room in the pool? No (refilled): release deletes.
-	for _, n := range taken {
-		if err := m.ReleaseTap(ctx, n); err != nil {
-			t.Fatal(err)
+	// An id that cannot name a tap is refused before anything is made.
+	for _, bad := range []string{"", "xyz", "3F2A9C01D4E7B8A9", "3f2a9c01"} {
+		if _, err := m.AcquireTap(ctx, bad, nextGuestIP()); err == nil {
+			t.Errorf("AcquireTap(%q) = nil error", bad)
 		}
 	}
-	if got := len(h.linkNames(TapPrefix)); got != 2 {
-		t.Errorf("%d taps on the host, want the 2 pooled", got)
+
+	// Release unbinds, then deletes; releasing again is a no-op.
+	if err := m.ReleaseTap(ctx, tap); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ReleaseTap(ctx, tap); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.tapNames(); len(got) != 0 {
+		t.Errorf("taps after release = %q, want none", got)
+	}
+	if g := h.firewall.Guests; len(g) != 0 {
+		t.Errorf("firewall guests after release = %+v, want none", g)
+	}
+	if got := m.InUse(); len(got) != 0 {
+		t.Errorf("InUse after release = %q", got)
 	}
 	if err := m.ReleaseTap(ctx, "eth0"); err == nil {
 		t.Errorf("ReleaseTap(eth0) = nil, want error")
 	}
 }
 
-func TestManager_ReleaseReturnsToPool(t *testing.T) {
+// TestManager_AcquireIdempotent: a tap a crash left behind (same VM, same
+// name) is repaired and reused, not an error.
+func TestManager_AcquireIdempotent(t *testing.T) {
 	ctx := context.Background()
 	h := newFakeHost()
-	// A tap left by an earlier daemon, and a host where new taps cannot be
-	// created: the pool has room, and only a release can fill it.
-	h.addLink(Link{Name: "bgtap5", Kind: "tuntap", Owner: 1000, Group: 1000})
-	h.failNew = true
-	m := New(testConfig(1), h, nil)
-	defer m.Close()
+	id := nextVMID()
+	name, _ := TapName(id)
+	h.addLink(Link{Name: name, Kind: "tuntap", Owner: 1000, Group: 1000})
+	m := New(testConfig(), h, nil)
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	orphans, err := m.Orphans(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
+	tap, err := m.AcquireTap(ctx, id, nextGuestIP())
+	if err != nil || tap != name {
+		t.Fatalf("AcquireTap over a leftover tap = %q, %v; want %s", tap, err, name)
 	}
-	if diff := cmp.Diff([]string{"bgtap5"}, orphans); diff != "" {
-		t.Fatalf("Orphans (-want +got):\n%s", diff)
+	if l, _ := h.Inspect(ctx); !tapReady(l, testConfig(), name) {
+		t.Errorf("leftover tap not repaired: %+v", l)
 	}
-	h.Calls()
-	if err := m.ReleaseTap(ctx, "bgtap5"); err != nil {
-		t.Fatal(err)
-	}
-	if !m.IsPoolTap("bgtap5") {
-		t.Errorf("released bgtap5 not in the pool %q", m.Pool())
-	}
-	// Reset in place (re-attached, up), not deleted.
-	if calls := h.Calls(); !slices.Contains(calls, "EnsureTap bgtap5 bgtest0 1000 1000") || slices.Contains(calls, "DeleteLink bgtap5") {
-		t.Errorf("release calls %q, want a reset of bgtap5 and no delete", calls)
-	}
-	if orphans, _ := m.Orphans(ctx, nil); len(orphans) != 0 {
-		t.Errorf("pooled tap reported as orphan: %q", orphans)
-	}
-	// Releasing a pooled tap again changes nothing.
-	if err := m.ReleaseTap(ctx, "bgtap5"); err != nil {
-		t.Fatal(err)
-	}
-	if calls := h.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.Contains(c, "bgtap5") }) {
-		t.Errorf("second release acted: %q", calls)
-	}
-	// The pooled tap is handed out.
-	n, err := m.AcquireTap(ctx, nextGuestIP())
-	if err != nil || n != "bgtap5" {
-		t.Errorf("AcquireTap = %q, %v; want bgtap5", n, err)
-	}
-	// A tap that cannot be reset (someone else's now) is deleted, not
-	// pooled or leaked.
-	h.addLink(Link{Name: "bgtap6", Kind: "tuntap", Owner: 0, Group: 0})
-	if err := m.ReleaseTap(ctx, "bgtap6"); err == nil || !strings.Contains(err.Error(), "owned by 0:0") {
-		t.Errorf("ReleaseTap(foreign bgtap6) = %v, want the reset failure", err)
-	}
-	if m.IsPoolTap("bgtap6") || slices.Contains(h.linkNames(TapPrefix), "bgtap6") {
-		t.Errorf("unresettable bgtap6 kept (pool %q, host %q)", m.Pool(), h.linkNames(TapPrefix))
+}
+
+// tapReady reports whether tap name exists, owned as configured, attached
+// to the bridge and up.
+func tapReady(st State, cfg Config, name string) bool {
+	l, ok := st.Link(name)
+	return ok && l.Kind == "tuntap" && l.Up && l.Master == cfg.Bridge && l.Owner == cfg.UID && l.Group == cfg.GID
+}
+
+// TestManager_AcquireFailureLeavesNothing: whichever half fails (the tap
+// or the firewall), no tap, binding or in-use mark stays behind.
+func TestManager_AcquireFailureLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		break_ func(h *fakeHost, tap string)
+		want   string
+	}{
+		{"tap", func(h *fakeHost, tap string) { h.failTap = tap }, "injected failure"},
+		{"firewall", func(h *fakeHost, _ string) { h.failFirewall = true }, "apply firewall: injected failure"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost()
+			m := New(testConfig(), h, nil)
+			if err := m.Ensure(ctx); err != nil {
+				t.Fatal(err)
+			}
+			id := nextVMID()
+			name, _ := TapName(id)
+			h.mu.Lock()
+			tc.break_(h, name)
+			h.mu.Unlock()
+			if _, err := m.AcquireTap(ctx, id, nextGuestIP()); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("AcquireTap = %v, want %q", err, tc.want)
+			}
+			if got := h.tapNames(); len(got) != 0 {
+				t.Errorf("taps left = %q", got)
+			}
+			if got := m.InUse(); len(got) != 0 {
+				t.Errorf("InUse = %q", got)
+			}
+			h.mu.Lock()
+			h.failTap, h.failFirewall = "", false
+			h.mu.Unlock()
+			// The same VM can try again.
+			if _, err := m.AcquireTap(ctx, id, nextGuestIP()); err != nil {
+				t.Errorf("AcquireTap after the failure cleared = %v", err)
+			}
+		})
 	}
 }
 
 func TestManager_AdoptAndOrphans(t *testing.T) {
 	ctx := context.Background()
 	h := newFakeHost()
-	// Left by an earlier daemon: two VM taps and a stray one made by hand.
-	h.addLink(Link{Name: "bgtap0", Kind: "tuntap", Owner: 1000, Group: 1000})
+	// Left by earlier daemons: a running VM's tap, a numbered pool tap, a
+	// tap of a VM this daemon knows, one of a VM it does not (another
+	// daemon's), and links that are not banger taps.
+	h.addLink(Link{Name: "bgt000000000001", Kind: "tuntap", Owner: 1000, Group: 1000})
 	h.addLink(Link{Name: "bgtap1", Kind: "tuntap", Owner: 1000, Group: 1000})
-	h.addLink(Link{Name: "bgtap7", Kind: "tuntap"})
+	h.addLink(Link{Name: "bgt0000000000aa", Kind: "tuntap"})
+	h.addLink(Link{Name: "bgt0000000000bb", Kind: "tuntap"})
 	h.addLink(Link{Name: "bgtapx", Kind: "tuntap"})
 	h.addLink(Link{Name: "eth0", Kind: "device"})
 	h.addLink(Link{Name: "bgtapveth", Kind: "veth"})
-	m := New(testConfig(2), h, nil)
+	m := New(testConfig(), h, nil)
 	defer m.Close()
-	if err := m.Adopt(ctx, map[string]netip.Addr{"bgtap0": nextGuestIP(), "not a tap": nextGuestIP()}); err != nil {
+	if err := m.Adopt(ctx, map[string]netip.Addr{"bgt000000000001": nextGuestIP(), "not a tap": nextGuestIP()}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "pool of 2", func() bool { return len(m.Pool()) == 2 })
-	// New pool taps skip every existing name.
-	if diff := cmp.Diff([]string{"bgtap2", "bgtap3"}, m.Pool()); diff != "" {
-		t.Errorf("pool (-want +got):\n%s", diff)
+	mine := func(tap string) bool {
+		id, ok := TapVMID(tap)
+		return !ok || id == "0000000000aa"
 	}
-	got, err := m.Orphans(ctx, []string{"bgtap1"})
+	got, err := m.Orphans(ctx, mine)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"bgtap7", "bgtapx"}, got); diff != "" {
+	if diff := cmp.Diff([]string{"bgt0000000000aa", "bgtap1"}, got); diff != "" {
 		t.Errorf("Orphans (-want +got):\n%s", diff)
 	}
 	// Teardown refuses while a tap is in use, then removes everything.
-	if err := m.Teardown(ctx); err == nil || !strings.Contains(err.Error(), "bgtap0") {
-		t.Errorf("Teardown with bgtap0 in use = %v, want refusal naming it", err)
+	if err := m.Teardown(ctx); err == nil || !strings.Contains(err.Error(), "bgt000000000001") {
+		t.Errorf("Teardown with bgt000000000001 in use = %v, want refusal naming it", err)
 	}
-	if err := m.ReleaseTap(ctx, "bgtap0"); err != nil {
+	if err := m.ReleaseTap(ctx, "bgt000000000001"); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// bgtap1 was the caller's (not the manager's): Teardown treats it as
-	// an orphan too, since nothing is in use.
-	if got := h.linkNames("bg"); len(got) != 1 || got[0] != "bgtapveth" {
-		t.Errorf("links left after Teardown: %q, want only the veth", got)
+	if got := h.linkNames("bg"); !slices.Equal(got, []string{"bgtapveth", "bgtapx"}) {
+		t.Errorf("links left after Teardown: %q, want only the veth and the non-banger name", got)
 	}
 	if h.firewall != nil {
 		t.Errorf("firewall left after Teardown: %+v", h.firewall)
@@ -262,32 +271,5 @@ func TestManager_AdoptAndOrphans(t *testing.T) {
 	// A later Ensure builds it all again.
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
-	}
-	waitFor(t, "pool rebuilt", func() bool { return len(m.Pool()) == 2 })
-}
-
-func TestManager_RefillRetriesAndOnDemand(t *testing.T) {
-	ctx := context.Background()
-	h := newFakeHost()
-	h.failTap = "bgtap0"
-	m := New(testConfig(1), h, nil)
-	defer m.Close()
-	if err := m.Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The refill fails on bgtap0; AcquireTap creating on demand reports
-	// the cause.
-	if _, err := m.AcquireTap(ctx, nextGuestIP()); err == nil || !strings.Contains(err.Error(), "injected failure") {
-		t.Errorf("AcquireTap = %v, want the injected failure", err)
-	}
-	h.mu.Lock()
-	h.failTap = ""
-	h.mu.Unlock()
-	n, err := m.AcquireTap(ctx, nextGuestIP())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ValidTapName(n) {
-		t.Errorf("AcquireTap = %q", n)
 	}
 }

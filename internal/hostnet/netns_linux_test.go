@@ -122,7 +122,7 @@ func TestManager_Netns(t *testing.T) {
 	hostFwd, _ := os.ReadFile(ipForwardPath)
 
 	ns := testenv.NewNetns(t)
-	cfg := Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), PoolSize: 2, UID: 1234, GID: 2345}
+	cfg := Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1234, GID: 2345}
 	m := New(cfg, Direct{NetNS: ns.Path}, testLogger(t))
 	defer m.Close()
 
@@ -180,27 +180,19 @@ func TestManager_Netns(t *testing.T) {
 	}
 
 	var acquired string
-	t.Run("pool fills and refills in the background", func(t *testing.T) {
-		waitFor(t, "pool of 2", func() bool { return len(m.Pool()) == 2 })
-		for _, n := range m.Pool() {
-			checkTap(t, n)
-		}
+	t.Run("AcquireTap makes the VM's tap, bound", func(t *testing.T) {
 		var err error
-		acquired, err = m.AcquireTap(ctx, nextGuestIP())
+		acquired, err = m.AcquireTap(ctx, "0123456789abcdef0123456789abcdef", nextGuestIP())
 		if err != nil {
 			t.Fatal(err)
 		}
+		if acquired != "bgt0123456789ab" {
+			t.Errorf("AcquireTap = %q, want bgt0123456789ab", acquired)
+		}
 		checkTap(t, acquired)
-		if m.IsPoolTap(acquired) {
-			t.Errorf("acquired %s still pooled", acquired)
-		}
-		waitFor(t, "refill", func() bool { return len(m.Pool()) == 2 })
-		for _, n := range m.Pool() {
-			checkTap(t, n)
-		}
 	})
 
-	t.Run("Orphans lists a stray tap, not pool taps", func(t *testing.T) {
+	t.Run("Orphans lists a stray tap, not taps in use", func(t *testing.T) {
 		if _, err := ns.Run(ctx, "ip", "tuntap", "add", "bgtap9", "mode", "tap"); err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +201,7 @@ func TestManager_Netns(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !slices.Equal(got, []string{"bgtap9"}) {
-			t.Errorf("Orphans = %q, want [bgtap9] (pool %q, in use %s)", got, m.Pool(), acquired)
+			t.Errorf("Orphans = %q, want [bgtap9] (in use %s)", got, acquired)
 		}
 		// An existing tap owned by someone else is not silently taken.
 		err = Direct{NetNS: ns.Path}.EnsureTap(ctx, "bgtap9", "bgtest0", 1234, 2345, false)
@@ -237,18 +229,17 @@ func TestManager_Netns(t *testing.T) {
 		}
 	})
 
-	t.Run("ReleaseTap returns to the pool or deletes", func(t *testing.T) {
-		// The pool is full: the released tap is deleted.
+	t.Run("ReleaseTap deletes", func(t *testing.T) {
 		if err := m.ReleaseTap(ctx, acquired); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := links(t, ns)[acquired]; ok {
-			t.Errorf("released %s still present with a full pool", acquired)
+			t.Errorf("released %s still present", acquired)
 		}
 		if err := m.ReleaseTap(ctx, acquired); err != nil {
 			t.Errorf("second release: %v", err)
 		}
-		// Reclaiming the orphan while the pool is full deletes it.
+		// Reclaiming the orphan deletes it.
 		if err := m.ReleaseTap(ctx, "bgtap9"); err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +249,7 @@ func TestManager_Netns(t *testing.T) {
 	})
 
 	t.Run("Teardown leaves nothing", func(t *testing.T) {
-		n, err := m.AcquireTap(ctx, nextGuestIP())
+		n, err := m.AcquireTap(ctx, "fedcba9876543210fedcba9876543210", nextGuestIP())
 		if err != nil {
 			t.Fatal(err)
 		}

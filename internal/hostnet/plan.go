@@ -17,8 +17,14 @@ import (
 // so the privileged helper can refuse to touch anything else (eth0, a
 // docker bridge, another program's tap) and leaks are recognisable.
 const (
-	// TapPrefix starts every tap banger creates: bgtap0, bgtap1, ...
-	TapPrefix = "bgtap"
+	// TapPrefix starts every tap banger creates. A VM's tap is named
+	// after the VM (TapName); earlier daemons numbered pool taps
+	// "bgtap0", "bgtap1", ..., which are still recognised so a running
+	// VM keeps its tap across an upgrade.
+	TapPrefix = "bgt"
+	// TapIDLen is how many hex digits of the VM id a tap name carries:
+	// the longest that fits IFNAMSIZ after the prefix.
+	TapIDLen = MaxIfNameLen - len(TapPrefix)
 	// MaxIfNameLen is Linux's limit on an interface name (IFNAMSIZ-1).
 	MaxIfNameLen = 15
 )
@@ -31,8 +37,10 @@ const (
 var ManagedPrefixes = config.ManagedIfPrefixes
 
 var (
-	ifNameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
-	tapNameRE = regexp.MustCompile(`^` + TapPrefix + `(0|[1-9][0-9]{0,9})$`)
+	ifNameRE     = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	tapNameRE    = regexp.MustCompile(`^` + TapPrefix + `[0-9a-f]{` + strconv.Itoa(TapIDLen) + `}$`)
+	legacyTapRE  = regexp.MustCompile(`^bgtap(0|[1-9][0-9]{0,9})$`)
+	vmIDPrefixRE = regexp.MustCompile(`^[0-9a-f]{` + strconv.Itoa(TapIDLen) + `}`)
 )
 
 // ValidIfName reports whether name is a safe Linux interface name: 1-15
@@ -56,41 +64,31 @@ func ManagedName(name string) bool {
 	return false
 }
 
-// TapName returns the name of the tap with pool index i: "bgtap<i>".
-// Names are deterministic so a leaked tap is found by its prefix and the
-// lowest free index is reused.
-func TapName(i int) string {
-	return TapPrefix + strconv.Itoa(i)
+// TapName returns the name of the tap of the VM with id vmID: TapPrefix
+// and the id's first TapIDLen hex digits ("bgt3f2a9c01d4e7"). A leaked
+// tap thus names its VM, and the daemon that owns the VM is the one
+// that may reclaim it. vmID must start with TapIDLen lowercase hex
+// digits (store ids are 32).
+func TapName(vmID string) (string, error) {
+	if !vmIDPrefixRE.MatchString(vmID) {
+		return "", fmt.Errorf("tap name for vm id %q: want at least %d lowercase hex digits", vmID, TapIDLen)
+	}
+	return TapPrefix + vmID[:TapIDLen], nil
 }
 
-// TapIndex parses a name made by TapName. ok is false for anything else,
-// including names with leading zeros or a sign.
-func TapIndex(name string) (i int, ok bool) {
-	if !tapNameRE.MatchString(name) || len(name) > MaxIfNameLen {
-		return 0, false
+// TapVMID returns the VM id prefix a tap name made by TapName carries;
+// ok is false for anything else, legacy pool names included.
+func TapVMID(name string) (idPrefix string, ok bool) {
+	if !tapNameRE.MatchString(name) {
+		return "", false
 	}
-	n, err := strconv.ParseInt(name[len(TapPrefix):], 10, 32)
-	if err != nil {
-		return 0, false
-	}
-	return int(n), true
+	return name[len(TapPrefix):], true
 }
 
-// ValidTapName reports whether name is a tap name banger makes.
+// ValidTapName reports whether name is a tap name banger makes: one named
+// after its VM, or a numbered pool tap of an earlier daemon.
 func ValidTapName(name string) bool {
-	_, ok := TapIndex(name)
-	return ok
-}
-
-// NextTapName returns TapName(i) for the lowest i whose name is not in
-// taken. taken holds every name already used (pool, in use, present on
-// the host).
-func NextTapName(taken map[string]bool) string {
-	for i := 0; ; i++ {
-		if n := TapName(i); !taken[n] {
-			return n
-		}
-	}
+	return tapNameRE.MatchString(name) || (legacyTapRE.MatchString(name) && len(name) <= MaxIfNameLen)
 }
 
 // GatewayPrefix returns the gateway address with the subnet's length, the

@@ -53,38 +53,37 @@ func TestValidIfName(t *testing.T) {
 }
 
 func TestTapName(t *testing.T) {
-	for _, i := range []int{0, 1, 9, 10, 63, 1 << 20, 1<<31 - 1} {
-		n := TapName(i)
-		if len(n) > MaxIfNameLen || !ManagedName(n) {
-			t.Errorf("TapName(%d) = %q: not a managed name within %d bytes", i, n, MaxIfNameLen)
+	for _, id := range []string{"0123456789abcdef0123456789abcdef", "ffffffffffff", "000000000000aaaa"} {
+		n, err := TapName(id)
+		if err != nil {
+			t.Fatalf("TapName(%q): %v", id, err)
 		}
-		if got, ok := TapIndex(n); !ok || got != i {
-			t.Errorf("TapIndex(%q) = %d, %v; want %d, true", n, got, ok, i)
+		if n != "bgt"+id[:12] || len(n) > MaxIfNameLen || !ManagedName(n) || !ValidTapName(n) {
+			t.Errorf("TapName(%q) = %q: not bgt+12 hex, a managed and valid tap name within %d bytes", id, n, MaxIfNameLen)
 		}
-	}
-	for _, bad := range []string{"bgtap", "bgtap01", "bgtap-1", "bgtap+1", "bgtapx", "tap0", "bgtap0 ", "bgtap99999999999", "banger0"} {
-		if i, ok := TapIndex(bad); ok {
-			t.Errorf("TapIndex(%q) = %d, true; want not a tap name", bad, i)
+		if got, ok := TapVMID(n); !ok || got != id[:12] {
+			t.Errorf("TapVMID(%q) = %q, %v; want %q", n, got, ok, id[:12])
 		}
 	}
-}
-
-func TestNextTapName(t *testing.T) {
-	for _, tc := range []struct {
-		taken []string
-		want  string
-	}{
-		{nil, "bgtap0"},
-		{[]string{"bgtap0"}, "bgtap1"},
-		{[]string{"bgtap0", "bgtap1", "bgtap3"}, "bgtap2"},
-		{[]string{"bgtap1", "eth0"}, "bgtap0"},
-	} {
-		taken := map[string]bool{}
-		for _, n := range tc.taken {
-			taken[n] = true
+	for _, bad := range []string{"", "0123456789a", "0123456789AB", "g123456789ab", "-123456789ab", "../456789abcd"} {
+		if n, err := TapName(bad); err == nil {
+			t.Errorf("TapName(%q) = %q, want an error", bad, n)
 		}
-		if got := NextTapName(taken); got != tc.want {
-			t.Errorf("NextTapName(%v) = %q, want %q", tc.taken, got, tc.want)
+	}
+	// Numbered pool taps of earlier daemons stay valid, so a VM running
+	// across an upgrade keeps its tap; they carry no VM id.
+	for _, legacy := range []string{"bgtap0", "bgtap7", "bgtap1234567890"} {
+		if !ValidTapName(legacy) {
+			t.Errorf("ValidTapName(%q) = false, want true (legacy)", legacy)
+		}
+		if _, ok := TapVMID(legacy); ok {
+			t.Errorf("TapVMID(%q) ok, want not a VM-named tap", legacy)
+		}
+	}
+	for _, bad := range []string{"bgtap", "bgtap01", "bgtap-1", "bgtap+1", "bgtapx", "tap0", "bgtap0 ", "bgtap99999999999", "banger0",
+		"bgt0123456789a", "bgt0123456789abc", "bgt0123456789AB", "bgt0123456789a ", "bgtest0"} {
+		if ValidTapName(bad) {
+			t.Errorf("ValidTapName(%q) = true, want not a tap name", bad)
 		}
 	}
 }

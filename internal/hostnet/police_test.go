@@ -32,7 +32,7 @@ func (f *fakeHost) applies() int {
 func TestManager_PoliceAndPasses(t *testing.T) {
 	ctx := context.Background()
 	h := newFakeHost()
-	m := New(testConfig(0), h, nil)
+	m := New(testConfig(), h, nil)
 	defer m.Close()
 	ip := netip.MustParseAddr("192.0.2.9")
 

@@ -108,7 +108,7 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		}
 	case OpEnsureTap:
 		if !ValidTapName(rest[0]) {
-			return PrivRequest{}, usage("tap %q: must be %s followed by a number", rest[0], TapPrefix)
+			return PrivRequest{}, usage("tap %q: must be %s followed by %d hex digits of a VM id", rest[0], TapPrefix, TapIDLen)
 		}
 		req.Name = rest[0]
 		if req.Bridge, err = parseManaged("bridge", rest[1]); err != nil {
@@ -265,7 +265,7 @@ func parseGuests(s string) ([]Guest, error) {
 		tap, ip, ok := strings.Cut(part, "=")
 		a, err := netip.ParseAddr(ip)
 		if !ok || !ValidTapName(tap) || err != nil || !a.Is4() || a.String() != ip {
-			return nil, usage("guest %q: want TAP=IPV4 such as %s=10.77.0.2", part, TapName(0))
+			return nil, usage("guest %q: want TAP=IPV4 such as %s0123456789ab=10.77.0.2", part, TapPrefix)
 		}
 		out = append(out, Guest{Tap: tap, IP: a})
 	}

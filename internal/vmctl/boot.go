@@ -65,7 +65,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			return err
 		}
 		op.OnRollback(func(ctx context.Context) error { return m.egress().Unbind(ctx, vm.ID) })
-		tap, err = m.opt.Network.AcquireTap(ctx, ip)
+		tap, err = m.opt.Network.AcquireTap(ctx, vm.ID, ip)
 		if err != nil {
 			return fmt.Errorf("acquire tap: %w", err)
 		}

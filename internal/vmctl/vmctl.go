@@ -34,10 +34,11 @@ import (
 type Network interface {
 	// Ensure creates the bridge, gateway address and NAT table if missing.
 	Ensure(ctx context.Context) error
-	// AcquireTap hands out a tap attached to the bridge that may send
-	// only as the VM leased ip (its MAC and address).
-	AcquireTap(ctx context.Context, ip netip.Addr) (string, error)
-	// ReleaseTap returns a tap to the pool or deletes it.
+	// AcquireTap makes the tap of the VM with id vmID (named after it),
+	// attached to the bridge, that may send only as the VM leased ip (its
+	// MAC and address).
+	AcquireTap(ctx context.Context, vmID string, ip netip.Addr) (string, error)
+	// ReleaseTap unbinds a tap and deletes it.
 	ReleaseTap(ctx context.Context, name string) error
 	// Adopt marks the taps of VMs found running at daemon start as in use
 	// and binds each to its VM's leased address.

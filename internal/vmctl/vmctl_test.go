@@ -28,6 +28,7 @@ import (
 	"banger/internal/disk"
 	"banger/internal/disk/disktest"
 	"banger/internal/guestcontract"
+	"banger/internal/hostnet"
 	"banger/internal/image"
 	"banger/internal/layout"
 	"banger/internal/operation"
@@ -42,7 +43,6 @@ import (
 // came back.
 type fakeNet struct {
 	mu        sync.Mutex
-	next      int
 	out       map[string]bool
 	released  []string
 	adopted   []string
@@ -50,14 +50,19 @@ type fakeNet struct {
 }
 
 func (n *fakeNet) Ensure(context.Context) error { return n.ensureErr }
-func (n *fakeNet) AcquireTap(_ context.Context, ip netip.Addr) (string, error) {
+func (n *fakeNet) AcquireTap(_ context.Context, vmID string, ip netip.Addr) (string, error) {
 	if !ip.IsValid() {
 		return "", fmt.Errorf("acquire tap: no address")
 	}
+	name, err := hostnet.TapName(vmID)
+	if err != nil {
+		return "", err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	name := fmt.Sprintf("bgtap%d", n.next)
-	n.next++
+	if n.out[name] {
+		return "", fmt.Errorf("acquire tap %s: already in use", name)
+	}
 	n.out[name] = true
 	return name, nil
 }
