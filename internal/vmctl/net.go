@@ -61,7 +61,7 @@ func (m *Manager) netPolicy(req api.CreateVMRequest, from *templateMeta) (egress
 		p.Secrets = nil
 		for _, name := range req.Secrets {
 			if _, ok := m.opt.Config.SecretNamed(name); !ok {
-				return egress.Policy{}, api.Errorf(api.CodeInvalid, "--secret %q: no [[secret]] of that name in the config", name)
+				return egress.Policy{}, api.Errorf(api.CodeInvalid, "secret %q: no [[secret]] of that name in the config", name)
 			}
 			if !slices.Contains(p.Secrets, name) {
 				p.Secrets = append(p.Secrets, name)
@@ -95,7 +95,7 @@ func (m *Manager) netRules(req api.CreateVMRequest) (egress.Policy, error) {
 	}
 	p, err := egress.Parse(req.Net, entries, def, m.presets())
 	if err != nil {
-		return egress.Policy{}, api.Errorf(api.CodeInvalid, "--net/--allow: %v", err)
+		return egress.Policy{}, api.Errorf(api.CodeInvalid, "egress policy: %v", err)
 	}
 	return p, nil
 }

@@ -167,7 +167,7 @@ func TestNet_defaultsAndRefusals(t *testing.T) {
 		want string
 	}{
 		{api.CreateVMRequest{Name: "x", Net: "closed"}, `net mode "closed"`},
-		{api.CreateVMRequest{Name: "x", Allow: []string{"good.test:0"}}, "--net/--allow"},
+		{api.CreateVMRequest{Name: "x", Allow: []string{"good.test:0"}}, "egress policy"},
 		{api.CreateVMRequest{Name: "x", Allow: []string{"@nope"}}, `preset "nope"`},
 		{api.CreateVMRequest{Name: "x", Net: "none", Allow: []string{"a.test"}}, "takes no allow rules"},
 	} {

@@ -140,7 +140,7 @@ func snapshotOf(vm store.VM, t templateMeta) Snapshot {
 func (m *Manager) TakeSnapshot(ctx context.Context, op *operation.Op, ref, name string) (Snapshot, error) {
 	if name != "" {
 		if err := ValidateSnapshotName(name); err != nil {
-			return Snapshot{}, api.WithCode(api.CodeInvalid, fmt.Errorf("--name: %w", err))
+			return Snapshot{}, api.WithCode(api.CodeInvalid, fmt.Errorf("snapshot name: %w", err))
 		}
 	}
 	vm, err := m.opt.Store.GetVM(ctx, ref)
@@ -420,11 +420,11 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, ref string) error {
 func (m *Manager) snapshotFor(ctx context.Context, ref string) (*templateMeta, error) {
 	vmRef, name, err := ParseSnapshotRef(ref)
 	if err != nil {
-		return nil, api.WithCode(api.CodeInvalid, fmt.Errorf("--from: %w", err))
+		return nil, api.WithCode(api.CodeInvalid, fmt.Errorf("create from snapshot: %w", err))
 	}
 	vm, err := m.opt.Store.GetVM(ctx, vmRef)
 	if err != nil {
-		return nil, fmt.Errorf("--from %s: %w", ref, err)
+		return nil, fmt.Errorf("create from snapshot %s: %w", ref, err)
 	}
 	return m.loadSnapshot(vm, name)
 }
@@ -498,7 +498,7 @@ const MaxForks = 16
 // made or none is: a failure rolls back the copies already made.
 func (m *Manager) Fork(ctx context.Context, op *operation.Op, ref string, n int, prefix string) ([]store.VM, error) {
 	if n < 1 || n > MaxForks {
-		return nil, api.Errorf(api.CodeInvalid, "-n %d: must be between 1 and %d", n, MaxForks)
+		return nil, api.Errorf(api.CodeInvalid, "fork count %d: must be between 1 and %d", n, MaxForks)
 	}
 	vm, err := m.opt.Store.GetVM(ctx, ref)
 	if err != nil {
@@ -511,12 +511,12 @@ func (m *Manager) Fork(ctx context.Context, op *operation.Op, ref string, n int,
 	for i := range names {
 		names[i] = fmt.Sprintf("%s-%d", prefix, i+1)
 		if err := vmname.Validate(names[i]); err != nil {
-			return nil, api.WithCode(api.CodeInvalid, fmt.Errorf("--name %s: %w", prefix, err))
+			return nil, api.WithCode(api.CodeInvalid, fmt.Errorf("fork name prefix %s: %w", prefix, err))
 		}
 		if taken, err := m.opt.Store.NameTaken(ctx, names[i]); err != nil {
 			return nil, err
 		} else if taken {
-			return nil, api.Errorf(api.CodeConflict, "--name %s: vm %q already exists (choose another prefix)", prefix, names[i])
+			return nil, api.Errorf(api.CodeConflict, "fork name prefix %s: vm %q already exists (choose another prefix)", prefix, names[i])
 		}
 	}
 	suffix := make([]byte, 4)

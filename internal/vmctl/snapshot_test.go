@@ -157,7 +157,7 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 	if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
 		_, err := h.m.TakeSnapshot(ctx, op, "src", "Bad_Name")
 		return err
-	}); err == nil || !strings.Contains(err.Error(), "--name") {
+	}); err == nil || !strings.Contains(err.Error(), "snapshot name") {
 		t.Errorf("bad name = %v", err)
 	}
 
@@ -232,7 +232,7 @@ func TestSnapshot_createFromAndFork(t *testing.T) {
 		n      int
 		prefix string
 		want   string
-	}{{2, "f", "already exists"}, {0, "g", "-n 0"}, {MaxForks + 1, "g", "-n 17"}, {1, "Bad", "--name Bad"}} {
+	}{{2, "f", "already exists"}, {0, "g", "fork count 0"}, {MaxForks + 1, "g", "fork count 17"}, {1, "Bad", "fork name prefix Bad"}} {
 		if _, err := h.run(func(ctx context.Context, op *operation.Op) error {
 			_, err := h.m.Fork(ctx, op, "src", tc.n, tc.prefix)
 			return err
