@@ -1,6 +1,7 @@
 package api
 
 import (
+	"banger/internal/units"
 	"errors"
 	"fmt"
 )
@@ -71,21 +72,7 @@ func (s VMSpec) Validate() error {
 	case s.MemoryMiB < MinMemoryMiB:
 		return &SpecError{Field: SpecMemory, Rule: fmt.Sprintf("must be at least %d MiB", MinMemoryMiB), Got: fmt.Sprintf("%d MiB", s.MemoryMiB)}
 	case s.DiskBytes < MinDiskBytes:
-		return &SpecError{Field: SpecDisk, Rule: "must be at least " + sizeText(MinDiskBytes), Got: sizeText(s.DiskBytes)}
+		return &SpecError{Field: SpecDisk, Rule: "must be at least " + units.FormatSize(MinDiskBytes), Got: units.FormatSize(s.DiskBytes)}
 	}
 	return nil
-}
-
-// sizeText renders n bytes in the largest binary unit that holds it
-// exactly ("1G", "512M", "4097"), the notation sizes are written in.
-func sizeText(n int64) string {
-	for _, u := range []struct {
-		suffix string
-		shift  uint
-	}{{"T", 40}, {"G", 30}, {"M", 20}, {"K", 10}} {
-		if unit := int64(1) << u.shift; n != 0 && n%unit == 0 {
-			return fmt.Sprintf("%d%s", n/unit, u.suffix)
-		}
-	}
-	return fmt.Sprint(n)
 }

@@ -19,10 +19,10 @@ import (
 	"golang.org/x/term"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/stream"
 	"banger/internal/tarfs"
 	"banger/internal/termsafe"
+	"banger/internal/units"
 )
 
 // guestCmds are the vm subcommands that reach into a running guest.
@@ -257,7 +257,7 @@ symlink, and keeps a symlink only when it points inside the copied tree
 			if srcRemote == dstRemote {
 				return &usageError{cmd: cmd.CommandPath(), err: errors.New("exactly one of SRC and DST must be NAME:/path")}
 			}
-			limit, err := config.ParseSize(maxSize)
+			limit, err := units.ParseSize(maxSize)
 			if err != nil || limit <= 0 {
 				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--max-size %q: want a positive size such as 512M or 2G", maxSize)}
 			}

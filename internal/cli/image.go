@@ -16,7 +16,6 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/atomicfile"
-	"banger/internal/config"
 	"banger/internal/units"
 )
 
@@ -82,7 +81,7 @@ func newImageWarmCmd(a *app) *cobra.Command {
 				return printJSON(a.streams.Out, t)
 			}
 			fmt.Fprintf(a.streams.Out, "%s warm for %d vcpu · %d MiB · %s disk (%s of saved state)\n", t.Image, t.Spec.VCPU, t.Spec.MemoryMiB,
-				config.FormatSize(t.Spec.DiskBytes), config.FormatSize(t.StateBytes))
+				units.FormatSize(t.Spec.DiskBytes), units.FormatSize(t.StateBytes))
 			return nil
 		},
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/units"
 )
 
@@ -95,7 +94,7 @@ func writeSnapshotTable(w io.Writer, snaps []api.Snapshot, now time.Time) error 
 			img = units.ShortID(s.ImageID) + " (gone)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%s\t%s\t%d\t%s\n", s.Ref, img, s.Spec.VCPU, s.Spec.MemoryMiB,
-			config.FormatSize(s.Spec.DiskBytes), config.FormatSize(s.StateBytes), s.Sessions, age(s.CreatedAt, now))
+			units.FormatSize(s.Spec.DiskBytes), units.FormatSize(s.StateBytes), s.Sessions, age(s.CreatedAt, now))
 	}
 	return tw.Flush()
 }

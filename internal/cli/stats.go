@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/termsafe"
+	"banger/internal/units"
 )
 
 func newStatsCmd(a *app) *cobra.Command {
@@ -87,13 +87,13 @@ func writeStats(w io.Writer, st []api.VMStats) error {
 	fmt.Fprintln(tw, "NAME\tCPU\tMEM\tLOAD\tROOT\tOVERLAY\tRX/s\tTX/s\tVMM CPU\tVMM RSS")
 	for _, s := range st {
 		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%.0f%%\t%s\n", s.VM, s.VMMCPUPercent, config.FormatSize(s.VMMRSS))
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t%.0f%%\t%s\n", s.VM, s.VMMCPUPercent, units.FormatSize(s.VMMRSS))
 			continue
 		}
 		fmt.Fprintf(tw, "%s\t%.0f%%\t%s/%s\t%.2f\t%s/%s\t%s/%s\t%s\t%s\t%.0f%%\t%s\n", s.VM,
 			s.CPUPercent, size(s.MemUsed), size(s.MemTotal), s.Load[0],
 			size(s.Root.Used), size(s.Root.Size), size(s.Overlay.Used), size(s.Overlay.Size),
-			size(uint64(s.RxRate)), size(uint64(s.TxRate)), s.VMMCPUPercent, config.FormatSize(s.VMMRSS))
+			size(uint64(s.RxRate)), size(uint64(s.TxRate)), s.VMMCPUPercent, units.FormatSize(s.VMMRSS))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -112,5 +112,5 @@ func size(n uint64) string {
 	if n > 1<<62 {
 		n = 1 << 62
 	}
-	return config.FormatSize(int64(n))
+	return units.FormatSize(int64(n))
 }

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/units"
 	"banger/internal/vmname"
 	"banger/internal/workspace"
 )
@@ -40,7 +41,7 @@ func (a *app) addVMFlags(cmd *cobra.Command, f *vmFlags) {
 	fl.StringVar(&f.image, "image", image, "image to boot")
 	fl.IntVar(&f.vcpu, "vcpu", d.VCPU, fmt.Sprintf("virtual CPUs (%s)", d.VCPUSource))
 	fl.IntVar(&f.memoryMiB, "memory", d.MemoryMiB, fmt.Sprintf("memory in MiB (%s)", d.MemorySource))
-	fl.StringVar(&f.diskSize, "disk-size", config.FormatSize(d.DiskBytes), fmt.Sprintf("size of the /root work disk, e.g. 16G (%s)", d.DiskSource))
+	fl.StringVar(&f.diskSize, "disk-size", units.FormatSize(d.DiskBytes), fmt.Sprintf("size of the /root work disk, e.g. 16G (%s)", d.DiskSource))
 	fl.StringVar(&f.vmm, "vmm", vmm, "VMM: auto, firecracker or qemu")
 	fl.BoolVar(&f.cold, "cold", false, "boot the kernel even when a warm template of the image fits (see banger image warm)")
 	fl.StringVar(&f.from, "from", "", "make the VM from a snapshot, VM@SNAPSHOT: its memory, disks and sessions, with the new VM's identity (see banger vm snapshot)")
@@ -77,7 +78,7 @@ func (f *vmFlags) request() (api.CreateVMRequest, config.ResolvedDefaults, error
 		}
 		return api.CreateVMRequest{Name: f.name, VMM: f.vmm, From: f.from, Net: netMode, Allow: allow, Secrets: f.secrets}, r, nil
 	}
-	disk, err := config.ParseSize(f.diskSize)
+	disk, err := units.ParseSize(f.diskSize)
 	if err != nil {
 		return api.CreateVMRequest{}, r, fmt.Errorf("--disk-size: %w", err)
 	}

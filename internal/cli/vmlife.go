@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/units"
 )
 
@@ -64,7 +63,7 @@ func writeVMTable(w io.Writer, vms []api.VM, now time.Time) error {
 			img = units.ShortID(v.ImageID)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d MiB\t%s\t%s\n", v.Name, v.State, img, dash(v.IP), v.DNSName,
-			v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes), age(v.CreatedAt, now))
+			v.Spec.VCPU, v.Spec.MemoryMiB, units.FormatSize(v.Spec.DiskBytes), age(v.CreatedAt, now))
 	}
 	return tw.Flush()
 }
@@ -99,7 +98,7 @@ func newVMShowCmd(a *app) *cobra.Command {
 			}
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", img}, {"vmm", v.VMM},
-				{"spec", fmt.Sprintf("%d vcpu · %d MiB · %s disk", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes))},
+				{"spec", fmt.Sprintf("%d vcpu · %d MiB · %s disk", v.Spec.VCPU, v.Spec.MemoryMiB, units.FormatSize(v.Spec.DiskBytes))},
 				{"ip", dash(v.IP)}, {"dns", v.DNSName}, {"mac", dash(v.MAC)}, {"net", formatPolicy(v.Net) + deniedNote(v.NetDenied)},
 				{"dir", v.Dir}, {"console", v.Console},
 				{"created", v.CreatedAt.Local().Format(time.DateTime)},

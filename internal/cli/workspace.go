@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/units"
 	"banger/internal/workspace"
 )
@@ -210,7 +209,7 @@ func newWorkspacePullCmd(a *app) *cobra.Command {
 			if err := workspace.ValidateBranch(branch); err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			limit, err := config.ParseSize(maxSize)
+			limit, err := units.ParseSize(maxSize)
 			if err != nil || limit <= 0 {
 				return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--max-size %q: want a positive size such as 512M or 2G", maxSize)}
 			}
@@ -306,7 +305,7 @@ func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch
 			return u, st, fmt.Errorf("receive bundle: %w", err)
 		}
 		if n > maxBundle {
-			return u, st, fmt.Errorf("vm %s: the guest's bundle exceeds --max-size %s; raise it to pull more", vm, config.FormatSize(maxBundle))
+			return u, st, fmt.Errorf("vm %s: the guest's bundle exceeds --max-size %s; raise it to pull more", vm, units.FormatSize(maxBundle))
 		}
 		if err := workspace.Unbundle(ctx, root, f.Name()); err != nil {
 			return u, st, err

@@ -6,6 +6,7 @@
 package config
 
 import (
+	"banger/internal/units"
 	"bufio"
 	"bytes"
 	"errors"
@@ -220,8 +221,8 @@ func Parse(path string, data []byte) (*Config, error) {
 	}{
 		{[]string{"vm_defaults", "vcpu"}, c.VMDefaults.VCPU == 0, fmt.Sprintf("must be between 1 and %d", MaxVCPU)},
 		{[]string{"vm_defaults", "memory_mib"}, c.VMDefaults.MemoryMiB == 0, fmt.Sprintf("must be at least %d", MinMemoryMiB)},
-		{[]string{"vm_defaults", "disk_size"}, c.VMDefaults.DiskSize == 0, "must be at least " + FormatSize(MinDiskBytes)},
-		{[]string{"limits", "console_log"}, c.Limits.ConsoleLog == 0, "must be at least " + FormatSize(MinConsoleLog)},
+		{[]string{"vm_defaults", "disk_size"}, c.VMDefaults.DiskSize == 0, "must be at least " + units.FormatSize(MinDiskBytes)},
+		{[]string{"limits", "console_log"}, c.Limits.ConsoleLog == 0, "must be at least " + units.FormatSize(MinConsoleLog)},
 	} {
 		if md.IsDefined(z.key...) && z.zero {
 			return nil, c.keyErr(strings.Join(z.key, "."), "0", z.rule+" (remove the key to use the automatic default)")

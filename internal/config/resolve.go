@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/units"
 )
 
 // HostInfo is what the VM-defaults heuristics know about the host. Zero
@@ -128,12 +129,12 @@ func ResolveVMDefaults(c *Config, h HostInfo) ResolvedDefaults {
 // SpecLine renders the shape as printed before every create:
 // "spec: 4 vcpu · 8192 MiB · 8G disk".
 func (r ResolvedDefaults) SpecLine() string {
-	return fmt.Sprintf("spec: %d vcpu · %d MiB · %s disk", r.VCPU, r.MemoryMiB, FormatSize(r.DiskBytes))
+	return fmt.Sprintf("spec: %d vcpu · %d MiB · %s disk", r.VCPU, r.MemoryMiB, units.FormatSize(r.DiskBytes))
 }
 
 // Provenance renders the shape with each field's source:
 // "4 vcpu (auto) · 8192 MiB (auto) · 8G disk (builtin)".
 func (r ResolvedDefaults) Provenance() string {
 	return fmt.Sprintf("%d vcpu (%s) · %d MiB (%s) · %s disk (%s)",
-		r.VCPU, r.VCPUSource, r.MemoryMiB, r.MemorySource, FormatSize(r.DiskBytes), r.DiskSource)
+		r.VCPU, r.VCPUSource, r.MemoryMiB, r.MemorySource, units.FormatSize(r.DiskBytes), r.DiskSource)
 }

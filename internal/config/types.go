@@ -1,6 +1,9 @@
 package config
 
-import "os"
+import (
+	"banger/internal/units"
+	"os"
+)
 
 // Typed config values. Each implements encoding.TextUnmarshaler, so the
 // TOML decoder checks a value while it decodes it and reports a bad one
@@ -13,7 +16,7 @@ type Size int64
 
 // UnmarshalText parses a ParseSize string.
 func (s *Size) UnmarshalText(b []byte) error {
-	n, err := ParseSize(string(b))
+	n, err := units.ParseSize(string(b))
 	if err != nil {
 		return err
 	}
@@ -22,10 +25,10 @@ func (s *Size) UnmarshalText(b []byte) error {
 }
 
 // MarshalText renders s with FormatSize, so a Size round-trips.
-func (s Size) MarshalText() ([]byte, error) { return []byte(FormatSize(int64(s))), nil }
+func (s Size) MarshalText() ([]byte, error) { return []byte(units.FormatSize(int64(s))), nil }
 
 // String renders s with FormatSize ("16G").
-func (s Size) String() string { return FormatSize(int64(s)) }
+func (s Size) String() string { return units.FormatSize(int64(s)) }
 
 // FileMode is an octal permission string as ParseFileMode reads it
 // ("0644", "644", "0o644"). It stays a string so that "" (not set) and

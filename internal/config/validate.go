@@ -13,6 +13,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/guestcontract"
+	"banger/internal/units"
 )
 
 // Validate checks every value and returns the first problem as one line
@@ -63,7 +64,7 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if l := c.Limits.ConsoleLog; l < 0 || l > 0 && l < MinConsoleLog {
-		return c.keyErr("limits.console_log", strconv.Quote(l.String()), "must be at least "+FormatSize(MinConsoleLog))
+		return c.keyErr("limits.console_log", strconv.Quote(l.String()), "must be at least "+units.FormatSize(MinConsoleLog))
 	}
 	if err := c.validateSecrets(); err != nil {
 		return err

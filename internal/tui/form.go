@@ -9,7 +9,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"banger/internal/api"
-	"banger/internal/config"
+	"banger/internal/units"
 	"banger/internal/vmname"
 )
 
@@ -77,7 +77,7 @@ func newCreateForm(d CreateDefaults) *createForm {
 	f := &createForm{vmm: d.VMM}
 	vals := [numFields]string{d.Name, d.Image, itoaOrEmpty(d.VCPU), itoaOrEmpty(d.MemoryMiB), ""}
 	if d.DiskBytes > 0 {
-		vals[fieldDisk] = config.FormatSize(d.DiskBytes)
+		vals[fieldDisk] = units.FormatSize(d.DiskBytes)
 	}
 	for i := range f.inputs {
 		f.inputs[i].value = vals[i]
@@ -130,7 +130,7 @@ func (f *createForm) request() (api.CreateVMRequest, error) {
 	if err != nil {
 		return api.CreateVMRequest{}, fmt.Errorf("memory %q: want a whole number of MiB", f.value(fieldMemory))
 	}
-	disk, err := config.ParseSize(f.value(fieldDisk))
+	disk, err := units.ParseSize(f.value(fieldDisk))
 	if err != nil {
 		return api.CreateVMRequest{}, fmt.Errorf("disk: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/units"
 )
 
@@ -294,7 +293,7 @@ func (m Model) vmRow(v api.VM, now time.Time) []string {
 	}
 	return []string{
 		v.Name, state, img, dash(v.IP), v.DNSName,
-		fmt.Sprint(v.Spec.VCPU), fmt.Sprintf("%dM", v.Spec.MemoryMiB), config.FormatSize(v.Spec.DiskBytes),
+		fmt.Sprint(v.Spec.VCPU), fmt.Sprintf("%dM", v.Spec.MemoryMiB), units.FormatSize(v.Spec.DiskBytes),
 		age(v.CreatedAt, now), cpu, rss,
 	}
 }
@@ -310,7 +309,7 @@ func (m Model) vmDetails() []string {
 		img = units.ShortID(v.ImageID) + " (image gone)"
 	}
 	l1 := fmt.Sprintf("%s · %s · %s · %s · %s · %s", v.Name, v.State, img, dash(v.IP), v.DNSName, v.VMM)
-	l2 := fmt.Sprintf("%d vcpu · %d MiB · %s disk · id %s", v.Spec.VCPU, v.Spec.MemoryMiB, config.FormatSize(v.Spec.DiskBytes), units.ShortID(v.ID))
+	l2 := fmt.Sprintf("%d vcpu · %d MiB · %s disk · id %s", v.Spec.VCPU, v.Spec.MemoryMiB, units.FormatSize(v.Spec.DiskBytes), units.ShortID(v.ID))
 	if v.PID != 0 {
 		l2 += fmt.Sprintf(" · pid %d", v.PID)
 		if u, ok := m.procs[v.ID]; ok && u.HaveCPU {

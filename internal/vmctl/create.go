@@ -131,14 +131,14 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 			if from != nil {
 				what = "snapshot " + from.From + "@" + from.Name
 			}
-			s.Detail("work disk %s and overlay from %s (%s)", config.FormatSize(vm.DiskBytes), what, method)
+			s.Detail("work disk %s and overlay from %s (%s)", units.FormatSize(vm.DiskBytes), what, method)
 			return nil
 		}
 		method, err := m.makeDisks(ctx, vm, img)
 		if err != nil {
 			return err
 		}
-		s.Detail("work disk %s (%s), overlay", config.FormatSize(vm.DiskBytes), method)
+		s.Detail("work disk %s (%s), overlay", units.FormatSize(vm.DiskBytes), method)
 		return nil
 	}); err != nil {
 		return store.VM{}, err

@@ -15,7 +15,6 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/atomicfile"
-	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
@@ -226,7 +225,7 @@ func (m *Manager) checkSaveSpace(vm store.VM, parent string) error {
 		return nil
 	}
 	return api.Errorf(api.CodeInvalid, "not enough disk space in %s to save vm %s: up to %s (its %d MiB of memory and the blocks its disks hold); %s free, of which %s may still be written by existing vms; delete vms or snapshots, or free space",
-		parent, vm.Name, config.FormatSize(need), vm.MemoryMiB, config.FormatSize(free), config.FormatSize(taken))
+		parent, vm.Name, units.FormatSize(need), vm.MemoryMiB, units.FormatSize(free), units.FormatSize(taken))
 }
 
 // saveStages names the stages of saveLive.
@@ -320,7 +319,7 @@ func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h
 				return fmt.Errorf("copy %s: %w", f, err)
 			}
 		}
-		s.Detail("overlay, work disk (%s) and config drive (%s)", config.FormatSize(vm.DiskBytes), method)
+		s.Detail("overlay, work disk (%s) and config drive (%s)", units.FormatSize(vm.DiskBytes), method)
 		return nil
 	}); err != nil {
 		return fail(err)

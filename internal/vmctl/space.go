@@ -9,8 +9,8 @@ import (
 	"syscall"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/layout"
+	"banger/internal/units"
 )
 
 // promised returns what the VMs under vmsDir may still write to the host's
@@ -76,5 +76,5 @@ func checkSpace(dir string, free, promisedBytes int64, vms int, need int64) erro
 	}
 	return api.Errorf(api.CodeInvalid,
 		"not enough disk space in %s: this vm may write up to %s (overlay and work disk, console log); %s is free, of which %s may still be written by %d existing vm(s) (their sparse disks and logs); delete vms, free space or choose a smaller disk size",
-		dir, config.FormatSize(need), config.FormatSize(free), config.FormatSize(promisedBytes), vms)
+		dir, units.FormatSize(need), units.FormatSize(free), units.FormatSize(promisedBytes), vms)
 }

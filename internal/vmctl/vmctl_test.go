@@ -35,6 +35,7 @@ import (
 	"banger/internal/sshkey"
 	"banger/internal/store"
 	"banger/internal/testenv"
+	"banger/internal/units"
 	"banger/internal/vmm"
 	"banger/internal/wait"
 )
@@ -668,7 +669,7 @@ func TestStageFileSync(t *testing.T) {
 //	go test -run '^$' -bench Create_imageSize -benchtime 10x ./internal/vmctl
 func BenchmarkCreate_imageSize(b *testing.B) {
 	for _, size := range []int64{1 << 30, 8 << 30} {
-		b.Run(config.FormatSize(size), func(b *testing.B) {
+		b.Run(units.FormatSize(size), func(b *testing.B) {
 			h := newSizedHarness(b, size, size)
 			req := api.CreateVMRequest{Image: "debian-12", Spec: api.VMSpec{VCPU: 1, MemoryMiB: 512, DiskBytes: 9 << 30}}
 			b.ResetTimer()

@@ -15,7 +15,6 @@ import (
 	"banger/internal/agent/agentclient"
 	"banger/internal/api"
 	"banger/internal/atomicfile"
-	"banger/internal/config"
 	"banger/internal/disk"
 	"banger/internal/layout"
 	"banger/internal/operation"
@@ -63,7 +62,7 @@ func templateKey(imageID string, vcpu, memMiB int, diskBytes int64) string {
 	if len(id) > 16 {
 		id = id[:16]
 	}
-	return fmt.Sprintf("%s-%dc-%dm-%s", id, vcpu, memMiB, config.FormatSize(diskBytes))
+	return fmt.Sprintf("%s-%dc-%dm-%s", id, vcpu, memMiB, units.FormatSize(diskBytes))
 }
 
 func (m *Manager) templateDir(imageID string, vcpu, memMiB int, diskBytes int64) string {
@@ -203,7 +202,7 @@ func (m *Manager) autoTemplate(ctx context.Context, op *operation.Op, vm store.V
 		return nil
 	}
 	op.Logf("made the warm template of %d vcpu · %d MiB · %s disk: creates of this shape now restore from it (warm_templates = \"manual\" in config turns this off)",
-		vm.VCPU, vm.MemoryMiB, config.FormatSize(vm.DiskBytes))
+		vm.VCPU, vm.MemoryMiB, units.FormatSize(vm.DiskBytes))
 	return nil
 }
 
@@ -297,7 +296,7 @@ func (m *Manager) makeTemplate(ctx context.Context, op *operation.Op, vm store.V
 			size += f.Size
 		}
 		out = Template{Image: img, VMM: vm.VMM, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB, DiskBytes: vm.DiskBytes, StateBytes: size, CreatedAt: meta.SavedAt}
-		s.Detail("%s · %d vcpu · %d MiB · %s disk, %s of state", img.Name, vm.VCPU, vm.MemoryMiB, config.FormatSize(vm.DiskBytes), units.Bytes(size))
+		s.Detail("%s · %d vcpu · %d MiB · %s disk, %s of state", img.Name, vm.VCPU, vm.MemoryMiB, units.FormatSize(vm.DiskBytes), units.Bytes(size))
 		return nil
 	})
 	return out, err
