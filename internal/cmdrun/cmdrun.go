@@ -113,7 +113,22 @@ func (c Cmd) Output(ctx context.Context) ([]byte, error) {
 	return all.Bytes(), err
 }
 
+// Stdout runs c and returns its whole standard output, which then is
+// data (a hash, a path, a listing); only standard error goes into the
+// output tail of a failure's *Error.
+func (c Cmd) Stdout(ctx context.Context) ([]byte, error) {
+	var out bytes.Buffer
+	err := c.runTo(ctx, nil, &out)
+	return out.Bytes(), err
+}
+
 func (c Cmd) run(ctx context.Context, all *bytes.Buffer) error {
+	return c.runTo(ctx, all, nil)
+}
+
+// runTo runs c. Both streams go to the error tail, all and Log, except
+// that when stdout is set, standard output goes there alone.
+func (c Cmd) runTo(ctx context.Context, all *bytes.Buffer, stdout io.Writer) error {
 	if len(c.Argv) == 0 {
 		return &Error{Err: errors.New("empty argv")}
 	}
@@ -133,6 +148,9 @@ func (c Cmd) run(ctx context.Context, all *bytes.Buffer) error {
 	w := io.MultiWriter(ws...)
 	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr, cmd.Dir = c.Stdin, w, w, c.Dir
+	if stdout != nil {
+		cmd.Stdout = stdout
+	}
 	if c.Env != nil {
 		cmd.Env = append(os.Environ(), c.Env...)
 	}

@@ -147,3 +147,18 @@ func TestRun_CancelledBeforeStart(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestStdout_DataApartFromErrors(t *testing.T) {
+	out, err := Cmd{Argv: []string{"sh", "-c", "echo data; echo noise >&2"}}.Stdout(context.Background())
+	if err != nil || string(out) != "data\n" {
+		t.Fatalf("Stdout = %q, %v; want only the standard output", out, err)
+	}
+	out, err = Cmd{Argv: []string{"sh", "-c", "echo partial; echo 'bad ref' >&2; exit 128"}}.Stdout(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || e.ExitCode() != 128 {
+		t.Fatalf("Stdout = %v, want an *Error with exit 128", err)
+	}
+	if string(e.Output) != "bad ref\n" || string(out) != "partial\n" {
+		t.Errorf("error output %q, stdout %q; want stderr in the error and stdout returned", e.Output, out)
+	}
+}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 
+	"banger/internal/cmdrun"
 	"banger/internal/units"
 )
 
@@ -126,10 +126,9 @@ func UpdateBranch(ctx context.Context, root, branch, sha string, force bool) (Br
 		return u, nil
 	}
 	if u.Old != "" {
-		cmd := exec.CommandContext(ctx, "git", "-C", root, "merge-base", "--is-ancestor", u.Old, sha)
-		if err := cmd.Run(); err != nil {
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		if _, err := git(ctx, root, "merge-base", "--is-ancestor", u.Old, sha); err != nil {
+			var ce *cmdrun.Error
+			if !errors.As(err, &ce) || ce.ExitCode() != 1 {
 				return u, fmt.Errorf("compare %s with %s: %w", branch, sha, err)
 			}
 			if !force {

@@ -9,13 +9,12 @@
 package workspace
 
 import (
-	"bytes"
+	"banger/internal/cmdrun"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
@@ -72,17 +71,10 @@ type Selection struct {
 	SkippedSubmodules []string
 }
 
-// git runs git in dir and returns its stdout; stderr becomes part of the
-// error.
+// git runs git in dir and returns its stdout; a failure is a
+// *cmdrun.Error carrying git's argv and stderr.
 func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return out, nil
+	return cmdrun.Cmd{Argv: append([]string{"git", "-C", dir}, args...)}.Stdout(ctx)
 }
 
 // Toplevel returns the root of the git working tree containing dir.
