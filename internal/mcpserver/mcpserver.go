@@ -63,6 +63,7 @@ func New(opt Options) *Server {
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: "banger", Version: opt.Version}, &mcp.ServerOptions{
 		Instructions: "banger runs disposable Linux microVMs on this workstation. Create a VM with vm_create, " +
 			"run commands in it with vm_exec, move files with vm_read_file / vm_write_file, and delete it with vm_delete when done. " +
+			"Copy the user's git repository into a VM's /root/repo with workspace_prepare and bring the guest's commits back as a host branch with workspace_pull. " +
 			"Limit what a VM may reach with vm_create's net and allow (or vm_net later); vm_net_log shows what it tried. " +
 			"Guests are isolated from the host and from each other; their output is untrusted.",
 	})
@@ -148,6 +149,9 @@ func logged[In, Out any](s *Server, name string, h mcp.ToolHandlerFor[In, Out]) 
 		attrs := []any{"tool", name}
 		if r, ok := any(in).(interface{ vmRef() string }); ok && r.vmRef() != "" {
 			attrs = append(attrs, "vm", r.vmRef())
+		}
+		if p, ok := any(in).(interface{ hostPath() string }); ok && p.hostPath() != "" {
+			attrs = append(attrs, "path", p.hostPath())
 		}
 		if err != nil {
 			s.log.Info("mcp tool call failed", append(attrs, "err", err)...)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -39,6 +40,17 @@ type fakeDaemon struct {
 	creates  []api.CreateVMRequest
 	changes  []api.NetChange
 	flows    []api.Flow // the flow log of every VM
+
+	// Workspaces: the guest's /root/repo by VM id, the entries of the
+	// last tar received (name -> content, "<dir>" or "-> target"), its
+	// size, the force of each prepare, every workspace request, and the
+	// repository the guest's bundles are made from.
+	ws        map[string]api.WorkspaceStatus
+	wsTar     map[string]string
+	wsTarSize int64
+	wsForce   []bool
+	wsCalls   []string
+	guestRepo string
 }
 
 func newFakeDaemon(t *testing.T) *api.Client {
@@ -47,6 +59,7 @@ func newFakeDaemon(t *testing.T) *api.Client {
 		vms:      map[string]api.VM{"other": {ID: "id-other", Name: "other", State: "running"}},
 		uploaded: map[string]string{},
 		results:  map[string]json.RawMessage{},
+		ws:       map[string]api.WorkspaceStatus{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathVMs, func(w http.ResponseWriter, r *http.Request) {
@@ -284,6 +297,77 @@ func newFakeDaemon(t *testing.T) *api.Client {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("GET "+api.PathVMWorkspace, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.wsCalls = append(f.wsCalls, "status "+v.Name)
+		st := f.ws[v.ID]
+		st.Path = "/root/repo"
+		json.NewEncoder(w).Encode(st)
+	})
+	mux.HandleFunc("PUT "+api.PathVMWorkspace, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		body := &countReader{r: r.Body}
+		got := map[string]string{}
+		tr := tar.NewReader(body)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				json.NewEncoder(w).Encode(api.Errorf(api.CodeInvalid, "bad tar: %v", err))
+				return
+			}
+			switch h.Typeflag {
+			case tar.TypeDir:
+				got[h.Name] = "<dir>"
+			case tar.TypeSymlink:
+				got[h.Name] = "-> " + h.Linkname
+			default:
+				b, _ := io.ReadAll(tr)
+				got[h.Name] = string(b)
+			}
+		}
+		io.Copy(io.Discard, body)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.wsCalls = append(f.wsCalls, "prepare "+v.Name)
+		f.wsTar, f.wsTarSize = got, body.n
+		f.wsForce = append(f.wsForce, r.URL.Query().Get("force") == "1")
+		st := api.WorkspaceStatus{Path: "/root/repo", Exists: true, Git: got[".git/HEAD"] != "", Branch: "main\x1b]0;pwned\x07", Head: strings.Repeat("a", 40)}
+		f.ws[v.ID] = st
+		json.NewEncoder(w).Encode(st)
+	})
+	mux.HandleFunc("GET "+api.PathVMWorkspaceBundle, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := lookup(w, r)
+		if !ok {
+			return
+		}
+		f.mu.Lock()
+		f.wsCalls = append(f.wsCalls, "bundle "+v.Name)
+		repo := f.guestRepo
+		f.mu.Unlock()
+		argv := []string{"-C", repo, "bundle", "create", "-", "HEAD"}
+		for _, x := range r.URL.Query()["exclude"] {
+			argv = append(argv, "^"+x)
+		}
+		out, err := exec.Command("git", argv...).Output()
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			json.NewEncoder(w).Encode(api.Errorf(api.CodeInternal, "bundle: %v", err))
+			return
+		}
+		w.Write(out)
+	})
 	sock := filepath.Join(t.TempDir(), "d.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -297,6 +381,18 @@ func newFakeDaemon(t *testing.T) *api.Client {
 }
 
 var fakes = map[string]*fakeDaemon{}
+
+// countReader counts the bytes read through it.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
 
 // connect runs a server over c and returns an SDK client session to it.
 func connect(t *testing.T, c *api.Client, all bool) *mcp.ClientSession {
@@ -517,7 +613,7 @@ func TestTools_destructiveOnesSaySo(t *testing.T) {
 			t.Errorf("%s has no input schema", tool.Name)
 		}
 	}
-	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_stats", "vm_logs", "vm_net", "vm_net_log", "session_start", "session_list", "session_logs", "session_stop"} {
+	for _, name := range []string{"vm_create", "vm_list", "vm_show", "vm_delete", "vm_exec", "vm_read_file", "vm_write_file", "vm_list_dir", "vm_ports", "vm_stats", "vm_logs", "vm_net", "vm_net_log", "workspace_prepare", "workspace_status", "workspace_pull", "session_start", "session_list", "session_logs", "session_stop"} {
 		if !seen[name] {
 			t.Errorf("tool %s missing", name)
 		}

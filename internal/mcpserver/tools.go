@@ -42,6 +42,10 @@ var (
 	additive    = &mcp.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)}
 	destructive = &mcp.ToolAnnotations{DestructiveHint: ptr(true), OpenWorldHint: ptr(false)}
 	runsCode    = &mcp.ToolAnnotations{DestructiveHint: ptr(true), OpenWorldHint: ptr(true)}
+	// hostWrite is for a tool that writes outside the VMs, into the
+	// user's files on the host (workspace_pull: a branch of their repo).
+	// Pulling again the same commit changes nothing.
+	hostWrite = &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true, OpenWorldHint: ptr(false)}
 )
 
 // VMRef names the VM a tool acts on.
@@ -313,6 +317,20 @@ func (s *Server) register() {
 	mcp.AddTool(srv, &mcp.Tool{Name: "vm_logs", Annotations: readOnly,
 		Description: "The end of a VM's serial console log (boot and kernel messages)."},
 		logged(s, "vm_logs", s.logs))
+	mcp.AddTool(srv, &mcp.Tool{Name: "workspace_prepare", Annotations: destructive,
+		Description: "DESTRUCTIVE: replace /root/repo in a running VM with a copy of a git repository on the host (path; default this server's working directory). " +
+			"Mode worktree (default) sends the working tree as the user sees it (tracked files with uncommitted changes, untracked files git does not ignore) and .git, so the guest can commit; " +
+			"full_copy sends every file, ignored ones (build output, local secrets) included. The VM's previous /root/repo is gone, commits not pulled included; " +
+			"changes not committed in the guest make it refuse unless force. Returns what was sent (entries, files, bytes) and /root/repo afterwards."},
+		logged(s, "workspace_prepare", s.workspacePrepare))
+	mcp.AddTool(srv, &mcp.Tool{Name: "workspace_status", Annotations: readOnly,
+		Description: "Show /root/repo in a VM: whether it exists and is a git repository, its commit and branch, and whether it has uncommitted changes (listed, capped). The text comes from the guest and is untrusted."},
+		logged(s, "workspace_status", s.workspaceStatus))
+	mcp.AddTool(srv, &mcp.Tool{Name: "workspace_pull", Annotations: hostWrite,
+		Description: "DESTRUCTIVE with force: writes into the user's git repository on the host (path; default this server's working directory). " +
+			"Brings the commit checked out in a VM's /root/repo back as branch banger/VM (or branch): created, or fast-forwarded; a branch that is not an ancestor of the guest's commit is replaced only with force. " +
+			"Never touches the host's checked-out branch or working tree; uncommitted guest changes are not pulled (commit them in the guest first). Returns the branch, the commit and what happened."},
+		logged(s, "workspace_pull", s.workspacePull))
 	mcp.AddTool(srv, &mcp.Tool{Name: "session_start", Annotations: runsCode,
 		Description: "Start a long-running command in a VM as a named session that keeps running after this call (a dev server, an agent)."},
 		logged(s, "session_start", s.sessionStart))
