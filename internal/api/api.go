@@ -85,7 +85,20 @@ const (
 type Progress struct {
 	Done  int64 `json:"done"`
 	Total int64 `json:"total"` // 0 when unknown
+	// Unit says what Done and Total count; "" is a plain count of steps.
+	Unit ProgressUnit `json:"unit,omitempty"`
 }
+
+// ProgressUnit names what a Progress counts, so clients can format it
+// ("12.3 MiB/27.1 MiB", "120/345 packages").
+type ProgressUnit string
+
+// Progress units.
+const (
+	UnitBytes    ProgressUnit = "bytes"
+	UnitFiles    ProgressUnit = "files"
+	UnitPackages ProgressUnit = "packages"
+)
 
 // Stage is one ordered step of an operation.
 type Stage struct {

@@ -8,19 +8,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/units"
 )
 
 // Progress renders an operation's events for people: one permanent line
 // per finished stage with its duration, and, on a terminal, an animated
-// status line for the running stage (spinner, detail, progress bar,
-// elapsed time). Without a terminal it prints plain lines only, so logs
-// and CI output stay readable. Use NewProgress, feed it every Event, and
-// Close it.
+// status line for the running stage: a bar with its figures when the
+// stage's work has a known size ("[====>     ]  45% 12.3 MiB/27.1 MiB"),
+// else a spinner, what is counted so far and the elapsed time. Without a
+// terminal it prints plain lines only (a line per quarter of a sized
+// stage, no redraws, no control characters), so logs and CI output stay
+// readable. Use NewProgress, feed it every Event, and Close it.
 type Progress struct {
 	w   io.Writer
 	tty bool
@@ -29,6 +33,7 @@ type Progress struct {
 	mu        sync.Mutex
 	stages    map[int]api.Stage // latest state by stage index
 	announced map[int]bool      // plain mode: "→ name" printed
+	quarter   map[int]int       // plain mode: quarters of a sized stage printed
 	running   []int             // running stage indexes, oldest first
 	frame     int
 	drawn     bool // a status line is on screen
@@ -53,7 +58,7 @@ var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "
 
 // NewProgress returns a renderer writing to w; tty animates a status line.
 func NewProgress(w io.Writer, tty bool) *Progress {
-	return &Progress{w: w, tty: tty, now: time.Now, stages: map[int]api.Stage{}, announced: map[int]bool{}}
+	return &Progress{w: w, tty: tty, now: time.Now, stages: map[int]api.Stage{}, announced: map[int]bool{}, quarter: map[int]int{}}
 }
 
 // Event renders one operation event.
@@ -93,6 +98,14 @@ func (p *Progress) stageLocked(i int, s api.Stage) {
 		}
 		if s.Detail != "" && (!seen || prev.Detail != s.Detail) {
 			p.printLocked(fmt.Sprintf("  %s: %s", s.Name, s.Detail))
+		}
+		// A sized stage prints a line as it passes 25%, 50% and 75%; its
+		// end is the ✓ line.
+		if pr := s.Progress; pr != nil && pr.Total > 0 {
+			if q := quarterOf(*pr); q > p.quarter[i] && q < 4 {
+				p.quarter[i] = q
+				p.printLocked(fmt.Sprintf("  %s: %3d%% %s", s.Name, percent(*pr), progressAmount(*pr)))
+			}
 		}
 	case api.StageDone:
 		p.endLocked(i, fmt.Sprintf("%s %s %s", glyphDone, s.Name, formatDuration(s.Duration)))
@@ -146,16 +159,36 @@ func (p *Progress) clearLocked() {
 	}
 }
 
-// drawLocked redraws the status line for the newest running stage.
+// drawLocked redraws the status line for the running stage that shows
+// best: the newest with a sized progress (a download running beside the
+// unpacking that consumes it), else the newest.
 func (p *Progress) drawLocked() {
 	if len(p.running) == 0 {
 		p.clearLocked()
 		return
 	}
 	s := p.stages[p.running[len(p.running)-1]]
+	for j := len(p.running) - 1; j >= 0; j-- {
+		if c := p.stages[p.running[j]]; c.Progress != nil && c.Progress.Total > 0 {
+			s = c
+			break
+		}
+	}
+	var elapsed time.Duration
+	if !s.Started.IsZero() {
+		elapsed = p.now().Sub(s.Started)
+	}
+	io.WriteString(p.w, clearLine+statusLine(s, p.frame, elapsed))
+	p.drawn = true
+}
+
+// statusLine is the terminal's line for a running stage: spinner, name,
+// detail, then a bar with its figures when the size is known, or the
+// amount so far when only that is, then the elapsed time (none when
+// elapsed is 0).
+func statusLine(s api.Stage, frame int, elapsed time.Duration) string {
 	var b strings.Builder
-	b.WriteString(clearLine)
-	fmt.Fprintf(&b, "%s %s", spinner[p.frame%len(spinner)], s.Name)
+	fmt.Fprintf(&b, "%s %s", spinner[frame%len(spinner)], s.Name)
 	if d := s.Detail; d != "" {
 		if r := []rune(d); len(r) > maxDetail {
 			d = string(r[:maxDetail-1]) + "…"
@@ -163,15 +196,75 @@ func (p *Progress) drawLocked() {
 		b.WriteString("  " + d)
 	}
 	if pr := s.Progress; pr != nil && pr.Total > 0 {
-		frac := min(1, float64(pr.Done)/float64(pr.Total))
-		n := int(frac * barWidth)
-		fmt.Fprintf(&b, "  [%s%s] %3.0f%%", strings.Repeat("=", n), strings.Repeat(" ", barWidth-n), frac*100)
+		b.WriteString("  " + progressBar(*pr, barWidth))
+	} else if pr != nil && pr.Done > 0 {
+		b.WriteString("  " + progressAmount(*pr))
 	}
-	if !s.Started.IsZero() {
-		fmt.Fprintf(&b, "  %s", formatDuration(p.now().Sub(s.Started).Round(100*time.Millisecond)))
+	if elapsed > 0 {
+		fmt.Fprintf(&b, "  %s", formatDuration(elapsed.Round(100*time.Millisecond)))
 	}
-	io.WriteString(p.w, b.String())
-	p.drawn = true
+	return b.String()
+}
+
+// progressBar renders a sized progress as a bar of width cells (at least
+// 3), the percentage and the figures: "[====>     ]  45% 12.3 MiB/27.1 MiB".
+// p.Total must be positive.
+func progressBar(p api.Progress, width int) string {
+	width = max(width, 3)
+	full := int(fraction(p) * float64(width))
+	bar := strings.Repeat("=", full)
+	if full < width {
+		if p.Done > 0 {
+			bar += ">"
+		}
+		bar += strings.Repeat(" ", width-len(bar))
+	}
+	return fmt.Sprintf("[%s] %3d%% %s", bar, percent(p), progressAmount(p))
+}
+
+// fraction is how much of a sized progress is done, within [0, 1].
+func fraction(p api.Progress) float64 {
+	if p.Total <= 0 {
+		return 0
+	}
+	return min(1, max(0, float64(p.Done)/float64(p.Total)))
+}
+
+// percent is the whole percentage done, rounded down so that 100% means
+// finished.
+func percent(p api.Progress) int {
+	if p.Total > 0 && p.Done >= p.Total {
+		return 100
+	}
+	return min(99, int(fraction(p)*100))
+}
+
+// quarterOf is how many quarters of a sized progress are done (0 to 4).
+func quarterOf(p api.Progress) int {
+	if p.Total > 0 && p.Done >= p.Total {
+		return 4
+	}
+	return min(3, int(fraction(p)*4))
+}
+
+// progressAmount formats a progress's figures in its unit: "12.3 MiB/27.1
+// MiB", "120/345 packages", "7/10"; only the amount done when the total is
+// unknown.
+func progressAmount(p api.Progress) string {
+	if p.Unit == api.UnitBytes {
+		if p.Total > 0 {
+			return units.Bytes(p.Done) + "/" + units.Bytes(p.Total)
+		}
+		return units.Bytes(p.Done)
+	}
+	out := strconv.FormatInt(p.Done, 10)
+	if p.Total > 0 {
+		out += "/" + strconv.FormatInt(p.Total, 10)
+	}
+	if p.Unit != "" {
+		out += " " + string(p.Unit)
+	}
+	return out
 }
 
 func (p *Progress) startTickerLocked() {

@@ -54,6 +54,7 @@ func TestProgress_Plain(t *testing.T) {
 	want := strings.Join([]string{
 		"→ image",
 		"  image: pulling debian-12",
+		"  image:  50% 5/10",
 		"✓ image 2.1s",
 		"  kernel 6.1.0",
 		"→ boot",
@@ -78,7 +79,7 @@ func TestProgress_TTY(t *testing.T) {
 	p.Close()
 	out := buf.String()
 	for _, want := range []string{
-		"\r\033[K⠋ image  pulling debian-12  [==========          ]  50%  1.2s",
+		"\r\033[K⠋ image  pulling debian-12  [==========>         ]  50% 5/10  1.2s",
 		"\r\033[K✓ image 2.1s\n",
 		"\r\033[K✗ boot 3.0s\n",
 		"✓ rollback 250ms\n",

@@ -104,8 +104,9 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	defer cancel()
 	pr, pw := io.Pipe()
 	cw := &countingWriter{w: pw}
-	go func() { pw.CloseWithError(workspace.WriteTar(tctx, cw, sel)) }()
-	stopProgress := a.showTransfer(cw, sel.Bytes)
+	sent := new(workspace.Sent)
+	go func() { pw.CloseWithError(workspace.WriteTarCounted(tctx, cw, sel, sent)) }()
+	stopProgress := a.showTransfer(sent, sel)
 	start := time.Now()
 	st, err := c.PrepareWorkspace(ctx, vm, pr, o.force)
 	stopProgress()
@@ -140,10 +141,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// showTransfer prints the bytes sent so far on stderr until the returned
-// function is called: in place on a terminal, every few seconds
+// showTransfer prints the bytes and files sent so far against the
+// selection's totals on stderr until the returned function is called: a
+// bar redrawn in place on a terminal, a plain line every few seconds
 // otherwise. Small transfers print nothing.
-func (a *app) showTransfer(cw *countingWriter, total int64) func() {
+func (a *app) showTransfer(sent *workspace.Sent, sel workspace.Selection) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	every := 5 * time.Second
@@ -163,7 +165,7 @@ func (a *app) showTransfer(cw *countingWriter, total int64) func() {
 				}
 				return
 			case <-t.C:
-				line := fmt.Sprintf("workspace: sent %s of about %s", units.Bytes(cw.n.Load()), units.Bytes(total))
+				line := transferLine(sent.Bytes.Load(), sel.Bytes, sent.Files.Load(), int64(sel.Files), a.streams.ErrTTY)
 				if a.streams.ErrTTY {
 					fmt.Fprint(a.streams.ErrOut, clearLine+line)
 				} else {
@@ -177,6 +179,22 @@ func (a *app) showTransfer(cw *countingWriter, total int64) func() {
 		close(done)
 		<-stopped
 	}
+}
+
+// transferLine is the progress line of a workspace upload: on a terminal
+// a bar over the bytes (over the files when they are all empty) and the
+// files sent, otherwise the same figures without a bar.
+func transferLine(bytes, totalBytes, files, totalFiles int64, tty bool) string {
+	b := api.Progress{Done: bytes, Total: totalBytes, Unit: api.UnitBytes}
+	f := api.Progress{Done: files, Total: totalFiles, Unit: api.UnitFiles}
+	main, other := b, f
+	if totalBytes <= 0 {
+		main, other = f, b
+	}
+	if tty {
+		return "workspace: " + progressBar(main, barWidth) + ", " + progressAmount(other)
+	}
+	return fmt.Sprintf("workspace: sent %d%% %s, %s", percent(main), progressAmount(main), progressAmount(other))
 }
 
 func newWorkspacePullCmd(a *app) *cobra.Command {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 
 	"banger/internal/cmdrun"
 	"banger/internal/disk"
@@ -18,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -39,7 +41,9 @@ const (
 	ImportBanger ImportKind = "banger"
 )
 
-// Progress stages reported by ImportOCI.
+// Progress stages reported by ImportOCI. Fetch and extract run together:
+// the layers are streamed into the tree as they are read, so fetch ends
+// when the last layer has been read and extract when the tree is whole.
 const (
 	StageFetch    = "fetch"
 	StageExtract  = "extract"
@@ -117,9 +121,14 @@ type OCIOptions struct {
 	AgentBin string
 	// Name names the new image; derived from the reference when empty.
 	Name string
-	// Progress, when set, is told about each stage (done/total in bytes
-	// or steps; total 0 when unknown).
+	// Progress, when set, is told about each stage as it starts (done 0)
+	// and ends (done = total > 0).
 	Progress func(stage string, done, total int64)
+	// Fetched, when set, is told how many bytes of the layers have been
+	// read so far against their total size (the sizes in the image
+	// manifest; 0 when unknown, as for `docker save` archives). It is
+	// called from the goroutine reading the layers.
+	Fetched func(done, total int64)
 }
 
 // ImportOCI makes an image in outDir (a Store staging directory) from an
@@ -140,18 +149,24 @@ func ImportOCI(ctx context.Context, ref string, o OCIOptions, outDir string) (*M
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}
+	fetched := o.Fetched
+	if fetched == nil {
+		fetched = func(int64, int64) {}
+	}
 	progress(StageFetch, 0, 0)
-	img, cleanup, err := openOCI(ctx, ref)
+	img, kind, cleanup, err := openOCI(ctx, ref)
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", ref, err)
 	}
 	defer cleanup()
-	// Fetch ends once the manifest and config are read; the layers are
-	// streamed by the extract stage that follows.
 	if _, err := img.ConfigFile(); err != nil {
 		return nil, fmt.Errorf("import %s: read image config: %w", ref, err)
 	}
-	progress(StageFetch, 1, 1)
+	counted, total, err := countFetched(img, kind, fetched)
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", ref, err)
+	}
+	fetched(0, total)
 
 	tree, err := os.MkdirTemp(outDir, ".tree-")
 	if err != nil {
@@ -163,12 +178,18 @@ func ImportOCI(ctx context.Context, ref string, o OCIOptions, outDir string) (*M
 	}
 
 	progress(StageExtract, 0, 0)
-	rc := mutate.Extract(img)
+	rc := mutate.Extract(counted)
 	err = untar(ctx, rc, tree)
 	rc.Close()
 	if err != nil {
 		return nil, fmt.Errorf("import %s: flatten layers: %w", ref, err)
 	}
+	// Every layer has been read; the unread tail of a stream (a tar's
+	// end blocks, a gzip trailer) must not leave fetch short of its end.
+	if total > 0 {
+		fetched(total, total)
+	}
+	progress(StageFetch, 1, 1)
 	progress(StageExtract, 1, 1)
 
 	progress(StageAgent, 0, 1)
@@ -206,38 +227,112 @@ func ImportOCI(ctx context.Context, ref string, o OCIOptions, outDir string) (*M
 	}, nil
 }
 
-// openOCI resolves ref to a linux/amd64 image.
-func openOCI(ctx context.Context, ref string) (v1.Image, func(), error) {
+// countFetched returns img with layers that report the bytes read from
+// them to fetched, and the layers' total size. A `docker save` archive's
+// layers are left alone with a total of 0: their sizes would be computed
+// by compressing every layer.
+func countFetched(img v1.Image, kind ImportKind, fetched func(done, total int64)) (v1.Image, int64, error) {
+	if kind == ImportDockerArchive {
+		return img, 0, nil
+	}
+	man, err := img.Manifest()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read image manifest: %w", err)
+	}
+	var total int64
+	for _, d := range man.Layers {
+		total += d.Size
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read image layers: %w", err)
+	}
+	n := new(atomic.Int64)
+	out := make([]v1.Layer, len(layers))
+	for i, l := range layers {
+		cl, err := partial.CompressedToLayer(countedLayer{Layer: l, report: func(k int64) {
+			fetched(n.Add(k), total)
+		}})
+		if err != nil {
+			return nil, 0, err
+		}
+		out[i] = cl
+	}
+	return countedImage{Image: img, layers: out}, total, nil
+}
+
+// countedImage is an image whose layers count the bytes read from them.
+type countedImage struct {
+	v1.Image
+	layers []v1.Layer
+}
+
+// Layers returns the counting layers.
+func (c countedImage) Layers() ([]v1.Layer, error) { return c.layers, nil }
+
+// countedLayer reports every read of its stored (compressed) stream;
+// partial.CompressedToLayer decompresses on top of it.
+type countedLayer struct {
+	v1.Layer
+	report func(n int64)
+}
+
+// Compressed returns the layer's stored stream, counted.
+func (l countedLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	return &countingReadCloser{ReadCloser: rc, report: l.report}, nil
+}
+
+// countingReadCloser reports the size of every read.
+type countingReadCloser struct {
+	io.ReadCloser
+	report func(n int64)
+}
+
+func (c *countingReadCloser) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	if n > 0 {
+		c.report(int64(n))
+	}
+	return n, err
+}
+
+// openOCI resolves ref to a linux/amd64 image and says what kind of
+// source it was.
+func openOCI(ctx context.Context, ref string) (v1.Image, ImportKind, func(), error) {
 	noop := func() {}
 	kind, err := DetectImport(ref)
 	if err != nil {
-		return nil, noop, err
+		return nil, "", noop, err
 	}
 	platform := v1.Platform{OS: "linux", Architecture: "amd64"}
 	switch kind {
 	case ImportRegistry:
 		r, err := name.ParseReference(ref)
 		if err != nil {
-			return nil, noop, err
+			return nil, kind, noop, err
 		}
 		img, err := remote.Image(r, remote.WithContext(ctx), remote.WithPlatform(platform))
 		if err != nil {
-			return nil, noop, fmt.Errorf("fetch %s: %w", ref, err)
+			return nil, kind, noop, fmt.Errorf("fetch %s: %w", ref, err)
 		}
-		return img, noop, nil
+		return img, kind, noop, nil
 	case ImportOCILayout:
 		img, err := imageFromLayout(ref, platform)
-		return img, noop, err
+		return img, kind, noop, err
 	case ImportOCIArchive:
 		dir, err := os.MkdirTemp("", "banger-oci-")
 		if err != nil {
-			return nil, noop, err
+			return nil, kind, noop, err
 		}
 		cleanup := func() { os.RemoveAll(dir) }
 		f, err := os.Open(ref)
 		if err != nil {
 			cleanup()
-			return nil, noop, err
+			return nil, kind, noop, err
 		}
 		err = untar(ctx, f, dir)
 		f.Close()
@@ -245,19 +340,19 @@ func openOCI(ctx context.Context, ref string) (v1.Image, func(), error) {
 			var img v1.Image
 			img, err = imageFromLayout(dir, platform)
 			if err == nil {
-				return img, cleanup, nil
+				return img, kind, cleanup, nil
 			}
 		}
 		cleanup()
-		return nil, noop, fmt.Errorf("oci archive: %w", err)
+		return nil, kind, noop, fmt.Errorf("oci archive: %w", err)
 	case ImportDockerArchive:
 		img, err := tarball.ImageFromPath(ref, nil)
 		if err != nil {
-			return nil, noop, fmt.Errorf("docker archive: %w", err)
+			return nil, kind, noop, fmt.Errorf("docker archive: %w", err)
 		}
-		return img, noop, nil
+		return img, kind, noop, nil
 	default:
-		return nil, noop, fmt.Errorf("%s is a banger image archive, not an OCI image (use ImportArchive)", ref)
+		return nil, kind, noop, fmt.Errorf("%s is a banger image archive, not an OCI image (use ImportArchive)", ref)
 	}
 }
 

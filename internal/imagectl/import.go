@@ -68,6 +68,7 @@ func (m *Manager) Import(ctx context.Context, op *operation.Op, ref, name string
 		fmt.Fprintf(log, "import %s (%s) as %s on base image %s (%s)\n", ref, kind, name, base.Name, base.ID)
 		return image.ImportOCI(ctx, ref, image.OCIOptions{
 			Base: baseMan, BaseDir: base.Dir, AgentBin: agent, Name: name, Progress: tr.report,
+			Fetched: func(done, total int64) { tr.measure(image.StageFetch, api.UnitBytes, done, total) },
 		}, dir)
 	})
 }
@@ -101,7 +102,7 @@ func (m *Manager) importArchive(ctx context.Context, op *operation.Op, path, nam
 			return nil, s.fail(err)
 		}
 		fmt.Fprintf(log, "import archive %s (%d bytes) as %s\n", path, fi.Size(), name)
-		cr := &countingReader{r: f, progress: func(n int64) { s.progress(n, fi.Size()) }}
+		cr := &countingReader{r: f, progress: func(n int64) { s.progressIn(api.UnitBytes, n, fi.Size()) }}
 		man, err := image.ImportArchive(ctx, cr, dir)
 		if err != nil {
 			return nil, s.fail(api.WithCode(api.CodeInvalid, err))

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"sync"
 
+	"banger/internal/api"
 	"banger/internal/operation"
 )
 
@@ -47,6 +48,12 @@ func (s opStage) progress(done, total int64) {
 	}
 }
 
+func (s opStage) progressIn(unit api.ProgressUnit, done, total int64) {
+	if s.s != nil {
+		s.s.ProgressIn(unit, done, total)
+	}
+}
+
 // logf adds a line to op's log when there is an op.
 func logf(op *operation.Op, format string, args ...any) {
 	if op != nil {
@@ -73,15 +80,29 @@ func (t *stageTracker) plan(names ...string) {
 	}
 }
 
-// report is the progress callback.
-func (t *stageTracker) report(name string, done, total int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// get returns the stage called name, starting it on first use.
+func (t *stageTracker) get(name string) opStage {
 	s, ok := t.stages[name]
 	if !ok {
 		s = stage(t.op, name)
 		t.stages[name] = s
 	}
+	return s
+}
+
+// measure reports a stage's work in a unit (bytes read, say) without
+// ending it; the stage's end comes from report.
+func (t *stageTracker) measure(name string, unit api.ProgressUnit, done, total int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.get(name).progressIn(unit, done, total)
+}
+
+// report is the progress callback.
+func (t *stageTracker) report(name string, done, total int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.get(name)
 	if total > 1 {
 		s.progress(done, total)
 	}

@@ -75,12 +75,12 @@ func (m *Manager) pull(ctx context.Context, op *operation.Op, e *CatalogEntry, n
 			s.detail("%s (%s)", f, units.Bytes(a.Size))
 			fmt.Fprintf(log, "download %s from %s (%d bytes, sha256 %s)\n", f, src, a.Size, a.SHA256)
 			base := done
-			err = m.download(ctx, src, a, filepath.Join(dir, f), func(n int64) { s.progress(base+n, total) })
+			err = m.download(ctx, src, a, filepath.Join(dir, f), func(n int64) { s.progressIn(api.UnitBytes, base+n, total) })
 			if err != nil {
 				return nil, s.fail(fmt.Errorf("download %s of %s: %w", f, e.Name, err))
 			}
 			done += a.Size
-			s.progress(done, total)
+			s.progressIn(api.UnitBytes, done, total)
 		}
 		s.done()
 		ks := stage(op, StageKernel)

@@ -10,6 +10,7 @@
 //	op.Plan("image", "disks", "boot")          // optional: show pending stages
 //	s := op.Stage("image")                     // starts the stage
 //	s.Progress(n, total); s.Detail("pulling %s", ref)
+//	s.ProgressIn(api.UnitBytes, n, total)      // a measure clients format
 //	op.OnRollback(func(ctx context.Context) error { return removeDir(ctx, dir) })
 //	s.Done()
 //
@@ -505,14 +506,21 @@ func (s *Stage) Detail(format string, args ...any) {
 	s.op.emitStageLocked(s.idx)
 }
 
-// Progress reports done of total units (total 0 when unknown). Updates
+// Progress reports done of total steps (total 0 when unknown). Updates
 // are coalesced to a few events per second; the stage snapshot is always
-// current.
-func (s *Stage) Progress(done, total int64) {
+// current. It does nothing unless the stage is running.
+func (s *Stage) Progress(done, total int64) { s.ProgressIn("", done, total) }
+
+// ProgressIn is Progress in a unit (bytes, files, packages) that clients
+// use to format the figures.
+func (s *Stage) ProgressIn(unit api.ProgressUnit, done, total int64) {
 	s.op.mu.Lock()
 	defer s.op.mu.Unlock()
 	st := &s.op.stages[s.idx]
-	st.Progress = &api.Progress{Done: done, Total: total}
+	if st.State != api.StageRunning {
+		return
+	}
+	st.Progress = &api.Progress{Done: done, Total: total, Unit: unit}
 	now := s.op.m.Now()
 	last := s.op.lastProgress[s.idx]
 	if !last.IsZero() && now.Sub(last) < progressInterval && (total == 0 || done < total) {
@@ -655,14 +663,22 @@ func (op *Op) callRollback(ctx context.Context, fn func(context.Context) error) 
 	return fn(ctx)
 }
 
-// finish records the outcome, skips stages never started, sends the done
-// event and closes Done.
+// finish records the outcome, skips stages never started, ends stages
+// still running (done when the operation succeeded: its work is over),
+// sends the done event and closes Done.
 func (op *Op) finish(result json.RawMessage, e *api.Error) {
 	op.cancel(context.Canceled) // release the context; no-op when already canceled
 	op.mu.Lock()
 	for i := range op.stages {
-		if op.stages[i].State == api.StagePending {
+		switch op.stages[i].State {
+		case api.StagePending:
 			op.endStageLocked(i, api.StageSkipped, "")
+		case api.StageRunning:
+			if e == nil {
+				op.endStageLocked(i, api.StageDone, "")
+			} else {
+				op.endStageLocked(i, api.StageFailed, e.Message)
+			}
 		}
 	}
 	op.finished = op.m.Now()

@@ -445,3 +445,62 @@ func TestManager_ShutdownCancelsAndRefuses(t *testing.T) {
 		t.Errorf("Start after Shutdown: %v, want unavailable", err)
 	}
 }
+
+func TestStage_ProgressIn(t *testing.T) {
+	m, _ := newTestManager(t)
+	op := m.Start("test.fetch", func(ctx context.Context, op *Op) (any, error) {
+		s := op.Stage("fetch")
+		s.ProgressIn(api.UnitBytes, 512, 2048)
+		s.Done()
+		s.ProgressIn(api.UnitBytes, 4096, 4096) // after the end: ignored
+		return nil, nil
+	})
+	wait(t, op)
+	var got []api.Progress
+	for _, ev := range collect(t, op) {
+		if ev.Type == api.EventStage && ev.Stage.Progress != nil {
+			got = append(got, *ev.Stage.Progress)
+		}
+	}
+	want := []api.Progress{
+		{Done: 512, Total: 2048, Unit: api.UnitBytes}, // the update
+		{Done: 512, Total: 2048, Unit: api.UnitBytes}, // carried by the done event
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("progress events (-want +got):\n%s", d)
+	}
+	if s := op.Snapshot().Stages[0]; s.State != api.StageDone || s.Progress.Done != 512 {
+		t.Errorf("stage %+v, want done at 512 bytes", s)
+	}
+}
+
+func TestOp_RunningStagesEndWithOperation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want api.StageState
+	}{
+		{"succeeded", nil, api.StageDone},
+		{"failed", errors.New("boom"), api.StageFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, clk := newTestManager(t)
+			op := m.Start("test.leftover", func(ctx context.Context, op *Op) (any, error) {
+				op.Stage("fetch") // started, never ended by its owner
+				clk.Advance(time.Second)
+				return nil, tc.err
+			})
+			wait(t, op)
+			evs := collect(t, op)
+			s := op.Snapshot().Stages[0]
+			if s.State != tc.want || s.Duration != time.Second {
+				t.Errorf("fetch %s after %s, want %s after 1s", s.State, s.Duration, tc.want)
+			}
+			// The end is an event too, before the done event.
+			last := evs[len(evs)-2]
+			if last.Type != api.EventStage || last.Stage.State != tc.want {
+				t.Errorf("event before done: %+v, want fetch %s", last, tc.want)
+			}
+		})
+	}
+}

@@ -66,6 +66,8 @@ type Selection struct {
 	Entries []Entry
 	// Bytes is the total size of the regular files.
 	Bytes int64
+	// Files is how many regular files there are.
+	Files int
 	// SkippedSubmodules lists submodule paths whose contents ModeWorktree
 	// left out.
 	SkippedSubmodules []string
@@ -169,6 +171,7 @@ func Select(ctx context.Context, root string, mode Mode) (Selection, error) {
 		}
 		if m.IsRegular() {
 			sel.Bytes += fi.Size()
+			sel.Files++
 		}
 		sel.Entries = append(sel.Entries, Entry{Path: p, Info: fi})
 	}
