@@ -55,10 +55,19 @@ type Image struct {
 	AgentVersion  string      `json:"agent_version,omitempty"`
 	// Init is "systemd" or "agent" (banger-agent runs as PID 1).
 	Init string `json:"init,omitempty"`
+	// NPMPackages are the npm packages the build installed globally in
+	// the image, sorted by name.
+	NPMPackages []NPMPackage `json:"npm_packages,omitempty"`
 	// Dir is the image directory on the daemon's host.
 	Dir string `json:"dir"`
 	// UsedBy names the VMs built from the image.
 	UsedBy []string `json:"used_by"`
+}
+
+// NPMPackage is an npm package installed in an image and its version.
+type NPMPackage struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
 }
 
 // BuildImageRequest starts an image build: either a Debian recipe

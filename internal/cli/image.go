@@ -95,7 +95,7 @@ func newImageWarmCmd(a *app) *cobra.Command {
 func newImageBuildCmd(a *app) *cobra.Command {
 	var req api.BuildImageRequest
 	cmd := &cobra.Command{
-		Use:   "build (debian | debian-13 | -f Dockerfile [CONTEXT])",
+		Use:   "build (debian | debian-13 | agents | -f Dockerfile [CONTEXT])",
 		Short: "Build an image from a Debian recipe or a Dockerfile",
 		Long: "Build an image from a Debian recipe (`debian` is the default recipe, debian-12) or,\n" +
 			"with -f, from a Dockerfile built with podman or docker on top of the default image\n" +
@@ -103,6 +103,7 @@ func newImageBuildCmd(a *app) *cobra.Command {
 			"written to a file named in the output.",
 		Example: "  banger image build debian\n" +
 			"  banger image build debian-13 --package htop --package jq --name tools\n" +
+			"  banger image build agents\n" +
 			"  banger image build -f ./Dockerfile --name web .",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -121,7 +122,7 @@ func newImageBuildCmd(a *app) *cobra.Command {
 				}
 			} else {
 				if len(args) != 1 {
-					return &usageError{cmd: cmd.CommandPath(), err: errors.New("name a recipe (debian, debian-13) or a Dockerfile with -f")}
+					return &usageError{cmd: cmd.CommandPath(), err: errors.New("name a recipe (debian, debian-13, agents) or a Dockerfile with -f")}
 				}
 				req.Recipe = args[0]
 			}
@@ -286,9 +287,19 @@ func imageRows(img api.Image) [][2]string {
 		{"kernel", orDash(img.KernelVersion)},
 		{"agent", orDash(img.AgentVersion)},
 		{"init", orDash(img.Init)},
+		{"npm packages", orDash(npmList(img.NPMPackages))},
 		{"dir", img.Dir},
 		{"used by", usedBy},
 	}
+}
+
+// npmList renders an image's npm packages as "name version, ...".
+func npmList(pkgs []api.NPMPackage) string {
+	var s []string
+	for _, p := range pkgs {
+		s = append(s, p.Name+" "+p.Version)
+	}
+	return strings.Join(s, ", ")
 }
 
 // imageRemoveResult is one entry of `image rm --json`.

@@ -139,7 +139,7 @@ func (d *Daemon) handleBuildImage(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	if req.Recipe == "" && req.Dockerfile == "" {
-		return api.Errorf(api.CodeInvalid, "build what? name a recipe (debian, debian-13) or a Dockerfile")
+		return api.Errorf(api.CodeInvalid, "build what? name a recipe (debian, debian-13, agents) or a Dockerfile")
 	}
 	return d.startImageOp(w, api.OpImageBuild, func(ctx context.Context, op *operation.Op) (any, error) {
 		return d.imageResult(ctx, op, func(m *imagectl.Manager) (store.Image, error) {

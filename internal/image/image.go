@@ -62,6 +62,9 @@ type Manifest struct {
 	AgentVersion  string              `json:"agent_version,omitempty"`
 	// Init is InitSystemd or InitAgent (the agent runs as PID 1).
 	Init string `json:"init"`
+	// NPMPackages are the npm packages installed globally in the image
+	// at build time, name -> version (recipes with npm packages).
+	NPMPackages map[string]string `json:"npm_packages,omitempty"`
 	// SizeBytes is the sum of the apparent sizes of Files.
 	SizeBytes int64 `json:"size_bytes"`
 }

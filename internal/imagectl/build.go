@@ -36,7 +36,7 @@ func (m *Manager) Build(ctx context.Context, op *operation.Op, req BuildRequest)
 		return m.buildDockerfile(ctx, op, req)
 	}
 	if req.Recipe == "" {
-		return store.Image{}, api.Errorf(api.CodeInvalid, "build what? name a recipe (debian, debian-13) or a Dockerfile (-f)")
+		return store.Image{}, api.Errorf(api.CodeInvalid, "build what? name a recipe (debian, debian-13, agents) or a Dockerfile (-f)")
 	}
 	e, err := m.LookupCatalog(ctx, req.Recipe)
 	if err != nil {
@@ -97,6 +97,9 @@ func (m *Manager) buildRecipe(ctx context.Context, op *operation.Op, r debian.Re
 	}
 	return m.produce(ctx, op, r.Name, func(ctx context.Context, dir string, log io.Writer) (*image.Manifest, error) {
 		fmt.Fprintf(log, "recipe %s: suite %s, mirror %s, packages %s (hash %s)\n", r.Name, r.Suite, r.Mirror, strings.Join(r.AllPackages(), " "), r.Hash())
+		if len(r.NPMPackages) > 0 {
+			fmt.Fprintf(log, "recipe %s: npm packages %s (latest from npm's configured registry)\n", r.Name, strings.Join(r.NPMPackages, " "))
+		}
 		logPath := ""
 		if f, ok := log.(*os.File); ok {
 			logPath = f.Name()

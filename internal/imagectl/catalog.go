@@ -132,10 +132,12 @@ func (e *CatalogEntry) artifactURL(a Artifact) (string, error) {
 
 // Builtin returns the catalog compiled into banger: the Debian recipes.
 func Builtin() Catalog {
-	d12, d13 := debian.Default(), debian.Trixie()
+	d12, d13, agents := debian.Default(), debian.Trixie(), debian.Agents()
 	return Catalog{Source: BuiltinCatalog, Images: []CatalogEntry{
 		{Name: d12.Name, Description: "Debian 12 (bookworm), built from packages; the default image", Recipe: &d12, Catalog: BuiltinCatalog},
 		{Name: d13.Name, Description: "Debian 13 (trixie), built from packages", Recipe: &d13, Catalog: BuiltinCatalog},
+		{Name: agents.Name, Description: "Debian 12 with Node.js, git, build-essential, ripgrep, jq, python3, tmux and the coding-agent CLIs " +
+			"Claude Code, opencode and Codex (installed from npm when the image is built)", Recipe: &agents, Catalog: BuiltinCatalog},
 	}}
 }
 

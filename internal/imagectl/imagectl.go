@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -421,9 +422,19 @@ func (m *Manager) Info(ctx context.Context, img store.Image) (api.Image, error) 
 		KernelVersion: man.KernelVersion,
 		AgentVersion:  man.AgentVersion,
 		Init:          man.Init,
+		NPMPackages:   npmPackages(man.NPMPackages),
 		Dir:           img.Dir,
 		UsedBy:        users,
 	}, nil
+}
+
+// npmPackages is a manifest's npm packages in wire form, sorted by name.
+func npmPackages(m map[string]string) []api.NPMPackage {
+	var out []api.NPMPackage
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, api.NPMPackage{Name: name, Version: m[name]})
+	}
+	return out
 }
 
 // DefaultImage states reported by DefaultImageState.

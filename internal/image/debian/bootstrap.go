@@ -33,15 +33,66 @@ func modulesFile() []byte {
 		strings.Join(InitramfsModules, "\n") + "\n")
 }
 
+// NPMRecordPath is where an image with npm packages records them: the
+// JSON of `npm ls --global --json --depth=0` run after the installs
+// (name -> version under "dependencies").
+const NPMRecordPath = "/usr/local/share/banger/npm-global.json"
+
+// npmCacheDir is npm's cache inside the root during the build, removed
+// once the packages are installed (npm's default, under $HOME, would end
+// up in every VM's /root).
+const npmCacheDir = "/var/tmp/banger-npm-cache"
+
+// npmFailedMarker prefixes the line an npm install hook prints, naming
+// the package, before it fails.
+const npmFailedMarker = "banger-npm-failed: "
+
+// npmHooks returns the customize hooks (shell commands; $1 is the root)
+// that install r.NPMPackages with the root's own npm, one hook per
+// package so that a failure names it, then record what got installed at
+// NPMRecordPath and remove npm's cache. npm uses its default registry
+// unless the environment it inherits (npm_config_registry, ...)
+// configures another. None for a recipe without npm packages.
+func npmHooks(r Recipe) []string {
+	if len(r.NPMPackages) == 0 {
+		return nil
+	}
+	npm := `chroot "$1" env HOME=/root npm --cache=` + npmCacheDir + ` --no-update-notifier --no-fund --no-audit`
+	var hooks []string
+	for _, p := range r.NPMPackages {
+		q := shellQuote(p)
+		hooks = append(hooks, npm+" install --global "+q+" || { echo "+shellQuote(npmFailedMarker+p)+"; exit 1; }")
+	}
+	record := `"$1"` + NPMRecordPath
+	// npm ls exits non-zero on a dependency problem it still reports; an
+	// output that lacks a package fails the build later, in Build.
+	hooks = append(hooks,
+		`mkdir -p "$1`+filepath.Dir(NPMRecordPath)+`" && { `+npm+` ls --global --json --depth=0 >`+record+` || test -s `+record+`; }`,
+		`rm -rf "$1`+npmCacheDir+`"`,
+	)
+	return hooks
+}
+
+// shellQuote quotes s as one sh word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // BootstrapArgs returns the mmdebstrap argv that bootstraps r into the
 // tarball out. filesDir holds this package's files ("banger-overlay",
 // "modules") for the hooks to upload. The essential hook installs the
 // initramfs files before the kernel package is configured, so the
-// kernel's own initramfs already carries them; the customize hook checks
-// that and regenerates the initramfs when it does not.
+// kernel's own initramfs already carries them; the customize hooks
+// install r's npm packages (the chroot has the host's network and
+// resolv.conf then) and check that the initramfs carries the files,
+// regenerating it when it does not.
 func BootstrapArgs(r Recipe, filesDir, out string) []string {
 	check := `for i in "$1"/boot/initrd.img-*; do chroot "$1" lsinitramfs "/boot/${i##*/}" | grep -q 'scripts/local-bottom/banger-overlay$' || exit 1; done`
-	return []string{
+	var npm []string
+	for _, h := range npmHooks(r) {
+		npm = append(npm, "--customize-hook="+h)
+	}
+	return slices.Concat([]string{
 		"mmdebstrap",
 		"--variant=minbase",
 		"--format=tar",
@@ -51,12 +102,13 @@ func BootstrapArgs(r Recipe, filesDir, out string) []string {
 		"--essential-hook=upload " + filepath.Join(filesDir, "banger-overlay") + " " + guestOverlayScript,
 		"--essential-hook=chmod 0755 \"$1" + guestOverlayScript + "\"",
 		"--essential-hook=upload " + filepath.Join(filesDir, "modules") + " " + guestModulesFile,
+	}, npm, []string{
 		"--customize-hook=echo '" + stageMarker + StageInitramfs + "'",
 		"--customize-hook=ls \"$1\"/boot/vmlinuz-* >/dev/null",
 		"--customize-hook=(" + check + ") || chroot \"$1\" update-initramfs -u -k all",
 		"--customize-hook=" + check,
 		r.Suite, out, r.Mirror,
-	}
+	})
 }
 
 // canBootstrap fails, before anything starts, when mmdebstrap could not
@@ -112,6 +164,9 @@ func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Wr
 	// our work dir so that a kill leaves nothing elsewhere.
 	env := []string{"TMPDIR=" + tmpDir}
 	if err := runEnv(ctx, io.MultiWriter(log, sw), env, args...); err != nil {
+		if sw.npmFailed != "" {
+			return fmt.Errorf("%s: npm install of %s failed (npm's output is in the build log): %w", StageBootstrap, sw.npmFailed, err)
+		}
 		return fmt.Errorf("%s: %w", StageBootstrap, err)
 	}
 	if !sw.seen[StageInitramfs] {

@@ -3,11 +3,14 @@ package debian
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 
 	"banger/internal/image"
@@ -30,7 +33,9 @@ type BuildOptions struct {
 	// Recipe.Hash, so a rebuild of the same recipe skips mmdebstrap.
 	CacheDir string
 	// WorkDir is where temporary trees are made (default: os.TempDir()).
-	// It needs room for one unpacked root filesystem (~0.5 GiB).
+	// It needs room for one unpacked root filesystem (~0.5 GiB for
+	// debian-12; the agents image, with its toolchain and npm packages,
+	// is several times that).
 	WorkDir string
 	// Log receives the full build log (every command and its output).
 	Log io.Writer
@@ -120,17 +125,62 @@ func build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*im
 	if err != nil {
 		return nil, err
 	}
+	npm, err := readNPMRecord(tree, r.NPMPackages)
+	if err != nil {
+		return nil, err
+	}
 	return &image.Manifest{
 		Name:          r.Name,
 		Source:        image.Source{Kind: image.SourceRecipe, Ref: r.Name, RecipeHash: r.Hash()},
 		KernelVersion: res.KernelVersion,
 		AgentVersion:  agentVersion,
 		Init:          res.Init,
+		NPMPackages:   npm,
 	}, nil
 }
 
-// Validate checks that a recipe names a suite, a mirror and packages, and
-// that no package name could be read as an option or hook.
+// npmVersion is what readNPMRecord accepts as a version ("1.0.43",
+// "0.0.0-beta-17236+build").
+var npmVersion = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$`)
+
+// readNPMRecord reads the npm packages recorded at NPMRecordPath in tree
+// (name -> version) and checks that every package of want is there. With
+// nothing wanted it reads nothing and returns nil.
+func readNPMRecord(tree string, want []string) (map[string]string, error) {
+	if len(want) == 0 {
+		return nil, nil
+	}
+	data, err := os.ReadFile(filepath.Join(tree, NPMRecordPath))
+	if err != nil {
+		return nil, fmt.Errorf("read npm package record: %w", err)
+	}
+	var ls struct {
+		Dependencies map[string]struct {
+			Version string `json:"version"`
+		} `json:"dependencies"`
+	}
+	if err := json.Unmarshal(data, &ls); err != nil {
+		return nil, fmt.Errorf("read npm package record %s: %w", NPMRecordPath, err)
+	}
+	out := map[string]string{}
+	for name, d := range ls.Dependencies {
+		// The record is shown to people (`image show`): keep only what
+		// looks like a package name and a version.
+		if npmName.MatchString(name) && npmVersion.MatchString(d.Version) {
+			out[name] = d.Version
+		}
+	}
+	for _, p := range want {
+		if out[p] == "" {
+			return nil, fmt.Errorf("npm package %s is not installed (%s has no version for it)", p, NPMRecordPath)
+		}
+	}
+	return out, nil
+}
+
+// Validate checks that a recipe names a suite, a mirror and packages,
+// that no package name could be read as an option or hook, and that npm
+// packages are plain npm names with npm among the Debian packages.
 func (r Recipe) Validate() error {
 	if r.Name == "" || r.Suite == "" || r.Mirror == "" {
 		return fmt.Errorf("recipe %q: name, suite and mirror are required", r.Name)
@@ -142,6 +192,14 @@ func (r Recipe) Validate() error {
 		if strings.HasPrefix(p, "-") || strings.ContainsAny(p, " ,\t\n'\"$;&|") {
 			return fmt.Errorf("recipe %s: bad package name %q", r.Name, p)
 		}
+	}
+	for _, p := range r.NPMPackages {
+		if !npmName.MatchString(p) {
+			return fmt.Errorf("recipe %s: bad npm package name %q (a lowercase name, optionally @scope/name, no version)", r.Name, p)
+		}
+	}
+	if len(r.NPMPackages) > 0 && !slices.Contains(r.AllPackages(), "npm") {
+		return fmt.Errorf("recipe %s: npm packages need the npm Debian package", r.Name)
 	}
 	if strings.HasPrefix(r.Suite, "-") || strings.HasPrefix(r.Mirror, "-") {
 		return fmt.Errorf("recipe %s: bad suite or mirror", r.Name)
@@ -166,6 +224,8 @@ type stageWriter struct {
 	partial  []byte // the unterminated last line
 	progress func(string, int64, int64)
 	seen     map[string]bool
+	// npmFailed is the npm package whose install hook failed, if any.
+	npmFailed string
 }
 
 // maxStageLine bounds the unterminated line a stageWriter keeps; marker
@@ -185,6 +245,9 @@ func (s *stageWriter) Write(p []byte) (int, error) {
 		}
 		l := string(s.partial[:i])
 		s.partial = s.partial[i+1:]
+		if pkg, ok := strings.CutPrefix(strings.TrimSpace(l), npmFailedMarker); ok && s.npmFailed == "" {
+			s.npmFailed = pkg
+		}
 		if st, ok := strings.CutPrefix(strings.TrimSpace(l), stageMarker); ok && !s.seen[st] {
 			s.seen[st] = true
 			if st == StageInitramfs {

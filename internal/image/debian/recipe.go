@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io/fs"
+	"regexp"
 	"slices"
 )
 
@@ -35,6 +36,12 @@ type Recipe struct {
 	Packages []string `json:"packages"`
 	// ExtraPackages are added by the user (`--package`).
 	ExtraPackages []string `json:"extra_packages"`
+	// NPMPackages are npm package names installed globally (npm's
+	// --global prefix, /usr/local) at build time, each at the latest
+	// version of npm's configured registry; the installed versions are
+	// recorded in the image (see NPMRecordPath). They need the npm
+	// Debian package in Packages or ExtraPackages.
+	NPMPackages []string `json:"npm_packages,omitempty"`
 }
 
 // DefaultMirror is Debian's main archive, which redirects to a nearby
@@ -61,6 +68,37 @@ func Trixie() Recipe {
 	return Recipe{Name: "debian-13", Suite: "trixie", Mirror: DefaultMirror, Packages: slices.Clone(basePackages)}
 }
 
+// agentPackages are what the agents image adds to basePackages for
+// coding-agent CLIs and the work they do: Node.js (Debian 12's is the
+// 18.x LTS line) with npm, a compiler toolchain, Python and the search
+// and JSON tools agents call.
+var agentPackages = []string{
+	"nodejs", "npm", "git", "build-essential", "ripgrep", "jq", "python3", "tmux",
+}
+
+// agentNPMPackages are the coding-agent CLIs of the agents image: Claude
+// Code (`claude`), opencode (`opencode`) and Codex (`codex`).
+var agentNPMPackages = []string{"@anthropic-ai/claude-code", "opencode-ai", "@openai/codex"}
+
+// Agents is the agents image: debian-12 plus Node.js, build tools and the
+// coding-agent CLIs installed from npm at build time.
+func Agents() Recipe {
+	r := Default()
+	r.Name = "agents"
+	for _, p := range agentPackages {
+		if !slices.Contains(r.Packages, p) {
+			r.Packages = append(r.Packages, p)
+		}
+	}
+	r.NPMPackages = slices.Clone(agentNPMPackages)
+	return r
+}
+
+// npmName is what Validate accepts as an npm package name: lowercase,
+// optionally scoped, no version or other specifier, nothing a shell
+// would read.
+var npmName = regexp.MustCompile(`^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$`)
+
 // AllPackages returns Packages followed by ExtraPackages, without
 // duplicates, in order.
 func (r Recipe) AllPackages() []string {
@@ -85,16 +123,20 @@ var files embed.FS
 const cacheFormat = "banger-debian-bootstrap/1"
 
 // Hash is the hex sha256 over the canonical recipe JSON, the content of
-// every file this package bakes into the bootstrap and the cache format.
+// every file this package bakes into the bootstrap, the npm hooks and the
+// cache format. The npm packages' versions are not part of it: a cached
+// bootstrap keeps the versions it installed until the recipe changes.
 // The agent binary is not part of it: it is installed after the cache.
 func (r Recipe) Hash() string {
 	h := sha256.New()
 	canon := r
 	canon.Packages = slices.Clone(r.Packages)
 	canon.ExtraPackages = slices.Clone(r.ExtraPackages)
+	canon.NPMPackages = slices.Clone(r.NPMPackages)
 	// Package order does not change what gets installed.
 	slices.Sort(canon.Packages)
 	slices.Sort(canon.ExtraPackages)
+	slices.Sort(canon.NPMPackages)
 	b, err := json.Marshal(canon)
 	if err != nil {
 		panic("marshal recipe: " + err.Error()) // plain strings and slices always marshal
@@ -103,6 +145,13 @@ func (r Recipe) Hash() string {
 	h.Write(b)
 	h.Write([]byte("\x00modules\x00"))
 	h.Write(modulesFile())
+	// The npm hooks' text (of the sorted list, as install order does not
+	// change what gets installed), so that changing how they install or
+	// record makes a new cache entry. A recipe without npm packages has
+	// none, which keeps its hash what it was before npm packages existed.
+	for _, hook := range npmHooks(canon) {
+		h.Write([]byte("\x00npm-hook\x00" + hook))
+	}
 	_ = fs.WalkDir(files, "files", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
