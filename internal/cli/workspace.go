@@ -295,37 +295,13 @@ func (a *app) pullWorkspace(ctx context.Context, c *api.Client, vm, path, branch
 		return u, st, fmt.Errorf("vm %s: %s has no commits yet", vm, st.Path)
 	}
 	if !workspace.HasCommit(ctx, root, st.Head) {
-		tips, err := workspace.Tips(ctx, root, 64)
-		if err != nil {
-			return u, st, err
-		}
-		body, err := c.WorkspaceBundle(ctx, vm, tips)
-		if err != nil {
-			return u, st, err
-		}
-		// The guest makes the bundle: it is kept in the repository's git
-		// directory (the disk its objects go to, not a RAM-backed temp
-		// dir) and cut at maxBundle.
-		gitDir, err := workspace.GitDir(ctx, root)
-		if err != nil {
-			body.Close()
-			return u, st, err
-		}
-		f, err := os.CreateTemp(gitDir, "banger-pull-*.bundle")
-		if err != nil {
-			body.Close()
-			return u, st, fmt.Errorf("bundle file: %w", err)
-		}
-		defer os.Remove(f.Name())
-		n, cerr := io.Copy(f, io.LimitReader(body, maxBundle+1))
-		body.Close()
-		if err := errors.Join(cerr, f.Close()); err != nil {
-			return u, st, fmt.Errorf("receive bundle: %w", err)
-		}
-		if n > maxBundle {
+		_, err := workspace.FetchBundle(ctx, root, maxBundle, func(ctx context.Context, tips []string) (io.ReadCloser, error) {
+			return c.WorkspaceBundle(ctx, vm, tips)
+		})
+		if errors.Is(err, workspace.ErrBundleTooLarge) {
 			return u, st, fmt.Errorf("vm %s: the guest's bundle exceeds --max-size %s; raise it to pull more", vm, units.FormatSize(maxBundle))
 		}
-		if err := workspace.Unbundle(ctx, root, f.Name()); err != nil {
+		if err != nil {
 			return u, st, err
 		}
 	}

@@ -261,37 +261,17 @@ func (s *Server) workspacePull(ctx context.Context, _ *mcp.CallToolRequest, in W
 	return nil, out, nil
 }
 
-// fetchBundle receives a bundle of the guest's HEAD (less what the host's
-// branch tips hold) and stores its objects in the repository at root. The
-// bundle is kept in the repository's git directory while it is read, cut
-// at MaxBundle; it returns the bundle's size.
+// fetchBundle stores the objects of the guest's HEAD that the host
+// lacks in the repository at root (see workspace.FetchBundle), the bundle
+// cut at MaxBundle; it returns the bundle's size.
 func (s *Server) fetchBundle(ctx context.Context, v api.VM, root string) (int64, error) {
-	tips, err := workspace.Tips(ctx, root, 64)
-	if err != nil {
-		return 0, err
-	}
-	gitDir, err := workspace.GitDir(ctx, root)
-	if err != nil {
-		return 0, fmt.Errorf("git directory of %s: %w", root, err)
-	}
-	body, err := s.opt.Client.WorkspaceBundle(ctx, v.ID, tips)
-	if err != nil {
-		return 0, fmt.Errorf("bundle from vm %s: %w", v.Name, err)
-	}
-	defer body.Close()
-	f, err := os.CreateTemp(gitDir, "banger-pull-*.bundle")
-	if err != nil {
-		return 0, fmt.Errorf("bundle file: %w", err)
-	}
-	defer os.Remove(f.Name())
-	n, cerr := io.Copy(f, io.LimitReader(body, MaxBundle+1))
-	if err := errors.Join(cerr, f.Close()); err != nil {
-		return n, fmt.Errorf("receive bundle from vm %s: %w", v.Name, err)
-	}
-	if n > MaxBundle {
+	n, err := workspace.FetchBundle(ctx, root, MaxBundle, func(ctx context.Context, tips []string) (io.ReadCloser, error) {
+		return s.opt.Client.WorkspaceBundle(ctx, v.ID, tips)
+	})
+	switch {
+	case errors.Is(err, workspace.ErrBundleTooLarge):
 		return n, fmt.Errorf("vm %s: the guest's bundle exceeds %s; pull it with `banger vm workspace pull --max-size`", v.Name, units.FormatSize(MaxBundle))
-	}
-	if err := workspace.Unbundle(ctx, root, f.Name()); err != nil {
+	case err != nil:
 		return n, fmt.Errorf("pull vm %s into %s: %w", v.Name, root, err)
 	}
 	return n, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strings"
 
@@ -146,4 +148,46 @@ func UpdateBranch(ctx context.Context, root, branch, sha string, force bool) (Br
 		return u, fmt.Errorf("update %s: %w", branch, err)
 	}
 	return u, nil
+}
+
+// ErrBundleTooLarge is returned (wrapped) by FetchBundle when the guest's
+// bundle is larger than the bound it was given.
+var ErrBundleTooLarge = errors.New("the guest's bundle exceeds the size limit")
+
+// FetchBundle brings the objects of a guest's HEAD into the repository
+// at root: open asks the guest for a bundle of what the host's branch
+// tips (given to it) do not hold; the bundle is kept in the repository's
+// git directory (the disk its objects go to, not a RAM-backed temp dir)
+// while it is read, cut at max bytes, then unbundled. It returns the
+// bundle's size.
+func FetchBundle(ctx context.Context, root string, max int64, open func(ctx context.Context, tips []string) (io.ReadCloser, error)) (int64, error) {
+	tips, err := Tips(ctx, root, 64)
+	if err != nil {
+		return 0, err
+	}
+	gitDir, err := GitDir(ctx, root)
+	if err != nil {
+		return 0, err
+	}
+	body, err := open(ctx, tips)
+	if err != nil {
+		return 0, err
+	}
+	defer body.Close()
+	f, err := os.CreateTemp(gitDir, "banger-pull-*.bundle")
+	if err != nil {
+		return 0, fmt.Errorf("bundle file: %w", err)
+	}
+	defer os.Remove(f.Name())
+	n, cerr := io.Copy(f, io.LimitReader(body, max+1))
+	if err := errors.Join(cerr, f.Close()); err != nil {
+		return n, fmt.Errorf("receive bundle: %w", err)
+	}
+	if n > max {
+		return n, fmt.Errorf("%w (%s)", ErrBundleTooLarge, units.FormatSize(max))
+	}
+	if err := Unbundle(ctx, root, f.Name()); err != nil {
+		return n, err
+	}
+	return n, nil
 }
