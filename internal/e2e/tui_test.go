@@ -157,7 +157,7 @@ func TestTUI(t *testing.T) {
 		}
 		// The VMM is sampled from /proc: the details line gets its CPU and RSS.
 		tm.waitFor(t, sess, "the VMM's CPU and memory", 30*time.Second, func(s string) bool {
-			return regexp.MustCompile(`pid \d+ · vmm [0-9.]+% cpu, [0-9.]+[KMG] rss`).MatchString(s)
+			return regexp.MustCompile(`pid \d+ · vmm [0-9.]+% cpu, [0-9.]+ [KMG]iB rss`).MatchString(s)
 		})
 		v := e.vm("tui1")
 		if v["state"] != "running" {

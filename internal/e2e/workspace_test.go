@@ -40,7 +40,7 @@ func (e *env) withFileSync(entries string) {
 }
 
 // hostGit runs git in dir with a fixed identity.
-func hostGit(t *testing.T, dir string, args ...string) string {
+func hostGit(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=host", "GIT_AUTHOR_EMAIL=host@example.com",

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
@@ -23,6 +24,8 @@ import (
 const (
 	workspaceIncoming = "/root/.banger-repo.incoming"
 	workspaceBundle   = "/root/.banger-pull.bundle"
+	// workspaceOld prefixes a replaced /root/repo while it is removed.
+	workspaceOld = "/root/.banger-repo.old-"
 	// maxChanges bounds the `git status` text kept in a WorkspaceStatus.
 	maxChanges = 4 << 10
 	// maxGuestOutput bounds what guestRun keeps of a command's output.
@@ -57,13 +60,17 @@ func guestRun(ctx context.Context, c WorkspaceAgent, argv ...string) (string, st
 
 // statusScript reports on /root/repo: "missing", or "git" then the HEAD
 // commit, the branch and `git status --porcelain`, or "plain" then up to
-// 50 names it holds.
+// 50 names it holds. A prepared repo's index holds the host's inode
+// numbers and ctimes, so a default status would read and hash every file
+// (a second or more per 30 MB under software emulation); with
+// core.checkStat=minimal git trusts size and whole-second mtime, which
+// the transfer keeps.
 const statusScript = `cd ` + workspace.GuestDir + ` 2>/dev/null || { echo missing; exit 0; }
 if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "` + workspace.GuestDir + `" ]; then
   echo git
   git rev-parse -q --verify HEAD || echo
   git symbolic-ref -q --short HEAD || echo
-  git status --porcelain || exit 3
+  git -c core.checkStat=minimal -c core.trustctime=false status --porcelain || exit 3
 else
   echo plain
   ls -A | head -n 50
@@ -126,6 +133,7 @@ func (m *Manager) PrepareWorkspace(ctx context.Context, ref string, tarStream io
 	if err != nil {
 		return api.WorkspaceStatus{}, err
 	}
+	t0 := time.Now()
 	if !force {
 		st, err := m.status(ctx, c)
 		if err != nil {
@@ -138,20 +146,33 @@ func (m *Manager) PrepareWorkspace(ctx context.Context, ref string, tarStream io
 	if _, errOut, code, err := guestRun(ctx, c, "rm", "-rf", workspaceIncoming); err != nil || code != 0 {
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: clear %s: %v %s", vm.Name, workspaceIncoming, err, errOut)
 	}
+	t1 := time.Now()
 	if err := c.Upload(ctx, workspaceIncoming, tarStream); err != nil {
 		_, _, _, _ = guestRun(context.WithoutCancel(ctx), c, "rm", "-rf", workspaceIncoming)
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: upload workspace: %v", vm.Name, err)
 	}
-	swap := fmt.Sprintf("rm -rf %s && mv %s %s", workspace.GuestDir, workspaceIncoming, workspace.GuestDir)
+	t2 := time.Now()
+	swap := swapScript(workspace.GuestDir, workspaceIncoming, workspaceOld)
 	if _, errOut, code, err := guestRun(ctx, c, "sh", "-c", swap); err != nil || code != 0 {
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: install workspace: %v %s", vm.Name, err, strings.TrimSpace(errOut))
 	}
+	t3 := time.Now()
 	st, err := m.status(ctx, c)
 	if err != nil {
 		return api.WorkspaceStatus{}, err
 	}
-	m.log.Info("workspace prepared", logKeyVM, vm.Name, "head", st.Head, "dirty", st.Dirty)
+	m.log.Info("workspace prepared", logKeyVM, vm.Name, "head", st.Head, "dirty", st.Dirty,
+		"check", t1.Sub(t0), "upload", t2.Sub(t1), "install", t3.Sub(t2), "status", time.Since(t3))
 	return st, nil
+}
+
+// swapScript puts the tree at incoming in place of dir. The old tree is
+// moved aside (to old + a number) and removed in the background: deleting
+// thousands of files under software emulation takes seconds nobody needs
+// to wait for. A removal cut short is finished by the next swap.
+func swapScript(dir, incoming, old string) string {
+	return fmt.Sprintf("rm -rf %[3]s* && if [ -e %[1]s ]; then mv %[1]s %[3]s$$; fi && mv %[2]s %[1]s && { setsid -f rm -rf %[3]s$$ >/dev/null 2>&1 </dev/null || true; }",
+		dir, incoming, old)
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)

@@ -1,12 +1,18 @@
 package sessionctl
 
 import (
+	"context"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"banger/internal/api"
+	"banger/internal/wait"
 )
 
 func TestParseStatus(t *testing.T) {
@@ -73,7 +79,7 @@ func TestManager_PrepareWorkspace(t *testing.T) {
 			ran = append(ran, strings.Join(argv, " "))
 		}
 	}
-	want := []string{"rm -rf " + workspaceIncoming, "sh -c rm -rf /root/repo && mv " + workspaceIncoming + " /root/repo"}
+	want := []string{"rm -rf " + workspaceIncoming, "sh -c " + swapScript("/root/repo", workspaceIncoming, workspaceOld)}
 	if !slices.Equal(ran, want) {
 		t.Errorf("guest ran %q, want %q", ran, want)
 	}
@@ -141,5 +147,48 @@ func TestManager_WorkspaceBundle(t *testing.T) {
 	}
 	if !slices.Equal(bundled, []string{"sh", workspaceBundle, sha}) {
 		t.Errorf("bundle script args %q", bundled)
+	}
+}
+
+// TestSwapScript runs the swap for real: the new tree takes the old one's
+// place, the old one goes (in the background), and a leftover of an
+// earlier swap is removed first.
+func TestSwapScript(t *testing.T) {
+	base := t.TempDir()
+	dir, incoming, old := filepath.Join(base, "repo"), filepath.Join(base, "incoming"), filepath.Join(base, "old-")
+	for _, p := range []string{filepath.Join(dir, "stale"), filepath.Join(incoming, "fresh"), old + "99/left"} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 2 { // the second swap has no old tree to move
+		if i == 1 {
+			if err := os.MkdirAll(filepath.Join(incoming, "again"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := exec.Command("sh", "-c", swapScript(dir, incoming, old)).CombinedOutput(); err != nil {
+			t.Fatalf("swap #%d: %v: %s", i+1, err, out)
+		}
+		if _, err := os.Stat(incoming); !os.IsNotExist(err) {
+			t.Errorf("swap #%d: incoming still there: %v", i+1, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "again")); err != nil {
+		t.Errorf("the second new tree is not in place: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := wait.Until(ctx, 10*time.Millisecond, func() (bool, error) {
+		left, err := filepath.Glob(old + "*")
+		return len(left) == 0, err
+	}); err != nil {
+		t.Errorf("old trees not removed: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"banger/internal/testenv"
 )
@@ -46,5 +47,88 @@ func TestExtract_chownKeepsOwners(t *testing.T) {
 	st := fi.Sys().(*syscall.Stat_t)
 	if st.Uid != 1234 || st.Gid != 4321 || fi.Mode().Perm() != 0o640 {
 		t.Fatalf("owner %d:%d mode %v", st.Uid, st.Gid, fi.Mode())
+	}
+}
+
+// tarOf builds a tar stream of the given headers; a regular file's
+// content is its name repeated to its Size.
+func tarOf(t *testing.T, hs ...*tar.Header) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range hs {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(bytes.Repeat([]byte("x"), int(h.Size))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
+}
+
+// TestExtract_replacesAndKeepsMetadata: files land with their modes and
+// times, replace a file or symlink already at their name, and a symlink
+// swapped under a directory name the stream already wrote into is
+// followed afresh, never through a stale handle.
+func TestExtract_replacesAndKeepsMetadata(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "old"), []byte("old content"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	buf := tarOf(t,
+		&tar.Header{Name: "a/b/f", Mode: 0o751, Size: 3, ModTime: mtime, Typeflag: tar.TypeReg},
+		&tar.Header{Name: "old", Mode: 0o644, Size: 1, ModTime: mtime, Typeflag: tar.TypeReg},
+		&tar.Header{Name: "link", Mode: 0o644, Size: 2, ModTime: mtime, Typeflag: tar.TypeReg},
+		&tar.Header{Name: "x/", Mode: 0o755, Typeflag: tar.TypeDir},
+		&tar.Header{Name: "y/", Mode: 0o755, Typeflag: tar.TypeDir},
+		&tar.Header{Name: "s", Linkname: "x", Typeflag: tar.TypeSymlink},
+		&tar.Header{Name: "s/one", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg},
+		&tar.Header{Name: "s", Linkname: "y", Typeflag: tar.TypeSymlink},
+		&tar.Header{Name: "s/two", Mode: 0o644, Size: 1, Typeflag: tar.TypeReg},
+	)
+	if err := Extract(dir, buf, false); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "a/b/f"))
+	if err != nil || fi.Mode().Perm() != 0o751 || !fi.ModTime().Equal(mtime) || fi.Size() != 3 {
+		t.Errorf("a/b/f = %v, %v; want 0751, %v, 3 bytes", fi, err, mtime)
+	}
+	for name, size := range map[string]int64{"old": 1, "link": 2} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
+			t.Errorf("%s = %v, %v; want a regular file of %d bytes", name, fi, err, size)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x", "one")); err != nil {
+		t.Errorf("s/one not written through s -> x: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "y", "two")); err != nil {
+		t.Errorf("s/two not written through s -> y: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x", "two")); err == nil {
+		t.Errorf("s/two went to x through a stale handle of s")
+	}
+}
+
+func TestExtract_chownKeepsSetID(t *testing.T) {
+	testenv.RequireRoot(t) // chown
+	dir := t.TempDir()
+	buf := tarOf(t, &tar.Header{Name: "suid", Mode: 0o4755, Size: 1, Uid: 1234, Gid: 4321, Typeflag: tar.TypeReg})
+	if err := Extract(dir, buf, true); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "suid"))
+	if err != nil || fi.Mode()&os.ModeSetuid == 0 || fi.Sys().(*syscall.Stat_t).Uid != 1234 {
+		t.Fatalf("suid = %v, %v; want set-uid kept after chown to 1234", fi, err)
 	}
 }

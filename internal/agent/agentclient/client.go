@@ -121,6 +121,7 @@ func (c *Client) http() *http.Client {
 			MaxIdleConnsPerHost:    4,
 			DisableCompression:     true,
 			ForceAttemptHTTP2:      false,
+			WriteBufferSize:        uploadBuffer,
 		}
 		c.hc = &http.Client{Transport: tr}
 	})
@@ -242,6 +243,12 @@ func (c *Client) HostKeys(ctx context.Context) ([]string, error) {
 	err := c.getJSON(ctx, agent.PathHostKeys, &keys)
 	return keys, err
 }
+
+// uploadBuffer is how much of a request body the transport gathers
+// before it writes to the agent connection: every write there is a yamux
+// frame and, on virtio-serial, a guest notification, which under
+// software emulation costs far more than the copy. (BenchmarkWorkspacePrepare)
+const uploadBuffer = 256 << 10
 
 // Upload extracts a tar stream into guestDir in the guest (PUT /files),
 // creating guestDir when missing and keeping each entry's mode (and its
