@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,9 @@ const (
 	PathVMSessionAttach   = "/v1/vms/{ref}/sessions/{name}/attach"
 	PathVMWorkspace       = "/v1/vms/{ref}/workspace"
 	PathVMWorkspaceBundle = "/v1/vms/{ref}/workspace/bundle"
+	// PathVMWorkspaceManifest lists the guest's /root/repo (GET) for an
+	// incremental prepare.
+	PathVMWorkspaceManifest = "/v1/vms/{ref}/workspace/manifest"
 )
 
 // Session states as the API reports them.
@@ -165,7 +170,12 @@ func (c *Client) PrepareWorkspace(ctx context.Context, ref string, tarStream io.
 	if force {
 		p += "?force=1"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+defaultDaemonAddress+p, tarStream)
+	return c.putWorkspace(ctx, p, tarStream)
+}
+
+// putWorkspace sends a workspace body to p.
+func (c *Client) putWorkspace(ctx context.Context, p string, body io.Reader) (WorkspaceStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+defaultDaemonAddress+p, body)
 	if err != nil {
 		return WorkspaceStatus{}, err
 	}
@@ -188,6 +198,46 @@ func (c *Client) PrepareWorkspace(ctx context.Context, ref string, tarStream io.
 		return out, fmt.Errorf("prepare workspace: %w", err)
 	}
 	return out, nil
+}
+
+// WorkspaceEntry is one entry of the guest's /root/repo, for an
+// incremental prepare: the host sends only what differs.
+type WorkspaceEntry struct {
+	Path    string `json:"path"`
+	Type    string `json:"type"` // "f" file, "d" directory, "l" symlink
+	Size    int64  `json:"size"`
+	MtimeNS int64  `json:"mtime_ns"`
+	Perm    uint32 `json:"perm"`
+	Link    string `json:"link,omitempty"`
+}
+
+// WorkspaceManifest lists the guest's /root/repo (empty when there is
+// none).
+func (c *Client) WorkspaceManifest(ctx context.Context, ref string) ([]WorkspaceEntry, error) {
+	var out []WorkspaceEntry
+	err := c.Do(ctx, http.MethodGet, vmPath(PathVMWorkspaceManifest, ref), nil, &out)
+	return out, err
+}
+
+// MaxWorkspaceDeletes bounds the paths one UpdateWorkspace may delete.
+const MaxWorkspaceDeletes = 1 << 20
+
+// UpdateWorkspace is the incremental prepare: the guest deletes the paths
+// in del from /root/repo, then unpacks the tar stream (the entries that
+// changed) into it in place. The request body is the JSON list of paths,
+// its length first as 4 bytes big-endian, then the tar.
+func (c *Client) UpdateWorkspace(ctx context.Context, ref string, del []string, tarStream io.Reader, force bool) (WorkspaceStatus, error) {
+	list, err := json.Marshal(del)
+	if err != nil {
+		return WorkspaceStatus{}, err
+	}
+	head := binary.BigEndian.AppendUint32(nil, uint32(len(list)))
+	body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(list), tarStream)
+	q := "?delta=1"
+	if force {
+		q += "&force=1"
+	}
+	return c.putWorkspace(ctx, vmPath(PathVMWorkspace, ref)+q, body)
 }
 
 // WorkspaceBundle returns a git bundle of the guest workspace's HEAD,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ type workspaceOpts struct {
 	path  string // any directory inside the repository; "" is the current one
 	mode  string
 	force bool
+	full  bool // send everything, never only what changed
 }
 
 func newWorkspacePrepareCmd(a *app) *cobra.Command {
@@ -43,7 +45,11 @@ func newWorkspacePrepareCmd(a *app) *cobra.Command {
 			"files with their uncommitted changes and untracked files git does not ignore) and the\n" +
 			".git directory, so the guest can commit; full_copy copies everything, ignored files\n" +
 			"and submodules included. A /root/repo with uncommitted changes in the guest is\n" +
-			"refused unless --force.",
+			"refused unless --force.\n\n" +
+			"When the guest already has a repo there, only what differs is sent (compared by type,\n" +
+			"size, modification time, permissions and symlink target, as rsync does by default),\n" +
+			"and what the host no longer has is deleted; --full sends everything and swaps the\n" +
+			"whole tree in.",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client(cmd.Context())
@@ -63,6 +69,7 @@ func newWorkspacePrepareCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&o.path, "path", "", "directory inside the host repository (default: current directory)")
 	cmd.Flags().StringVar(&o.mode, "mode", string(workspace.ModeWorktree), "what to copy: worktree or full_copy")
 	cmd.Flags().BoolVar(&o.force, "force", false, "replace /root/repo even when it has uncommitted changes")
+	cmd.Flags().BoolVar(&o.full, "full", false, "send the whole tree, not only what changed")
 	return cmd
 }
 
@@ -83,7 +90,13 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	if err != nil {
 		return api.WorkspaceStatus{}, err
 	}
-	if !o.force {
+	var delta *workspace.Delta
+	if !o.full {
+		if delta, err = a.workspaceDelta(ctx, c, vm, root, mode); err != nil {
+			return api.WorkspaceStatus{}, err
+		}
+	}
+	if delta == nil && !o.force {
 		st, err := c.WorkspaceStatus(ctx, vm)
 		if err != nil {
 			return api.WorkspaceStatus{}, err
@@ -92,11 +105,16 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 			return api.WorkspaceStatus{}, fmt.Errorf("vm %s: %s has changes not committed in the guest:\n%s\n(pull or commit them first, or replace them with --force)", vm, st.Path, st.Changes)
 		}
 	}
-	sel, err := workspace.Select(ctx, root, mode)
-	if err != nil {
-		return api.WorkspaceStatus{}, err
+	var sel workspace.Selection
+	if delta != nil {
+		sel = delta.Send
+		fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries changed (%s), %d to delete\n", root, mode, len(sel.Entries), units.Bytes(sel.Bytes), len(delta.Delete))
+	} else {
+		if sel, err = workspace.Select(ctx, root, mode); err != nil {
+			return api.WorkspaceStatus{}, err
+		}
+		fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries, %s\n", root, mode, len(sel.Entries), units.Bytes(sel.Bytes))
 	}
-	fmt.Fprintf(a.streams.ErrOut, "workspace: %s (%s): %d entries, %s\n", root, mode, len(sel.Entries), units.Bytes(sel.Bytes))
 	if len(sel.SkippedSubmodules) > 0 {
 		fmt.Fprintf(a.streams.ErrOut, "workspace: submodule contents not copied (use --mode full_copy): %v\n", sel.SkippedSubmodules)
 	}
@@ -108,7 +126,12 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	go func() { pw.CloseWithError(workspace.WriteTarCounted(tctx, cw, sel, sent)) }()
 	stopProgress := a.showTransfer(sent, sel)
 	start := time.Now()
-	st, err := c.PrepareWorkspace(ctx, vm, pr, o.force)
+	var st api.WorkspaceStatus
+	if delta != nil {
+		st, err = c.UpdateWorkspace(ctx, vm, delta.Delete, pr, o.force)
+	} else {
+		st, err = c.PrepareWorkspace(ctx, vm, pr, o.force)
+	}
 	stopProgress()
 	pr.CloseWithError(errors.New("upload ended"))
 	if err != nil {
@@ -120,6 +143,38 @@ func (a *app) prepareWorkspace(ctx context.Context, c *api.Client, vm string, o 
 	}
 	fmt.Fprintln(a.streams.ErrOut)
 	return st, nil
+}
+
+// workspaceDelta selects the repository and compares it with the guest's
+// /root/repo; nil means send it whole (the guest has no repo, or its
+// listing could not be had).
+func (a *app) workspaceDelta(ctx context.Context, c *api.Client, vm, root string, mode workspace.Mode) (*workspace.Delta, error) {
+	man, err := c.WorkspaceManifest(ctx, vm)
+	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeUnavailable {
+			fmt.Fprintf(a.streams.ErrOut, "workspace: sending the whole tree: %v\n", err)
+			return nil, nil
+		}
+		return nil, err
+	}
+	if len(man) == 0 {
+		return nil, nil
+	}
+	sel, err := workspace.Select(ctx, root, mode)
+	if err != nil {
+		return nil, err
+	}
+	guest := make([]workspace.GuestEntry, len(man))
+	for i, e := range man {
+		var t byte
+		if len(e.Type) == 1 {
+			t = e.Type[0]
+		}
+		guest[i] = workspace.GuestEntry{Path: e.Path, Type: t, Size: e.Size, Mtime: time.Unix(0, e.MtimeNS), Perm: fs.FileMode(e.Perm) & fs.ModePerm, Link: e.Link}
+	}
+	d := workspace.Diff(sel, guest)
+	return &d, nil
 }
 
 func dashIfEmpty(s string) string {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -227,6 +228,30 @@ guest = "~/not-there"
 		r := e.banger("", "vm", "workspace", "prepare", "w1", "--path", repo)
 		if r.code == 0 || !strings.Contains(r.stderr, "not committed") || !strings.Contains(r.stderr, "new.txt") {
 			t.Fatalf("prepare over a dirty guest repo: exit %d\n%s", r.code, r.stderr)
+		}
+	})
+
+	t.Run("a second prepare sends only what changed and deletes what went", func(t *testing.T) {
+		e.must(e.banger("", "vm", "exec", "w1", "--", "sh", "-c", "echo stray > /root/repo/guest-only.txt"))
+		later := filepath.Join(repo, "later.txt")
+		if err := os.WriteFile(later, []byte("later\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(later)
+		r := e.must(e.banger("", "vm", "workspace", "prepare", "w1", "--path", repo, "--force"))
+		// later.txt, and .git/index when the host's git status rewrote it.
+		m := regexp.MustCompile(`: (\d+) entries changed \(.*\), 1 to delete`).FindStringSubmatch(r.stderr)
+		n := 0
+		if len(m) == 2 {
+			n, _ = strconv.Atoi(m[1])
+		}
+		if n < 1 || n > 3 {
+			t.Errorf("not an incremental prepare of a new file and one deletion:\n%s", r.stderr)
+		}
+		out := e.must(e.banger("", "vm", "exec", "w1", "-w", "/root/repo", "--", "sh", "-c",
+			"cat README later.txt; test -e guest-only.txt && echo STRAY-KEPT; git status --porcelain")).stdout
+		if want := "v2 uncommitted\nlater\n M README\n?? later.txt\n?? new.txt\n"; out != want {
+			t.Errorf("guest repo after the incremental prepare:\n%s\nwant:\n%s", out, want)
 		}
 	})
 

@@ -2,10 +2,12 @@ package sessionctl
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
 	"banger/internal/api"
+	"banger/internal/units"
 	"banger/internal/workspace"
 )
 
@@ -30,6 +33,11 @@ const (
 	maxChanges = 4 << 10
 	// maxGuestOutput bounds what guestRun keeps of a command's output.
 	maxGuestOutput = 1 << 20
+	// maxManifest bounds the guest's manifest of /root/repo; a larger
+	// repo is sent whole.
+	maxManifest = 64 << 20
+	// maxDeletes bounds the paths an incremental prepare may delete.
+	maxDeletes = workspace.MaxManifestEntries
 	// maxExcludes bounds the commits a bundle request may name.
 	maxExcludes = 256
 )
@@ -103,13 +111,31 @@ func parseStatus(out string) (api.WorkspaceStatus, error) {
 	return st, nil
 }
 
+// beforeFailed is statusAfter's exit status when its first commands
+// failed.
+const beforeFailed = 9
+
 // status runs statusScript in the guest.
 func (m *Manager) status(ctx context.Context, c WorkspaceAgent) (api.WorkspaceStatus, error) {
+	return m.statusAfter(ctx, c, "")
+}
+
+// statusAfter runs the shell commands before, then statusScript, in one
+// guest exec (each exec is a round trip worth saving under software
+// emulation); before failing is an error of its own.
+func (m *Manager) statusAfter(ctx context.Context, c WorkspaceAgent, before string) (api.WorkspaceStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opt.WorkspaceTimeout)
 	defer cancel()
-	out, errOut, code, err := guestRun(ctx, c, "sh", "-c", statusScript)
+	script := statusScript
+	if before != "" {
+		script = "{ " + before + "; } || exit " + strconv.Itoa(beforeFailed) + "\n" + statusScript
+	}
+	out, errOut, code, err := guestRun(ctx, c, "sh", "-c", script)
 	if err != nil {
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "workspace status: %v", err)
+	}
+	if code == beforeFailed && before != "" {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "install workspace: %s", strings.TrimSpace(errOut))
 	}
 	if code != 0 {
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "workspace status: exit %d: %s", code, strings.TrimSpace(errOut))
@@ -152,17 +178,12 @@ func (m *Manager) PrepareWorkspace(ctx context.Context, ref string, tarStream io
 		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: upload workspace: %v", vm.Name, err)
 	}
 	t2 := time.Now()
-	swap := swapScript(workspace.GuestDir, workspaceIncoming, workspaceOld)
-	if _, errOut, code, err := guestRun(ctx, c, "sh", "-c", swap); err != nil || code != 0 {
-		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: install workspace: %v %s", vm.Name, err, strings.TrimSpace(errOut))
-	}
-	t3 := time.Now()
-	st, err := m.status(ctx, c)
+	st, err := m.statusAfter(ctx, c, swapScript(workspace.GuestDir, workspaceIncoming, workspaceOld))
 	if err != nil {
-		return api.WorkspaceStatus{}, err
+		return api.WorkspaceStatus{}, fmt.Errorf("vm %s: %w", vm.Name, err)
 	}
 	m.log.Info("workspace prepared", logKeyVM, vm.Name, "head", st.Head, "dirty", st.Dirty,
-		"check", t1.Sub(t0), "upload", t2.Sub(t1), "install", t3.Sub(t2), "status", time.Since(t3))
+		"check", t1.Sub(t0), "upload", t2.Sub(t1), "install and status", time.Since(t2))
 	return st, nil
 }
 
@@ -173,6 +194,104 @@ func (m *Manager) PrepareWorkspace(ctx context.Context, ref string, tarStream io
 func swapScript(dir, incoming, old string) string {
 	return fmt.Sprintf("rm -rf %[3]s* && if [ -e %[1]s ]; then mv %[1]s %[3]s$$; fi && mv %[2]s %[1]s && { setsid -f rm -rf %[3]s$$ >/dev/null 2>&1 </dev/null || true; }",
 		dir, incoming, old)
+}
+
+// WorkspaceManifest lists VM ref's /root/repo for an incremental prepare
+// (see workspace.ManifestScript), checked and bounded: the guest wrote
+// it. A VM without a repo has an empty manifest.
+func (m *Manager) WorkspaceManifest(ctx context.Context, ref string) ([]api.WorkspaceEntry, error) {
+	c, vm, err := m.opt.Agents.Agent(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	out, errb := &limitedBuffer{max: maxManifest}, &cappedBuffer{max: maxGuestOutput}
+	st, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", workspace.ManifestScript}, Dir: "/root"}, agentclient.ExecIO{Stdout: out, Stderr: errb})
+	switch {
+	case err != nil:
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: list %s: %v", vm.Name, workspace.GuestDir, err)
+	case st.Code == 3:
+		return []api.WorkspaceEntry{}, nil
+	case st.Code != 0:
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: list %s: exit %d: %s", vm.Name, workspace.GuestDir, st.Code, strings.TrimSpace(errb.b.String()))
+	case out.over:
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: %s lists more than %s; prepare it whole", vm.Name, workspace.GuestDir, units.Bytes(maxManifest))
+	}
+	entries, err := workspace.ParseManifest(out.b.Bytes())
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "vm %s: %v", vm.Name, err)
+	}
+	res := make([]api.WorkspaceEntry, len(entries))
+	for i, e := range entries {
+		res[i] = api.WorkspaceEntry{Path: e.Path, Type: string(e.Type), Size: e.Size, MtimeNS: e.Mtime.UnixNano(), Perm: uint32(e.Perm), Link: e.Link}
+	}
+	return res, nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and notes when
+// more came.
+type limitedBuffer struct {
+	b    bytes.Buffer
+	max  int
+	over bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room < len(p) {
+		l.over = true
+		p = p[:max(room, 0)]
+	}
+	l.b.Write(p)
+	return len(p), nil
+}
+
+// UpdateWorkspace is the incremental prepare: it deletes paths from VM
+// ref's /root/repo, then unpacks tarStream (the entries that changed)
+// into it in place. A dirty /root/repo is a conflict unless force. An
+// update cut short leaves a tree the next prepare completes: it only
+// ever replaces what the host holds.
+func (m *Manager) UpdateWorkspace(ctx context.Context, ref string, del []string, tarStream io.Reader, force bool) (api.WorkspaceStatus, error) {
+	if len(del) > maxDeletes {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeInvalid, "workspace update: %d paths to delete, at most %d", len(del), maxDeletes)
+	}
+	var list bytes.Buffer
+	for _, p := range del {
+		if p == "" || p != path.Clean(p) || path.IsAbs(p) || p == ".." || strings.HasPrefix(p, "../") || strings.ContainsRune(p, 0) {
+			return api.WorkspaceStatus{}, api.Errorf(api.CodeInvalid, "workspace update: bad path to delete %q", p)
+		}
+		list.WriteString("./" + p + "\x00")
+	}
+	c, vm, err := m.opt.Agents.Agent(ctx, ref)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	t0 := time.Now()
+	st, err := m.status(ctx, c)
+	if err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	if st.Dirty && !force {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeConflict, "vm %s: %s has changes not committed in the guest:\n%s\n(commit or pull them first, or replace them with --force)", vm.Name, workspace.GuestDir, st.Changes)
+	}
+	t1 := time.Now()
+	if list.Len() > 0 {
+		errb := &cappedBuffer{max: maxGuestOutput}
+		res, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"xargs", "-0", "rm", "-rf", "--"}, Dir: workspace.GuestDir},
+			agentclient.ExecIO{Stdin: &list, Stderr: errb})
+		if err != nil || res.Code != 0 {
+			return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: delete in %s: %v %s", vm.Name, workspace.GuestDir, err, strings.TrimSpace(errb.b.String()))
+		}
+	}
+	t2 := time.Now()
+	if err := c.Upload(ctx, workspace.GuestDir, tarStream); err != nil {
+		return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: upload workspace changes: %v", vm.Name, err)
+	}
+	t3 := time.Now()
+	if st, err = m.status(ctx, c); err != nil {
+		return api.WorkspaceStatus{}, err
+	}
+	m.log.Info("workspace updated", logKeyVM, vm.Name, "head", st.Head, "dirty", st.Dirty, "deleted", len(del),
+		"check", t1.Sub(t0), "delete", t2.Sub(t1), "upload", t3.Sub(t2), "status", time.Since(t3))
+	return st, nil
 }
 
 var commitRE = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)

@@ -42,8 +42,9 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
-// isStatus reports whether argv runs the status script.
-func isStatus(argv []string) bool { return len(argv) == 3 && argv[2] == statusScript }
+// isStatus reports whether argv runs the status script (alone or after
+// other commands).
+func isStatus(argv []string) bool { return len(argv) == 3 && strings.HasSuffix(argv[2], statusScript) }
 
 func TestManager_PrepareWorkspace(t *testing.T) {
 	ctx := ctxT(t)
@@ -75,16 +76,28 @@ func TestManager_PrepareWorkspace(t *testing.T) {
 	}
 	var ran []string
 	for _, argv := range g.execLog() {
-		if !isStatus(argv) {
+		if isStatus(argv) && argv[2] != statusScript {
+			before, _ := strings.CutSuffix(argv[2], statusScript)
+			ran = append(ran, "before status: "+before)
+		} else if !isStatus(argv) {
 			ran = append(ran, strings.Join(argv, " "))
 		}
 	}
-	want := []string{"rm -rf " + workspaceIncoming, "sh -c " + swapScript("/root/repo", workspaceIncoming, workspaceOld)}
+	want := []string{"rm -rf " + workspaceIncoming, "before status: { " + swapScript("/root/repo", workspaceIncoming, workspaceOld) + "; } || exit 9\n"}
 	if !slices.Equal(ran, want) {
 		t.Errorf("guest ran %q, want %q", ran, want)
 	}
 	if !st.Git || st.Dirty || st.Head != "abc" {
 		t.Errorf("status after prepare = %+v", st)
+	}
+	g.exec = func(argv []string) (string, string, int) {
+		if isStatus(argv) && argv[2] != statusScript {
+			return "", "mv: cannot move", beforeFailed
+		}
+		return "git\nabc\nmain\n", "", 0
+	}
+	if _, err := h.m.PrepareWorkspace(ctx, "box", strings.NewReader("tar"), true); err == nil || !strings.Contains(err.Error(), "install workspace: mv: cannot move") {
+		t.Errorf("prepare whose swap fails = %v, want the install error", err)
 	}
 	h.addVM(t, "off", false)
 	if _, err := h.m.WorkspaceStatus(ctx, "off"); api.CodeOf(err) != api.CodeConflict {

@@ -3,8 +3,10 @@ package tarfs
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -130,5 +132,77 @@ func TestExtract_chownKeepsSetID(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(dir, "suid"))
 	if err != nil || fi.Mode()&os.ModeSetuid == 0 || fi.Sys().(*syscall.Stat_t).Uid != 1234 {
 		t.Fatalf("suid = %v, %v; want set-uid kept after chown to 1234", fi, err)
+	}
+}
+
+// TestExtract_chownUnderSetgidDir: a file whose owner is the extractor's
+// own still gets the stream's group inside a set-group-id directory,
+// where a new file would otherwise take the directory's.
+func TestExtract_chownUnderSetgidDir(t *testing.T) {
+	testenv.RequireRoot(t) // chown
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "shared")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(sub, 0, 4321); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sub, 0o2775); err != nil {
+		t.Fatal(err)
+	}
+	buf := tarOf(t, &tar.Header{Name: "shared/f", Mode: 0o644, Size: 1, Uid: os.Geteuid(), Gid: os.Getegid(), Typeflag: tar.TypeReg})
+	if err := Extract(dir, buf, true); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(sub, "f"))
+	if err != nil || int(fi.Sys().(*syscall.Stat_t).Gid) != os.Getegid() {
+		t.Fatalf("shared/f = %v, %v; want group %d from the stream", fi, err, os.Getegid())
+	}
+}
+
+// TestExtract_queuedWritesKeepStreamOrder: small files are written in the
+// background, yet a name written twice ends with the later content, a
+// hard link finds its target written, and every file is there.
+func TestExtract_queuedWritesKeepStreamOrder(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	file := func(name, content string) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 300 {
+		file(fmt.Sprintf("d%d/f%d", i%7, i), fmt.Sprint(i))
+	}
+	file("twice", "first")
+	file("twice", "second")
+	if err := tw.WriteHeader(&tar.Header{Name: "hard", Linkname: "d0/f0", Typeflag: tar.TypeLink}); err != nil {
+		t.Fatal(err)
+	}
+	file("big", strings.Repeat("b", maxQueued+1))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := Extract(dir, &buf, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("d%d/f%d", i%7, i)))
+		if err != nil || string(got) != fmt.Sprint(i) {
+			t.Fatalf("f%d = %q, %v", i, got, err)
+		}
+	}
+	for name, want := range map[string]string{"twice": "second", "hard": "0"} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(got) != want {
+			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "big")); err != nil || fi.Size() != maxQueued+1 {
+		t.Errorf("big = %v, %v", fi, err)
 	}
 }

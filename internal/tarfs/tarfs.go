@@ -10,6 +10,7 @@ package tarfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -18,9 +19,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Extract extracts a tar stream into dir (created when missing). Entry
@@ -119,8 +119,8 @@ func extract(dir string, r io.Reader, ru rules) error {
 	var written int64
 	var fast *parents
 	if !ru.untrusted {
-		fast = &parents{root: root, open: map[string]*os.Root{}}
-		defer fast.reset()
+		fast = &parents{root: root, open: map[string]*os.Root{}, setgid: map[string]bool{}, queued: map[string]bool{}}
+		defer func() { _ = fast.stop(); fast.reset() }()
 	}
 	wrote := map[string]bool{} // regular files this stream wrote (hard-link targets)
 	tr := tar.NewReader(r)
@@ -254,6 +254,11 @@ func extract(dir string, r io.Reader, ru rules) error {
 			_ = root.Chtimes(name, h.ModTime, h.ModTime)
 		}
 	}
+	if fast != nil {
+		if err := fast.stop(); err != nil {
+			return err
+		}
+	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		d := dirs[i]
 		if err := root.Chmod(d.name, d.mode); err != nil {
@@ -345,46 +350,177 @@ func cleanEntryName(name string) (string, error) {
 // tens of microseconds; the general path (a Root operation per step, each
 // resolving the whole name) took several milliseconds per file
 // (BenchmarkWorkspacePrepare in internal/e2e).
+//
+// Files up to maxQueued bytes are read from the stream into memory and
+// written by a few workers while the stream goes on: the stream is read
+// in order, and the file system work (create, write, chown, chmod,
+// times) of small files, which dominates under emulation, runs on more
+// than one CPU. Any other entry waits for the files in flight first.
 type parents struct {
 	root *os.Root
 	open map[string]*os.Root // parent directory name -> its Root
+	// setgid holds the parents whose new files take the directory's
+	// group rather than the creator's.
+	setgid map[string]bool
+
+	jobs    chan fileJob
+	queued  map[string]bool // names handed to workers and not yet written
+	pending sync.WaitGroup  // files handed to workers and not yet written
+	workers sync.WaitGroup
+	mu      sync.Mutex
+	err     error // the first worker failure
+}
+
+// Bounds of the background writes: files this size or smaller are
+// queued, at most queueDepth of them, for writeWorkers workers.
+const (
+	maxQueued    = 1 << 20
+	queueDepth   = 16
+	writeWorkers = 2
+)
+
+// fileJob is one small file to write in the background.
+type fileJob struct {
+	dir   *os.Root
+	base  string
+	name  string
+	data  []byte
+	h     *tar.Header
+	mode  fs.FileMode
+	chown bool
 }
 
 // dir returns the Root of directory name (relative, clean), made when
 // missing.
 func (p *parents) dir(name string) (*os.Root, error) {
-	if name == "." {
-		return p.root, nil
-	}
 	if r, ok := p.open[name]; ok {
 		return r, nil
 	}
-	if err := p.root.MkdirAll(name, 0o755); err != nil {
-		return nil, fmt.Errorf("create parent of %s: %w", name, err)
+	r := p.root
+	if name != "." {
+		if err := p.root.MkdirAll(name, 0o755); err != nil {
+			return nil, fmt.Errorf("create parent of %s: %w", name, err)
+		}
+		var err error
+		if r, err = p.root.OpenRoot(name); err != nil {
+			return nil, fmt.Errorf("open %s: %w", name, err)
+		}
 	}
-	r, err := p.root.OpenRoot(name)
+	fi, err := r.Stat(".")
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
+		if r != p.root {
+			r.Close()
+		}
+		return nil, fmt.Errorf("stat %s: %w", name, err)
 	}
 	p.open[name] = r
+	p.setgid[name] = fi.Mode()&fs.ModeSetgid != 0
 	return r, nil
 }
 
-// reset closes the cached parents.
+// wait blocks until every queued file is written and returns the first
+// failure among them.
+func (p *parents) wait() error {
+	p.pending.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// stop waits for the queued files and ends the workers.
+func (p *parents) stop() error {
+	err := p.wait()
+	if p.jobs != nil {
+		close(p.jobs)
+		p.workers.Wait()
+		p.jobs = nil
+	}
+	return err
+}
+
+// work writes queued files until the queue closes; after a failure it
+// only drains.
+func (p *parents) work() {
+	defer p.workers.Done()
+	for j := range p.jobs {
+		p.mu.Lock()
+		failed := p.err != nil
+		p.mu.Unlock()
+		if !failed {
+			if err := p.write(j.dir, j.base, j.name, j.h, j.mode, j.chown, bytes.NewReader(j.data)); err != nil {
+				p.mu.Lock()
+				if p.err == nil {
+					p.err = err
+				}
+				p.mu.Unlock()
+			}
+		}
+		p.mu.Lock()
+		delete(p.queued, j.name)
+		p.mu.Unlock()
+		p.pending.Done()
+	}
+}
+
+// reset waits for the queued files, then closes the cached parents.
 func (p *parents) reset() {
+	_ = p.wait()
 	for k, r := range p.open {
-		r.Close()
+		if r != p.root {
+			r.Close()
+		}
 		delete(p.open, k)
 	}
+	clear(p.setgid)
 }
 
 // writeFile writes the regular file entry h at name from r.
 func (p *parents) writeFile(name string, h *tar.Header, mode fs.FileMode, chown bool, r io.Reader) error {
-	dir, err := p.dir(path.Dir(name))
+	parent := path.Dir(name)
+	dir, err := p.dir(parent)
 	if err != nil {
 		return err
 	}
+	// A new file is already the creator's, unless a set-group-id parent
+	// gives it the directory's group: skip the chown then.
+	chown = chown && (h.Uid != euid || h.Gid != egid || p.setgid[parent])
 	base := path.Base(name)
+	p.mu.Lock()
+	err, again := p.err, p.queued[name]
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if h.Size > maxQueued || again {
+		// Written here, streaming, once the queued files are written,
+		// so that writes to one name keep the stream's order.
+		if err := p.wait(); err != nil {
+			return err
+		}
+		return p.write(dir, base, name, h, mode, chown, r)
+	}
+	data := make([]byte, h.Size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	if p.jobs == nil {
+		p.jobs = make(chan fileJob, queueDepth)
+		for range writeWorkers {
+			p.workers.Add(1)
+			go p.work()
+		}
+	}
+	p.pending.Add(1)
+	p.mu.Lock()
+	p.queued[name] = true
+	p.mu.Unlock()
+	p.jobs <- fileJob{dir: dir, base: base, name: name, data: data, h: h, mode: mode, chown: chown}
+	return nil
+}
+
+// write creates file base in dir from r and sets its owner (when chown),
+// mode and times.
+func (p *parents) write(dir *os.Root, base, name string, h *tar.Header, mode fs.FileMode, chown bool, r io.Reader) error {
 	f, err := dir.OpenFile(base, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		// Something is there already: replace it unless it is a
@@ -404,15 +540,19 @@ func (p *parents) writeFile(name string, h *tar.Header, mode fs.FileMode, chown 
 		// After chown, which clears set-id bits.
 		err = f.Chmod(mode)
 	}
-	if err == nil {
-		tv := unix.NsecToTimeval(h.ModTime.UnixNano())
-		_ = unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv})
-	}
 	if err := errors.Join(err, f.Close()); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
+	// By base name in the open parent: one step, and no /proc needed
+	// (futimes goes through /proc/self/fd).
+	if err := dir.Chtimes(base, h.ModTime, h.ModTime); err != nil {
+		return fmt.Errorf("set times of %s: %w", name, err)
+	}
 	return nil
 }
+
+// The ids new files get, for parents.writeFile.
+var euid, egid = os.Geteuid(), os.Getegid()
 
 // removeNonDir removes an existing file or symlink at name so it can be
 // replaced; a directory there is an error.
