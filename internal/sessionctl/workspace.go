@@ -42,16 +42,20 @@ const (
 	maxExcludes = 256
 )
 
-// cappedBuffer keeps the first max bytes written to it and drops the rest.
+// cappedBuffer keeps the first max bytes written to it, drops the rest
+// and notes that more came: guest output is bounded before it is kept.
 type cappedBuffer struct {
-	b   strings.Builder
-	max int
+	b    bytes.Buffer
+	max  int
+	over bool
 }
 
 func (c *cappedBuffer) Write(p []byte) (int, error) {
-	if room := c.max - c.b.Len(); room > 0 {
-		c.b.Write(p[:min(room, len(p))])
+	room := max(c.max-c.b.Len(), 0)
+	if room < len(p) {
+		c.over = true
 	}
+	c.b.Write(p[:min(room, len(p))])
 	return len(p), nil
 }
 
@@ -204,7 +208,7 @@ func (m *Manager) WorkspaceManifest(ctx context.Context, ref string) ([]api.Work
 	if err != nil {
 		return nil, err
 	}
-	out, errb := &limitedBuffer{max: maxManifest}, &cappedBuffer{max: maxGuestOutput}
+	out, errb := &cappedBuffer{max: maxManifest}, &cappedBuffer{max: maxGuestOutput}
 	st, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", workspace.ManifestScript}, Dir: "/root"}, agentclient.ExecIO{Stdout: out, Stderr: errb})
 	switch {
 	case err != nil:
@@ -225,23 +229,6 @@ func (m *Manager) WorkspaceManifest(ctx context.Context, ref string) ([]api.Work
 		res[i] = api.WorkspaceEntry{Path: e.Path, Type: string(e.Type), Size: e.Size, MtimeNS: e.Mtime.UnixNano(), Perm: uint32(e.Perm), Link: e.Link}
 	}
 	return res, nil
-}
-
-// limitedBuffer keeps the first max bytes written to it and notes when
-// more came.
-type limitedBuffer struct {
-	b    bytes.Buffer
-	max  int
-	over bool
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room < len(p) {
-		l.over = true
-		p = p[:max(room, 0)]
-	}
-	l.b.Write(p)
-	return len(p), nil
 }
 
 // UpdateWorkspace is the incremental prepare: it deletes paths from VM

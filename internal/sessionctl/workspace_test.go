@@ -205,3 +205,38 @@ func TestSwapScript(t *testing.T) {
 		t.Errorf("old trees not removed: %v", err)
 	}
 }
+
+func TestCappedBuffer(t *testing.T) {
+	c := &cappedBuffer{max: 5}
+	for _, p := range []string{"abc", "defg", "h"} {
+		if n, err := c.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v; want all of it taken", p, n, err)
+		}
+	}
+	if c.b.String() != "abcde" || !c.over {
+		t.Errorf("kept %q, over %v; want abcde, true", c.b.String(), c.over)
+	}
+}
+
+func TestManager_WorkspaceManifest(t *testing.T) {
+	ctx := ctxT(t)
+	h := newHarness(t, Options{})
+	_, g := h.addVM(t, "box", true)
+	out, code := "f\x005\x001700000000.5\x00644\x00\x00README\x00d\x004096\x001700000000.0\x00755\x00\x00src\x00", 0
+	g.exec = func(argv []string) (string, string, int) { return out, "", code }
+	m, err := h.m.WorkspaceManifest(ctx, "box")
+	if err != nil || len(m) != 2 || m[0].Path != "README" || m[0].Size != 5 || m[0].MtimeNS != 1700000000500000000 || m[1].Type != "d" || m[1].Perm != 0o755 {
+		t.Fatalf("manifest = %+v, %v", m, err)
+	}
+	code = 3 // no repo
+	if m, err := h.m.WorkspaceManifest(ctx, "box"); err != nil || len(m) != 0 {
+		t.Errorf("manifest without a repo = %+v, %v; want empty", m, err)
+	}
+	out, code = "f\x005\x001.0\x00644\x00\x00../../etc/passwd\x00", 0
+	if _, err := h.m.WorkspaceManifest(ctx, "box"); api.CodeOf(err) != api.CodeUnavailable || !strings.Contains(err.Error(), "bad path") {
+		t.Errorf("a manifest naming a path outside the repo = %v, want refused", err)
+	}
+	if _, err := h.m.UpdateWorkspace(ctx, "box", []string{"../x"}, strings.NewReader(""), true); api.CodeOf(err) != api.CodeInvalid {
+		t.Errorf("deleting ../x = %v, want invalid", err)
+	}
+}
