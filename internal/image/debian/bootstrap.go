@@ -53,12 +53,22 @@ const npmFailedMarker = "banger-npm-failed: "
 // NPMRecordPath and remove npm's cache. npm uses its default registry
 // unless the environment it inherits (npm_config_registry, ...)
 // configures another. None for a recipe without npm packages.
+// hostCABundle is the host's trust store on Debian and Ubuntu; npmHostCA
+// is where its copy sits in the chroot while npm runs.
+const (
+	hostCABundle = "/etc/ssl/certs/ca-certificates.crt"
+	npmHostCA    = "/var/tmp/banger-host-ca.crt"
+)
+
 func npmHooks(r Recipe) []string {
 	if len(r.NPMPackages) == 0 {
 		return nil
 	}
-	npm := `chroot "$1" env HOME=/root npm --cache=` + npmCacheDir + ` --no-update-notifier --no-fund --no-audit`
-	var hooks []string
+	npm := `chroot "$1" env HOME=/root NODE_EXTRA_CA_CERTS=` + npmHostCA + ` npm --cache=` + npmCacheDir + ` --no-update-notifier --no-fund --no-audit`
+	// npm trusts what the host trusts while it installs (a TLS-inspecting
+	// proxy's CA, say, as apt on the host does); the copy is removed
+	// with npm's cache, so the image keeps Debian's trust store only.
+	hooks := []string{`if [ -r ` + hostCABundle + ` ]; then mkdir -p "$1` + filepath.Dir(npmHostCA) + `" && cp ` + hostCABundle + ` "$1` + npmHostCA + `"; fi`}
 	for _, p := range r.NPMPackages {
 		q := shellQuote(p)
 		hooks = append(hooks, npm+" install --global "+q+" || { echo "+shellQuote(npmFailedMarker+p)+"; exit 1; }")
@@ -69,6 +79,7 @@ func npmHooks(r Recipe) []string {
 	hooks = append(hooks,
 		`mkdir -p "$1`+filepath.Dir(NPMRecordPath)+`" && { `+npm+` ls --global --json --depth=0 >`+record+` || test -s `+record+`; }`,
 		`rm -rf "$1`+npmCacheDir+`"`,
+		`rm -f "$1`+npmHostCA+`"`,
 	)
 	return hooks
 }

@@ -131,13 +131,21 @@ func TestBootstrapArgs_NPM(t *testing.T) {
 	args := BootstrapArgs(r, "/f", "/out.tar")
 	hooks := customizeHooks(args)
 	marker := slices.Index(hooks, "echo '"+stageMarker+StageInitramfs+"'")
+	// The host's trust store is copied in before npm runs and removed
+	// after, so the image keeps only Debian's.
+	if ca := slices.IndexFunc(hooks, func(h string) bool { return strings.Contains(h, "cp "+hostCABundle) }); ca != 0 {
+		t.Errorf("host CA copy hook at %d, want first: %q", ca, hooks)
+	}
+	if !slices.Contains(hooks, `rm -f "$1`+npmHostCA+`"`) {
+		t.Errorf("host CA copy not removed: %q", hooks)
+	}
 	if marker < 0 {
 		t.Fatalf("no initramfs marker hook in %q", hooks)
 	}
 	last := -1
 	for _, p := range r.NPMPackages {
 		i := slices.IndexFunc(hooks, func(h string) bool {
-			return strings.HasPrefix(h, `chroot "$1" env HOME=/root npm `) &&
+			return strings.HasPrefix(h, `chroot "$1" env HOME=/root NODE_EXTRA_CA_CERTS=`+npmHostCA+` npm `) &&
 				strings.Contains(h, " install --global '"+p+"' || ") &&
 				strings.HasSuffix(h, "{ echo '"+npmFailedMarker+p+"'; exit 1; }")
 		})
