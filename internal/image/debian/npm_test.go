@@ -1,6 +1,7 @@
 package debian
 
 import (
+	"banger/internal/testenv"
 	"bytes"
 	"os"
 	"os/exec"
@@ -240,9 +241,7 @@ func runHooks(t *testing.T, hooks []string, root, bin string, env ...string) ([]
 // where Build reads it, npm's cache is removed, and a failed install
 // names its package.
 func TestNPMHooks_FakeChroot(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("no sh")
-	}
+	testenv.RequireCommand(t, "sh")
 	r := Agents()
 	bin := fakeChroot(t)
 
