@@ -27,16 +27,20 @@ func TestAgentsImage(t *testing.T) {
 	e.must(e.bangerHost("daemon", "stop"))
 
 	r := e.must(e.banger("", "vm", "run", "--rm", "--image", "agents", "--", "sh", "-c",
-		"node --version && claude --version && opencode --version && codex --version && command -v rg jq python3 tmux gcc git"))
+		"node --version && claude --version && opencode --version && codex --version && for c in rg jq python3 tmux gcc git; do command -v $c || echo missing $c; done"))
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^v\d+\.\d+\.\d+$`),                // node
 		regexp.MustCompile(`(?m)^\d+\.\d+\.\d+ \(Claude Code\)$`), // claude
 		regexp.MustCompile(`(?m)^\d+\.\d+\.\d+$`),                 // opencode
 		regexp.MustCompile(`(?m)^codex-cli \d+\.\d+\.\d+$`),       // codex
 		regexp.MustCompile(`(?m)^/usr/bin/gcc$`),
+		regexp.MustCompile(`(?m)^/usr/bin/git$`),
 	} {
 		if !want.MatchString(r.stdout) {
 			t.Errorf("guest output lacks %s:\n%s", want, r.stdout)
 		}
+	}
+	if strings.Contains(r.stdout, "missing") {
+		t.Errorf("tools missing in the agents image:\n%s", r.stdout)
 	}
 }
