@@ -208,6 +208,9 @@ func (m *Manager) WorkspaceManifest(ctx context.Context, ref string) ([]api.Work
 	if err != nil {
 		return nil, err
 	}
+	// The guest may never answer: bounded in time as in size.
+	ctx, cancel := context.WithTimeout(ctx, m.opt.WorkspaceTimeout)
+	defer cancel()
 	out, errb := &cappedBuffer{max: maxManifest}, &cappedBuffer{max: maxGuestOutput}
 	st, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"sh", "-c", workspace.ManifestScript}, Dir: "/root"}, agentclient.ExecIO{Stdout: out, Stderr: errb})
 	switch {
@@ -262,7 +265,9 @@ func (m *Manager) UpdateWorkspace(ctx context.Context, ref string, del []string,
 	t1 := time.Now()
 	if list.Len() > 0 {
 		errb := &cappedBuffer{max: maxGuestOutput}
-		res, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"xargs", "-0", "rm", "-rf", "--"}, Dir: workspace.GuestDir},
+		dctx, cancel := context.WithTimeout(ctx, m.opt.WorkspaceTimeout)
+		defer cancel()
+		res, err := c.Exec(dctx, agent.ExecRequest{Argv: []string{"xargs", "-0", "rm", "-rf", "--"}, Dir: workspace.GuestDir},
 			agentclient.ExecIO{Stdin: &list, Stderr: errb})
 		if err != nil || res.Code != 0 {
 			return api.WorkspaceStatus{}, api.Errorf(api.CodeUnavailable, "vm %s: delete in %s: %v %s", vm.Name, workspace.GuestDir, err, strings.TrimSpace(errb.b.String()))
