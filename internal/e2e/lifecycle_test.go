@@ -314,6 +314,55 @@ func TestLifecycle(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "handles.json")); !os.IsNotExist(err) {
 			t.Errorf("handles.json left after the VMM died")
 		}
+	})
+
+	// t2 was left stopped by its VMM's death: start it again, restart it,
+	// stop it, and check what each promises.
+	t.Run("start, restart and stop", func(t *testing.T) {
+		bootID := func() string {
+			t.Helper()
+			r := e.must(e.banger("", "vm", "exec", "t2", "--", "cat", "/proc/sys/kernel/random/boot_id"))
+			return strings.TrimSpace(r.stdout)
+		}
+		e.must(e.banger("", "vm", "start", "t2"))
+		if v := e.vm("t2"); v["state"] != "running" {
+			t.Fatalf("state after start = %v", v["state"])
+		}
+		first := bootID()
+		e.must(e.banger("", "vm", "exec", "t2", "--", "sh", "-c", "echo kept > /root/kept && sync"))
+		oldPID := int(e.vm("t2")["pid"].(float64))
+
+		e.must(e.banger("", "vm", "restart", "t2"))
+		v := e.vm("t2")
+		if v["state"] != "running" {
+			t.Fatalf("state after restart = %v", v["state"])
+		}
+		if pid := int(v["pid"].(float64)); pid == oldPID || processRunning(oldPID) {
+			t.Errorf("restart kept the VMM: pid %d -> %d (old running: %v)", oldPID, pid, processRunning(oldPID))
+		}
+		if second := bootID(); second == first {
+			t.Errorf("restart did not reboot the guest: boot_id %s unchanged", first)
+		}
+		r := e.must(e.banger("", "vm", "exec", "t2", "--", "sh", "-c", "hostname; cat /root/kept"))
+		if r.stdout != "t2\nkept\n" {
+			t.Errorf("after restart: %q, want hostname t2 and /root/kept", r.stdout)
+		}
+
+		pid := int(e.vm("t2")["pid"].(float64))
+		id, _ := v["id"].(string)
+		e.must(e.banger("", "vm", "stop", "t2"))
+		if v := e.vm("t2"); v["state"] != "stopped" {
+			t.Errorf("state after stop = %v", v["state"])
+		}
+		if processRunning(pid) {
+			t.Errorf("vmm pid %d still running after stop", pid)
+		}
+		if len(id) >= 12 && strings.Contains(e.links(), ": bgt"+id[:12]+":") {
+			t.Errorf("stop left t2's tap bgt%s", id[:12])
+		}
+		if r := e.banger("", "vm", "exec", "t2", "--", "true"); r.code == 0 || !strings.Contains(r.stderr, "not running") {
+			t.Errorf("exec on a stopped vm: exit %d, stderr %q", r.code, r.stderr)
+		}
 		e.must(e.banger("", "vm", "delete", "t2"))
 	})
 }
