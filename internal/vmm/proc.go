@@ -112,12 +112,18 @@ func Check(h Handles) (bool, error) {
 		// matches, so this is the process we spawned.
 		return true, nil
 	}
-	for _, a := range argv {
+	named, id := false, h.JailID() == ""
+	for i, a := range argv {
 		if strings.Contains(a, sock) {
-			return true, nil
+			named = true
+		}
+		// A jailed VMM's socket is a path inside its jail, the same in
+		// every jail: its --id must match too.
+		if !id && i > 0 && argv[i-1] == "--id" && a == h.JailID() {
+			id = true
 		}
 	}
-	return false, nil
+	return named && id, nil
 }
 
 // gone reports whether a /proc read failed because the process is gone.

@@ -12,6 +12,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -128,15 +130,38 @@ type Handles struct {
 	// Paused is set while the guest's vCPUs are stopped (vm pause, or a
 	// suspend in progress), so a restarted daemon knows it too.
 	Paused bool `json:"paused,omitempty"`
+	// Jail is the host path of the chroot a jailed VMM runs in
+	// (Firecracker under its jailer: <base>/<exec name>/<jail id>/root);
+	// the sockets above are host paths inside it, and the VMM's command
+	// line names them relative to it.
+	Jail string `json:"jail,omitempty"`
 }
 
 // ControlSocket is the socket that identifies this VM's VMM process on its
-// command line: the Firecracker API socket or the QEMU QMP socket.
+// command line: the Firecracker API socket or the QEMU QMP socket, as the
+// VMM names it (inside its jail, for a jailed one).
 func (h Handles) ControlSocket() string {
+	sock := h.QMPSocket
 	if h.APISocket != "" {
-		return h.APISocket
+		sock = h.APISocket
 	}
-	return h.QMPSocket
+	if h.Jail != "" {
+		rel, ok := strings.CutPrefix(sock, strings.TrimSuffix(h.Jail, "/")+"/")
+		if !ok {
+			return ""
+		}
+		return "/" + rel
+	}
+	return sock
+}
+
+// JailID is the --id a jailed VMM was started with (the jail directory's
+// parent), or "" when it is not jailed.
+func (h Handles) JailID() string {
+	if h.Jail == "" {
+		return ""
+	}
+	return filepath.Base(filepath.Dir(h.Jail))
 }
 
 // Driver boots and ends VMM processes. Implementations keep every

@@ -321,6 +321,44 @@ func TestAlive(t *testing.T) {
 	}
 }
 
+// TestAlive_jailed: a jailed VMM names its socket inside its jail, the
+// same path in every jail, so its --id must match as well.
+func TestAlive_jailed(t *testing.T) {
+	jail := filepath.Join(t.TempDir(), "jail", "firecracker", "0123456789ab", "root")
+	cmd := exec.Command("sh", "-c", "sleep 60; :", "firecracker", "--id", "0123456789ab", "--api-sock", "/api.sock")
+	logf, err := Detach(cmd, filepath.Join(t.TempDir(), layout.VMMLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	st, err := ProcStartTime(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Handles{VMM: Firecracker, PID: cmd.Process.Pid, StartTime: st, Jail: jail, APISocket: filepath.Join(jail, "api.sock")}
+	if got := h.ControlSocket(); got != "/api.sock" {
+		t.Fatalf("ControlSocket() = %q, want /api.sock", got)
+	}
+	if !Alive(h) {
+		t.Error("a jailed VMM with its id and socket is not alive")
+	}
+	other := h
+	other.Jail = filepath.Join(filepath.Dir(filepath.Dir(jail)), "ba9876543210", "root")
+	other.APISocket = filepath.Join(other.Jail, "api.sock")
+	if Alive(other) {
+		t.Error("a jailed VMM is alive under another jail's id")
+	}
+	outside := h
+	outside.APISocket = "/elsewhere/api.sock"
+	if Alive(outside) {
+		t.Error("a socket outside the jail matched")
+	}
+}
+
 func TestKillAndStopProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
