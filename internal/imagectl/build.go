@@ -113,6 +113,7 @@ func (m *Manager) buildRecipe(ctx context.Context, op *operation.Op, r debian.Re
 			Log:      log,
 			LogPath:  logPath,
 			Progress: tr.report,
+			Packages: tr.packages,
 		}, dir)
 		if err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"banger/internal/api"
+	"banger/internal/image/debian"
 	"banger/internal/operation"
 )
 
@@ -67,10 +68,12 @@ type stageTracker struct {
 	op     *operation.Op
 	mu     sync.Mutex
 	stages map[string]opStage
+	ended  map[string]bool   // stages report ended
+	detail map[string]string // the detail measureIn last set
 }
 
 func newStageTracker(op *operation.Op) *stageTracker {
-	return &stageTracker{op: op, stages: map[string]opStage{}}
+	return &stageTracker{op: op, stages: map[string]opStage{}, ended: map[string]bool{}, detail: map[string]string{}}
 }
 
 // plan declares the stages up front.
@@ -98,6 +101,24 @@ func (t *stageTracker) measure(name string, unit api.ProgressUnit, done, total i
 	t.get(name).progressIn(unit, done, total)
 }
 
+// measureIn is measure for work that goes through phases (downloading,
+// then unpacking): detail names the phase and is set when it changes.
+// A stage that has ended is left alone.
+func (t *stageTracker) measureIn(name, detail string, unit api.ProgressUnit, done, total int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended[name] {
+		return
+	}
+	s := t.get(name)
+	// The figures first, so the event the detail sends carries them.
+	s.progressIn(unit, done, total)
+	if detail != t.detail[name] {
+		t.detail[name] = detail
+		s.detail("%s", detail)
+	}
+}
+
 // report is the progress callback.
 func (t *stageTracker) report(name string, done, total int64) {
 	t.mu.Lock()
@@ -107,6 +128,26 @@ func (t *stageTracker) report(name string, done, total int64) {
 		s.progress(done, total)
 	}
 	if total > 0 && done >= total {
+		t.ended[name] = true
+		if t.detail[name] != "" {
+			// The phase measureIn named is over with the stage.
+			s.detail("")
+		}
 		s.done()
 	}
+}
+
+// packagePhases names the phases of a Debian bootstrap for people, as
+// the bootstrap stage's detail.
+var packagePhases = map[string]string{
+	debian.PhaseFetch:  "downloading",
+	debian.PhaseUnpack: "unpacking",
+	debian.PhaseSetup:  "setting up",
+	debian.PhaseNPM:    "installing npm packages",
+}
+
+// packages is the BuildOptions.Packages callback: the bootstrap stage's
+// progress in packages, its phase as the detail.
+func (t *stageTracker) packages(p debian.PackageProgress) {
+	t.measureIn(debian.StageBootstrap, packagePhases[p.Phase], api.UnitPackages, p.Done, p.Total)
 }

@@ -107,6 +107,9 @@ func BootstrapArgs(r Recipe, filesDir, out string) []string {
 		"mmdebstrap",
 		"--variant=minbase",
 		"--format=tar",
+		// apt's and dpkg's output reaches the log only at this
+		// verbosity; the package progress is read from it.
+		"--verbose",
 		"--include=" + strings.Join(r.AllPackages(), ","),
 		"--aptopt=Acquire::Retries \"3\"",
 		"--essential-hook=mkdir -p \"$1" + filepath.Dir(guestOverlayScript) + "\" \"$1" + filepath.Dir(guestModulesFile) + "\"",
@@ -121,6 +124,9 @@ func BootstrapArgs(r Recipe, filesDir, out string) []string {
 		r.Suite, out, r.Mirror,
 	})
 }
+
+// hostProbes probes the host bootstrap runs on; tests replace it.
+var hostProbes = hostcap.Real
 
 // canBootstrap fails, before anything starts, when mmdebstrap could not
 // pick a mode: as a normal user it builds in a user namespace, which
@@ -137,12 +143,13 @@ func canBootstrap(p hostcap.Probes) error {
 }
 
 // bootstrap runs mmdebstrap for r and stores the result as the cache
-// tarball; a failed or cancelled run leaves no tarball.
-func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Writer, progress func(string, int64, int64)) error {
+// tarball; a failed or cancelled run leaves no tarball. packages (may be
+// nil) is told how far the packages have got.
+func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Writer, progress func(string, int64, int64), packages func(PackageProgress)) error {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return errors.New("mmdebstrap is not installed (apt-get install mmdebstrap)")
 	}
-	if err := canBootstrap(hostcap.Real()); err != nil {
+	if err := canBootstrap(hostProbes()); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
@@ -174,7 +181,8 @@ func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Wr
 	// mmdebstrap makes its temporary chroot under TMPDIR: keep it inside
 	// our work dir so that a kill leaves nothing elsewhere.
 	env := []string{"TMPDIR=" + tmpDir}
-	if err := runEnv(ctx, io.MultiWriter(log, sw), env, args...); err != nil {
+	pw := newPackageWriter(len(r.NPMPackages), packages)
+	if err := runEnv(ctx, io.MultiWriter(log, pw, sw), env, args...); err != nil {
 		if sw.npmFailed != "" {
 			return fmt.Errorf("%s: npm install of %s failed (npm's output is in the build log): %w", StageBootstrap, sw.npmFailed, err)
 		}

@@ -45,6 +45,12 @@ type BuildOptions struct {
 	// Progress, when set, is called as stages start (done=0) and end
 	// (done=total).
 	Progress func(stage string, done, total int64)
+	// Packages, when set, is told during StageBootstrap how many
+	// packages mmdebstrap has downloaded, unpacked and set up of the
+	// total apt announced, then how many of the recipe's npm packages
+	// are installed (see PackageProgress). It is called from the
+	// goroutine reading mmdebstrap's output.
+	Packages func(PackageProgress)
 }
 
 // cacheTarball is the file inside CacheDir/<hash>/ holding the
@@ -105,7 +111,7 @@ func build(ctx context.Context, r Recipe, opts BuildOptions, outDir string) (*im
 		progress(StageInitramfs, 0, 1)
 		progress(StageInitramfs, 1, 1)
 	} else {
-		if err := bootstrap(ctx, r, tarball, opts.WorkDir, log, progress); err != nil {
+		if err := bootstrap(ctx, r, tarball, opts.WorkDir, log, progress, opts.Packages); err != nil {
 			return nil, err
 		}
 	}
