@@ -14,7 +14,9 @@
 //   - a new mount namespace, the jail bound over itself, pivot_root into it
 //     and the old root detached, as the jailer's chroot.rs does;
 //   - /dev/net/tun, /dev/kvm and /dev/urandom made with mknod and, with the
-//     jail's root, owned by --uid:--gid;
+//     jail's root, owned by --uid:--gid (made through the jail's host path
+//     before the pivot rather than after it, so no failure can make them
+//     in the host's /dev);
 //   - groups dropped, gid and uid set, and the copied binary executed in
 //     place (same PID) with --id, --start-time-us, --start-time-cpu-us,
 //     --parent-cpu-time-us and the extra arguments.
@@ -192,10 +194,13 @@ func run(args []string, start time.Time) error {
 			return fmt.Errorf("set resource limit %d: %w", res, err)
 		}
 	}
-	if err := pivot(jail); err != nil {
+	// The jailer makes the devices after pivoting; making them through
+	// the jail's host path first gives the same jail and can never touch
+	// the host's /dev, whatever happens to the pivot.
+	if err := devices(jail, o.uid, o.gid); err != nil {
 		return err
 	}
-	if err := devices(o.uid, o.gid); err != nil {
+	if err := pivot(jail); err != nil {
 		return err
 	}
 	cpu := cpuMicros()
@@ -346,24 +351,25 @@ func pivot(jail string) error {
 }
 
 // devices makes the jail's device nodes and gives them, and the jail's
-// root, to uid:gid.
-func devices(uid, gid int) error {
+// root, to uid:gid. Every path is below jail.
+func devices(jail string, uid, gid int) error {
 	for _, d := range []struct {
 		path         string
 		major, minor uint32
-	}{{"/dev/net/tun", 10, 200}, {"/dev/kvm", 10, 232}, {"/dev/urandom", 1, 9}} {
-		if err := os.MkdirAll(filepath.Dir(d.path), 0o755); err != nil {
+	}{{"dev/net/tun", 10, 200}, {"dev/kvm", 10, 232}, {"dev/urandom", 1, 9}} {
+		p := filepath.Join(jail, d.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		if err := unix.Mknod(d.path, unix.S_IFCHR|0o600, int(unix.Mkdev(d.major, d.minor))); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(d.major, d.minor))); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("mknod %s: %w", d.path, err)
 		}
-		if err := os.Chown(d.path, uid, gid); err != nil {
+		if err := os.Chown(p, uid, gid); err != nil {
 			return err
 		}
 	}
-	for _, dir := range []string{"/", "/dev", "/dev/net"} {
-		if err := os.Chown(dir, uid, gid); err != nil {
+	for _, dir := range []string{"", "dev", "dev/net"} {
+		if err := os.Chown(filepath.Join(jail, dir), uid, gid); err != nil {
 			return err
 		}
 	}
