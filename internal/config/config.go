@@ -30,6 +30,9 @@ type Config struct {
 	Accel          string     `toml:"accel"`           // auto|kvm|tcg (default auto)
 	FirecrackerBin string     `toml:"firecracker_bin"` // absolute path or command name; "" = PATH lookup
 	QEMUBin        string     `toml:"qemu_bin"`        // absolute path or command name; "" = PATH lookup
+	JailerBin      string     `toml:"jailer_bin"`      // Firecracker's jailer: absolute path or command name; "" = PATH lookup; "none" = never
+	JailerUID      int        `toml:"jailer_uid"`      // uid Firecracker runs as in its jail (default 65534)
+	JailerGID      int        `toml:"jailer_gid"`      // gid Firecracker runs as in its jail (default 65534)
 	SSHKey         string     `toml:"ssh_key"`         // private key path (absolute or ~/...); "" = generated under DataDir/ssh
 	DefaultImage   string     `toml:"default_image"`   // default "debian-12"
 	WarmTemplates  string     `toml:"warm_templates"`  // auto|manual (default auto): see WarmAuto
@@ -44,6 +47,9 @@ type Config struct {
 	// loc finds the lines of keys of the file at Path for error
 	// messages; nil when the config did not come from a file.
 	loc *locator
+	// netSet records which per-instance network keys the file sets;
+	// ForInstance fills the others.
+	netSet netKeys
 }
 
 // Network configures the host bridge, the guest subnet, the .vm DNS server
@@ -209,6 +215,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	if !md.IsDefined("network", "dns_upstream") {
 		c.Network.DNSUpstream = Default().Network.DNSUpstream
 	}
+	c.netSet = netKeys{
+		bridge:    md.IsDefined("network", "bridge"),
+		subnet:    md.IsDefined("network", "subnet"),
+		dnsListen: md.IsDefined("network", "dns_listen"),
+	}
 	if und := md.Undecoded(); len(und) > 0 {
 		name := indexedKey(md, und[0])
 		return nil, fmt.Errorf("config %s: unknown key %q", location(path, c.loc.line(name)), name)
@@ -326,4 +337,20 @@ func (c *Config) keyErr(key, val, reason string) error {
 		return fmt.Errorf("config %s: %s: %s", location(c.Path, line), key, reason)
 	}
 	return fmt.Errorf("config %s: %s %s: %s", location(c.Path, line), key, val, reason)
+}
+
+// DefaultJailerID is the uid and gid Firecracker runs as in its jail when
+// jailer_uid and jailer_gid are unset (nobody:nogroup on Debian).
+const DefaultJailerID = 65534
+
+// JailerIDs returns the uid and gid Firecracker runs as in its jail.
+func (c *Config) JailerIDs() (uid, gid int) {
+	uid, gid = c.JailerUID, c.JailerGID
+	if uid == 0 {
+		uid = DefaultJailerID
+	}
+	if gid == 0 {
+		gid = DefaultJailerID
+	}
+	return uid, gid
 }

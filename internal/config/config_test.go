@@ -45,6 +45,8 @@ func TestLoad_invalid(t *testing.T) {
 		{"firecracker with tcg", "vmm = \"firecracker\"\naccel = \"tcg\"\n", `:2: accel "tcg": firecracker needs KVM`},
 		{"relative qemu_bin", "qemu_bin = \"bin/qemu\"\n", `:1: qemu_bin "bin/qemu": must be an absolute path`},
 		{"relative ssh_key", "ssh_key = \"id_rsa\"\n", `:1: ssh_key "id_rsa": must be absolute`},
+		{"relative jailer_bin", "jailer_bin = \"fc/jailer\"\n", `:1: jailer_bin "fc/jailer": must be an absolute path`},
+		{"negative jailer_uid", "jailer_uid = -1\n", `:1: jailer_uid -1: must be a uid or gid above 0`},
 		{"empty default_image", "default_image = \"\"\n", `:1: default_image "": must be an image name`},
 		{"bad catalog", "catalogs = [\"/ok\", \"ftp://x/y\"]\n", `:1: catalogs[1] "ftp://x/y": must be an http(s) URL or an absolute path`},
 		{"bad subnet syntax", "[network]\nsubnet = \"10.77.0.0\"\n", `:2: network.subnet: netip.ParsePrefix("10.77.0.0"): no '/'`},

@@ -41,9 +41,17 @@ func (c *Config) Validate() error {
 	if c.VMM == "firecracker" && c.Accel == "tcg" {
 		return c.keyErr("accel", `"tcg"`, `firecracker needs KVM; use vmm = "qemu" for tcg`)
 	}
-	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"qemu_bin", c.QEMUBin}} {
+	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"qemu_bin", c.QEMUBin}, {"jailer_bin", c.JailerBin}} {
 		if strings.Contains(b.val, "/") && !filepath.IsAbs(b.val) {
 			return c.keyErr(b.key, strconv.Quote(b.val), "must be an absolute path or a command name on PATH")
+		}
+	}
+	for _, id := range []struct {
+		key string
+		val int
+	}{{"jailer_uid", c.JailerUID}, {"jailer_gid", c.JailerGID}} {
+		if id.val < 0 || id.val > 1<<31-2 {
+			return c.keyErr(id.key, strconv.Itoa(id.val), "must be a uid or gid above 0 (Firecracker never runs as root in its jail)")
 		}
 	}
 	if c.SSHKey != "" && !filepath.IsAbs(c.SSHKey) && !strings.HasPrefix(c.SSHKey, "~/") {

@@ -171,6 +171,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if d.Config, err = config.Load(cfgPath); err != nil {
 		return err
 	}
+	// Network keys the file leaves out get this instance's values, so a
+	// second daemon (another state dir) collides with nothing.
+	d.Config.ForInstance(d.Paths)
 	level, err := parseLevel(d.opts.LogLevel, d.Config.LogLevel.String())
 	if err != nil {
 		return err

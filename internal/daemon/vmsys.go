@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/config"
@@ -52,14 +52,25 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	if d.Config.Network.TapPoolSize != 0 {
 		d.Logger.Info("network.tap_pool_size is ignored: each VM's tap is made for it and named after it")
 	}
+	host := newHostProbe(d.Config)
+	jailer, err := d.jailer()
+	if err != nil {
+		return err
+	}
 	netCfg := hostnet.Config{
-		Bridge: d.Config.Network.Bridge,
-		Subnet: d.Config.Network.Prefix(),
-		Allow:  d.Config.Network.AllowPrefixes(),
+		Bridge:   d.Config.Network.Bridge,
+		Subnet:   d.Config.Network.Prefix(),
+		Instance: config.InstanceID(d.Paths.StateDir),
+		Allow:    d.Config.Network.AllowPrefixes(),
 		// Off by default: each tap is an isolated bridge port.
 		GuestToGuest: d.Config.Network.GuestToGuest,
 		UID:          os.Getuid(),
 		GID:          os.Getgid(),
+	}
+	if jailer != nil {
+		// A jailed Firecracker has dropped to the jail's ids when it opens
+		// its tap (QEMU, run as root here, opens any).
+		netCfg.UID, netCfg.GID = jailer.UID, jailer.GID
 	}
 	var priv hostnet.Privileged = hostnet.Direct{}
 	if os.Geteuid() != 0 {
@@ -70,6 +81,13 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 		priv = hostnet.Sudo{Bangerd: self}
 	}
 	d.hostNet = hostnet.New(netCfg, priv, d.Logger.With("component", "hostnet"))
+	// Another daemon's bridge or a network already routing the subnet is
+	// said now, naming the key to change; it fails every VM start (the
+	// Manager's Ensure checks again) but not the daemon, which images
+	// and other work without VMs do not need the network for.
+	if err := d.hostNet.Check(ctx); err != nil {
+		d.Logger.Error("host network conflict: VMs cannot start until it is fixed", logKeyErr, err)
+	}
 	bridge, subnet := d.Config.Network.Bridge, d.Config.Network.Prefix()
 	d.egress = egress.New(d.hostNet, func(a netip.Addr) bool { return hostnet.Denied(bridge, subnet, a) },
 		d.Logger.With("component", "egress"))
@@ -83,7 +101,7 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	d.egress.CAs = func(vmID string) (*egress.CA, error) { return egress.LoadCA(filepath.Join(vmsDir, vmID)) }
 	// Packets the firewall refuses policed guests reach the flow log when
 	// bangerd may read the kernel's log (as root).
-	if l, err := hostnet.OpenRefusedLog(); err != nil {
+	if l, err := hostnet.OpenRefusedLog(bridge); err != nil {
 		d.Logger.Info("refused packets will not be in flow logs", logKeyErr, err)
 	} else {
 		go func() {
@@ -106,8 +124,12 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 	// Guests are served from their subnet only; loopback always.
 	d.dns.AllowSources(d.Config.Network.Prefix())
 	if addr := d.Config.Network.DNSListen; addr != "" {
-		if err := d.dns.Listen(ctx, addr); err != nil {
-			// A busy port must not keep VMs from running; status shows it.
+		if err := d.dns.Listen(ctx, addr); errors.Is(err, syscall.EADDRINUSE) {
+			// Most likely another bangerd with the same port.
+			return fmt.Errorf("network.dns_listen %s is in use (another bangerd?); set [network] dns_listen", addr)
+		} else if err != nil {
+			// Not a clash (no such local address, say): VMs still run;
+			// status shows the host has no DNS for them.
 			d.Logger.Warn("dns listener unavailable", "addr", addr, logKeyErr, err)
 		} else if addrs := d.dns.Addrs(); len(addrs) > 0 {
 			d.dnsListen = addrs[0] // the bound address, even for port 0
@@ -116,10 +138,9 @@ func (d *Daemon) startVMs(ctx context.Context) error {
 
 	nw := &vmNetwork{Manager: d.hostNet, dns: d.dns, gateway: d.Config.Network.Gateway(), log: d}
 
-	host := newHostProbe(d.Config)
 	drivers := map[string]vmm.Driver{
 		vmm.QEMU:        &qemu.Driver{Binary: host.QEMU()},
-		vmm.Firecracker: &firecracker.Driver{Binary: host.Firecracker()},
+		vmm.Firecracker: &firecracker.Driver{Binary: host.Firecracker(), Jailer: jailer},
 	}
 	d.VMs = vmctl.New(vmctl.Options{
 		Store:   d.Store,
@@ -177,22 +198,35 @@ type vmNetwork struct {
 	gateway netip.Addr
 	log     *Daemon
 
-	once sync.Once
+	mu      sync.Mutex
+	dnsPort uint16 // where the DNS server serves guests; 0 until it does
+	proxy   sync.Once
 }
 
-// Ensure sets up the bridge, NAT and tap pool, then listens for guests'
-// DNS queries on the gateway (once; a failure is logged, not fatal).
+// Ensure sets up the bridge, NAT and firewall, then serves guests' DNS:
+// the server listens on the gateway at a port the kernel picks (no
+// privilege needed, as root or not) and the firewall redirects guests'
+// queries to the gateway's port 53 there, so the guests' resolv.conf
+// names the gateway alone. A failure to listen fails Ensure (and the VM
+// create), and the next Ensure tries again.
 func (n *vmNetwork) Ensure(ctx context.Context) error {
 	if err := n.Manager.Ensure(ctx); err != nil {
 		return err
 	}
-	n.once.Do(func() {
-		addr := net.JoinHostPort(n.gateway.String(), strconv.Itoa(53))
-		if err := n.dns.Listen(ctx, addr); err != nil {
-			n.log.Logger.Warn("dns for guests unavailable", "addr", addr, logKeyErr, err)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dnsPort == 0 {
+		ap, err := n.dns.ListenAddr(ctx, net.JoinHostPort(n.gateway.String(), "0"))
+		if err != nil {
+			return fmt.Errorf("dns for guests: %w", err)
 		}
-		n.log.startProxy(ctx, n.gateway)
-	})
+		n.dnsPort = ap.Port()
+		if err := n.Manager.SetDNSPort(ctx, n.dnsPort); err != nil {
+			// The Manager keeps the port: the next apply carries it.
+			return fmt.Errorf("dns for guests on port %d: %w", n.dnsPort, err)
+		}
+	}
+	n.proxy.Do(func() { n.log.startProxy(ctx, n.gateway) })
 	return nil
 }
 
@@ -251,4 +285,31 @@ func (d *Daemon) reclaimTaps(ctx context.Context) {
 			d.Logger.Info("reclaimed orphan tap", "tap", tap)
 		}
 	}
+}
+
+// jailer returns how Firecracker is jailed: under Firecracker's jailer
+// when bangerd runs as root and a jailer is found (jailer_bin, else
+// "jailer" on PATH), else nil (Firecracker runs as bangerd's user, its
+// seccomp filter on). The choice is logged; doctor reports it too.
+func (d *Daemon) jailer() (*firecracker.Jailer, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	path, err := hostcap.FindJailer(hostcap.Real(), d.Config.JailerBin)
+	if err != nil {
+		if d.Config.JailerBin != "" && !errors.Is(err, hostcap.ErrJailerOff) {
+			return nil, fmt.Errorf("config jailer_bin: %w", err)
+		}
+		d.Logger.Info("firecracker runs without its jailer", "reason", err.Error())
+		return nil, nil
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, fmt.Errorf("config jailer_bin: %w", err)
+	}
+	uid, gid := d.Config.JailerIDs()
+	if err := os.MkdirAll(d.Paths.JailsDir, 0o755); err != nil {
+		return nil, fmt.Errorf("jail base: %w", err)
+	}
+	d.Logger.Info("firecracker runs under its jailer", "jailer", path, "uid", uid, "gid", gid, "base", d.Paths.JailsDir)
+	return &firecracker.Jailer{Binary: path, UID: uid, GID: gid, BaseDir: d.Paths.JailsDir}, nil
 }

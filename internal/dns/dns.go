@@ -208,21 +208,43 @@ func (s *Server) initLimits() {
 }
 
 // Listen serves DNS over UDP and TCP on addr ("127.0.0.1:42069", or the
-// gateway's "10.77.0.1:53"). With port 0 both protocols share the port the
-// kernel picks; Addrs reports it. It returns once both sockets are bound
-// and served. ctx bounds the setup only: serving stops at Close. It may be
-// called for several addresses.
+// gateway at a port the kernel picks, "10.77.0.1:0"). With port 0 both
+// protocols share the port the kernel picks; Addrs reports it. It returns
+// once both sockets are bound and served. ctx bounds the setup only:
+// serving stops at Close. It may be called for several addresses. A port
+// another socket holds is an error wrapping syscall.EADDRINUSE.
 func (s *Server) Listen(ctx context.Context, addr string) error {
+	_, err := s.ListenAddr(ctx, addr)
+	return err
+}
+
+// ListenAddr is Listen returning the address bound, with the port the
+// kernel picked for port 0: guests' DNS reaches the server there, through
+// the firewall's redirect of the gateway's port 53.
+func (s *Server) ListenAddr(ctx context.Context, addr string) (netip.AddrPort, error) {
+	bound, err := s.listen(ctx, addr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ap, err := netip.ParseAddrPort(bound)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("dns listen on %s: bound %q: %w", addr, bound, err)
+	}
+	return ap, nil
+}
+
+// listen binds and serves addr and returns the bound address.
+func (s *Server) listen(ctx context.Context, addr string) (string, error) {
 	s.lmu.Lock()
 	closed := s.closed
 	s.lmu.Unlock()
 	if closed {
-		return fmt.Errorf("dns listen on %s: server closed", addr)
+		return "", fmt.Errorf("dns listen on %s: server closed", addr)
 	}
 	s.initLimits()
 	pc, l, err := listenPair(ctx, addr)
 	if err != nil {
-		return fmt.Errorf("dns listen on %s: %w", addr, err)
+		return "", fmt.Errorf("dns listen on %s: %w", addr, err)
 	}
 	l = &limitListener{Listener: l, sem: make(chan struct{}, s.Limits.MaxTCPConns)}
 	handler := mdns.HandlerFunc(s.serve)
@@ -250,10 +272,10 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 			n++
 		case err := <-errc:
 			shutdown(udp, tcp)
-			return fmt.Errorf("dns serve on %s: %w", addr, err)
+			return "", fmt.Errorf("dns serve on %s: %w", addr, err)
 		case <-ctx.Done():
 			shutdown(udp, tcp)
-			return fmt.Errorf("dns listen on %s: %w", addr, ctx.Err())
+			return "", fmt.Errorf("dns listen on %s: %w", addr, ctx.Err())
 		}
 	}
 
@@ -261,12 +283,13 @@ func (s *Server) Listen(ctx context.Context, addr string) error {
 	defer s.lmu.Unlock()
 	if s.closed {
 		shutdown(udp, tcp)
-		return fmt.Errorf("dns listen on %s: server closed", addr)
+		return "", fmt.Errorf("dns listen on %s: server closed", addr)
 	}
+	bound := pc.LocalAddr().String()
 	s.servers = append(s.servers, udp, tcp)
-	s.addrs = append(s.addrs, pc.LocalAddr().String())
-	s.logger.Info("dns listening", logKeyAddr, pc.LocalAddr().String())
-	return nil
+	s.addrs = append(s.addrs, bound)
+	s.logger.Info("dns listening", logKeyAddr, bound)
+	return bound, nil
 }
 
 // listenPair binds UDP and TCP on addr. For port 0, TCP takes the port UDP

@@ -2,12 +2,14 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -373,10 +375,18 @@ func TestServer_listen(t *testing.T) {
 		}
 	}
 
-	// An address in use: the error names it.
+	// An address in use: the error names it and says so (the daemon
+	// turns it into "network.dns_listen ... is in use").
 	err := s.Listen(ctx, addrs[0])
-	if err == nil || !strings.Contains(err.Error(), addrs[0]) {
-		t.Errorf("Listen on a used address: %v, want an error naming %s", err, addrs[0])
+	if err == nil || !strings.Contains(err.Error(), addrs[0]) || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("Listen on a used address: %v, want an EADDRINUSE error naming %s", err, addrs[0])
+	}
+	// ListenAddr reports the port the kernel picked.
+	ap, err := s.ListenAddr(ctx, "127.0.0.3:0")
+	if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.3") || ap.Port() == 0 {
+		t.Errorf("ListenAddr(127.0.0.3:0) = %v, %v; want the bound port", ap, err)
+	} else if got := answerIPs(query(t, "udp", ap.String(), "t1.vm.", mdns.TypeA)); fmt.Sprint(got) != "[10.77.0.2]" {
+		t.Errorf("udp %s: %v", ap, got)
 	}
 	if err := s.Listen(ctx, "not-an-address"); err == nil || !strings.Contains(err.Error(), "not-an-address") {
 		t.Errorf("Listen on a bad address: %v", err)

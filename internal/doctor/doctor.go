@@ -1,8 +1,9 @@
 // Package doctor runs host preflight checks for banger (KVM, VMMs, image
-// tools, networking tools, privilege, disk, default image, VM defaults)
-// and reports each as ok, warn or fail with a fix hint. bangerd runs them
-// and answers `banger doctor` over the API; every host access goes through
-// hostcap.Probes so the checks can be tested with table rows.
+// tools, networking tools, privilege, the sudo rule, disk, default image,
+// VM defaults) and reports each as ok, warn or fail with a fix hint.
+// bangerd runs them and answers `banger doctor` over the API; every host
+// access goes through hostcap.Probes so the checks can be tested with
+// table rows.
 package doctor
 
 import (
@@ -72,6 +73,7 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 	fcPath, fcVersion, fcErr := hostcap.FindFirecracker(ctx, p, c.FirecrackerBin)
 	qemuPath, qemuVersion, qemuErr := hostcap.FindQEMU(ctx, p, c.QEMUBin)
 	fcOK, qemuOK := fcErr == nil, qemuErr == nil
+	fcStandIn := fcOK && hostcap.FirecrackerStandIn(ctx, p, c.FirecrackerBin) // boots under QEMU TCG, needs no KVM
 
 	var checks []Check
 	add := func(name string, s api.CheckStatus, detail, fix string) {
@@ -85,6 +87,8 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 		add("kvm", StatusOK, kvmReason, "")
 	case c.Accel == "kvm":
 		add("kvm", StatusFail, kvmReason+"; config sets accel = \"kvm\"", kvmFix+`; or set accel = "auto" in `+configPath(c, in.Paths))
+	case c.VMM == "firecracker" && fcStandIn:
+		add("kvm", StatusWarn, "TCG only: "+kvmReason+"; config sets vmm = \"firecracker\", a stand-in that needs no KVM", "for a real Firecracker: "+kvmFix)
 	case c.VMM == "firecracker":
 		add("kvm", StatusFail, kvmReason+"; config sets vmm = \"firecracker\", which needs KVM", kvmFix+`; or set vmm = "auto" to use QEMU (TCG)`)
 	case qemuOK:
@@ -96,6 +100,8 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 	// Firecracker.
 	const fcFix = "download firecracker 1.8 or newer from the Firecracker project's GitHub releases and put it on PATH, or set firecracker_bin"
 	switch {
+	case fcStandIn:
+		add("firecracker", StatusOK, fmt.Sprintf("%s (%s): firecracker stand-in (no KVM needed)", fcVersion, fcPath), "")
 	case fcOK && kvmOK:
 		add("firecracker", StatusOK, fmt.Sprintf("%s (%s)", fcVersion, fcPath), "")
 	case fcOK:
@@ -107,6 +113,8 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 	default:
 		add("firecracker", StatusFail, fcErr.Error()+", and QEMU is not installed either", fcFix)
 	}
+
+	checks = append(checks, jailerCheck(p, c, fcOK))
 
 	// QEMU.
 	const qemuFix = "apt install qemu-system-x86 (or your distribution's QEMU package), or set qemu_bin"
@@ -133,6 +141,7 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 	checks = append(checks, containerCheck(p))
 
 	checks = append(checks, privilegeCheck(ctx, p, in.BangerdPath))
+	checks = append(checks, sudoRuleCheck(p, in.BangerdPath))
 	checks = append(checks, diskCheck(p, in.Paths.StateDir))
 	checks = append(checks, imageCheck(ctx, p, c, in, mmErr == nil))
 
@@ -189,7 +198,7 @@ func privilegeCheck(ctx context.Context, p hostcap.Probes, bangerd string) Check
 	if p.Geteuid() == 0 {
 		return Check{Name: name, Status: StatusOK, Detail: "running as root"}
 	}
-	fix := "allow passwordless sudo for bangerd's privileged helper, e.g. in /etc/sudoers.d/banger: `<user> ALL=(root) NOPASSWD: " + orDefault(bangerd, "/path/to/bangerd") + " priv *`"
+	fix := "allow passwordless sudo for bangerd's privileged helper, e.g. in /etc/sudoers.d/banger: `<user> ALL=(root) NOPASSWD: " + sudoersPath(p, bangerd) + " priv *`"
 	sudo, err := p.LookPath("sudo")
 	if err != nil {
 		return Check{Name: name, Status: StatusFail, Detail: "not root and sudo is not installed", Fix: "install sudo; then " + fix}
@@ -205,13 +214,6 @@ func privilegeCheck(ctx context.Context, p hostcap.Probes, bangerd string) Check
 		}
 	}
 	return Check{Name: name, Status: StatusFail, Detail: "not root and `sudo -n` is not allowed (networking and disks need privilege)", Fix: fix}
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // diskCheck measures free space on the state dir's filesystem (its

@@ -32,6 +32,7 @@ type Probes struct {
 	Geteuid       func() int
 	FreeBytes     func(path string) (uint64, error) // bytes available to unprivileged users on path's filesystem
 	Stat          func(path string) (os.FileInfo, error)
+	Owner         func(path string) (PathOwner, error) // lstat owner and mode, access(W_OK) for this user (owner.go)
 	// Username names the effective user (for /etc/subuid); nil or an
 	// error means only the uid is matched.
 	Username func() (string, error)
@@ -71,7 +72,8 @@ func Real() Probes {
 			}
 			return st.Bavail * uint64(st.Bsize), nil
 		},
-		Stat: os.Stat,
+		Stat:  os.Stat,
+		Owner: lstatOwner,
 	}
 }
 
@@ -153,6 +155,39 @@ func FindFirecracker(ctx context.Context, p Probes, bin string) (path, version s
 		return path, version, fmt.Errorf("firecracker %s at %s is too old: need %d.%d or newer", version, path, MinFirecrackerMajor, MinFirecrackerMinor)
 	}
 	return path, version, nil
+}
+
+// FirecrackerStandInLine is the line a Firecracker stand-in (banger's
+// fakefc) prints after its version: it boots guests under QEMU TCG, so
+// unlike a real Firecracker it needs no KVM.
+const FirecrackerStandInLine = "stand-in: boots under QEMU TCG, needs no KVM"
+
+// IsFirecrackerStandIn reports whether `firecracker --version` output
+// comes from a stand-in (a line equal to FirecrackerStandInLine).
+func IsFirecrackerStandIn(versionOutput []byte) bool {
+	for _, line := range strings.Split(string(versionOutput), "\n") {
+		if strings.TrimSpace(line) == FirecrackerStandInLine {
+			return true
+		}
+	}
+	return false
+}
+
+// FirecrackerStandIn reports whether the firecracker binary bin (else
+// FirecrackerBin on PATH) is a stand-in that needs no KVM. Any failure to
+// find or run it means false: a real Firecracker is assumed.
+func FirecrackerStandIn(ctx context.Context, p Probes, bin string) bool {
+	if bin == "" {
+		bin = FirecrackerBin
+	}
+	path, err := p.LookPath(bin)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	defer cancel()
+	out, err := p.Output(ctx, path, "--version")
+	return err == nil && IsFirecrackerStandIn(out)
 }
 
 // FindQEMU locates qemu-system-x86_64 (bin, else QEMUBin on PATH) and
@@ -237,6 +272,12 @@ func (h *VMHost) Firecracker() string {
 		return ""
 	}
 	return path
+}
+
+// FirecrackerStandIn reports whether the firecracker binary is a stand-in
+// that boots guests under QEMU TCG and so needs no KVM.
+func (h *VMHost) FirecrackerStandIn() bool {
+	return FirecrackerStandIn(context.Background(), h.Probes, h.FirecrackerBin)
 }
 
 // QEMU returns qemu-system-x86_64's path, or "" when it is absent.

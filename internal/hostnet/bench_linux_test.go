@@ -56,7 +56,7 @@ func BenchmarkNetworkStage(b *testing.B) {
 			b.Run(path+"/"+mode, func(b *testing.B) {
 				ctx := context.Background()
 				ns := testenv.NewNetns(b)
-				cfg := Config{Bridge: "bgbench0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1000, GID: 1000}
+				cfg := Config{Bridge: "bgbench0", Instance: "0123abcd", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1000, GID: 1000}
 				m := New(cfg, benchPrivileged(b, ns, path), nil)
 				if err := m.Ensure(ctx); err != nil {
 					b.Fatal(err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"banger/internal/cmdrun"
 	"banger/internal/guestcontract"
@@ -73,9 +74,12 @@ func (d Direct) in(fn func() error) error {
 }
 
 // EnsureBridge implements Privileged.
-func (d Direct) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix) error {
+func (d Direct) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix, mark string) error {
 	if !ManagedName(name) {
 		return fmt.Errorf("ensure bridge %q: not a banger interface name", name)
+	}
+	if !ValidMark(mark) {
+		return fmt.Errorf("ensure bridge %s: mark %q: want %s and %d hex digits", name, mark, MarkPrefix, InstanceIDLen)
 	}
 	if err := guestcontract.CheckSubnet(subnet); err != nil {
 		return fmt.Errorf("ensure bridge %s: %w", name, err)
@@ -94,6 +98,17 @@ func (d Direct) EnsureBridge(ctx context.Context, name string, subnet netip.Pref
 		}
 		if _, ok := link.(*netlink.Bridge); !ok {
 			return fmt.Errorf("exists as a %s, not a bridge", link.Type())
+		}
+		// The mark goes first, so a bridge this call made never stands
+		// unmarked with an address; another instance's is not touched.
+		switch alias := link.Attrs().Alias; alias {
+		case mark:
+		case "":
+			if err := netlink.LinkSetAlias(link, mark); err != nil {
+				return fmt.Errorf("mark %s: %w", mark, err)
+			}
+		default:
+			return fmt.Errorf("marked %q, not %q: another instance's bridge", alias, mark)
 		}
 		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 		if err != nil {
@@ -291,8 +306,11 @@ func hostNetworks(bridge string) ([]netip.Prefix, error) {
 }
 
 // RemoveFirewall implements Privileged.
-func (d Direct) RemoveFirewall(ctx context.Context) error {
-	if err := d.nft(ctx, RemoveRuleset()); err != nil {
+func (d Direct) RemoveFirewall(ctx context.Context, bridge string) error {
+	if !ManagedName(bridge) {
+		return fmt.Errorf("remove firewall: bridge %q: not a banger interface name", bridge)
+	}
+	if err := d.nft(ctx, RemoveRuleset(bridge)); err != nil {
 		return fmt.Errorf("remove firewall: %w", err)
 	}
 	return nil
@@ -370,7 +388,7 @@ func (d Direct) inspect() (State, error) {
 		}
 		for _, l := range links {
 			a := l.Attrs()
-			li := Link{Name: a.Name, Kind: l.Type(), Up: a.Flags&net.FlagUp != 0, Master: names[a.MasterIndex]}
+			li := Link{Name: a.Name, Kind: l.Type(), Up: a.Flags&net.FlagUp != 0, Master: names[a.MasterIndex], Alias: a.Alias}
 			if t, ok := l.(*netlink.Tuntap); ok {
 				li.Owner, li.Group = int(t.Owner), int(t.Group)
 			}
@@ -384,6 +402,21 @@ func (d Direct) inspect() (State, error) {
 				}
 			}
 			st.Links = append(st.Links, li)
+		}
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			dst := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if r.Dst != nil {
+				p, ok := prefixOf(r.Dst)
+				if !ok {
+					continue
+				}
+				dst = p.Masked()
+			}
+			st.Routes = append(st.Routes, Route{Dst: dst, Dev: names[r.LinkIndex]})
 		}
 		fwd, err := os.ReadFile(ipForwardPath)
 		if err != nil {

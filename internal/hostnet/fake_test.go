@@ -18,6 +18,8 @@ type fakeHost struct {
 	firewall   *Firewall
 	forwarding bool
 	calls      []string
+	// routes are the host's routes Inspect reports.
+	routes []Route
 	// failTap makes EnsureTap fail for this name; failNew makes it fail
 	// for any tap that does not exist yet.
 	failTap string
@@ -43,11 +45,14 @@ func (f *fakeHost) Calls() []string {
 	return c
 }
 
-func (f *fakeHost) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix) error {
+func (f *fakeHost) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix, mark string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("EnsureBridge %s %s", name, subnet)
-	f.links[name] = &Link{Name: name, Kind: "bridge", Up: true, Addrs: []netip.Prefix{GatewayPrefix(subnet)}}
+	f.record("EnsureBridge %s %s %s", name, subnet, mark)
+	if l, ok := f.links[name]; ok && l.Alias != "" && l.Alias != mark {
+		return fmt.Errorf("ensure bridge %s: marked %s", name, l.Alias)
+	}
+	f.links[name] = &Link{Name: name, Kind: "bridge", Up: true, Addrs: []netip.Prefix{GatewayPrefix(subnet)}, Alias: mark}
 	return nil
 }
 
@@ -95,10 +100,10 @@ func (f *fakeHost) ApplyFirewall(ctx context.Context, fw Firewall) error {
 	return nil
 }
 
-func (f *fakeHost) RemoveFirewall(ctx context.Context) error {
+func (f *fakeHost) RemoveFirewall(ctx context.Context, bridge string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record("RemoveFirewall")
+	f.record("RemoveFirewall %s", bridge)
 	f.firewall = nil
 	return nil
 }
@@ -114,7 +119,7 @@ func (f *fakeHost) EnableForwarding(ctx context.Context) error {
 func (f *fakeHost) Inspect(ctx context.Context) (State, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := State{Forwarding: f.forwarding}
+	st := State{Forwarding: f.forwarding, Routes: slices.Clone(f.routes)}
 	for _, l := range f.links {
 		c := *l
 		c.Addrs = slices.Clone(l.Addrs)

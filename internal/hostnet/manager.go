@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"banger/internal/config"
 	"banger/internal/guestcontract"
 )
 
@@ -22,11 +25,15 @@ const (
 )
 
 // Config is the host network a Manager keeps: the bridge, the guests'
-// subnet (the host takes guestcontract.Gateway(Subnet)) and the user that
-// owns the taps (the one running the VMMs).
+// subnet (the host takes guestcontract.Gateway(Subnet)), the instance it
+// belongs to and the user that owns the taps (the one running the VMMs).
 type Config struct {
 	Bridge string
 	Subnet netip.Prefix
+	// Instance identifies the daemon (config.InstanceID of its state
+	// dir); the bridge carries it as its alias (Mark), so another
+	// daemon configured with the same bridge name refuses it.
+	Instance string
 	// Allow are destinations opened to guests although denied by default
 	// (see DeniedByDefault).
 	Allow    []netip.Prefix
@@ -44,8 +51,62 @@ func (c Config) Validate() error {
 	if err := guestcontract.CheckSubnet(c.Subnet); err != nil {
 		return err
 	}
+	if !ValidMark(c.Mark()) {
+		return fmt.Errorf("instance %q: want %d lowercase hex digits", c.Instance, InstanceIDLen)
+	}
 	if c.UID < 0 || c.GID < 0 || c.UID > maxID || c.GID > maxID {
 		return fmt.Errorf("tap owner %d:%d: out of range", c.UID, c.GID)
+	}
+	return nil
+}
+
+// MarkPrefix starts the alias banger gives its bridge, followed by the
+// instance id (Config.Mark), and InstanceIDLen is the id's length.
+const (
+	MarkPrefix    = "banger:"
+	InstanceIDLen = config.InstanceIDLen
+)
+
+var markRE = regexp.MustCompile(`^` + MarkPrefix + `[0-9a-f]{` + strconv.Itoa(InstanceIDLen) + `}$`)
+
+// ValidMark reports whether s is a bridge mark banger makes.
+func ValidMark(s string) bool { return markRE.MatchString(s) }
+
+// Mark is the alias (IFLA_IFALIAS) the instance's bridge carries:
+// "banger:" and the instance id.
+func (c Config) Mark() string { return MarkPrefix + c.Instance }
+
+// Conflicts reports why the daemon configured with cfg may not use the
+// host network as st shows it, naming the config key to change: the
+// subnet (or a prefix overlapping it) is routed through an interface
+// other than the bridge; or the bridge exists but is not this instance's
+// (another kind of link, marked by another instance, or neither marked
+// nor carrying this subnet's gateway address). An unmarked bridge that
+// carries exactly the gateway address is an earlier banger's: it is
+// adopted and marked by Ensure. nil means no conflict.
+func Conflicts(st State, cfg Config) error {
+	for _, r := range st.Routes {
+		if r.Dev == cfg.Bridge || !r.Dst.IsValid() || r.Dst.Bits() == 0 {
+			continue // the bridge's own route, or a default route
+		}
+		if r.Dst.Overlaps(cfg.Subnet) {
+			return fmt.Errorf("network.subnet %s overlaps %s on %s; set [network] subnet", cfg.Subnet, r.Dst, r.Dev)
+		}
+	}
+	br, ok := st.Link(cfg.Bridge)
+	switch {
+	case !ok || br.Alias == cfg.Mark():
+		return nil
+	case br.Kind != "bridge":
+		return fmt.Errorf("network.bridge %s exists as a %s, not banger's bridge; set [network] bridge", cfg.Bridge, br.Kind)
+	case strings.HasPrefix(br.Alias, MarkPrefix):
+		return fmt.Errorf("network.bridge %s belongs to another banger instance (%s, this one is %s: another bangerd with its own state dir?); set [network] bridge",
+			cfg.Bridge, br.Alias, cfg.Mark())
+	case br.Alias != "":
+		return fmt.Errorf("network.bridge %s is not banger's (alias %q); set [network] bridge", cfg.Bridge, br.Alias)
+	case !br.HasAddr(GatewayPrefix(cfg.Subnet)):
+		return fmt.Errorf("network.bridge %s exists unmarked and without the gateway address %s (another program's, or another banger instance's?); set [network] bridge, or delete the bridge",
+			cfg.Bridge, GatewayPrefix(cfg.Subnet))
 	}
 	return nil
 }
@@ -74,6 +135,7 @@ type Manager struct {
 	// passes carry absolute expiry times (see policedGuest).
 	policed   map[netip.Addr]*policedGuest
 	proxyPort uint16
+	dnsPort   uint16
 	// fwMu serialises firewall applies, so the last apply always holds
 	// every binding made before it.
 	fwMu sync.Mutex
@@ -95,11 +157,13 @@ func New(cfg Config, p Privileged, logger *slog.Logger) *Manager {
 	}
 }
 
-// Ensure makes the bridge exist with the gateway address and be up,
-// installs banger's nftables table and turns IPv4 forwarding on. It is
-// idempotent: the bridge and forwarding are measured first and only
-// changed when they differ; the table is replaced atomically every time
-// (reading it back needs privilege, replacing it is as cheap).
+// Ensure makes the bridge exist with the gateway address, marked as this
+// instance's, and be up, installs the instance's nftables tables and turns
+// IPv4 forwarding on. It refuses, changing nothing, when the host network
+// conflicts with another (Conflicts). It is idempotent: the bridge and
+// forwarding are measured first and only changed when they differ; the
+// tables are replaced atomically every time (reading them back needs
+// privilege, replacing them is as cheap).
 //
 // Taps left by an earlier daemon are not taken over here: after adopting
 // the taps of running VMs, the daemon lists the rest with Orphans and
@@ -112,9 +176,12 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ensure host network: %w", err)
 	}
+	if err := Conflicts(st, m.cfg); err != nil {
+		return fmt.Errorf("ensure host network: %w", err)
+	}
 	if !bridgeReady(st, m.cfg) {
 		m.log.Info("creating bridge", logKeyBridge, m.cfg.Bridge, "addr", GatewayPrefix(m.cfg.Subnet).String())
-		if err := m.p.EnsureBridge(ctx, m.cfg.Bridge, m.cfg.Subnet); err != nil {
+		if err := m.p.EnsureBridge(ctx, m.cfg.Bridge, m.cfg.Subnet, m.cfg.Mark()); err != nil {
 			return fmt.Errorf("ensure host network: %w", err)
 		}
 	}
@@ -133,6 +200,20 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	return nil
 }
 
+// Check reads the host network and reports a conflict with another
+// instance or network (Conflicts) without changing anything; the daemon
+// runs it at start so a clash is an error then, not at the first VM.
+func (m *Manager) Check(ctx context.Context) error {
+	if err := m.cfg.Validate(); err != nil {
+		return fmt.Errorf("check host network: %w", err)
+	}
+	st, err := m.p.Inspect(ctx)
+	if err != nil {
+		return fmt.Errorf("check host network: %w", err)
+	}
+	return Conflicts(st, m.cfg)
+}
+
 // applyFirewall replaces banger's tables with the rules for the current
 // bindings. Applies are serialised and each reads the bindings when it
 // runs, so concurrent creates never leave a binding out.
@@ -140,7 +221,7 @@ func (m *Manager) applyFirewall(ctx context.Context) error {
 	m.fwMu.Lock()
 	defer m.fwMu.Unlock()
 	m.mu.Lock()
-	f := Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow, ProxyPort: m.proxyPort}
+	f := Firewall{Bridge: m.cfg.Bridge, Subnet: m.cfg.Subnet, Allow: m.cfg.Allow, ProxyPort: m.proxyPort, DNSPort: m.dnsPort}
 	for tap, ip := range m.guests {
 		f.Guests = append(f.Guests, Guest{Tap: tap, IP: ip})
 	}
@@ -287,11 +368,26 @@ func (m *Manager) SetProxyPort(ctx context.Context, port uint16) error {
 	return m.applyFirewall(ctx)
 }
 
-// bridgeReady reports whether the bridge exists, is up and carries
-// exactly the gateway address.
+// SetDNSPort tells the firewall the port banger's DNS server listens on
+// at the gateway, so guests' DNS to the gateway's port 53 reaches it
+// (0: port 53 itself). It applies the firewall when the network is up.
+func (m *Manager) SetDNSPort(ctx context.Context, port uint16) error {
+	m.mu.Lock()
+	m.dnsPort = port
+	ensured := m.ensured
+	m.mu.Unlock()
+	if !ensured {
+		return nil
+	}
+	return m.applyFirewall(ctx)
+}
+
+// bridgeReady reports whether the bridge exists, is up, carries exactly
+// the gateway address and this instance's mark.
 func bridgeReady(st State, cfg Config) bool {
 	br, ok := st.Link(cfg.Bridge)
-	return ok && br.Kind == "bridge" && br.Up && len(br.Addrs) == 1 && br.HasAddr(GatewayPrefix(cfg.Subnet))
+	return ok && br.Kind == "bridge" && br.Up && len(br.Addrs) == 1 && br.HasAddr(GatewayPrefix(cfg.Subnet)) &&
+		br.Alias == cfg.Mark()
 }
 
 // AcquireTap makes the tap of the VM with id vmID (TapName), attached to
@@ -431,10 +527,12 @@ func (m *Manager) Orphans(ctx context.Context, mine func(tap string) bool) ([]st
 	return out, nil
 }
 
-// Teardown removes everything Ensure made: any banger taps left on the
-// host, banger's nftables table and the bridge. It refuses while a tap is
-// in use. IPv4 forwarding is left on (other software may rely on it). A
-// later Ensure builds the network again.
+// Teardown removes everything Ensure made: the taps left on the bridge,
+// the instance's nftables tables and the bridge. Another instance's taps
+// (on another bridge) and tables are left alone, as is a bridge another
+// instance has marked. It refuses while a tap is in use. IPv4 forwarding
+// is left on (other software may rely on it). A later Ensure builds the
+// network again.
 func (m *Manager) Teardown(ctx context.Context) error {
 	m.mu.Lock()
 	if len(m.inUse) > 0 {
@@ -449,20 +547,24 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	m.ensured = false
 	m.mu.Unlock()
 
-	orphans, err := m.Orphans(ctx, nil)
+	st, err := m.p.Inspect(ctx)
 	if err != nil {
 		return fmt.Errorf("tear down host network: %w", err)
 	}
 	var errs []error
-	for _, n := range orphans {
-		if err := m.p.DeleteLink(ctx, n); err != nil {
-			errs = append(errs, err)
+	for _, l := range st.Links {
+		if l.Kind == "tuntap" && ValidTapName(l.Name) && l.Master == m.cfg.Bridge {
+			if err := m.p.DeleteLink(ctx, l.Name); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	if err := m.p.RemoveFirewall(ctx); err != nil {
+	if err := m.p.RemoveFirewall(ctx, m.cfg.Bridge); err != nil {
 		errs = append(errs, err)
 	}
-	if err := m.p.DeleteLink(ctx, m.cfg.Bridge); err != nil {
+	if br, ok := st.Link(m.cfg.Bridge); ok && br.Alias != "" && br.Alias != m.cfg.Mark() {
+		m.log.Warn("bridge of another instance left alone", logKeyBridge, m.cfg.Bridge, "mark", br.Alias)
+	} else if err := m.p.DeleteLink(ctx, m.cfg.Bridge); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -13,7 +13,7 @@ import (
 )
 
 func testConfig() Config {
-	return Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1000, GID: 1000}
+	return Config{Bridge: "bgtest0", Instance: "0123abcd", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1000, GID: 1000}
 }
 
 var vmIDs atomic.Uint32
@@ -41,7 +41,7 @@ func TestManager_EnsureMeasuresThenActs(t *testing.T) {
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"EnsureBridge bgtest0 192.0.2.0/24", "ApplyFirewall bgtest0 192.0.2.0/24", "EnableForwarding"}
+	want := []string{"EnsureBridge bgtest0 192.0.2.0/24 banger:0123abcd", "ApplyFirewall bgtest0 192.0.2.0/24", "EnableForwarding"}
 	if diff := cmp.Diff(want, h.Calls()); diff != "" {
 		t.Errorf("first Ensure (-want +got):\n%s", diff)
 	}
@@ -59,7 +59,7 @@ func TestManager_EnsureMeasuresThenActs(t *testing.T) {
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if calls := h.Calls(); !slices.Contains(calls, "EnsureBridge bgtest0 192.0.2.0/24") {
+	if calls := h.Calls(); !slices.Contains(calls, "EnsureBridge bgtest0 192.0.2.0/24 banger:0123abcd") {
 		t.Errorf("Ensure after the bridge went down: calls %q lack EnsureBridge", calls)
 	}
 }
@@ -225,11 +225,11 @@ func TestManager_AdoptAndOrphans(t *testing.T) {
 	h := newFakeHost()
 	// Left by earlier daemons: a running VM's tap, a numbered pool tap, a
 	// tap of a VM this daemon knows, one of a VM it does not (another
-	// daemon's), and links that are not banger taps.
-	h.addLink(Link{Name: "bgt000000000001", Kind: "tuntap", Owner: 1000, Group: 1000})
-	h.addLink(Link{Name: "bgtap1", Kind: "tuntap", Owner: 1000, Group: 1000})
-	h.addLink(Link{Name: "bgt0000000000aa", Kind: "tuntap"})
-	h.addLink(Link{Name: "bgt0000000000bb", Kind: "tuntap"})
+	// daemon's, on its bridge), and links that are not banger taps.
+	h.addLink(Link{Name: "bgt000000000001", Kind: "tuntap", Owner: 1000, Group: 1000, Master: "bgtest0"})
+	h.addLink(Link{Name: "bgtap1", Kind: "tuntap", Owner: 1000, Group: 1000, Master: "bgtest0"})
+	h.addLink(Link{Name: "bgt0000000000aa", Kind: "tuntap", Master: "bgtest0"})
+	h.addLink(Link{Name: "bgt0000000000bb", Kind: "tuntap", Master: "bgother0"})
 	h.addLink(Link{Name: "bgtapx", Kind: "tuntap"})
 	h.addLink(Link{Name: "eth0", Kind: "device"})
 	h.addLink(Link{Name: "bgtapveth", Kind: "veth"})
@@ -252,7 +252,8 @@ func TestManager_AdoptAndOrphans(t *testing.T) {
 	if diff := cmp.Diff([]string{"bgt0000000000aa", "bgtap1"}, got); diff != "" {
 		t.Errorf("Orphans (-want +got):\n%s", diff)
 	}
-	// Teardown refuses while a tap is in use, then removes everything.
+	// Teardown refuses while a tap is in use, then removes everything on
+	// its bridge; another daemon's tap stays.
 	if err := m.Teardown(ctx); err == nil || !strings.Contains(err.Error(), "bgt000000000001") {
 		t.Errorf("Teardown with bgt000000000001 in use = %v, want refusal naming it", err)
 	}
@@ -262,8 +263,8 @@ func TestManager_AdoptAndOrphans(t *testing.T) {
 	if err := m.Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.linkNames("bg"); !slices.Equal(got, []string{"bgtapveth", "bgtapx"}) {
-		t.Errorf("links left after Teardown: %q, want only the veth and the non-banger name", got)
+	if got := h.linkNames("bg"); !slices.Equal(got, []string{"bgt0000000000bb", "bgtapveth", "bgtapx"}) {
+		t.Errorf("links left after Teardown: %q, want only another bridge's tap, the veth and the non-banger name", got)
 	}
 	if h.firewall != nil {
 		t.Errorf("firewall left after Teardown: %+v", h.firewall)

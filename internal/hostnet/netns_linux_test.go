@@ -71,11 +71,11 @@ func links(t *testing.T, ns *testenv.Netns) map[string]ipLink {
 	return m
 }
 
-// tableChains reads banger's table back with `nft -j`, returning its
-// chain names, or nil when the table is absent.
-func tableChains(t *testing.T, ns *testenv.Netns) []string {
+// tableChains reads the inet table of bridge's daemon back with `nft -j`,
+// returning its chain names, or nil when the table is absent.
+func tableChains(t *testing.T, ns *testenv.Netns, bridge string) []string {
 	t.Helper()
-	out, err := ns.Run(context.Background(), "nft", "-j", "list", "table", TableFamily, TableName)
+	out, err := ns.Run(context.Background(), "nft", "-j", "list", "table", TableFamily, TableName(bridge))
 	if err != nil {
 		if strings.Contains(string(out), "No such file or directory") {
 			return nil
@@ -122,7 +122,7 @@ func TestManager_Netns(t *testing.T) {
 	hostFwd, _ := os.ReadFile(ipForwardPath)
 
 	ns := testenv.NewNetns(t)
-	cfg := Config{Bridge: "bgtest0", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1234, GID: 2345}
+	cfg := Config{Bridge: "bgtest0", Instance: "0123abcd", Subnet: netip.MustParsePrefix("192.0.2.0/24"), UID: 1234, GID: 2345}
 	m := New(cfg, Direct{NetNS: ns.Path}, testLogger(t))
 	defer m.Close()
 
@@ -147,7 +147,7 @@ func TestManager_Netns(t *testing.T) {
 			if !slices.Equal(v4, []string{"192.0.2.1/24"}) {
 				t.Errorf("Ensure #%d: bridge addresses %q, want [192.0.2.1/24]", i+1, v4)
 			}
-			if got := tableChains(t, ns); !slices.Equal(got, []string{"forward", "input", "postrouting"}) {
+			if got := tableChains(t, ns, "bgtest0"); !slices.Equal(got, []string{"forward", "input", "postrouting"}) {
 				t.Errorf("Ensure #%d: table inet banger chains %q", i+1, got)
 			}
 			out, err := ns.Run(ctx, "cat", ipForwardPath)
@@ -267,8 +267,8 @@ func TestManager_Netns(t *testing.T) {
 				t.Errorf("link %s left after Teardown", name)
 			}
 		}
-		if got := tableChains(t, ns); got != nil {
-			t.Errorf("table inet banger left after Teardown: chains %q", got)
+		if got := tableChains(t, ns, "bgtest0"); got != nil {
+			t.Errorf("table inet banger_bgtest0 left after Teardown: chains %q", got)
 		}
 		if err := m.Teardown(ctx); err != nil {
 			t.Errorf("second Teardown: %v", err)
@@ -286,7 +286,7 @@ func TestNAT_Netns(t *testing.T) {
 	defer cancel()
 	host, guest, world := testenv.NewNetns(t), testenv.NewNetns(t), testenv.NewNetns(t)
 
-	m := New(Config{Bridge: "bgnat0", Subnet: netip.MustParsePrefix("192.0.2.0/24")}, Direct{NetNS: host.Path}, testLogger(t))
+	m := New(Config{Bridge: "bgnat0", Instance: "0123abcd", Subnet: netip.MustParsePrefix("192.0.2.0/24")}, Direct{NetNS: host.Path}, testLogger(t))
 	defer m.Close()
 	if err := m.Ensure(ctx); err != nil {
 		t.Fatal(err)
@@ -473,7 +473,7 @@ func TestNAT_Netns(t *testing.T) {
 		}
 
 		// The user's exception opens exactly what it names.
-		m2 := New(Config{Bridge: "bgnat0", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
+		m2 := New(Config{Bridge: "bgnat0", Instance: "0123abcd", Subnet: netip.MustParsePrefix("192.0.2.0/24"),
 			Allow: []netip.Prefix{netip.MustParsePrefix("172.16.5.2/32")}}, Direct{NetNS: host.Path}, testLogger(t))
 		defer m2.Close()
 		if err := m2.Ensure(ctx); err != nil {
@@ -523,13 +523,13 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 	s := Sudo{Bangerd: self, SudoPath: sudo}
 	subnet := netip.MustParsePrefix("198.51.100.0/24")
 
-	if err := s.EnsureBridge(ctx, "bgsudo0", subnet); err != nil {
+	if err := s.EnsureBridge(ctx, "bgsudo0", subnet, "banger:0123abcd"); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.EnsureTap(ctx, "bgtap0", "bgsudo0", 4321, 4322, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ApplyFirewall(ctx, Firewall{Bridge: "bgsudo0", Subnet: subnet}); err != nil {
+	if err := s.ApplyFirewall(ctx, Firewall{Bridge: "bgsudo0", Subnet: subnet, DNSPort: 40000}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.EnableForwarding(ctx); err != nil {
@@ -542,7 +542,7 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 	if tap := ls["bgtap0"]; tap.Master != "bgsudo0" || fmt.Sprint(tap.LinkInfo.Data.User) != "4321" {
 		t.Errorf("tap through sudo: master %q owner %v", tap.Master, tap.LinkInfo.Data.User)
 	}
-	if got := tableChains(t, ns); len(got) != 3 {
+	if got := tableChains(t, ns, "bgsudo0"); !slices.Equal(got, []string{"forward", "input", "postrouting", "prerouting"}) {
 		t.Errorf("table through sudo: chains %q", got)
 	}
 
@@ -565,7 +565,7 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 	if err := s.DeleteLink(ctx, "bgsudo0"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RemoveFirewall(ctx); err != nil {
+	if err := s.RemoveFirewall(ctx, "bgsudo0"); err != nil {
 		t.Fatal(err)
 	}
 	for name := range links(t, ns) {
@@ -573,7 +573,7 @@ func TestSudo_PrivMain_Netns(t *testing.T) {
 			t.Errorf("link %s left", name)
 		}
 	}
-	if got := tableChains(t, ns); got != nil {
+	if got := tableChains(t, ns, "bgsudo0"); got != nil {
 		t.Errorf("table left: %q", got)
 	}
 }

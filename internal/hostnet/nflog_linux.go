@@ -46,10 +46,11 @@ type RefusedLog struct {
 	f  *os.File
 }
 
-// OpenRefusedLog binds NFLOG group RefusedLogGroup. It needs
-// CAP_NET_ADMIN (bangerd as root); without it the error wraps
-// os.ErrPermission.
-func OpenRefusedLog() (*RefusedLog, error) {
+// OpenRefusedLog binds the NFLOG group of the daemon whose bridge is
+// bridge (RefusedLogGroupFor). It needs CAP_NET_ADMIN (bangerd as root);
+// without it the error wraps os.ErrPermission.
+func OpenRefusedLog(bridge string) (*RefusedLog, error) {
+	group := RefusedLogGroupFor(bridge)
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 	if err != nil {
 		return nil, fmt.Errorf("nflog socket: %w", err)
@@ -59,14 +60,14 @@ func OpenRefusedLog() (*RefusedLog, error) {
 		l.f.Close()
 		return nil, fmt.Errorf("nflog bind: %w", err)
 	}
-	if err := nflogConfig(fd, nfulaCfgCmd, []byte{nfulnlCfgCmdBind}); err != nil {
+	if err := nflogConfig(fd, group, nfulaCfgCmd, []byte{nfulnlCfgCmdBind}); err != nil {
 		l.f.Close()
-		return nil, fmt.Errorf("nflog bind group %d: %w", RefusedLogGroup, err)
+		return nil, fmt.Errorf("nflog bind group %d: %w", group, err)
 	}
 	mode := make([]byte, 6)
 	binary.BigEndian.PutUint32(mode, copyRange)
 	mode[4] = nfulnlCopyPacket
-	if err := nflogConfig(fd, nfulaCfgMode, mode); err != nil {
+	if err := nflogConfig(fd, group, nfulaCfgMode, mode); err != nil {
 		l.f.Close()
 		return nil, fmt.Errorf("nflog copy mode: %w", err)
 	}
@@ -102,9 +103,9 @@ func (l *RefusedLog) Watch(ctx context.Context, fn func(Refused)) error {
 	}
 }
 
-// nflogConfig sends one NFULNL_MSG_CONFIG for RefusedLogGroup with one
-// attribute and waits for the kernel's acknowledgement.
-func nflogConfig(fd int, attr uint16, val []byte) error {
+// nflogConfig sends one NFULNL_MSG_CONFIG for group with one attribute
+// and waits for the kernel's acknowledgement.
+func nflogConfig(fd int, group, attr uint16, val []byte) error {
 	alen := 4 + len(val)
 	msg := make([]byte, unix.NLMSG_HDRLEN+4+nlaAlign(alen))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
@@ -114,7 +115,7 @@ func nflogConfig(fd int, attr uint16, val []byte) error {
 	g := msg[unix.NLMSG_HDRLEN:]
 	g[0] = unix.AF_UNSPEC // nfgenmsg: family, version, res_id (the group, big endian)
 	g[1] = 0
-	binary.BigEndian.PutUint16(g[2:], RefusedLogGroup)
+	binary.BigEndian.PutUint16(g[2:], group)
 	a := g[4:]
 	binary.NativeEndian.PutUint16(a[0:], uint16(alen))
 	binary.NativeEndian.PutUint16(a[2:], attr)

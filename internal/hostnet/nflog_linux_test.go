@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"banger/internal/config"
 	"banger/internal/testenv"
 )
 
@@ -31,7 +32,7 @@ func TestRefusedLog_Netns(t *testing.T) {
 		}
 	}
 	var l *RefusedLog
-	if err := ns.Do(func() (err error) { l, err = OpenRefusedLog(); return err }); err != nil {
+	if err := ns.Do(func() (err error) { l, err = OpenRefusedLog(config.DefaultBridge); return err }); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan Refused, 8)

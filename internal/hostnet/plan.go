@@ -1,9 +1,8 @@
 package hostnet
 
 import (
-	"banger/internal/config"
-	"banger/internal/guestcontract"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"regexp"
@@ -11,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"banger/internal/config"
+	"banger/internal/guestcontract"
 )
 
 // Name rules. Every interface banger creates carries one of its prefixes,
@@ -132,6 +134,12 @@ type Firewall struct {
 	// when it is not listening, and then policed guests' HTTP and HTTPS
 	// are dropped.
 	ProxyPort uint16
+	// DNSPort is the unprivileged port banger's DNS server listens on at
+	// the gateway: guests' DNS to the gateway's port 53 (udp and tcp) is
+	// redirected to it, so a daemon that may not bind port 53 still
+	// serves them. 0 redirects nothing: guests' DNS then reaches port 53
+	// itself.
+	DNSPort uint16
 }
 
 // Policed is a guest whose egress the firewall limits (api.NetAllow or
@@ -296,21 +304,76 @@ func (f Firewall) Validate() error {
 }
 
 // The nftables tables banger owns: routing and NAT in the inet table,
-// what may enter the bridge from a guest's tap in the bridge table.
-// Everything banger does to the host firewall lives in them, so removing
-// them removes all of banger's rules and touches nobody else's.
+// what may enter the bridge from a guest's tap in the bridge table. Both
+// are named after the daemon's bridge (TableName), so daemons with
+// different bridges on one host never touch each other's rules.
+// Everything one daemon does to the host firewall lives in its two
+// tables, so removing them removes all of its rules and touches nobody
+// else's.
 const (
 	TableFamily       = "inet"
-	TableName         = "banger"
 	BridgeTableFamily = "bridge"
+	// DefaultTableName is the tables' name for the default bridge
+	// (config.DefaultBridge), the name every install before per-instance
+	// tables used, so an existing install keeps its table.
+	DefaultTableName = "banger"
 )
 
-// Ruleset returns the nft script that atomically replaces banger's table
-// with the rules for f (nft -f applies a script as one transaction). The
-// first two lines make the replacement idempotent: create the table if it
-// is missing, then delete it, then define it afresh.
+// TableName returns the name of the nftables tables (inet and bridge) of
+// the daemon whose bridge is bridge: DefaultTableName for the default
+// bridge, else "banger_" and the bridge name, with the characters an nft
+// identifier may not hold escaped so two bridge names never share a
+// table ('_' becomes "__", '-' "_d", '.' "_p"). bridge must be a valid
+// interface name (ValidIfName); the result then is a valid nft
+// identifier, so the privileged helper derives it from the validated
+// bridge and never takes a table name of its own.
+func TableName(bridge string) string {
+	if bridge == config.DefaultBridge {
+		return DefaultTableName
+	}
+	var b strings.Builder
+	b.WriteString(DefaultTableName + "_")
+	for _, r := range bridge {
+		switch r {
+		case '_':
+			b.WriteString("__")
+		case '-':
+			b.WriteString("_d")
+		case '.':
+			b.WriteString("_p")
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// RefusedLogGroupFor returns the NFLOG group the firewall of the daemon
+// whose bridge is bridge logs refused packets to: RefusedLogGroup for the
+// default bridge, else one of the 4096 groups after it chosen by the
+// bridge name, so two daemons on one host each bind their own group
+// (a group has one listener).
+func RefusedLogGroupFor(bridge string) uint16 {
+	if bridge == config.DefaultBridge {
+		return RefusedLogGroup
+	}
+	h := fnv.New32a()
+	h.Write([]byte(bridge))
+	return RefusedLogGroup + 1 + uint16(h.Sum32()%4096)
+}
+
+// Ruleset returns the nft script that atomically replaces the daemon's
+// tables (TableName(f.Bridge)) with the rules for f (nft -f applies a
+// script as one transaction). The first two lines make the replacement
+// idempotent: create the table if it is missing, then delete it, then
+// define it afresh. Every rule names the bridge or the subnet, so the
+// tables of another daemon with another bridge see none of its traffic.
 //
 // The rules:
+//   - prerouting (nat): guests' DNS to the gateway's port 53, udp and
+//     tcp, goes to the DNS server's unprivileged port (f.DNSPort); a
+//     policed guest's HTTP and HTTPS to anywhere but the gateway go to
+//     the egress proxy (f.ProxyPort).
 //   - postrouting: masquerade guest traffic leaving by any interface but
 //     the bridge, so guests reach the outside world as the host.
 //   - forward: guests may go out to the internet, not to the destinations
@@ -319,18 +382,24 @@ const (
 //     the allow set (the user's exceptions) names them; replies come
 //     back; nothing else is forwarded to or from the bridge (no spoofed
 //     sources, no inbound connections, no IPv6).
-//   - input: from the bridge, only DNS (udp and tcp 53) to the gateway and
-//     replies to connections the host opened (ssh, the agent) reach the
-//     host; every other host address and port is dropped, guests being
+//   - input: from the bridge, only DNS (udp and tcp 53, or the DNS
+//     server's port they are redirected to) to the gateway and replies
+//     to connections the host opened (ssh, the agent) reach the host;
+//     every other host address and port is dropped, guests being
 //     untrusted.
-//   - bridge prerouting (table bridge banger), before any forwarding or
-//     local delivery and whether or not br_netfilter is loaded: a frame
-//     from a banger tap must carry its VM's MAC as source; IPv4 must carry
-//     its VM's address as source; ARP must name its VM's MAC and address
-//     as sender (no claiming the gateway's or another guest's address);
-//     every other ethertype (IPv6 included) is dropped. A tap bound to no
-//     VM sends nothing. Taps are also isolated bridge ports (see
-//     Direct.EnsureTap), so no frame goes from one guest to another.
+//   - bridge prerouting (the bridge-family table), before any forwarding
+//     or local delivery and whether or not br_netfilter is loaded: a
+//     frame from one of this daemon's taps (the taps set: those bound to
+//     its VMs) must carry its VM's MAC as source; IPv4 must carry its
+//     VM's address as source; ARP must name its VM's MAC and address as
+//     sender (no claiming the gateway's or another guest's address);
+//     every other ethertype (IPv6 included) is dropped. Frames from any
+//     other interface, another daemon's taps included, are left to their
+//     owner's table: the hook sees every bridge's frames, and not every
+//     kernel can match the bridge itself (meta ibrname). A tap is bound
+//     before it is made and unbound only after its VMM has exited, so a
+//     VM's tap never sends unchecked. Taps are also isolated bridge ports
+//     (see Direct.EnsureTap), so no frame goes from one guest to another.
 //
 // Accepting in banger's table does not override a drop in another table on
 // the same hook (a host firewall with a forward drop policy still drops
@@ -338,10 +407,11 @@ const (
 func Ruleset(f Firewall) string {
 	gw := guestcontract.Gateway(f.Subnet)
 	br := strconv.Quote(f.Bridge)
+	table := TableName(f.Bridge)
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s\n", TableFamily, TableName)
-	fmt.Fprintf(&b, "delete table %s %s\n", TableFamily, TableName)
-	fmt.Fprintf(&b, "table %s %s {\n", TableFamily, TableName)
+	fmt.Fprintf(&b, "table %s %s\n", TableFamily, table)
+	fmt.Fprintf(&b, "delete table %s %s\n", TableFamily, table)
+	fmt.Fprintf(&b, "table %s %s {\n", TableFamily, table)
 	deny := mergePrefixes(DeniedByDefault, []netip.Prefix{f.Subnet}, f.HostNets)
 	fmt.Fprintf(&b, "\tset deny {\n\t\ttype ipv4_addr; flags interval;\n\t\telements = { %s }\n\t}\n", nftElements(deny))
 	allow := mergePrefixes(f.Allow)
@@ -349,16 +419,27 @@ func Ruleset(f Firewall) string {
 		fmt.Fprintf(&b, "\tset allow {\n\t\ttype ipv4_addr; flags interval;\n\t\telements = { %s }\n\t}\n", nftElements(allow))
 	}
 	policed := len(f.Policed) > 0
+	proxy := policed && f.ProxyPort != 0
 	if policed {
 		writePolicedSets(&b, f.Policed)
-		proxied := nftPorts(ProxiedPorts)
-		if f.ProxyPort != 0 {
-			fmt.Fprintf(&b, "\tchain prerouting {\n")
-			fmt.Fprintf(&b, "\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
-			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr != %s tcp dport %s ip saddr . ip daddr . meta l4proto . th dport != @grant dnat ip to %s:%d\n",
-				br, gw, proxied, gw, f.ProxyPort)
-			fmt.Fprintf(&b, "\t}\n")
+	}
+	if f.DNSPort != 0 || proxy {
+		fmt.Fprintf(&b, "\tchain prerouting {\n")
+		fmt.Fprintf(&b, "\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+		if f.DNSPort != 0 {
+			for _, l4 := range []string{"udp", "tcp"} {
+				fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s %s dport 53 dnat ip to %s:%d\n",
+					br, f.Subnet, gw, l4, gw, f.DNSPort)
+			}
 		}
+		if proxy {
+			fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr != %s tcp dport %s ip saddr . ip daddr . meta l4proto . th dport != @grant dnat ip to %s:%d\n",
+				br, gw, nftPorts(ProxiedPorts), gw, f.ProxyPort)
+		}
+		fmt.Fprintf(&b, "\t}\n")
+	}
+	if policed {
+		proxied := nftPorts(ProxiedPorts)
 		fmt.Fprintf(&b, "\tchain policed {\n")
 		fmt.Fprintf(&b, "\t\tct state established,related accept\n")
 		fmt.Fprintf(&b, "\t\tip saddr . ip daddr . meta l4proto . th dport @grant accept\n")
@@ -370,7 +451,7 @@ func Ruleset(f Firewall) string {
 		// What a policed guest sends and may not is logged to bangerd
 		// (NFLOG), at a bounded rate so a flood costs the host little.
 		fmt.Fprintf(&b, "\tchain refused {\n")
-		fmt.Fprintf(&b, "\t\tlimit rate %d/second burst %d packets log group %d\n", RefusedLogRate, 2*RefusedLogRate, RefusedLogGroup)
+		fmt.Fprintf(&b, "\t\tlimit rate %d/second burst %d packets log group %d\n", RefusedLogRate, 2*RefusedLogRate, RefusedLogGroupFor(f.Bridge))
 		fmt.Fprintf(&b, "\t\tdrop\n")
 		fmt.Fprintf(&b, "\t}\n")
 	}
@@ -395,15 +476,19 @@ func Ruleset(f Firewall) string {
 	fmt.Fprintf(&b, "\tchain input {\n")
 	fmt.Fprintf(&b, "\t\ttype filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(&b, "\t\tiifname %s ct state established,related accept\n", br)
-	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s udp dport 53 accept\n", br, f.Subnet, gw)
-	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s tcp dport 53 accept\n", br, f.Subnet, gw)
-	if policed && f.ProxyPort != 0 {
+	dnsPort := uint16(53)
+	if f.DNSPort != 0 {
+		dnsPort = f.DNSPort // what prerouting redirected port 53 to
+	}
+	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s udp dport %d accept\n", br, f.Subnet, gw, dnsPort)
+	fmt.Fprintf(&b, "\t\tiifname %s ip saddr %s ip daddr %s tcp dport %d accept\n", br, f.Subnet, gw, dnsPort)
+	if proxy {
 		fmt.Fprintf(&b, "\t\tiifname %s ip saddr @proxied ip daddr %s tcp dport %d accept\n", br, gw, f.ProxyPort)
 	}
 	fmt.Fprintf(&b, "\t\tiifname %s drop\n", br)
 	fmt.Fprintf(&b, "\t}\n")
 	fmt.Fprintf(&b, "}\n")
-	writeBridgeTable(&b, f.Guests)
+	writeBridgeTable(&b, table, f.Guests)
 	return b.String()
 }
 
@@ -461,16 +546,18 @@ func nftPorts(ps []uint16) string {
 
 // writeBridgeTable adds the bridge-family table that binds each tap to
 // its VM's lease (see Ruleset).
-func writeBridgeTable(b *strings.Builder, guests []Guest) {
+func writeBridgeTable(b *strings.Builder, table string, guests []Guest) {
 	gs := slices.Clone(guests)
 	slices.SortFunc(gs, func(x, y Guest) int { return strings.Compare(x.Tap, y.Tap) })
-	fmt.Fprintf(b, "table %s %s\n", BridgeTableFamily, TableName)
-	fmt.Fprintf(b, "delete table %s %s\n", BridgeTableFamily, TableName)
-	fmt.Fprintf(b, "table %s %s {\n", BridgeTableFamily, TableName)
+	fmt.Fprintf(b, "table %s %s\n", BridgeTableFamily, table)
+	fmt.Fprintf(b, "delete table %s %s\n", BridgeTableFamily, table)
+	fmt.Fprintf(b, "table %s %s {\n", BridgeTableFamily, table)
+	taps := make([]string, len(gs))
 	leases := make([]string, len(gs))
 	macs := make([]string, len(gs))
 	for i, g := range gs {
 		mac := MACForIP(g.IP).String()
+		taps[i] = strconv.Quote(g.Tap)
 		leases[i] = fmt.Sprintf("%q . %s . %s", g.Tap, mac, g.IP)
 		macs[i] = fmt.Sprintf("%q . %s", g.Tap, mac)
 	}
@@ -481,12 +568,12 @@ func writeBridgeTable(b *strings.Builder, guests []Guest) {
 		}
 		fmt.Fprintf(b, "\t}\n")
 	}
+	set("taps", "ifname", taps)
 	set("macs", "ifname . ether_addr", macs)
 	set("leases", "ifname . ether_addr . ipv4_addr", leases)
-	taps := strconv.Quote(TapPrefix + "*")
 	fmt.Fprintf(b, "\tchain prerouting {\n")
 	fmt.Fprintf(b, "\t\ttype filter hook prerouting priority filter; policy accept;\n")
-	fmt.Fprintf(b, "\t\tiifname != %s accept\n", taps)
+	fmt.Fprintf(b, "\t\tiifname != @taps accept\n")
 	fmt.Fprintf(b, "\t\tiifname . ether saddr != @macs drop\n")
 	fmt.Fprintf(b, "\t\tether type arp iifname . arp saddr ether . arp saddr ip != @leases drop\n")
 	fmt.Fprintf(b, "\t\tether type ip iifname . ether saddr . ip saddr != @leases drop\n")
@@ -495,9 +582,11 @@ func writeBridgeTable(b *strings.Builder, guests []Guest) {
 	fmt.Fprintf(b, "}\n")
 }
 
-// RemoveRuleset returns the nft script that deletes banger's tables,
-// succeeding whether or not they exist.
-func RemoveRuleset() string {
+// RemoveRuleset returns the nft script that deletes the tables of the
+// daemon whose bridge is bridge (TableName), succeeding whether or not
+// they exist.
+func RemoveRuleset(bridge string) string {
+	t := TableName(bridge)
 	return fmt.Sprintf("table %s %s\ndelete table %s %s\ntable %s %s\ndelete table %s %s\n",
-		TableFamily, TableName, TableFamily, TableName, BridgeTableFamily, TableName, BridgeTableFamily, TableName)
+		TableFamily, t, TableFamily, t, BridgeTableFamily, t, BridgeTableFamily, t)
 }

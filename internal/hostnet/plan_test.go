@@ -163,7 +163,7 @@ func TestRuleset(t *testing.T) {
 			HostNets: []netip.Prefix{netip.MustParsePrefix("203.0.113.1/32"), netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("10.20.0.0/16")},
 		}},
 		{"ruleset-policed.nft", Firewall{
-			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"), ProxyPort: 3129,
+			Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24"), ProxyPort: 3129, DNSPort: 42069,
 			Guests: []Guest{{"bgtap0", netip.MustParseAddr("10.77.0.2")}, {"bgtap1", netip.MustParseAddr("10.77.0.3")}},
 			Policed: []Policed{
 				{IP: netip.MustParseAddr("10.77.0.2"),
@@ -173,6 +173,10 @@ func TestRuleset(t *testing.T) {
 				{IP: netip.MustParseAddr("10.77.0.4"), Open: true},
 			},
 		}},
+		// A second instance: its own tables, log group and DNS redirect.
+		{"ruleset-instance.nft", Firewall{Bridge: "bg0123abcd", Subnet: netip.MustParsePrefix("10.200.7.0/24"), DNSPort: 42583,
+			Guests:  []Guest{{"bgt0123456789ab", netip.MustParseAddr("10.200.7.2")}},
+			Policed: []Policed{{IP: netip.MustParseAddr("10.200.7.2")}}}},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			if err := tc.fw.Validate(); err != nil {
@@ -181,7 +185,40 @@ func TestRuleset(t *testing.T) {
 			golden(t, tc.golden, Ruleset(tc.fw))
 		})
 	}
-	golden(t, "remove.nft", RemoveRuleset())
+	golden(t, "remove.nft", RemoveRuleset("banger0"))
+	golden(t, "remove-instance.nft", RemoveRuleset("bg0123abcd"))
+}
+
+// rulesetCases are firewalls whose scripts nft must accept (see
+// TestRuleset_NftAccepts_Netns).
+func rulesetCases() []Firewall {
+	return []Firewall{
+		{Bridge: "banger0", Subnet: netip.MustParsePrefix("10.77.0.0/24")},
+		{Bridge: "bg-a.b_c", Subnet: netip.MustParsePrefix("10.200.7.0/24"), DNSPort: 42583, ProxyPort: 3129,
+			Guests:  []Guest{{"bgt0123456789ab", netip.MustParseAddr("10.200.7.2")}},
+			Policed: []Policed{{IP: netip.MustParseAddr("10.200.7.2")}}},
+	}
+}
+
+func TestTableName(t *testing.T) {
+	for bridge, want := range map[string]string{
+		"banger0":    "banger",
+		"bg0123abcd": "banger_bg0123abcd",
+		"banger1":    "banger_banger1",
+		"bg-a":       "banger_bg_da",
+		"bg_da":      "banger_bg__da",
+		"bg.a":       "banger_bg_pa",
+	} {
+		if got := TableName(bridge); got != want {
+			t.Errorf("TableName(%q) = %q, want %q", bridge, got, want)
+		}
+	}
+	if RefusedLogGroupFor("banger0") != RefusedLogGroup {
+		t.Errorf("the default bridge's log group moved: %d", RefusedLogGroupFor("banger0"))
+	}
+	if g := RefusedLogGroupFor("bg0123abcd"); g == RefusedLogGroup || g < RefusedLogGroup {
+		t.Errorf("another bridge logs to group %d, want one after %d", g, RefusedLogGroup)
+	}
 }
 
 func TestFirewall_Validate(t *testing.T) {

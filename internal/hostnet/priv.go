@@ -11,8 +11,10 @@ import (
 // so callers may repeat it after a crash or a partial failure.
 type Privileged interface {
 	// EnsureBridge makes bridge name exist, carry GatewayPrefix(subnet)
-	// as its only IPv4 address, and be up.
-	EnsureBridge(ctx context.Context, name string, subnet netip.Prefix) error
+	// as its only IPv4 address, be up and carry mark (Config.Mark) as
+	// its alias. A bridge marked by another instance is an error and is
+	// left as it is.
+	EnsureBridge(ctx context.Context, name string, subnet netip.Prefix, mark string) error
 	// EnsureTap makes tap name exist as a persistent tap owned by uid:gid,
 	// attached to bridge as an isolated port (or not, when shared: guests
 	// may then reach each other) and up. An existing link of that name
@@ -20,22 +22,31 @@ type Privileged interface {
 	EnsureTap(ctx context.Context, name, bridge string, uid, gid int, shared bool) error
 	// DeleteLink deletes interface name; a missing one is not an error.
 	DeleteLink(ctx context.Context, name string) error
-	// ApplyFirewall replaces banger's nftables table with Ruleset(f).
+	// ApplyFirewall replaces the tables of f.Bridge's daemon with
+	// Ruleset(f).
 	ApplyFirewall(ctx context.Context, f Firewall) error
-	// RemoveFirewall deletes banger's nftables table; a missing one is
-	// not an error.
-	RemoveFirewall(ctx context.Context) error
+	// RemoveFirewall deletes the tables of the daemon whose bridge is
+	// bridge (TableName); missing ones are not an error.
+	RemoveFirewall(ctx context.Context, bridge string) error
 	// EnableForwarding sets net.ipv4.ip_forward to 1.
 	EnableForwarding(ctx context.Context) error
-	// Inspect reads the interfaces and the forwarding switch. It needs no
-	// privilege.
+	// Inspect reads the interfaces, the main routing table and the
+	// forwarding switch. It needs no privilege.
 	Inspect(ctx context.Context) (State, error)
 }
 
 // State is what Inspect reads back from the host.
 type State struct {
-	Links      []Link
+	Links []Link
+	// Routes are the IPv4 routes of the main table.
+	Routes     []Route
 	Forwarding bool // net.ipv4.ip_forward
+}
+
+// Route is one IPv4 route: its destination and the interface it leaves by.
+type Route struct {
+	Dst netip.Prefix
+	Dev string
 }
 
 // Link is one network interface as Inspect sees it.
@@ -47,6 +58,9 @@ type Link struct {
 	Addrs  []netip.Prefix
 	// Owner and Group are a tap's owner uid and gid (taps only).
 	Owner, Group int
+	// Alias is the link's IFLA_IFALIAS; banger marks its bridge with
+	// Config.Mark.
+	Alias string
 }
 
 // Link returns the link called name, and whether it exists.

@@ -57,7 +57,8 @@ func privMain(ctx context.Context, args []string, stderr io.Writer, p Privileged
 type PrivRequest struct {
 	Op       string
 	Name     string         // link name (ensure-bridge, ensure-tap, delete-link)
-	Bridge   string         // ensure-tap, apply-firewall
+	Mark     string         // ensure-bridge: the instance's mark (Config.Mark)
+	Bridge   string         // ensure-tap, apply-firewall, remove-firewall (names the tables)
 	Subnet   netip.Prefix   // ensure-bridge, apply-firewall
 	UID, GID int            // ensure-tap
 	Shared   bool           // ensure-tap: a port guests share (not isolated)
@@ -65,6 +66,7 @@ type PrivRequest struct {
 	Guests   []Guest        // apply-firewall
 	Port     uint16         // apply-firewall: the proxy port, 0 for none
 	Policed  []Policed      // apply-firewall
+	DNSPort  uint16         // apply-firewall: the DNS server's port, 0 for none
 }
 
 // ErrPrivUsage marks a rejected `bangerd priv` request.
@@ -77,8 +79,9 @@ func usage(format string, a ...any) error {
 // ParsePriv validates a `bangerd priv` argv (without "priv"). Interface
 // names must be banger's (ManagedName; taps exactly TapName(N)), subnets
 // canonical IPv4 network prefixes within CheckSubnet's bounds, uid and gid
-// canonical decimal numbers; the argument count must be exact. Errors
-// wrap ErrPrivUsage.
+// canonical decimal numbers; the argument count must be exact. The
+// nftables tables are named after the validated bridge (TableName), never
+// taken from argv. Errors wrap ErrPrivUsage.
 func ParsePriv(args []string) (PrivRequest, error) {
 	if len(args) == 0 {
 		return PrivRequest{}, usage("missing operation; one of %s, %s, %s, %s, %s, %s",
@@ -86,8 +89,8 @@ func ParsePriv(args []string) (PrivRequest, error) {
 	}
 	op, rest := args[0], args[1:]
 	want := map[string]int{
-		OpEnsureBridge: 2, OpEnsureTap: 5, OpDeleteLink: 1,
-		OpApplyFirewall: 6, OpRemoveFirewall: 0, OpEnableForwarding: 0,
+		OpEnsureBridge: 3, OpEnsureTap: 5, OpDeleteLink: 1,
+		OpApplyFirewall: 7, OpRemoveFirewall: 1, OpEnableForwarding: 0,
 	}
 	n, ok := want[op]
 	if !ok {
@@ -106,6 +109,10 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.Subnet, err = parseSubnet(rest[1]); err != nil {
 			return PrivRequest{}, err
 		}
+		if !ValidMark(rest[2]) {
+			return PrivRequest{}, usage("mark %q: want %s followed by %d hex digits", rest[2], MarkPrefix, InstanceIDLen)
+		}
+		req.Mark = rest[2]
 	case OpEnsureTap:
 		if !ValidTapName(rest[0]) {
 			return PrivRequest{}, usage("tap %q: must be %s followed by %d hex digits of a VM id", rest[0], TapPrefix, TapIDLen)
@@ -144,17 +151,22 @@ func ParsePriv(args []string) (PrivRequest, error) {
 		if req.Guests, err = parseGuests(rest[3]); err != nil {
 			return PrivRequest{}, err
 		}
-		port, err := strconv.ParseUint(rest[4], 10, 16)
-		if err != nil || strconv.FormatUint(port, 10) != rest[4] {
-			return PrivRequest{}, usage("proxy port %q: want a number 0-65535", rest[4])
+		if req.Port, err = parsePort("proxy port", rest[4]); err != nil {
+			return PrivRequest{}, err
 		}
-		req.Port = uint16(port)
 		if req.Policed, err = parsePoliced(rest[5]); err != nil {
+			return PrivRequest{}, err
+		}
+		if req.DNSPort, err = parsePort("dns port", rest[6]); err != nil {
 			return PrivRequest{}, err
 		}
 		f := Firewall{Bridge: req.Bridge, Subnet: req.Subnet, Guests: req.Guests, Policed: req.Policed}
 		if err := f.Validate(); err != nil {
 			return PrivRequest{}, usage("%v", err)
+		}
+	case OpRemoveFirewall:
+		if req.Bridge, err = parseManaged("bridge", rest[0]); err != nil {
+			return PrivRequest{}, err
 		}
 	}
 	return req, nil
@@ -164,16 +176,16 @@ func ParsePriv(args []string) (PrivRequest, error) {
 func (r PrivRequest) Do(ctx context.Context, p Privileged) error {
 	switch r.Op {
 	case OpEnsureBridge:
-		return p.EnsureBridge(ctx, r.Name, r.Subnet)
+		return p.EnsureBridge(ctx, r.Name, r.Subnet, r.Mark)
 	case OpEnsureTap:
 		return p.EnsureTap(ctx, r.Name, r.Bridge, r.UID, r.GID, r.Shared)
 	case OpDeleteLink:
 		return p.DeleteLink(ctx, r.Name)
 	case OpApplyFirewall:
 		return p.ApplyFirewall(ctx, Firewall{Bridge: r.Bridge, Subnet: r.Subnet, Allow: r.Allow, Guests: r.Guests,
-			ProxyPort: r.Port, Policed: r.Policed})
+			ProxyPort: r.Port, Policed: r.Policed, DNSPort: r.DNSPort})
 	case OpRemoveFirewall:
-		return p.RemoveFirewall(ctx)
+		return p.RemoveFirewall(ctx, r.Bridge)
 	case OpEnableForwarding:
 		return p.EnableForwarding(ctx)
 	}
@@ -291,6 +303,15 @@ func parseSubnet(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, usage("%v", err)
 	}
 	return p, nil
+}
+
+// parsePort accepts a canonical decimal port number 0-65535.
+func parsePort(what, s string) (uint16, error) {
+	v, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || strconv.FormatUint(v, 10) != s {
+		return 0, usage("%s %q: want a number 0-65535", what, s)
+	}
+	return uint16(v), nil
 }
 
 func parseID(what, s string) (int, error) {

@@ -12,11 +12,11 @@ import (
 // The operations of `bangerd priv`, shared by Sudo (which builds the argv)
 // and PrivMain (which parses it).
 const (
-	OpEnsureBridge     = "ensure-bridge"     // NAME SUBNET
-	OpEnsureTap        = "ensure-tap"        // NAME BRIDGE UID GID
+	OpEnsureBridge     = "ensure-bridge"     // NAME SUBNET MARK
+	OpEnsureTap        = "ensure-tap"        // NAME BRIDGE UID GID PORTMODE
 	OpDeleteLink       = "delete-link"       // NAME
-	OpApplyFirewall    = "apply-firewall"    // BRIDGE SUBNET ALLOW GUESTS PROXYPORT POLICED
-	OpRemoveFirewall   = "remove-firewall"   // (none)
+	OpApplyFirewall    = "apply-firewall"    // BRIDGE SUBNET ALLOW GUESTS PROXYPORT POLICED DNSPORT
+	OpRemoveFirewall   = "remove-firewall"   // BRIDGE
 	OpEnableForwarding = "enable-forwarding" // (none)
 )
 
@@ -51,8 +51,8 @@ func (s Sudo) run(ctx context.Context, op string, args ...string) error {
 }
 
 // EnsureBridge implements Privileged.
-func (s Sudo) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix) error {
-	if err := s.run(ctx, OpEnsureBridge, name, subnet.String()); err != nil {
+func (s Sudo) EnsureBridge(ctx context.Context, name string, subnet netip.Prefix, mark string) error {
+	if err := s.run(ctx, OpEnsureBridge, name, subnet.String(), mark); err != nil {
 		return fmt.Errorf("ensure bridge %s: %w", name, err)
 	}
 	return nil
@@ -77,15 +77,15 @@ func (s Sudo) DeleteLink(ctx context.Context, name string) error {
 // ApplyFirewall implements Privileged.
 func (s Sudo) ApplyFirewall(ctx context.Context, f Firewall) error {
 	if err := s.run(ctx, OpApplyFirewall, f.Bridge, f.Subnet.String(), FormatAllow(f.Allow), FormatGuests(f.Guests),
-		strconv.Itoa(int(f.ProxyPort)), FormatPoliced(f.Policed)); err != nil {
+		strconv.Itoa(int(f.ProxyPort)), FormatPoliced(f.Policed), strconv.Itoa(int(f.DNSPort))); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
 	return nil
 }
 
 // RemoveFirewall implements Privileged.
-func (s Sudo) RemoveFirewall(ctx context.Context) error {
-	if err := s.run(ctx, OpRemoveFirewall); err != nil {
+func (s Sudo) RemoveFirewall(ctx context.Context, bridge string) error {
+	if err := s.run(ctx, OpRemoveFirewall, bridge); err != nil {
 		return fmt.Errorf("remove firewall: %w", err)
 	}
 	return nil

@@ -58,15 +58,18 @@ func TestSudo_Argv(t *testing.T) {
 		do   func() error
 		want []string
 	}{
-		{func() error { return s.EnsureBridge(ctx, "banger0", subnet) }, []string{"ensure-bridge", "banger0", "192.0.2.0/24"}},
+		{func() error { return s.EnsureBridge(ctx, "banger0", subnet, "banger:0123abcd") }, []string{"ensure-bridge", "banger0", "192.0.2.0/24", "banger:0123abcd"}},
 		{func() error { return s.EnsureTap(ctx, "bgtap0", "banger0", 1000, 1001, false) }, []string{"ensure-tap", "bgtap0", "banger0", "1000", "1001", "isolated"}},
 		{func() error { return s.EnsureTap(ctx, "bgtap1", "banger0", 1000, 1001, true) }, []string{"ensure-tap", "bgtap1", "banger0", "1000", "1001", "shared"}},
 		{func() error { return s.DeleteLink(ctx, "bgtap0") }, []string{"delete-link", "bgtap0"}},
-		{func() error { return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet}) }, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-", "0", "-"}},
+		{func() error { return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet}) }, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "-", "0", "-", "0"}},
 		{func() error {
 			return s.ApplyFirewall(ctx, Firewall{Bridge: "banger0", Subnet: subnet, Guests: []Guest{{"bgtap1", netip.MustParseAddr("192.0.2.5")}}})
-		}, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap1=192.0.2.5", "0", "-"}},
-		{func() error { return s.RemoveFirewall(ctx) }, []string{"remove-firewall"}},
+		}, []string{"apply-firewall", "banger0", "192.0.2.0/24", "-", "bgtap1=192.0.2.5", "0", "-", "0"}},
+		{func() error {
+			return s.ApplyFirewall(ctx, Firewall{Bridge: "bg0123abcd", Subnet: subnet, ProxyPort: 3129, DNSPort: 40000})
+		}, []string{"apply-firewall", "bg0123abcd", "192.0.2.0/24", "-", "-", "3129", "-", "40000"}},
+		{func() error { return s.RemoveFirewall(ctx, "banger0") }, []string{"remove-firewall", "banger0"}},
 		{func() error { return s.EnableForwarding(ctx) }, []string{"enable-forwarding"}},
 		// Hostile input is passed as one inert argument, never through a
 		// shell, and PrivMain rejects it on the other side.
@@ -103,8 +106,8 @@ func TestSudo_Failure(t *testing.T) {
 }
 
 func TestSudo_DefaultBinary(t *testing.T) {
-	got := Sudo{Bangerd: "/usr/local/bin/bangerd"}.Argv(OpRemoveFirewall)
-	want := []string{"sudo", "-n", "/usr/local/bin/bangerd", "priv", "remove-firewall"}
+	got := Sudo{Bangerd: "/usr/local/bin/bangerd"}.Argv(OpRemoveFirewall, "banger0")
+	want := []string{"sudo", "-n", "/usr/local/bin/bangerd", "priv", "remove-firewall", "banger0"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Argv (-want +got):\n%s", diff)
 	}

@@ -36,6 +36,9 @@ const (
 	ImagesSubdir = "images"
 	// VMsSubdir holds one directory per VM (VMDir), in the state directory.
 	VMsSubdir = "vms"
+	// JailsSubdir is Firecracker's jailer --chroot-base-dir, in the state
+	// directory (on its filesystem: jails hold hard links to VM disks).
+	JailsSubdir = "jail"
 	// RunSubdir is the runtime directory under the state directory when
 	// $XDG_RUNTIME_DIR is unset.
 	RunSubdir = "run"
@@ -119,6 +122,7 @@ type Paths struct {
 	LogFile    string // <StateDir>/bangerd.log
 	ImagesDir  string // <StateDir>/images
 	VMsDir     string // <StateDir>/vms
+	JailsDir   string // <StateDir>/jail: Firecracker's jails, when bangerd runs it under its jailer
 }
 
 // FromEnv computes Paths from getenv (os.Getenv outside tests): the
@@ -156,6 +160,7 @@ func FromEnv(getenv func(string) string) (Paths, error) {
 	p.LogFile = filepath.Join(p.StateDir, DaemonLogFile)
 	p.ImagesDir = filepath.Join(p.StateDir, ImagesSubdir)
 	p.VMsDir = filepath.Join(p.StateDir, VMsSubdir)
+	p.JailsDir = filepath.Join(p.StateDir, JailsSubdir)
 	return p, nil
 }
 

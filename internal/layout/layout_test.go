@@ -30,6 +30,7 @@ func TestFromEnv(t *testing.T) {
 				LogFile:    "/home/u/.local/state/banger/bangerd.log",
 				ImagesDir:  "/home/u/.local/state/banger/images",
 				VMsDir:     "/home/u/.local/state/banger/vms",
+				JailsDir:   "/home/u/.local/state/banger/jail",
 			},
 		},
 		{
@@ -50,6 +51,7 @@ func TestFromEnv(t *testing.T) {
 				LogFile:    "/x/state/banger/bangerd.log",
 				ImagesDir:  "/x/state/banger/images",
 				VMsDir:     "/x/state/banger/vms",
+				JailsDir:   "/x/state/banger/jail",
 			},
 		},
 		{
@@ -71,6 +73,7 @@ func TestFromEnv(t *testing.T) {
 				LogFile:    "/srv/banger/bangerd.log",
 				ImagesDir:  "/srv/banger/images",
 				VMsDir:     "/srv/banger/vms",
+				JailsDir:   "/srv/banger/jail",
 			},
 		},
 		{
@@ -88,6 +91,7 @@ func TestFromEnv(t *testing.T) {
 				LogFile:    "/srv/b/bangerd.log",
 				ImagesDir:  "/srv/b/images",
 				VMsDir:     "/srv/b/vms",
+				JailsDir:   "/srv/b/jail",
 			},
 		},
 		{
@@ -105,6 +109,7 @@ func TestFromEnv(t *testing.T) {
 				LogFile:    "/home/u/.local/state/banger/bangerd.log",
 				ImagesDir:  "/home/u/.local/state/banger/images",
 				VMsDir:     "/home/u/.local/state/banger/vms",
+				JailsDir:   "/home/u/.local/state/banger/jail",
 			},
 		},
 	}

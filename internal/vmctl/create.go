@@ -213,7 +213,8 @@ func (m *Manager) validate(ctx context.Context, req api.CreateVMRequest) (store.
 		want = m.opt.Config.VMM
 	}
 	kvm, _ := m.opt.Host.KVMUsable()
-	vmmName, err := vmm.Select(want, m.opt.Host.Firecracker() != "", kvm, m.opt.Host.QEMU() != "")
+	standIn, _ := m.opt.Host.(interface{ FirecrackerStandIn() bool }) // a stand-in firecracker needs no KVM
+	vmmName, err := vmm.SelectStandIn(want, m.opt.Host.Firecracker() != "", standIn != nil && standIn.FirecrackerStandIn(), kvm, m.opt.Host.QEMU() != "")
 	if err != nil {
 		return store.VM{}, "", api.WithCode(api.CodeInvalid, err)
 	}

@@ -212,6 +212,11 @@ func (m *Manager) teardown(ctx context.Context, id string, h vmm.Handles) error 
 			}
 		}
 	}
+	if c, ok := m.opt.Drivers[h.VMM].(vmm.Cleaner); ok {
+		if err := c.Cleanup(h); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := m.opt.Handles.Delete(id); err != nil {
 		errs = append(errs, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"banger/internal/store"
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
 )
 
 // Reconcile brings memory in line with reality after daemon start: every
@@ -115,7 +116,8 @@ const logBoundInterval = 500 * time.Millisecond
 
 // Watch notices VMMs that exit behind the daemon's back (guest poweroff,
 // crash, kill) and cleans up after them, and keeps every running VM's
-// console log under its bound, until ctx ends.
+// console log under its bound (and Firecracker's log copied into the
+// daemon's), until ctx ends.
 func (m *Manager) Watch(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -128,15 +130,18 @@ func (m *Manager) Watch(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			m.reap(ctx)
 		case <-logs.C:
-			m.boundLogs()
+			m.boundLogs(ctx)
 		}
 	}
 }
 
 // boundLogs rotates console logs that outgrew ConsoleLogMax: the guest
 // writes them, so nothing else bounds them.
-func (m *Manager) boundLogs() {
+func (m *Manager) boundLogs(ctx context.Context) {
 	for id, h := range m.opt.Handles.Snapshot() {
+		if h.VMM == vmm.Firecracker {
+			firecracker.Follow(ctx, id, h, m.log) // vmm.log into the daemon's log
+		}
 		if h.ConsoleLog == "" {
 			continue
 		}

@@ -164,6 +164,13 @@ func (h Handles) JailID() string {
 	return filepath.Base(filepath.Dir(h.Jail))
 }
 
+// Cleaner is implemented by drivers that leave host state beside a VMM
+// process (Firecracker's jail): Cleanup removes it once the process is
+// gone. The daemon calls it at every teardown.
+type Cleaner interface {
+	Cleanup(h Handles) error
+}
+
 // Driver boots and ends VMM processes. Implementations keep every
 // VMM-specific call inside their own package.
 type Driver interface {
@@ -231,6 +238,20 @@ func Select(want string, fcAvailable, kvmUsable, qemuAvailable bool) (string, er
 	default:
 		return "", fmt.Errorf("select vmm: unknown vmm %q (want auto, firecracker or qemu)", want)
 	}
+}
+
+// SelectStandIn is Select for a host whose firecracker binary may be a
+// stand-in (fcStandIn) that boots its guests under QEMU TCG: asked for
+// by name, it is chosen without KVM; auto never picks it over QEMU, as
+// it is a test double, not a faster VMM.
+func SelectStandIn(want string, fcAvailable, fcStandIn, kvmUsable, qemuAvailable bool) (string, error) {
+	if fcAvailable && fcStandIn {
+		if want == Firecracker {
+			return Firecracker, nil
+		}
+		fcAvailable = false
+	}
+	return Select(want, fcAvailable, kvmUsable, qemuAvailable)
 }
 
 // Snapshotter is implemented by drivers that can freeze a running VM in

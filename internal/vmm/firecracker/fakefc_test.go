@@ -56,7 +56,7 @@ func TestFake_Rejects(t *testing.T) {
 		{"wrong type", "PUT", "/machine-config", `{"vcpu_count":"one","mem_size_mib":128}`, 400},
 		{"vcpu above maximum", "PUT", "/machine-config", `{"vcpu_count":64,"mem_size_mib":128}`, 400},
 		{"bad enum", "PUT", "/actions", `{"action_type":"Reboot"}`, 400},
-		{"unknown path", "PUT", "/entropy", `{}`, 400},
+		{"unknown path", "PUT", "/hotplug/cpu", `{}`, 400},
 		{"missing kernel file", "PUT", "/boot-source", `{"kernel_image_path":"/nonexistent"}`, 400},
 		{"drive id mismatch", "PUT", "/drives/a", `{"drive_id":"b","path_on_host":"` + kernel + `","is_root_device":false,"is_read_only":true}`, 400},
 		{"drive missing field", "PUT", "/drives/a", `{"drive_id":"a","path_on_host":"` + kernel + `","is_read_only":true}`, 400},

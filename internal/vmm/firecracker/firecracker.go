@@ -1,17 +1,19 @@
-// Package firecracker drives Firecracker as a banger VMM through
-// firecracker-go-sdk. Every SDK and Firecracker API call stays inside this
-// package, so it can become a thin client of the current API later without
-// touching the rest of banger.
+// Package firecracker drives Firecracker (1.8 or later) as a banger VMM
+// through fcapi, a small typed client of Firecracker's HTTP API. Every
+// Firecracker API call stays inside this package and fcapi.
 //
-// The SDK (v1.0.0) is used with these guards: its kernel-args handler is
-// removed and boot_args are exactly banger's command line (the SDK passes
-// them through a Go map, reordering them and dropping duplicates); seccomp
-// is configured explicitly (the zero value means --no-seccomp); the context
-// given to NewMachine and Start is never cancelled (cancelling it kills the
-// VM); no signals are forwarded to the VMM (the daemon's SIGTERM must not
-// stop VMs); the API client disables keep-alive so no socket connection is
-// left open (SDK issue #368); and Stop waits for the process to exit
-// (SDK issue #428).
+// The driver keeps these guards: boot_args are exactly banger's command
+// line (Spec.Cmdline, never reordered, deduplicated or extended); seccomp
+// is always on (never --no-seccomp; --seccomp-filter when one is
+// configured); no drive is the root device (the guest mounts its
+// filesystems by label) and drives are added in Spec order; the process
+// runs detached in its own session and gets no signal from the daemon;
+// its handles go to Spec.OnSpawn the moment it exists, before the API
+// socket is waited for (bounded); every API request uses a connection of
+// its own, closed afterwards; on any failure during Start the process is
+// killed and reaped; and Stop waits for the process to exit. Firecracker
+// writes its own log to vmm.log, which FollowLog copies into the daemon's
+// log.
 package firecracker
 
 import (
@@ -20,10 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,20 +30,22 @@ import (
 	"strconv"
 	"time"
 
-	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
-	fcclient "github.com/firecracker-microvm/firecracker-go-sdk/client"
-	models "github.com/firecracker-microvm/firecracker-go-sdk/client/models"
-	ops "github.com/firecracker-microvm/firecracker-go-sdk/client/operations"
-	httptransport "github.com/go-openapi/runtime/client"
-	"github.com/go-openapi/strfmt"
-	"github.com/sirupsen/logrus"
-
 	"banger/internal/layout"
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker/fcapi"
+	"banger/internal/wait"
 )
 
 // DefaultBinary is looked up on PATH when Driver.Binary is empty.
 const DefaultBinary = "firecracker"
+
+// DefaultStartTimeout bounds how long Start waits for the API socket to
+// answer.
+const DefaultStartTimeout = 10 * time.Second
+
+// ifaceID is the id of the one network interface. Saved snapshots carry
+// it, so it never changes.
+const ifaceID = "1"
 
 // Driver starts Firecracker processes. Its zero value runs "firecracker"
 // from PATH with Firecracker's default seccomp filter.
@@ -58,9 +59,18 @@ type Driver struct {
 	// LogLevel is Firecracker's log level (Error, Warning, Info, Debug);
 	// "Info" when empty.
 	LogLevel string
+	// StartTimeout bounds the wait for the API socket;
+	// DefaultStartTimeout when zero.
+	StartTimeout time.Duration
+	// Jailer, when set, runs every Firecracker under Firecracker's jailer
+	// (see Jailer); nil runs it directly.
+	Jailer *Jailer
 }
 
-var _ vmm.Driver = (*Driver)(nil)
+var (
+	_ vmm.Driver  = (*Driver)(nil)
+	_ vmm.Cleaner = (*Driver)(nil)
+)
 
 // Name returns vmm.Firecracker.
 func (d *Driver) Name() string { return vmm.Firecracker }
@@ -102,74 +112,11 @@ func (d *Driver) Args(s vmm.Spec) []string {
 	return args
 }
 
-// Config returns the SDK configuration for s: banger's boot_args verbatim,
-// drives in spec order with no root device (the guest mounts root by
-// label), the tap, one vsock device, machine, logger and metrics.
-func (d *Driver) Config(s vmm.Spec) sdk.Config {
-	p := pathsOf(s)
-	level := d.LogLevel
-	if level == "" {
-		level = "Info"
-	}
-	cfg := sdk.Config{
-		SocketPath:      p.api,
-		LogPath:         p.log,
-		LogLevel:        level,
-		MetricsPath:     p.metrics,
-		KernelImagePath: s.Vmlinux,
-		InitrdPath:      s.Initrd,
-		KernelArgs:      s.Cmdline,
-		MachineCfg: models.MachineConfiguration{
-			VcpuCount:  sdk.Int64(int64(s.VCPU)),
-			MemSizeMib: sdk.Int64(int64(s.MemoryMiB)),
-			Smt:        sdk.Bool(false),
-		},
-		VsockDevices:   []sdk.VsockDevice{{ID: "vsock0", Path: p.vsock, CID: s.CID}},
-		VMID:           s.VMID,
-		ForwardSignals: []os.Signal{}, // non-nil: forward nothing
-		Seccomp:        sdk.SeccompConfig{Enabled: true, Filter: d.SeccompFilter},
-	}
-	for _, dr := range s.Drives {
-		cfg.Drives = append(cfg.Drives, models.Drive{
-			DriveID:      sdk.String(dr.ID),
-			PathOnHost:   sdk.String(dr.Path),
-			IsReadOnly:   sdk.Bool(dr.ReadOnly),
-			IsRootDevice: sdk.Bool(false),
-		})
-	}
-	if s.Tap != "" {
-		cfg.NetworkInterfaces = sdk.NetworkInterfaces{{
-			StaticConfiguration: &sdk.StaticNetworkConfiguration{HostDevName: s.Tap, MacAddress: s.MAC},
-		}}
-	}
-	return cfg
-}
-
-// newClient returns an SDK client for the API socket whose HTTP transport
-// opens one connection per request and closes it afterwards.
-func newClient(socket string, logger *logrus.Entry) *sdk.Client {
-	tr := httptransport.New(fcclient.DefaultHost, fcclient.DefaultBasePath, fcclient.DefaultSchemes)
-	tr.Transport = &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-	}
-	tr.SetLogger(logger)
-	return sdk.NewClient(socket, logger, false, sdk.WithOpsClient(ops.New(tr, strfmt.Default)))
-}
-
-func quietLogger() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
-
 // Start boots s as a detached firecracker process (own session; stdout,
 // which carries the guest serial console, and stderr to console.log;
-// Firecracker's log to vmm.log) and returns after InstanceStart succeeded.
-// On error the process is killed and waited for.
+// Firecracker's log to vmm.log) and returns after InstanceStart (or, with
+// s.RestoreDir, the snapshot load) succeeded. On error the process is
+// killed and waited for.
 func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if err := s.Validate(); err != nil {
 		return vmm.Handles{}, err
@@ -184,74 +131,198 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if err != nil {
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
 	}
+	if s.RestoreDir != "" {
+		if err := checkSnapshot(s.RestoreDir); err != nil {
+			return vmm.Handles{}, fmt.Errorf("restore firecracker vm %s: %w", s.VMID, err)
+		}
+	}
 	p := pathsOf(s)
+	// fp and fspec are p and s as Firecracker sees them: the same paths, or
+	// paths inside its jail.
+	fp, fspec := p, s
+	var jail, jid string
+	if d.Jailer != nil {
+		if jid, err = jailID(s.VMID); err != nil {
+			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
+		}
+		if bin, err = filepath.Abs(bin); err != nil {
+			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
+		}
+		real, err := filepath.EvalSymlinks(bin)
+		if err != nil {
+			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
+		}
+		jail = d.Jailer.jailRoot(real, jid)
+		p.api, p.vsock = filepath.Join(jail, jailAPISocket), filepath.Join(jail, jailVsockSocket)
+		fp.api, fp.vsock, fp.log, fp.metrics = "/"+jailAPISocket, "/"+jailVsockSocket, "/"+jailLog, "/"+jailMetrics
+	}
 	for _, sock := range []string{p.api, p.vsock} {
 		if err := vmm.CheckSocketPath(sock); err != nil {
 			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
 		}
-		// PUT /vsock binds uds_path immediately and the SDK refuses an
-		// existing API socket: remove what a previous run left.
+		// Firecracker refuses to bind an existing API socket, and PUT
+		// /vsock (or a snapshot load) binds uds_path at once: remove what
+		// a previous run left.
 		if err := os.Remove(sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: remove stale %s: %w", s.VMID, sock, err)
 		}
 	}
+	// Firecracker opens its log and metrics files but does not create them.
+	for _, f := range []string{p.log, p.metrics} {
+		if err := touch(f); err != nil {
+			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
+		}
+	}
+	noteLogStart(p.log)
 
 	cmd := exec.Command(bin, d.Args(s)...)
+	if jail != "" {
+		if fspec, err = d.Jailer.prepare(jail, s, p, d.SeccompFilter); err != nil {
+			_ = d.Jailer.removeJail(vmm.Handles{Jail: jail})
+			return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
+		}
+		cmd = exec.Command(d.Jailer.Binary, d.Jailer.args(bin, jid, d.SeccompFilter != "")...)
+	}
 	cmd.Dir = s.Dir
 	logf, err := vmm.Detach(cmd, p.console)
 	if err != nil {
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
 	}
-	defer logf.Close()
-
-	logger := quietLogger()
-	// The machine's context must outlive Start: the SDK kills the VMM when
-	// it is cancelled. The VM's life is bounded by Stop/Kill instead.
-	life := context.WithoutCancel(ctx)
-	opts := []sdk.Opt{
-		sdk.WithProcessRunner(cmd),
-		sdk.WithLogger(logger),
-		sdk.WithClient(newClient(p.api, logger)),
-	}
-	if s.RestoreDir != "" {
-		restore, err := snapshotOpt(s.RestoreDir)
-		if err != nil {
-			return vmm.Handles{}, fmt.Errorf("restore firecracker vm %s: %w", s.VMID, err)
-		}
-		opts = append(opts, restore)
-	}
-	m, err := sdk.NewMachine(life, d.Config(s), opts...)
+	err = cmd.Start()
+	logf.Close()
 	if err != nil {
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s: %w", s.VMID, err)
 	}
-	m.Handlers.FcInit = m.Handlers.FcInit.Remove(sdk.SetupKernelArgsHandlerName).Remove(sdk.SetupNetworkHandlerName)
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }() // reap while this process lives
 
 	h := vmm.Handles{
 		VMM:            vmm.Firecracker,
+		PID:            cmd.Process.Pid,
 		APISocket:      p.api,
 		VsockSocket:    p.vsock,
 		ConsoleLog:     p.console,
 		VMMLog:         p.log,
 		Tap:            s.Tap,
 		AgentTransport: vmm.TransportVsock,
+		Jail:           jail,
 	}
-	fail := func(err error) (vmm.Handles, error) {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = m.Wait(wctx)
-			cancel()
+	h.StartTime, err = vmm.ProcStartTime(h.PID)
+	if err == nil && s.OnSpawn != nil {
+		err = s.OnSpawn(h)
+	}
+	if err == nil {
+		err = d.waitAPI(ctx, p.api, exited, &waitErr)
+	}
+	if err == nil {
+		c := fcapi.New(p.api)
+		if s.RestoreDir != "" {
+			err = d.restore(ctx, c, fp, fspec.RestoreDir)
+		} else {
+			err = d.boot(ctx, c, fp, fspec)
+		}
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		if d.Jailer != nil {
+			_ = d.Jailer.removeJail(h)
 		}
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s (see %s and %s): %w", s.VMID, p.console, p.log, err)
 	}
-	if err := m.Start(life); err != nil {
-		return fail(err)
-	}
-	h.PID = cmd.Process.Pid
-	if h.StartTime, err = vmm.ProcStartTime(h.PID); err != nil {
-		return fail(err)
-	}
 	return h, nil
+}
+
+// touch creates path (mode 0644) unless it exists, leaving its contents.
+func touch(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// waitAPI polls the API socket until Firecracker answers GET /, the
+// process exits, or the start timeout passes.
+func (d *Driver) waitAPI(ctx context.Context, socket string, exited <-chan struct{}, waitErr *error) error {
+	timeout := d.StartTimeout
+	if timeout == 0 {
+		timeout = DefaultStartTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := fcapi.New(socket).WithTimeout(time.Second)
+	var last error
+	err := wait.Until(ctx, 10*time.Millisecond, func() (bool, error) {
+		select {
+		case <-exited:
+			return false, fmt.Errorf("firecracker exited during start: %v", *waitErr)
+		default:
+		}
+		if _, err := os.Stat(socket); err != nil {
+			last = err
+			return false, nil
+		}
+		if _, err := c.DescribeInstance(ctx); err != nil {
+			last = err
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil && err == ctx.Err() {
+		return fmt.Errorf("wait for api socket %s: %w (last: %v)", socket, err, last)
+	}
+	return err
+}
+
+// logging configures Firecracker's log (vmm.log, with level words for
+// FollowLog) and metrics files.
+func (d *Driver) logging(ctx context.Context, c *fcapi.Client, p paths) error {
+	level := d.LogLevel
+	if level == "" {
+		level = "Info"
+	}
+	yes, no := true, false
+	if err := c.PutLogger(ctx, fcapi.Logger{LogPath: p.log, Level: level, ShowLevel: &yes, ShowLogOrigin: &no}); err != nil {
+		return err
+	}
+	return c.PutMetrics(ctx, fcapi.Metrics{MetricsPath: p.metrics})
+}
+
+// boot configures a fresh process for s and starts the guest: logger,
+// metrics, machine, boot source (banger's command line verbatim), drives
+// in spec order with no root device, the tap, one vsock device, the
+// entropy device, InstanceStart.
+func (d *Driver) boot(ctx context.Context, c *fcapi.Client, p paths, s vmm.Spec) error {
+	if err := d.logging(ctx, c, p); err != nil {
+		return err
+	}
+	no := false
+	if err := c.PutMachineConfig(ctx, fcapi.MachineConfiguration{VcpuCount: s.VCPU, MemSizeMib: s.MemoryMiB, Smt: &no}); err != nil {
+		return err
+	}
+	if err := c.PutBootSource(ctx, fcapi.BootSource{KernelImagePath: s.Vmlinux, InitrdPath: s.Initrd, BootArgs: s.Cmdline}); err != nil {
+		return err
+	}
+	for _, dr := range s.Drives {
+		ro := dr.ReadOnly
+		if err := c.PutDrive(ctx, fcapi.Drive{DriveID: dr.ID, PathOnHost: dr.Path, IsReadOnly: &ro, IsRootDevice: false}); err != nil {
+			return err
+		}
+	}
+	if s.Tap != "" {
+		if err := c.PutNetworkInterface(ctx, fcapi.NetworkInterface{IfaceID: ifaceID, HostDevName: s.Tap, GuestMac: s.MAC}); err != nil {
+			return err
+		}
+	}
+	if err := c.PutVsock(ctx, fcapi.Vsock{GuestCid: s.CID, UdsPath: p.vsock}); err != nil {
+		return err
+	}
+	if err := c.PutEntropy(ctx, fcapi.EntropyDevice{}); err != nil {
+		return err
+	}
+	return c.InstanceStart(ctx)
 }
 
 // Stop presses Ctrl-Alt-Del in the guest (which reboots, and with reboot=k
@@ -259,15 +330,25 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 // kills it. Idempotent.
 func (d *Driver) Stop(ctx context.Context, h vmm.Handles, timeout time.Duration) error {
 	err := vmm.StopProcess(ctx, h, timeout, func(ctx context.Context) error {
-		c := newClient(h.APISocket, quietLogger())
-		action := models.InstanceActionInfoActionTypeSendCtrlAltDel
-		_, err := c.CreateSyncAction(ctx, &models.InstanceActionInfo{ActionType: &action})
-		return err
+		return fcapi.New(h.APISocket).WithTimeout(5 * time.Second).SendCtrlAltDel(ctx)
 	})
 	if err != nil {
 		return fmt.Errorf("stop firecracker pid %d: %w", h.PID, err)
 	}
 	return nil
+}
+
+// Cleanup removes what a VMM of h leaves beside it once it is gone: its
+// jail, when it ran under the jailer (the jail holds hard links to the
+// VM's disks, which would keep their blocks after a delete).
+func (d *Driver) Cleanup(h vmm.Handles) error {
+	if h.Jail == "" {
+		return nil
+	}
+	if d.Jailer == nil {
+		return fmt.Errorf("vm jailed in %s, but no jailer is configured: remove that directory by hand", h.Jail)
+	}
+	return d.Jailer.removeJail(h)
 }
 
 // Kill ends firecracker at once (SIGKILL) and waits for it to exit.

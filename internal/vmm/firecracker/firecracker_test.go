@@ -45,22 +45,25 @@ var (
 	swagger  string
 )
 
-// buildFake compiles fakefc once per test binary and locates the SDK's
+// pinnedSpec is the OpenAPI document of the Firecracker release banger's
+// API client follows; fakefc validates every request against it.
+const pinnedSpec = "testdata/firecracker-v1.16.1.yaml"
+
+// buildFake compiles fakefc once per test binary and locates the pinned
 // OpenAPI spec it validates against.
 func buildFake(t *testing.T) string {
 	t.Helper()
 	fakeOnce.Do(func() {
-		out, err := exec.Command("go", "list", "-m", "-json", "github.com/firecracker-microvm/firecracker-go-sdk").Output()
+		p, err := filepath.Abs(pinnedSpec)
 		if err != nil {
-			fakeErr = fmt.Errorf("locate firecracker-go-sdk: %w", err)
+			fakeErr = err
 			return
 		}
-		var mod struct{ Dir string }
-		if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-			fakeErr = fmt.Errorf("locate firecracker-go-sdk: %v (%s)", err, out)
+		if _, err := os.Stat(p); err != nil {
+			fakeErr = fmt.Errorf("pinned firecracker spec: %w", err)
 			return
 		}
-		swagger = filepath.Join(mod.Dir, "client", "swagger.yaml")
+		swagger = p
 		dir, err := os.MkdirTemp("", "fakefc")
 		if err != nil {
 			fakeErr = err
@@ -216,7 +219,7 @@ func TestDriver_StartStop(t *testing.T) {
 	want := []string{
 		"PUT /logger", "PUT /metrics", "PUT /machine-config", "PUT /boot-source",
 		"PUT /drives/rootfs", "PUT /drives/overlay", "PUT /drives/work", "PUT /drives/config",
-		"PUT /network-interfaces/1", "PUT /vsock", "PUT /actions",
+		"PUT /network-interfaces/1", "PUT /vsock", "PUT /entropy", "PUT /actions",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("calls\n got %v\nwant %v", got, want)
@@ -262,11 +265,17 @@ func TestDriver_StartStop(t *testing.T) {
 	if m := body("/actions"); m["action_type"] != "InstanceStart" {
 		t.Errorf("last action %v", m)
 	}
-	if m := body("/logger"); m["log_path"] != h.VMMLog {
-		t.Errorf("logger %v", m)
+	if m := body("/logger"); m["log_path"] != h.VMMLog || m["show_level"] != true {
+		t.Errorf("logger %v, want vmm.log with level words", m)
+	}
+	if m := body("/metrics"); m["metrics_path"] != filepath.Join(s.Dir, layout.MetricsFile) {
+		t.Errorf("metrics %v", m)
+	}
+	if m := body("/entropy"); len(m) != 0 {
+		t.Errorf("entropy %v, want an empty body", m)
 	}
 
-	// No API connection left open by the SDK.
+	// No API connection left open by the client.
 	e.waitNoConns(t)
 
 	// The hybrid vsock socket answers the CONNECT handshake.
@@ -400,8 +409,9 @@ func TestDriver_StartFailure(t *testing.T) {
 		started  bool
 		rejected string
 	}{
-		{name: "missing kernel", mod: func(s *vmm.Spec) { s.Vmlinux = filepath.Join(s.Dir, "nope") }, errHas: "kernel image"},
-		{name: "missing drive", mod: func(s *vmm.Spec) { s.Drives[2].Path = filepath.Join(s.Dir, "gone.ext4") }, started: true, rejected: "/drives/work"},
+		{name: "missing kernel", mod: func(s *vmm.Spec) { s.Vmlinux = filepath.Join(s.Dir, "nope") }, errHas: "PUT /boot-source", started: true, rejected: "/boot-source"},
+		{name: "missing drive", mod: func(s *vmm.Spec) { s.Drives[2].Path = filepath.Join(s.Dir, "gone.ext4") }, errHas: "PUT /drives/work", started: true, rejected: "/drives/work"},
+		{name: "no kernel", mod: func(s *vmm.Spec) { s.Vmlinux = "" }, errHas: "no kernel"},
 		{name: "cid too small", mod: func(s *vmm.Spec) { s.CID = 2 }, errHas: "cid 2"},
 		{name: "socket path too long", mod: func(s *vmm.Spec) {
 			s.Dir = filepath.Join(s.Dir, strings.Repeat("d", 100))
@@ -427,6 +437,11 @@ func TestDriver_StartFailure(t *testing.T) {
 				}
 				return
 			}
+			for _, f := range []string{layout.ConsoleLogFile, layout.VMMLogFile} {
+				if !strings.Contains(err.Error(), filepath.Join(s.Dir, f)) {
+					t.Errorf("error %q does not name %s", err, f)
+				}
+			}
 			recs := e.records(t)
 			pid := recs[0].PID
 			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
@@ -446,8 +461,9 @@ func TestDriver_StartFailure(t *testing.T) {
 func TestVersion(t *testing.T) {
 	bin := buildFake(t)
 	v, err := BinaryVersion(context.Background(), bin)
-	if err != nil || v != (Version{1, 8, 0}) {
-		t.Fatalf("BinaryVersion = %v, %v", v, err)
+	// The fake stands in for a release banger supports (1.8 or later).
+	if err != nil || v.Major != 1 || v.Minor < 8 {
+		t.Fatalf("BinaryVersion = %v, %v; want 1.8 or later", v, err)
 	}
 	tests := []struct {
 		out     string
@@ -465,5 +481,87 @@ func TestVersion(t *testing.T) {
 		if (err != nil) != tt.wantErr || v != tt.want {
 			t.Errorf("ParseVersion(%q) = %v, %v; want %v", tt.out, v, err, tt.want)
 		}
+	}
+}
+
+// TestDriver_StartRecordsHandlesAtSpawn: the handles reach OnSpawn while
+// Start still waits for the API socket, so a daemon killed during that
+// wait leaves a record of the process. The stand-in binary never opens
+// its API socket.
+func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
+	s := testSpec(t)
+	fake := filepath.Join(s.Dir, "firecracker-never-ready")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spawned := make(chan vmm.Handles, 1)
+	s.OnSpawn = func(h vmm.Handles) error { spawned <- h; return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &Driver{Binary: fake, StartTimeout: time.Minute}
+	errc := make(chan error, 1)
+	go func() { _, err := d.Start(ctx, s); errc <- err }()
+
+	var h vmm.Handles
+	select {
+	case h = <-spawned:
+	case err := <-errc:
+		t.Fatalf("Start returned before OnSpawn: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnSpawn not called")
+	}
+	if ok, err := vmm.Check(h); !ok || err != nil {
+		t.Fatalf("handles given to OnSpawn do not find the process: %+v (%v)", h, err)
+	}
+	if h.VMM != vmm.Firecracker || h.APISocket != filepath.Join(s.Dir, layout.APISocketFile) || h.AgentTransport != vmm.TransportVsock || h.VMMLog != filepath.Join(s.Dir, layout.VMMLogFile) {
+		t.Errorf("handles %+v", h)
+	}
+	// The daemon gives up (cancel): Start ends the process it spawned.
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("Start succeeded against a VMM that never answered")
+	}
+	if ok, _ := vmm.Check(h); ok {
+		t.Fatal("the VMM outlived a failed Start")
+	}
+
+	// The start timeout ends the wait too.
+	d.StartTimeout = 200 * time.Millisecond
+	s.OnSpawn = func(h vmm.Handles) error { spawned <- h; return nil }
+	if _, err := d.Start(context.Background(), s); err == nil || !strings.Contains(err.Error(), "wait for api socket") {
+		t.Fatalf("Start against a VMM that never answers = %v", err)
+	}
+	if ok, _ := vmm.Check(<-spawned); ok {
+		t.Fatal("the VMM outlived a start timeout")
+	}
+
+	// An OnSpawn error fails Start and ends the process.
+	s.OnSpawn = func(h vmm.Handles) error { spawned <- h; return os.ErrPermission }
+	if _, err := d.Start(context.Background(), s); err == nil || !strings.Contains(err.Error(), "permission") {
+		t.Fatalf("Start with a failing OnSpawn = %v", err)
+	}
+	if ok, _ := vmm.Check(<-spawned); ok {
+		t.Fatal("the VMM outlived a failed OnSpawn")
+	}
+}
+
+// TestDriver_StartExitedVMM: a VMM that exits before its API socket
+// answers fails Start at once, naming its logs.
+func TestDriver_StartExitedVMM(t *testing.T) {
+	s := testSpec(t)
+	fake := filepath.Join(s.Dir, "firecracker-exits")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho bad flags >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := &Driver{Binary: fake, StartTimeout: time.Minute}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := d.Start(ctx, s)
+	if err == nil || !strings.Contains(err.Error(), "exited during start") || !strings.Contains(err.Error(), layout.ConsoleLogFile) {
+		t.Fatalf("Start of a VMM that exits = %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(s.Dir, layout.ConsoleLogFile))
+	if !strings.Contains(string(b), "bad flags") {
+		t.Fatalf("console.log %q lacks the VMM's stderr", b)
 	}
 }

@@ -2,14 +2,14 @@ package firecracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-
-	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
-	models "github.com/firecracker-microvm/firecracker-go-sdk/client/models"
+	"time"
 
 	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker/fcapi"
 )
 
 // Names, inside a state directory, of the files Firecracker's full
@@ -26,41 +26,53 @@ var (
 
 // Pause stops the guest's vCPUs (PATCH /vm Paused).
 func (d *Driver) Pause(ctx context.Context, h vmm.Handles) error {
-	return d.patchVM(ctx, h, models.VMStatePaused)
+	return d.patchVM(ctx, h, fcapi.VMPaused)
 }
 
 // Resume lets a paused guest run again (PATCH /vm Resumed).
 func (d *Driver) Resume(ctx context.Context, h vmm.Handles) error {
-	return d.patchVM(ctx, h, models.VMStateResumed)
+	return d.patchVM(ctx, h, fcapi.VMResumed)
 }
 
-func (d *Driver) patchVM(ctx context.Context, h vmm.Handles, state string) error {
-	c := newClient(h.APISocket, quietLogger())
-	if _, err := c.PatchVM(ctx, &models.VM{State: sdk.String(state)}); err != nil {
+func (d *Driver) patchVM(ctx context.Context, h vmm.Handles, state fcapi.VMState) error {
+	if err := fcapi.New(h.APISocket).PatchVM(ctx, state); err != nil {
 		return fmt.Errorf("firecracker pid %d: set vm %s: %w", h.PID, state, err)
 	}
 	return nil
 }
 
 // Save pauses the guest and writes a full snapshot (PUT /snapshot/create)
-// into dir: StateFile and MemoryFile. Firecracker restores a snapshot's
-// tap name and vsock socket path as they were saved, so its state loads
-// only into the same VM (its own directory and tap), never into another.
+// into dir: StateFile and MemoryFile. The snapshot keeps the tap name and
+// vsock socket path of the VM it was taken from, and restore sends no
+// overrides (the oldest Firecracker banger supports does not know them),
+// so its state loads only into the same VM (its own directory and tap),
+// never into another.
 func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.SavedState, error) {
 	if err := d.Pause(ctx, h); err != nil {
 		return vmm.SavedState{}, err
 	}
-	c := newClient(h.APISocket, quietLogger())
-	ver, err := c.GetFirecrackerVersion(ctx)
+	c := fcapi.New(h.APISocket)
+	ver, err := c.Version(ctx)
 	if err != nil {
 		return vmm.SavedState{}, fmt.Errorf("firecracker pid %d: version: %w", h.PID, err)
 	}
 	state, mem := filepath.Join(dir, StateFile), filepath.Join(dir, MemoryFile)
-	_, err = c.CreateSnapshot(ctx, &models.SnapshotCreateParams{
-		SnapshotPath: sdk.String(state),
-		MemFilePath:  sdk.String(mem),
-		SnapshotType: models.SnapshotCreateParamsSnapshotTypeFull,
+	// A jailed Firecracker writes inside its jail; the files are moved out
+	// (the jail is on the state dir's filesystem).
+	fcState, fcMem, jailDir, err := d.snapshotTarget(h, state, mem)
+	if err != nil {
+		return vmm.SavedState{}, fmt.Errorf("firecracker pid %d: snapshot: %w", h.PID, err)
+	}
+	// Writing guest memory takes as long as the disk needs: the call gets
+	// the caller's deadline, not the per-call default.
+	err = c.WithTimeout(snapshotTimeout).CreateSnapshot(ctx, fcapi.SnapshotCreateParams{
+		SnapshotPath: fcState,
+		MemFilePath:  fcMem,
+		SnapshotType: fcapi.SnapshotFull,
 	})
+	if err == nil && jailDir != "" {
+		err = errors.Join(os.Rename(filepath.Join(jailDir, StateFile), state), os.Rename(filepath.Join(jailDir, MemoryFile), mem))
+	}
 	var files []vmm.StateFile
 	if err == nil {
 		files, err = vmm.DescribeState(dir, StateFile, MemoryFile)
@@ -70,8 +82,37 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 		_ = os.Remove(mem)
 		return vmm.SavedState{}, fmt.Errorf("firecracker pid %d: snapshot: %w", h.PID, err)
 	}
-	return vmm.SavedState{VMM: vmm.Firecracker, Version: sdk.StringValue(ver.Payload.FirecrackerVersion), Files: files}, nil
+	return vmm.SavedState{VMM: vmm.Firecracker, Version: ver.FirecrackerVersion, Files: files}, nil
 }
+
+// snapshotTarget returns the paths Firecracker writes a snapshot to: state
+// and mem themselves, or, for a jailed VMM, files in a fresh directory of
+// its jail (returned as jailDir, host path) owned by the jail's user.
+func (d *Driver) snapshotTarget(h vmm.Handles, state, mem string) (fcState, fcMem, jailDir string, err error) {
+	if h.Jail == "" {
+		return state, mem, "", nil
+	}
+	if d.Jailer == nil {
+		return "", "", "", fmt.Errorf("vm jailed in %s, but no jailer is configured", h.Jail)
+	}
+	jailDir = filepath.Join(h.Jail, jailSnapshotDir)
+	// A restore left links to the loaded state here: writing through them
+	// would overwrite that state.
+	if err := os.RemoveAll(jailDir); err != nil {
+		return "", "", "", err
+	}
+	if err := os.Mkdir(jailDir, 0o700); err != nil {
+		return "", "", "", err
+	}
+	if err := os.Chown(jailDir, d.Jailer.UID, d.Jailer.GID); err != nil {
+		return "", "", "", err
+	}
+	return "/" + jailSnapshotDir + "/" + StateFile, "/" + jailSnapshotDir + "/" + MemoryFile, jailDir, nil
+}
+
+// snapshotTimeout bounds one snapshot create or load call; the caller's
+// context may end it sooner.
+const snapshotTimeout = 10 * time.Minute
 
 // Version is the release of the firecracker binary Start would run
 // ("1.8.0"), the form Save records from GET /version.
@@ -87,19 +128,32 @@ func (d *Driver) Version(ctx context.Context) (string, error) {
 	return v.String(), nil
 }
 
-// snapshotOpt makes a Machine load dir's snapshot and resume instead of
-// booting. The SDK's load sequence adds the vsock device after the load,
-// which Firecracker refuses (the device comes back from the snapshot, at
-// its saved path), so that handler goes too.
-func snapshotOpt(dir string) (sdk.Opt, error) {
-	state, mem := filepath.Join(dir, StateFile), filepath.Join(dir, MemoryFile)
-	for _, p := range []string{state, mem} {
+// checkSnapshot reports a missing state or memory file in dir before a
+// process is started for it.
+func checkSnapshot(dir string) error {
+	for _, p := range []string{filepath.Join(dir, StateFile), filepath.Join(dir, MemoryFile)} {
 		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("saved state: %w", err)
+			return fmt.Errorf("saved state: %w", err)
 		}
 	}
-	return func(m *sdk.Machine) {
-		sdk.WithSnapshot(mem, state, func(c *sdk.SnapshotConfig) { c.ResumeVM = true })(m)
-		m.Handlers.FcInit = m.Handlers.FcInit.Remove(sdk.AddVsocksHandlerName)
-	}, nil
+	return nil
+}
+
+// restore makes a fresh process load dir's snapshot and resume instead of
+// booting: only the logger and metrics are configured before the load (as
+// Firecracker requires), and no device is added after it (the vsock
+// device comes back from the snapshot, bound at its saved path).
+func (d *Driver) restore(ctx context.Context, c *fcapi.Client, p paths, dir string) error {
+	if err := d.logging(ctx, c, p); err != nil {
+		return err
+	}
+	err := c.WithTimeout(snapshotTimeout).LoadSnapshot(ctx, fcapi.SnapshotLoadParams{
+		SnapshotPath: filepath.Join(dir, StateFile),
+		MemBackend:   &fcapi.MemoryBackend{BackendType: fcapi.BackendFile, BackendPath: filepath.Join(dir, MemoryFile)},
+		ResumeVM:     true,
+	})
+	if err != nil {
+		return fmt.Errorf("load snapshot %s: %w", dir, err)
+	}
+	return nil
 }

@@ -1,22 +1,51 @@
-// Command fakefc is a stand-in for the firecracker binary in tests. It
-// accepts Firecracker's command-line flags, serves the API on --api-sock,
-// validates every request against the OpenAPI spec shipped with
-// firecracker-go-sdk (unknown fields rejected, as Firecracker's serde
-// structs do), enforces Firecracker's pre-boot/post-boot rules, binds the
-// hybrid vsock socket and answers its CONNECT handshake with an echo, and
-// records every call as a JSON line for the test to read. It also keeps
-// Firecracker's snapshot state machine: PATCH /vm pauses and resumes a
-// running VM, PUT /snapshot/create (paused only) writes a state file
-// describing the configuration it holds and a sparse memory file of the
-// machine's size, and PUT /snapshot/load (only on a fresh process with no
-// boot configuration, as Firecracker requires) reads them back, rebinding
-// the vsock socket at the saved path. It proves the calls, their order and
-// bodies; it does not prove that real guest memory or device state
-// survives, which only a real Firecracker on KVM can.
+// Command fakefc is a stand-in for the firecracker binary, for hosts and
+// tests without Firecracker or KVM. It accepts Firecracker's command-line
+// flags, serves the API on --api-sock, validates every request against an
+// OpenAPI spec (the pinned Firecracker v1.16.1 spec,
+// internal/vmm/firecracker/testdata/firecracker-v1.16.1.yaml; unknown
+// fields rejected, as Firecracker's serde structs do), enforces
+// Firecracker's pre-boot/post-boot rules and records every call as a JSON
+// line for the test to read. `--version` prints the Firecracker release
+// it stands in for and a second line, StandInLine, by which banger knows
+// the binary needs no KVM.
 //
-// Environment: FAKEFC_SWAGGER (path of the SDK's client/swagger.yaml,
-// required), FAKEFC_RECORD (JSON-lines record file), FAKEFC_CONNS (file
-// holding the number of open API connections, rewritten on each change).
+// Without FAKEFC_QEMU it boots nothing: the hybrid vsock socket answers
+// the CONNECT handshake with an echo. It keeps Firecracker's snapshot state
+// machine: PATCH /vm pauses and resumes a running VM, PUT /snapshot/create
+// (paused only) writes a state file describing the configuration it holds
+// and a sparse memory file of the machine's size, and PUT /snapshot/load
+// (only on a fresh process with no boot configuration, as Firecracker
+// requires) reads them back, rebinding the vsock socket at the saved path.
+//
+// With FAKEFC_QEMU=<qemu-system-x86_64> (boot mode) InstanceStart boots the
+// configured machine for real under QEMU microvm with TCG, as a child that
+// dies with the stand-in (Pdeathsig) and is killed and reaped when it
+// exits: the ELF vmlinux (booted through its PVH note), initrd and
+// boot_args, the drives in the order configured with their read-only
+// flags, the tap with its MAC, the vCPUs and memory, the serial console
+// on the stand-in's stdout as Firecracker's is. The command line is the
+// QEMU driver's (internal/vmm/qemu.Cmdline), so QEMU runs under the same
+// -sandbox and -no-reboot; its QMP and agent sockets live in
+// <api-sock>.qemu/, made and removed by the stand-in. The vsock socket
+// bridges CONNECT to the agent port into a yamux stream on the agent's
+// virtio-serial port (the guest agent listens on both); other ports are
+// closed. PATCH /vm maps to QMP stop and cont; SendCtrlAltDel to QMP
+// system_powerdown, and the stand-in exits (code 0) when QEMU does, as
+// Firecracker exits when its guest reboots under reboot=k. Snapshots are
+// not emulated in boot mode: create and load are refused (a 400 naming
+// the reason), so a suspend fails before the guest is lost instead of
+// saving files that hold none of its state.
+//
+// What it proves: banger's driver, its use of the API against the pinned
+// spec, the vsock CONNECT protocol, and handle and reconcile logic, with a
+// real guest in boot mode. What it does not: Firecracker's own device
+// model, KVM, its seccomp filter, its timing, or that guest memory and
+// device state survive a snapshot; only a real Firecracker on KVM can.
+//
+// Environment: FAKEFC_SWAGGER (path of the OpenAPI spec, required),
+// FAKEFC_QEMU (the QEMU binary; enables boot mode), FAKEFC_RECORD
+// (JSON-lines record file), FAKEFC_CONNS (file holding the number of open
+// API connections, rewritten on each change).
 package main
 
 import (
@@ -32,9 +61,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi2"
@@ -48,18 +79,24 @@ import (
 	"banger/internal/atomicfile"
 )
 
-// Version is what --version prints, in Firecracker's format.
-const Version = "Firecracker v1.8.0"
+// Version is the first line --version prints, in Firecracker's format:
+// the release whose API (the pinned spec) the stand-in serves.
+const Version = "Firecracker v1.16.1"
+
+// StandInLine is the second line of --version. hostcap looks for it: a
+// stand-in boots its guests under QEMU TCG and so needs no KVM, unlike a
+// real Firecracker.
+const StandInLine = "stand-in: boots under QEMU TCG, needs no KVM"
 
 // Record is one line of the record file.
 type Record struct {
-	Kind   string          `json:"kind"` // "start", "call", "exit"
+	Kind   string          `json:"kind"` // "start", "call", "qemu", "exit"
 	Method string          `json:"method,omitempty"`
 	Path   string          `json:"path,omitempty"`
 	Body   json.RawMessage `json:"body,omitempty"`
 	Status int             `json:"status,omitempty"`
 	Error  string          `json:"error,omitempty"`
-	// start only
+	// start and qemu only
 	Args    []string `json:"args,omitempty"`
 	PID     int      `json:"pid,omitempty"`
 	Session int      `json:"session,omitempty"`
@@ -67,8 +104,12 @@ type Record struct {
 }
 
 type fake struct {
-	router routers.Router
-	id     string
+	router  routers.Router
+	id      string
+	apiSock string
+	qemuBin string // boot mode when set
+
+	exitOnce sync.Once
 
 	recMu sync.Mutex
 	rec   *os.File
@@ -83,6 +124,15 @@ type fake struct {
 	vsockPath string
 	vsockLn   net.Listener
 	paused    bool
+
+	// Boot configuration, kept for boot mode.
+	kernel, initrd, bootArgs string
+	driveOrder               []driveCfg
+	tap, mac, ifaceID        string
+	tapCount                 int
+	cid                      float64
+	serialOut                string // PUT /serial serial_out_path; "" = stdout
+	guest                    *guest
 
 	connMu    sync.Mutex
 	conns     int
@@ -111,6 +161,10 @@ func run() error {
 	_ = fs.Bool("show-log-origin", false, "")
 	_ = fs.Uint64("http-api-max-payload-size", 51200, "")
 	_ = fs.Uint64("mmds-size-limit", 51200, "")
+	// Passed by the jailer when it execs Firecracker.
+	_ = fs.Uint64("start-time-us", 0, "")
+	_ = fs.Uint64("start-time-cpu-us", 0, "")
+	_ = fs.Uint64("parent-cpu-time-us", 0, "")
 	version := fs.Bool("version", false, "")
 	// Firecracker spells flags with two dashes; Go's flag package takes both.
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -118,6 +172,7 @@ func run() error {
 	}
 	if *version {
 		fmt.Println(Version)
+		fmt.Println(StandInLine)
 		return nil
 	}
 	if *noSeccomp && *seccompFilter != "" {
@@ -136,7 +191,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	f := &fake{router: router, id: *id, drives: map[string]bool{}, connsPath: os.Getenv("FAKEFC_CONNS")}
+	f := &fake{router: router, id: *id, apiSock: *apiSock, qemuBin: os.Getenv("FAKEFC_QEMU"), drives: map[string]bool{}, connsPath: os.Getenv("FAKEFC_CONNS")}
 	if p := os.Getenv("FAKEFC_RECORD"); p != "" {
 		if f.rec, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 			return err
@@ -150,8 +205,21 @@ func run() error {
 		return fmt.Errorf("bind api socket: %w", err)
 	}
 	f.writeConns()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		sig := <-sigs
+		f.exit(128 + int(sig.(syscall.Signal)))
+	}()
 	srv := &http.Server{Handler: f, ConnState: f.connState}
-	return srv.Serve(ln)
+	err = srv.Serve(ln)
+	f.mu.Lock()
+	g := f.guest
+	f.mu.Unlock()
+	if g != nil {
+		g.stop()
+	}
+	return err
 }
 
 // loadRouter reads the swagger 2.0 spec, converts it to OpenAPI 3 and
@@ -333,11 +401,9 @@ func (f *fake) handle(r *http.Request, body []byte) (int, any, error) {
 	case "GET /version":
 		return http.StatusOK, map[string]any{"firecracker_version": strings.TrimPrefix(Version, "Firecracker v")}, nil
 	case "GET /machine-config":
-		mc := map[string]any{"vcpu_count": 1, "mem_size_mib": 128, "smt": false}
-		for k, v := range f.machine {
-			mc[k] = v
-		}
-		return http.StatusOK, mc, nil
+		return http.StatusOK, f.machineConfig(), nil
+	case "GET /vm/config":
+		return http.StatusOK, f.vmConfig(), nil
 	}
 	if r.Method == http.MethodGet {
 		return http.StatusBadRequest, nil, bad("fakefc does not serve %s", key)
@@ -357,6 +423,11 @@ var preBootOnly = map[string]bool{
 	"PUT /mmds/config":                   true,
 	"PUT /balloon":                       true,
 	"PUT /snapshot/load":                 true,
+	"PUT /entropy":                       true,
+	"PUT /serial":                        true,
+	"PUT /cpu-config":                    true,
+	"PUT /pmem/{id}":                     true,
+	"PUT /hotplug/memory":                true,
 }
 
 var postBootOnly = map[string]bool{
@@ -364,6 +435,10 @@ var postBootOnly = map[string]bool{
 	"PATCH /network-interfaces/{iface_id}": true,
 	"PATCH /vm":                            true,
 	"PUT /snapshot/create":                 true,
+	"PATCH /pmem/{id}":                     true,
+	"PATCH /balloon":                       true,
+	"PATCH /balloon/statistics":            true,
+	"PATCH /hotplug/memory":                true,
 }
 
 func mustExist(what string, v any) error {
@@ -397,13 +472,23 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 				return err
 			}
 		}
-		if args, _ := m["boot_args"].(string); len(args) > 2048 {
+		args, ok := m["boot_args"].(string)
+		if len(args) > 2048 {
 			return bad("kernel command line is %d bytes, over 2048", len(args))
 		}
+		if !ok {
+			args = defaultBootArgs
+		}
+		f.kernel, _ = m["kernel_image_path"].(string)
+		f.initrd, _ = m["initrd_path"].(string)
+		f.bootArgs = args
 		f.bootSrc = true
 	case "PUT /drives/{drive_id}":
 		if m["drive_id"] != params["drive_id"] {
 			return bad("drive id in path %q and body %v differ", params["drive_id"], m["drive_id"])
+		}
+		if _, ok := m["socket"]; ok {
+			return bad("fakefc does not emulate vhost-user-block drives")
 		}
 		if err := mustExist("path_on_host", m["path_on_host"]); err != nil {
 			return err
@@ -417,10 +502,20 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 			}
 		}
 		f.drives[params["drive_id"]] = root
+		d := driveCfg{id: params["drive_id"], root: root}
+		d.path, _ = m["path_on_host"].(string)
+		d.readOnly, _ = m["is_read_only"].(bool)
+		f.putDrive(d)
+	case "PUT /serial":
+		f.serialOut, _ = m["serial_out_path"].(string)
 	case "PUT /network-interfaces/{iface_id}":
 		if m["iface_id"] != params["iface_id"] {
 			return bad("iface id in path %q and body %v differ", params["iface_id"], m["iface_id"])
 		}
+		f.tapCount++
+		f.tap, _ = m["host_dev_name"].(string)
+		f.ifaceID = params["iface_id"]
+		f.mac, _ = m["guest_mac"].(string)
 	case "PUT /logger":
 		if f.logger {
 			return bad("the logger was already initialized")
@@ -438,9 +533,11 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 		}
 		f.metrics = true
 	case "PUT /vsock":
-		if cid, _ := m["guest_cid"].(float64); cid < 3 {
+		cid, _ := m["guest_cid"].(float64)
+		if cid < 3 {
 			return bad("invalid guest cid %v", cid)
 		}
+		f.cid = cid
 		p, _ := m["uds_path"].(string)
 		if f.vsockLn != nil {
 			f.vsockLn.Close()
@@ -450,12 +547,26 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 			return bad("cannot bind vsock uds_path: %v", err)
 		}
 		f.vsockPath, f.vsockLn = p, ln
-		go serveVsock(ln)
+		if f.qemuBin != "" {
+			go f.vsockBridge(ln)
+		} else {
+			go serveVsock(ln)
+		}
 	case "PATCH /vm":
 		switch m["state"] {
 		case "Paused":
+			if f.guest != nil {
+				if err := f.guest.qmpAPI("stop"); err != nil {
+					return err
+				}
+			}
 			f.paused = true
 		case "Resumed":
+			if f.guest != nil {
+				if err := f.guest.qmpAPI("cont"); err != nil {
+					return err
+				}
+			}
 			f.paused = false
 		default:
 			return bad("unknown vm state %v", m["state"])
@@ -464,10 +575,16 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 		if !f.paused {
 			return bad("create snapshot is allowed only when the microVM is paused")
 		}
+		if f.guest != nil {
+			return bad("fakefc in boot mode cannot create a snapshot: it cannot save its guest's memory and device state")
+		}
 		return f.createSnapshot(m)
 	case "PUT /snapshot/load":
 		if f.bootSrc || f.machine != nil || len(f.drives) > 0 || f.vsockLn != nil {
 			return bad("loading a microVM snapshot not allowed after configuring boot-specific resources")
+		}
+		if f.qemuBin != "" {
+			return bad("fakefc in boot mode cannot load a snapshot: its snapshots hold no guest memory or device state")
 		}
 		return f.loadSnapshot(m)
 	case "PUT /actions":
@@ -479,10 +596,20 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 			if !f.bootSrc {
 				return bad("cannot start microvm without kernel configuration")
 			}
+			if f.qemuBin != "" {
+				if err := f.startGuest(); err != nil {
+					return err
+				}
+			}
 			f.booted = true
 		case "SendCtrlAltDel":
 			if !f.booted {
 				return bad("the microVM is not running")
+			}
+			if f.guest != nil {
+				// The guest shuts down; QEMU exits under -no-reboot,
+				// and the stand-in with it (exitWithGuest).
+				return f.guest.qmpAPI("system_powerdown")
 			}
 			// The guest shuts down; Firecracker exits shortly after.
 			go func() {
@@ -539,6 +666,18 @@ func (f *fake) createSnapshot(m map[string]any) error {
 func (f *fake) loadSnapshot(m map[string]any) error {
 	snap, _ := m["snapshot_path"].(string)
 	mem, _ := m["mem_file_path"].(string)
+	if be, ok := m["mem_backend"].(map[string]any); ok {
+		if mem != "" {
+			return bad("mem_file_path and mem_backend are mutually exclusive")
+		}
+		if be["backend_type"] != "File" {
+			return bad("fakefc loads memory from files only, not %v", be["backend_type"])
+		}
+		mem, _ = be["backend_path"].(string)
+	}
+	if mem == "" {
+		return bad("one of mem_file_path and mem_backend is required")
+	}
 	b, err := os.ReadFile(snap)
 	if err != nil {
 		return bad("cannot open the snapshot file: %v", err)
@@ -555,11 +694,15 @@ func (f *fake) loadSnapshot(m map[string]any) error {
 	if fi.Size() != int64(mib)<<20 {
 		return bad("memory file is %d bytes, the snapshot's machine has %v MiB", fi.Size(), mib)
 	}
-	ln, err := net.Listen("unix", sf.VsockPath)
+	vsockPath := sf.VsockPath
+	if o, ok := m["vsock_override"].(map[string]any); ok {
+		vsockPath, _ = o["uds_path"].(string)
+	}
+	ln, err := net.Listen("unix", vsockPath)
 	if err != nil {
 		return bad("cannot bind the saved vsock uds_path: %v", err)
 	}
-	f.vsockPath, f.vsockLn = sf.VsockPath, ln
+	f.vsockPath, f.vsockLn = vsockPath, ln
 	go serveVsock(ln)
 	f.machine, f.drives, f.bootSrc, f.booted = sf.Machine, sf.Drives, true, true
 	resume, _ := m["resume_vm"].(bool)
@@ -592,4 +735,58 @@ func serveVsock(ln net.Listener) {
 			_, _ = io.Copy(c, br)
 		}(c, next)
 	}
+}
+
+// defaultBootArgs is Firecracker's kernel command line when PUT
+// /boot-source gives none.
+const defaultBootArgs = "reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux i8042.nomux i8042.dumbkbd swiotlb=noforce"
+
+// putDrive records d in the order drives were first configured; a drive
+// configured again keeps its place, as in Firecracker.
+func (f *fake) putDrive(d driveCfg) {
+	for i, old := range f.driveOrder {
+		if old.id == d.id {
+			f.driveOrder[i] = d
+			return
+		}
+	}
+	f.driveOrder = append(f.driveOrder, d)
+}
+
+// machineConfig is the machine configuration with Firecracker's defaults
+// filled in.
+func (f *fake) machineConfig() map[string]any {
+	mc := map[string]any{"vcpu_count": 1, "mem_size_mib": 128, "smt": false, "track_dirty_pages": false}
+	for k, v := range f.machine {
+		mc[k] = v
+	}
+	return mc
+}
+
+// vmConfig answers GET /vm/config with what the stand-in holds.
+func (f *fake) vmConfig() map[string]any {
+	c := map[string]any{"machine-config": f.machineConfig()}
+	if f.bootSrc {
+		bs := map[string]any{"kernel_image_path": f.kernel, "boot_args": f.bootArgs}
+		if f.initrd != "" {
+			bs["initrd_path"] = f.initrd
+		}
+		c["boot-source"] = bs
+	}
+	drives := []any{}
+	for _, d := range f.driveOrder {
+		drives = append(drives, map[string]any{"drive_id": d.id, "path_on_host": d.path, "is_read_only": d.readOnly, "is_root_device": d.root})
+	}
+	c["drives"] = drives
+	if f.tap != "" {
+		iface := map[string]any{"iface_id": f.ifaceID, "host_dev_name": f.tap}
+		if f.mac != "" {
+			iface["guest_mac"] = f.mac
+		}
+		c["network-interfaces"] = []any{iface}
+	}
+	if f.vsockPath != "" {
+		c["vsock"] = map[string]any{"uds_path": f.vsockPath, "guest_cid": f.cid}
+	}
+	return c
 }
