@@ -142,6 +142,7 @@ func Run(ctx context.Context, p hostcap.Probes, in Input) Report {
 
 	checks = append(checks, privilegeCheck(ctx, p, in.BangerdPath))
 	checks = append(checks, sudoRuleCheck(p, in.BangerdPath))
+	checks = append(checks, tunCheck(p))
 	checks = append(checks, diskCheck(p, in.Paths.StateDir))
 	checks = append(checks, imageCheck(ctx, p, c, in, mmErr == nil))
 
@@ -209,7 +210,9 @@ func privilegeCheck(ctx context.Context, p hostcap.Probes, bangerd string) Check
 		return Check{Name: name, Status: StatusOK, Detail: "sudo -n works"}
 	}
 	if bangerd != "" {
-		if _, err := p.Output(ctx, sudo, "-n", "-l", bangerd, "priv"); err == nil {
+		// With an operation after "priv": the README's rule ends in
+		// "priv *", which sudo does not match against a bare "priv".
+		if _, err := p.Output(ctx, sudo, "-n", "-l", bangerd, "priv", "ensure-bridge"); err == nil {
 			return Check{Name: name, Status: StatusOK, Detail: "sudo -n may run " + bangerd + " priv"}
 		}
 	}

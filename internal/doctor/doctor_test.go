@@ -53,10 +53,13 @@ func (h fakeHost) probes() hostcap.Probes {
 			return nil, fs.ErrNotExist
 		},
 		OpenReadWrite: func(path string) error {
-			if path != "/dev/kvm" {
-				return fs.ErrNotExist
+			switch path {
+			case "/dev/kvm":
+				return h.kvm
+			case "/dev/net/tun":
+				return nil
 			}
-			return h.kvm
+			return fs.ErrNotExist
 		},
 		LookPath: func(file string) (string, error) {
 			if p, ok := h.bins[file]; ok {
@@ -79,7 +82,7 @@ func (h fakeHost) probes() hostcap.Probes {
 					return nil, nil
 				}
 				return []byte("sudo: a password is required"), errors.New("exit status 1")
-			case strings.HasSuffix(name, "sudo") && len(args) == 4 && args[1] == "-l":
+			case strings.HasSuffix(name, "sudo") && len(args) == 5 && args[1] == "-l" && args[3] == "priv" && args[4] != "":
 				if h.sudoPriv {
 					return nil, nil
 				}
@@ -387,7 +390,7 @@ func TestPrivilege_sudoersRuleForBangerd(t *testing.T) {
 			t.Errorf("privilege = %+v", ch)
 		}
 	}
-	if !slices.Contains(calls, "/usr/bin/sudo -n -l /usr/local/bin/bangerd priv") {
+	if !slices.Contains(calls, "/usr/bin/sudo -n -l /usr/local/bin/bangerd priv ensure-bridge") {
 		t.Errorf("sudo -l not consulted; calls: %q", calls)
 	}
 }

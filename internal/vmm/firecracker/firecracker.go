@@ -229,6 +229,9 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		if d.Jailer != nil {
 			_ = d.Jailer.removeJail(h)
 		}
+		if tail := vmm.LogTail(p.console); tail != "" {
+			err = fmt.Errorf("%w; its output ends:\n%s", err, tail)
+		}
 		return vmm.Handles{}, fmt.Errorf("start firecracker vm %s (see %s and %s): %w", s.VMID, p.console, p.log, err)
 	}
 	return h, nil

@@ -154,6 +154,9 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
+		if tail := vmm.LogTail(h.VMMLog); tail != "" {
+			err = fmt.Errorf("%w; its log ends:\n%s", err, tail)
+		}
 		return vmm.Handles{}, fmt.Errorf("start qemu vm %s (see %s): %w", s.VMID, h.VMMLog, err)
 	}
 	return h, nil
