@@ -80,49 +80,18 @@ func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log 
 	}, log)
 }
 
-// Reopening the serial port after a session ends. With no host on the
-// other end a read returns EOF at once, so the port can only be polled.
-// It is polled every fastReopen during fastWindow after the agent starts
-// and after a session that had a host ends, and every pollInterval
-// otherwise, so an idle guest with no host does not spin. The fast window
-// matters after a restore: a save hangs up the host just before it freezes
-// the guest, and a restored guest resumes at that moment of its own clock,
-// so its next host is served within fastReopen rather than pollInterval.
-const (
-	fastReopen = 20 * time.Millisecond
-	fastWindow = 5 * time.Second
-	// liveSession is how long a session must last to have had a host:
-	// one without a host ends at its first read.
-	liveSession = 100 * time.Millisecond
-)
-
-// reopenDelay is the pause before reopening the port at now, when the
-// fast window ends at fastUntil.
-func reopenDelay(now, fastUntil time.Time) time.Duration {
-	if now.Before(fastUntil) {
-		return fastReopen
-	}
-	return pollInterval
-}
-
 // ServeSessions runs one yamux server session at a time over the byte
 // streams open returns, serving srv on each, until ctx ends. A session
-// that ends (EOF, protocol error) is followed by a new open after a pause
-// (reopenDelay).
+// that ends (EOF, protocol error) is followed by a new open after a short
+// pause.
 func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
-	fastUntil := time.Now().Add(fastWindow)
 	for ctx.Err() == nil {
-		began := time.Now()
 		if err := serveOneSession(ctx, srv, open); err != nil {
 			log.Debug("serial session ended", "err", err)
 		}
-		now := time.Now()
-		if now.Sub(began) >= liveSession {
-			fastUntil = now.Add(fastWindow)
-		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(reopenDelay(now, fastUntil)):
+		case <-time.After(pollInterval):
 		}
 	}
 	return nil

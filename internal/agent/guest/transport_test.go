@@ -69,16 +69,6 @@ func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
 	}
 }
 
-func TestReopenDelay(t *testing.T) {
-	now := time.Now()
-	if d := reopenDelay(now, now.Add(time.Second)); d != fastReopen {
-		t.Errorf("inside the fast window: %v, want %v", d, fastReopen)
-	}
-	if d := reopenDelay(now, now.Add(-time.Millisecond)); d != pollInterval {
-		t.Errorf("after the fast window: %v, want %v", d, pollInterval)
-	}
-}
-
 func TestBoot_FindsMountsAndApplies(t *testing.T) {
 	root := t.TempDir()
 	cfgDir := t.TempDir()
