@@ -18,6 +18,7 @@ import (
 	"banger/internal/layout"
 	"banger/internal/operation"
 	"banger/internal/store"
+	"banger/internal/termsafe"
 	"banger/internal/vmm"
 	"banger/internal/wait"
 )
@@ -295,7 +296,16 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 	})
 	if err != nil && err == ctx.Err() {
 		if ctx.Err() == context.DeadlineExceeded && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-			return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)", m.opt.AgentTimeout, last, h.ConsoleLog)
+			// The rollback removes the console with the VM dir: its end
+			// goes in the error.
+			tail := ""
+			if t := vmm.LogTail(h.ConsoleLog); t != "" {
+				// Guest text: made safe for the user's terminal.
+				var b strings.Builder
+				_, _ = termsafe.Writer(&b).Write([]byte(t))
+				tail = "; the console ends:\n" + b.String()
+			}
+			return agent.Health{}, fmt.Errorf("guest agent did not answer within %s (last error: %v; console: %s)%s", m.opt.AgentTimeout, last, h.ConsoleLog, tail)
 		}
 		return agent.Health{}, err
 	}
