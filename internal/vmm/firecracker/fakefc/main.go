@@ -51,12 +51,10 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"net/http"
@@ -68,15 +66,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi2"
-	"github.com/getkin/kin-openapi/openapi2conv"
-	"github.com/getkin/kin-openapi/openapi3"
+	"golang.org/x/sys/unix"
+
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
-	"go.yaml.in/yaml/v4"
 
 	"banger/internal/atomicfile"
+	"banger/internal/vmm/firecracker/fcspec"
 )
 
 // Version is the first line --version prints, in Firecracker's format:
@@ -222,68 +218,12 @@ func run() error {
 	return err
 }
 
-// loadRouter reads the swagger 2.0 spec, converts it to OpenAPI 3 and
-// closes every object schema that lists properties, because Firecracker
-// rejects unknown fields.
+// loadRouter loads the spec at path (FAKEFC_SWAGGER) through fcspec.
 func loadRouter(path string) (routers.Router, error) {
 	if path == "" {
 		return nil, errors.New("FAKEFC_SWAGGER is not set")
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var raw any
-	if err := yaml.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", path, err)
-	}
-	js, err := json.Marshal(stringKeys(raw))
-	if err != nil {
-		return nil, fmt.Errorf("convert %s to json: %w", path, err)
-	}
-	var doc2 openapi2.T
-	if err := json.Unmarshal(js, &doc2); err != nil {
-		return nil, fmt.Errorf("load swagger %s: %w", path, err)
-	}
-	doc3, err := openapi2conv.ToV3(&doc2)
-	if err != nil {
-		return nil, fmt.Errorf("convert swagger %s: %w", path, err)
-	}
-	doc3.Servers = openapi3.Servers{{URL: "/"}}
-	no := false
-	for _, s := range doc3.Components.Schemas {
-		if s.Value != nil && len(s.Value.Properties) > 0 {
-			s.Value.AdditionalProperties = openapi3.AdditionalProperties{Has: &no}
-		}
-	}
-	if err := doc3.Validate(context.Background()); err != nil {
-		return nil, fmt.Errorf("validate converted spec: %w", err)
-	}
-	return legacy.NewRouter(doc3)
-}
-
-// stringKeys turns YAML maps with non-string keys (response codes such as
-// 204) into JSON-compatible maps.
-func stringKeys(v any) any {
-	switch v := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, x := range v {
-			m[fmt.Sprint(k)] = stringKeys(x)
-		}
-		return m
-	case map[string]any:
-		for k, x := range v {
-			v[k] = stringKeys(x)
-		}
-		return v
-	case []any:
-		for i, x := range v {
-			v[i] = stringKeys(x)
-		}
-		return v
-	}
-	return v
+	return fcspec.Router(path)
 }
 
 func (f *fake) record(r Record) {

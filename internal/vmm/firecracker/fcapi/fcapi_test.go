@@ -16,80 +16,23 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/getkin/kin-openapi/openapi2"
-	"github.com/getkin/kin-openapi/openapi2conv"
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/legacy"
-	"go.yaml.in/yaml/v4"
+
+	"banger/internal/vmm/firecracker/fcspec"
 )
 
 // specPath is the pinned OpenAPI document the client follows.
 var specPath = filepath.Join("..", "testdata", "firecracker-v1.16.1.yaml")
 
-// loadRouter reads the pinned swagger 2.0 document, converts it to
-// OpenAPI 3 and closes every object schema that lists properties:
-// Firecracker rejects unknown fields.
+// loadRouter loads the pinned spec through fcspec, as fakefc does.
 func loadRouter(t *testing.T) routers.Router {
 	t.Helper()
-	data, err := os.ReadFile(specPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var raw any
-	if err := yaml.Unmarshal(data, &raw); err != nil {
-		t.Fatal(err)
-	}
-	js, err := json.Marshal(stringKeys(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc2 openapi2.T
-	if err := json.Unmarshal(js, &doc2); err != nil {
-		t.Fatal(err)
-	}
-	doc3, err := openapi2conv.ToV3(&doc2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc3.Servers = openapi3.Servers{{URL: "/"}}
-	no := false
-	for _, s := range doc3.Components.Schemas {
-		if s.Value != nil && len(s.Value.Properties) > 0 {
-			s.Value.AdditionalProperties = openapi3.AdditionalProperties{Has: &no}
-		}
-	}
-	if err := doc3.Validate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r, err := legacy.NewRouter(doc3)
+	r, err := fcspec.Router(specPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
-}
-
-func stringKeys(v any) any {
-	switch v := v.(type) {
-	case map[any]any:
-		m := make(map[string]any, len(v))
-		for k, x := range v {
-			m[fmt.Sprint(k)] = stringKeys(x)
-		}
-		return m
-	case map[string]any:
-		for k, x := range v {
-			v[k] = stringKeys(x)
-		}
-		return v
-	case []any:
-		for i, x := range v {
-			v[i] = stringKeys(x)
-		}
-		return v
-	}
-	return v
 }
 
 // request is one request the test server received.
