@@ -25,6 +25,7 @@ func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 // procStat is the part of /proc/<pid>/stat banger reads.
 type procStat struct {
 	State     byte
+	PPID      int
 	StartTime uint64
 }
 
@@ -45,6 +46,9 @@ func readProcStat(pid int) (procStat, error) {
 		return procStat{}, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f)+2)
 	}
 	st := procStat{State: f[0][0]}
+	if st.PPID, err = strconv.Atoi(f[4-3]); err != nil {
+		return procStat{}, fmt.Errorf("parse /proc/%d/stat ppid: %w", pid, err)
+	}
 	if st.StartTime, err = strconv.ParseUint(f[22-3], 10, 64); err != nil {
 		return procStat{}, fmt.Errorf("parse /proc/%d/stat starttime: %w", pid, err)
 	}
@@ -211,7 +215,7 @@ type Stray struct {
 
 // FindStrays lists running VMM processes (firecracker or qemu-system-*)
 // whose arguments point into a directory below vmsDir, leaving out the PIDs
-// in known. It finds what handles cannot: a VMM spawned by a daemon killed
+// in known and their children. It finds what handles cannot: a VMM spawned by a daemon killed
 // before it recorded the handles, or whose handles file was lost.
 func FindStrays(vmsDir string, known map[int]bool) ([]Stray, error) {
 	ents, err := os.ReadDir(procDir)
@@ -246,9 +250,34 @@ func FindStrays(vmsDir string, known map[int]bool) ([]Stray, error) {
 		if err != nil || st.State == 'Z' || st.State == 'X' {
 			continue
 		}
+		// A descendant of a known VMM is part of it: a process between
+		// fork and exec still shows its parent's arguments, and a VMM may
+		// run helpers of its own (the Firecracker stand-in runs QEMU).
+		if descends(st.PPID, known) {
+			continue
+		}
 		out = append(out, Stray{PID: pid, StartTime: st.StartTime, VMID: id})
 	}
 	return out, nil
+}
+
+// descends reports whether pid is in known or has an ancestor there
+// (at most 32 generations up).
+func descends(pid int, known map[int]bool) bool {
+	for range 32 {
+		if pid <= 1 {
+			return false
+		}
+		if known[pid] {
+			return true
+		}
+		st, err := readProcStat(pid)
+		if err != nil {
+			return false
+		}
+		pid = st.PPID
+	}
+	return false
 }
 
 func isVMMBinary(argv0 string) bool {

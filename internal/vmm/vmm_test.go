@@ -537,3 +537,35 @@ func TestFindStrays(t *testing.T) {
 		t.Fatal("a known VMM was killed")
 	}
 }
+
+// TestFindStrays_skipsDescendantsOfKnownVMMs uses a /proc of files: a
+// known VMM's child and grandchild (between fork and exec, or helpers it
+// runs) show VMM arguments naming its VM dir and are not strays; a
+// process naming a VM dir with no known ancestor is.
+func TestFindStrays_skipsDescendantsOfKnownVMMs(t *testing.T) {
+	proc := t.TempDir()
+	old := procDir
+	procDir = proc
+	t.Cleanup(func() { procDir = old })
+	vms := "/state/vms"
+	add := func(pid, ppid int, argv ...string) {
+		dir := filepath.Join(proc, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stat := fmt.Sprintf("%d (x) S %d 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 %d 0 0", pid, ppid, 1000+pid)
+		os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644)
+		os.WriteFile(filepath.Join(dir, "cmdline"), []byte(strings.Join(argv, "\x00")+"\x00"), 0o644)
+	}
+	add(100, 1, "/usr/bin/firecracker", "--api-sock", vms+"/vm2/api.sock")
+	add(101, 100, "qemu-system-x86_64", "-qmp", "unix:"+vms+"/vm2/qmp.sock")
+	add(102, 101, "qemu-system-x86_64", "-qmp", "unix:"+vms+"/vm2/qmp.sock")
+	add(200, 1, "qemu-system-x86_64", "-qmp", "unix:"+vms+"/vm1/qmp.sock")
+	found, err := FindStrays(vms, map[int]bool{100: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0].PID != 200 || found[0].VMID != "vm1" {
+		t.Fatalf("FindStrays = %+v, want only pid 200 of vm1", found)
+	}
+}

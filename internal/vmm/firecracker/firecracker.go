@@ -209,6 +209,13 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 		Jail:           jail,
 	}
 	h.StartTime, err = vmm.ProcStartTime(h.PID)
+	if err != nil {
+		select {
+		case <-exited: // reaped already: say why it ended
+			err = fmt.Errorf("firecracker exited during start: %v", waitErr)
+		default:
+		}
+	}
 	if err == nil && s.OnSpawn != nil {
 		err = s.OnSpawn(h)
 	}

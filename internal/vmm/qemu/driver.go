@@ -145,6 +145,13 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	go func() { waitErr = cmd.Wait(); close(exited) }() // reap while this process lives
 	h.PID = cmd.Process.Pid
 	h.StartTime, err = vmm.ProcStartTime(h.PID)
+	if err != nil {
+		select {
+		case <-exited: // reaped already: say why it ended
+			err = fmt.Errorf("qemu exited during start: %v", waitErr)
+		default:
+		}
+	}
 	if err == nil && s.OnSpawn != nil {
 		err = s.OnSpawn(h)
 	}

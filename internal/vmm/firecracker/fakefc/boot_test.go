@@ -108,9 +108,15 @@ func startStandIn(t *testing.T, bin string, env ...string) *standIn {
 	}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// The socket file appears at bind, before listen: wait until it
+	// accepts a connection.
 	if err := wait.Until(ctx, 10*time.Millisecond, func() (bool, error) {
-		_, err := os.Stat(s.sock)
-		return err == nil, nil
+		c, err := net.Dial("unix", s.sock)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
 	}); err != nil {
 		t.Fatalf("api socket: %v\n%s", err, s.output())
 	}
