@@ -358,22 +358,21 @@ func (m *Manager) AddPasses(ctx context.Context, ip netip.Addr, passes []Pass) e
 // gateway, so policed guests' HTTP and HTTPS reach it (0: nowhere, and
 // they are dropped). It applies the firewall when the network is up.
 func (m *Manager) SetProxyPort(ctx context.Context, port uint16) error {
-	m.mu.Lock()
-	m.proxyPort = port
-	ensured := m.ensured
-	m.mu.Unlock()
-	if !ensured {
-		return nil
-	}
-	return m.applyFirewall(ctx)
+	return m.setPort(ctx, &m.proxyPort, port)
 }
 
 // SetDNSPort tells the firewall the port banger's DNS server listens on
 // at the gateway, so guests' DNS to the gateway's port 53 reaches it
 // (0: port 53 itself). It applies the firewall when the network is up.
 func (m *Manager) SetDNSPort(ctx context.Context, port uint16) error {
+	return m.setPort(ctx, &m.dnsPort, port)
+}
+
+// setPort sets one of the firewall's ports (a field of m, guarded by
+// m.mu) and applies the firewall when the network is up.
+func (m *Manager) setPort(ctx context.Context, field *uint16, port uint16) error {
 	m.mu.Lock()
-	m.dnsPort = port
+	*field = port
 	ensured := m.ensured
 	m.mu.Unlock()
 	if !ensured {

@@ -22,6 +22,7 @@ import (
 
 	"banger/internal/layout"
 	"banger/internal/vmm"
+	"banger/internal/vmm/vmmtest"
 )
 
 // record mirrors fakefc's Record.
@@ -494,25 +495,11 @@ func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
 	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spawned := make(chan vmm.Handles, 1)
-	s.OnSpawn = func(h vmm.Handles) error { spawned <- h; return nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d := &Driver{Binary: fake, StartTimeout: time.Minute}
-	errc := make(chan error, 1)
-	go func() { _, err := d.Start(ctx, s); errc <- err }()
-
-	var h vmm.Handles
-	select {
-	case h = <-spawned:
-	case err := <-errc:
-		t.Fatalf("Start returned before OnSpawn: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("OnSpawn not called")
-	}
-	if ok, err := vmm.Check(h); !ok || err != nil {
-		t.Fatalf("handles given to OnSpawn do not find the process: %+v (%v)", h, err)
-	}
+	h, errc := vmmtest.StartUntilSpawn(t, ctx, d, s)
+	spawned := make(chan vmm.Handles, 1)
 	if h.VMM != vmm.Firecracker || h.APISocket != filepath.Join(s.Dir, layout.APISocketFile) || h.AgentTransport != vmm.TransportVsock || h.VMMLog != filepath.Join(s.Dir, layout.VMMLogFile) {
 		t.Errorf("handles %+v", h)
 	}

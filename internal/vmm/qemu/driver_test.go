@@ -232,11 +232,9 @@ func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
 	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 30\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spawned := make(chan vmm.Handles, 1)
 	s := vmm.Spec{
 		VMID: "spawn", VCPU: 1, MemoryMiB: 64, Cmdline: "console=ttyS0", Accel: vmm.AccelKVM,
 		BzImage: "/x", Dir: filepath.Join(dir, "vm"),
-		OnSpawn: func(h vmm.Handles) error { spawned <- h; return nil },
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -244,20 +242,8 @@ func TestDriver_StartRecordsHandlesAtSpawn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d := &Driver{Binary: fake, StartTimeout: time.Minute}
-	errc := make(chan error, 1)
-	go func() { _, err := d.Start(ctx, s); errc <- err }()
-
-	var h vmm.Handles
-	select {
-	case h = <-spawned:
-	case err := <-errc:
-		t.Fatalf("Start returned before OnSpawn: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("OnSpawn not called")
-	}
-	if ok, err := vmm.Check(h); !ok || err != nil {
-		t.Fatalf("handles given to OnSpawn do not find the process: %+v (%v)", h, err)
-	}
+	h, errc := vmmtest.StartUntilSpawn(t, ctx, d, s)
+	spawned := make(chan vmm.Handles, 1)
 	// The agent is reached over the virtio-serial socket on every host:
 	// a QEMU guest once got vhost-vsock where /dev/vhost-vsock existed,
 	// and the daemon, with no unix socket to dial, never reached it.

@@ -213,7 +213,7 @@ func connect(t *testing.T, path string, port uint32) (net.Conn, bool) {
 func TestBoot(t *testing.T) {
 	testenv.RequireCommand(t, "qemu-system-x86_64")
 	if testing.Short() {
-		t.Skip("boots a guest")
+		t.Skip("-short: boots a guest under QEMU (the suite and CI run without -short)")
 	}
 	qemuBin, _ := exec.LookPath("qemu-system-x86_64")
 	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
