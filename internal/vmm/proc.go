@@ -181,9 +181,11 @@ func KillProcess(ctx context.Context, h Handles) error {
 
 // StopProcess is the shared body of Driver.Stop: when the VMM of h is Alive,
 // call ask (the VMM-specific shutdown request), wait up to timeout for the
-// process to exit, then kill it. When ask fails (e.g. the control socket is
-// gone) the process is killed at once: the caller wants it stopped either
-// way. It is idempotent.
+// process to exit, then kill it. ask is repeated every AskEvery while it
+// waits: a guest still starting (before anything listens for the power
+// button) drops the press, and only a later one is heard. When the first
+// ask fails (e.g. the control socket is gone) the process is killed at
+// once: the caller wants it stopped either way. It is idempotent.
 func StopProcess(ctx context.Context, h Handles, timeout time.Duration, ask func(context.Context) error) error {
 	ok, err := Check(h)
 	if err != nil {
@@ -194,7 +196,7 @@ func StopProcess(ctx context.Context, h Handles, timeout time.Duration, ask func
 	}
 	if err := ask(ctx); err == nil {
 		wctx, cancel := context.WithTimeout(ctx, timeout)
-		err := WaitExit(wctx, h)
+		err := waitAsking(wctx, h, ask)
 		cancel()
 		if err == nil {
 			return nil
@@ -204,6 +206,25 @@ func StopProcess(ctx context.Context, h Handles, timeout time.Duration, ask func
 		}
 	}
 	return KillProcess(ctx, h)
+}
+
+// AskEvery is how often StopProcess repeats its shutdown request while
+// it waits for the VMM to exit. A variable so tests can shorten it.
+var AskEvery = 5 * time.Second
+
+// waitAsking waits for the VMM of h to exit, calling ask again each
+// AskEvery. A repeated ask that fails is not an error: the VMM may be
+// on its way out and its socket already gone.
+func waitAsking(ctx context.Context, h Handles, ask func(context.Context) error) error {
+	for {
+		pctx, cancel := context.WithTimeout(ctx, AskEvery)
+		err := WaitExit(pctx, h)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		_ = ask(ctx)
+	}
 }
 
 // Stray is a VMM process found by its command line rather than by handles.

@@ -396,6 +396,22 @@ func TestKillAndStopProcess(t *testing.T) {
 			t.Fatalf("StopProcess = %v, alive %v", err, Alive(h))
 		}
 	})
+	t.Run("a dropped ask is repeated", func(t *testing.T) {
+		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
+		defer func(d time.Duration) { AskEvery = d }(AskEvery)
+		AskEvery = 50 * time.Millisecond
+		// The first press falls on a guest not yet listening; the third is heard.
+		asked := 0
+		err := StopProcess(ctx, h, time.Minute, func(context.Context) error {
+			if asked++; asked == 3 {
+				return syscall.Kill(h.PID, syscall.SIGTERM)
+			}
+			return nil
+		})
+		if err != nil || Alive(h) || asked != 3 {
+			t.Fatalf("StopProcess = %v, alive %v, asked %d times", err, Alive(h), asked)
+		}
+	})
 	t.Run("ask fails, killed at once", func(t *testing.T) {
 		h, _ := startFakeVMM(t, filepath.Join(t.TempDir(), layout.APISocketFile), true)
 		err := StopProcess(ctx, h, time.Minute, func(context.Context) error { return errors.New("socket gone") })

@@ -125,15 +125,25 @@ func qemuArgv(s vmm.Spec, o qemu.Options, serialOut string) []string {
 	return argv
 }
 
-// hostKHz reads the host TSC frequency for tsc_early_khz.
-func hostKHz() int {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return 0
+// hostKHz returns the host TSC frequency for tsc_early_khz: from
+// /proc/cpuinfo, or, in a jail without /proc, from FAKEFC_HOST_KHZ (which
+// the jailer stand-in sets from the host's /proc before it pivots). A TCG
+// guest given no frequency often hangs calibrating its clock, so an
+// unknown frequency is an error, not a silent gamble.
+func hostKHz() (int, error) {
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		if khz, err := qemu.ParseCPUInfoKHz(f); err == nil && khz > 0 {
+			return khz, nil
+		}
 	}
-	defer f.Close()
-	khz, _ := qemu.ParseCPUInfoKHz(f)
-	return khz
+	if v := os.Getenv("FAKEFC_HOST_KHZ"); v != "" {
+		if khz, err := strconv.Atoi(v); err == nil && khz > 0 {
+			return khz, nil
+		}
+		return 0, fmt.Errorf("FAKEFC_HOST_KHZ=%q is not a positive number of kHz", v)
+	}
+	return 0, errors.New("host TSC frequency unknown: no cpu MHz in /proc/cpuinfo and FAKEFC_HOST_KHZ unset (a TCG guest would hang calibrating its clock)")
 }
 
 // startGuest boots the configured machine under QEMU TCG and returns
@@ -151,7 +161,12 @@ func (f *fake) startGuest() error {
 		os.RemoveAll(dir)
 		return bad("%v", err)
 	}
-	argv := qemuArgv(s, qemu.Options{Binary: f.qemuBin, HostKHz: hostKHz()}, f.serialOut)
+	khz, err := hostKHz()
+	if err != nil {
+		os.RemoveAll(dir)
+		return bad("%v", err)
+	}
+	argv := qemuArgv(s, qemu.Options{Binary: f.qemuBin, HostKHz: khz}, f.serialOut)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Args[0] = qemuArgv0
 	// The stand-in's own stdin (what its parent gave it): left nil, exec

@@ -45,7 +45,8 @@
 // Environment: FAKEFC_SWAGGER (path of the OpenAPI spec, required),
 // FAKEFC_QEMU (the QEMU binary; enables boot mode), FAKEFC_RECORD
 // (JSON-lines record file), FAKEFC_CONNS (file holding the number of open
-// API connections, rewritten on each change).
+// API connections, rewritten on each change), FAKEFC_HOST_KHZ (the host
+// TSC frequency, read where /proc/cpuinfo is missing, as in a jail).
 package main
 
 import (

@@ -28,7 +28,9 @@
 // variables named FAKEFC_* survive (the stand-in's settings); one that names
 // a host file (FAKEFC_SWAGGER) has the file copied into the jail and the
 // variable rewritten to the jailed path, and FAKEFC_RECORD and FAKEFC_CONNS
-// are rewritten to files at the jail's root. --cgroup, --parent-cgroup and
+// are rewritten to files at the jail's root. FAKEFC_HOST_KHZ is set from
+// the host's /proc/cpuinfo, which the jail does not have, so the stand-in
+// can still give its TCG guest a clock frequency. --cgroup, --parent-cgroup and
 // --cgroup-version are validated but not applied; --daemonize and
 // --new-pid-ns, which change the PID banger records, are refused. What this proves: the driver's jailer
 // command line, the files it places in the jail and their owners, the
@@ -52,6 +54,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/vmm/qemu"
 )
 
 func init() {
@@ -258,7 +262,23 @@ func jailEnv(jail string, uid, gid int) ([]string, error) {
 		}
 		env = append(env, k+"="+v)
 	}
+	if os.Getenv("FAKEFC_HOST_KHZ") == "" {
+		if khz := hostKHz(); khz > 0 {
+			env = append(env, "FAKEFC_HOST_KHZ="+strconv.Itoa(khz))
+		}
+	}
 	return env, nil
+}
+
+// hostKHz is the host TSC frequency from /proc/cpuinfo, 0 when unknown.
+func hostKHz() int {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	khz, _ := qemu.ParseCPUInfoKHz(f)
+	return khz
 }
 
 func touch(path string, uid, gid int) error {
