@@ -122,6 +122,9 @@ func (st *stageTimes) create(b *testing.B, c *api.Client, name string) (time.Dur
 		}
 		st.sum[s.Name] += s.Duration
 		names = append(names, s.Name)
+		if s.Name == "agent ready" {
+			b.Logf("%s: %s %s", name, s.Duration.Round(10*time.Millisecond), s.Detail)
+		}
 	}
 	return took, names
 }

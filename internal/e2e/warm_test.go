@@ -10,7 +10,8 @@ import (
 // checkWarm makes the default image's warm template, then creates two VMs
 // from it: both must restore rather than boot, be much faster than the
 // template's own cold boot, and differ in everything a clone must not
-// share (hostname, MAC, address, ssh host keys, random output), with the
+// share (hostname, MAC, address, ssh host keys, random output,
+// machine-id), with the
 // old address gone, the guest clock right and ssh working against the
 // host-pinned key.
 func (e *env) checkWarm(t *testing.T) {
@@ -19,7 +20,7 @@ func (e *env) checkWarm(t *testing.T) {
 	cold := time.Since(start)
 	t.Logf("image warm took %s:\n%s", cold.Round(time.Millisecond), r.stderr)
 
-	type guest struct{ hostname, mac, addrs, hostKey, random string }
+	type guest struct{ hostname, mac, addrs, hostKey, random, machineID string }
 	seen := map[string]guest{}
 	for _, name := range []string{"w1", "w2"} {
 		start := time.Now()
@@ -34,12 +35,12 @@ func (e *env) checkWarm(t *testing.T) {
 		}
 		v := e.vm(name)
 		out := e.must(e.banger("", "vm", "exec", name, "--", "sh", "-c",
-			"hostname; cat /sys/class/net/e*/address; ip -4 -o addr show scope global | awk '{print $4}' | tr '\\n' ' '; echo; cat /etc/ssh/ssh_host_*_key.pub | awk '{print $2}' | tr '\\n' ' '; echo; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo"))
+			"hostname; cat /sys/class/net/e*/address; ip -4 -o addr show scope global | awk '{print $4}' | tr '\\n' ' '; echo; cat /etc/ssh/ssh_host_*_key.pub | awk '{print $2}' | tr '\\n' ' '; echo; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id"))
 		lines := strings.Split(strings.TrimSpace(out.stdout), "\n")
-		if len(lines) != 5 {
+		if len(lines) != 6 {
 			t.Fatalf("%s: identity probe printed %q", name, out.stdout)
 		}
-		g := guest{lines[0], lines[1], strings.TrimSpace(lines[2]), strings.TrimSpace(lines[3]), lines[4]}
+		g := guest{lines[0], lines[1], strings.TrimSpace(lines[2]), strings.TrimSpace(lines[3]), lines[4], lines[5]}
 		if g.hostname != name {
 			t.Errorf("%s: hostname %q", name, g.hostname)
 		}
@@ -49,12 +50,16 @@ func (e *env) checkWarm(t *testing.T) {
 		if want := fmt.Sprintf("%v/", v["ip"]); !strings.HasPrefix(g.addrs, want) || strings.Contains(g.addrs, " ") {
 			t.Errorf("%s: guest addresses %q, want only %s", name, g.addrs, v["ip"])
 		}
+		if g.machineID != v["id"] {
+			t.Errorf("%s: machine-id %q, want the vm id %v", name, g.machineID, v["id"])
+		}
 		if strings.Contains(g.hostKey, " ") || g.hostKey == "" {
 			t.Errorf("%s: host keys %q, want exactly one (the host-made ed25519)", name, g.hostKey)
 		}
 		for other, o := range seen {
 			for what, pair := range map[string][2]string{"hostname": {g.hostname, o.hostname}, "mac": {g.mac, o.mac},
-				"address": {g.addrs, o.addrs}, "host key": {g.hostKey, o.hostKey}, "random output": {g.random, o.random}} {
+				"address": {g.addrs, o.addrs}, "host key": {g.hostKey, o.hostKey}, "random output": {g.random, o.random},
+				"machine-id": {g.machineID, o.machineID}} {
 				if pair[0] == pair[1] {
 					t.Errorf("%s and %s share their %s: %s", name, other, what, pair[0])
 				}

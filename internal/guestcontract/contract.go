@@ -89,6 +89,59 @@ const (
 	AgentUnitName = "banger-agent.service"
 )
 
+// sshd, for images that boot systemd: one sshd per connection, started by
+// a socket systemd holds. Each connection's sshd reads the host keys
+// afresh, so a guest restored from another VM's memory serves the keys
+// its agent just installed without an sshd restart (a restart closes
+// port 22 for as long as sshd takes to re-execute, half a second under
+// emulation), and the port stays open throughout.
+const (
+	// SSHSocketName listens on port 22 once the agent is ready.
+	SSHSocketName = "banger-sshd.socket"
+	// SSHServiceName is the template of the per-connection sshd.
+	SSHServiceName = "banger-sshd@.service"
+)
+
+// SSHSocketUnit is the text of SSHSocketName. It is ordered after the
+// agent (ready once the VM's host keys are installed), not after sysinit:
+// under emulation sysinit takes seconds, and a connection needs only the
+// keys. It replaces the distribution's ssh.service, which it conflicts
+// with (both want port 22).
+const SSHSocketUnit = `[Unit]
+Description=OpenSSH server socket, one sshd per connection (banger)
+DefaultDependencies=no
+After=` + AgentUnitName + `
+Before=sockets.target shutdown.target
+Conflicts=shutdown.target ssh.service
+ConditionPathExists=!/etc/ssh/sshd_not_to_be_run
+
+[Socket]
+ListenStream=22
+Accept=yes
+
+[Install]
+WantedBy=sockets.target
+`
+
+// SSHServiceUnit is the text of SSHServiceName: sshd in inetd mode on the
+// accepted connection. /run/sshd (its privilege separation directory) is
+// kept when one instance ends, as others may still use it.
+const SSHServiceUnit = `[Unit]
+Description=OpenSSH server for one connection (banger)
+DefaultDependencies=no
+Before=shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+EnvironmentFile=-/etc/default/ssh
+ExecStart=-/usr/sbin/sshd -i $SSHD_OPTS
+StandardInput=socket
+StandardError=journal
+RuntimeDirectory=sshd
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
+`
+
 // AgentUnit is the text of AgentUnitName. It starts as soon as systemd
 // starts units: no default dependencies and no ordering after udev or
 // local filesystems, because the initramfs has already loaded the virtio
@@ -103,7 +156,7 @@ const AgentUnit = `[Unit]
 Description=banger guest agent
 Documentation=man:banger(1)
 DefaultDependencies=no
-Before=ssh.service sshd.service network-online.target shutdown.target
+Before=ssh.service sshd.service banger-sshd.socket network-online.target shutdown.target
 Conflicts=shutdown.target
 
 [Service]

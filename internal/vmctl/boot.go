@@ -147,10 +147,17 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 	}
 
 	if err := op.Do(StageAgent, func(s *operation.Stage) error {
+		var took []string // how long each part of a warm start took
+		mark := time.Now()
+		lap := func(what string) {
+			took = append(took, fmt.Sprintf("%s %s", what, time.Since(mark).Round(10*time.Millisecond)))
+			mark = time.Now()
+		}
 		if restore != nil && restore.template != nil {
 			if err := m.reidentify(ctx, vm, h, restore.template); err != nil {
 				return err
 			}
+			lap("identity")
 		}
 		warm := restore != nil && restore.template != nil
 		var health agent.Health
@@ -165,14 +172,16 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 		var thawed string
 		if restore != nil {
 			thawed = m.thaw(ctx, op, vm, m.agentClient(vm, h))
+			lap("thaw")
 		}
 		ssh := "no sshd"
 		if man.Init == image.InitSystemd && m.waitSSH(ctx, vm, h) {
 			ssh = "sshd listening"
 		}
+		lap("sshd")
 		switch {
 		case warm:
-			s.Detail("new identity, %s, %s", thawed, ssh)
+			s.Detail("new identity, %s, %s (%s)", thawed, ssh, strings.Join(took, ", "))
 			return nil
 		case restore != nil:
 			s.Detail("agent %s, restored, %s", health.Version, thawed)

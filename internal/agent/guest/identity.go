@@ -413,7 +413,7 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
 var givenKeyTypes = map[string]bool{"ed25519": true, "ecdsa": true, "rsa": true}
 
 // Reidentify makes a guest restored from another VM's memory this VM:
-// hostname, MAC and address (the old ones removed), resolv.conf,
+// hostname, machine-id, MAC and address (the old ones removed), resolv.conf,
 // authorized keys, and ssh host keys replaced by the host's (every old
 // key removed, so no two VMs share one), then sshd reloads them. Steps
 // run in that order and the first failure stops it: a half-renamed
@@ -433,6 +433,9 @@ func Reidentify(root string, req agent.Reidentify, sys System) error {
 	}
 	if err := applyHostname(root, id.Hostname, sys); err != nil {
 		return fmt.Errorf("hostname: %w", err)
+	}
+	if err := applyMachineID(root, id.VMID); err != nil {
+		return fmt.Errorf("machine-id: %w", err)
 	}
 	if id.Address != "" {
 		if err := applyNetwork(id, sys); err != nil {
@@ -464,6 +467,29 @@ func Reidentify(root string, req agent.Reidentify, sys System) error {
 		}
 	}
 	return sys.ReloadSSHD()
+}
+
+// machineIDRE is the form of /etc/machine-id: 32 lowercase hex digits.
+var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// applyMachineID makes /etc/machine-id the VM's id. A restored guest
+// carries the machine-id systemd wrote into the template's overlay, which
+// every clone would otherwise share (and keep across its cold boots); the
+// VM id is unique and already known to the guest. The file is rewritten in
+// place, not renamed over: systemd may have bind-mounted /run/machine-id
+// onto it. Processes that read the id before (systemd, journald) keep the
+// old one until the next boot. A VM id not of machine-id form (an older
+// host) leaves the file alone.
+func applyMachineID(root, vmID string) error {
+	if !machineIDRE.MatchString(vmID) {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(root, "etc", "machine-id"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o444)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(vmID + "\n")
+	return errors.Join(err, f.Close())
 }
 
 func replaceHostKeys(root string, keys []agent.HostKey) error {

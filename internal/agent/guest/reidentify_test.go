@@ -16,13 +16,14 @@ import (
 func TestReidentify(t *testing.T) {
 	root := t.TempDir()
 	write(t, filepath.Join(root, "etc", "hostname"), "template\n", 0o644)
+	write(t, filepath.Join(root, "etc", "machine-id"), "ffffffffffffffffffffffffffffffff\n", 0o644)
 	write(t, filepath.Join(root, "etc", "hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\ttemplate\n", 0o644)
 	for _, typ := range []string{"ed25519", "rsa", "ecdsa"} {
 		write(t, filepath.Join(root, "etc", "ssh", "ssh_host_"+typ+"_key"), "template "+typ, 0o600)
 		write(t, filepath.Join(root, "etc", "ssh", "ssh_host_"+typ+"_key.pub"), "ssh-"+typ+" TEMPLATE", 0o644)
 	}
 	req := agent.Reidentify{
-		Identity: agent.Identity{Hostname: "clone1", Address: "10.0.3.9/24", Gateway: "10.0.3.1", DNS: []string{"10.0.3.1"},
+		Identity: agent.Identity{VMID: "0123456789abcdef0123456789abcdef", Hostname: "clone1", Address: "10.0.3.9/24", Gateway: "10.0.3.1", DNS: []string{"10.0.3.1"},
 			MAC: "02:00:0a:00:03:09", Token: strings.Repeat("t", 40)},
 		HostKeys: []agent.HostKey{{Type: "ed25519", Private: "-----PRIVATE clone1-----", Public: "ssh-ed25519 CLONE1"}},
 	}
@@ -61,6 +62,10 @@ func TestReidentify(t *testing.T) {
 	priv, _ := os.ReadFile(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key"))
 	if fi, _ := os.Stat(filepath.Join(root, "etc", "ssh", "ssh_host_ed25519_key")); string(priv) != "-----PRIVATE clone1-----\n" || fi.Mode().Perm() != 0o600 {
 		t.Errorf("private key %q mode %v", priv, fi.Mode())
+	}
+	// The template's machine-id would be every clone's.
+	if mid, _ := os.ReadFile(filepath.Join(root, "etc", "machine-id")); string(mid) != "0123456789abcdef0123456789abcdef\n" {
+		t.Errorf("machine-id %q, want the VM id", mid)
 	}
 	resolv, _ := os.ReadFile(filepath.Join(root, "etc", "resolv.conf"))
 	if !strings.Contains(string(resolv), "nameserver 10.0.3.1") {

@@ -213,6 +213,17 @@ func TestBuildDefault(t *testing.T) {
 				t.Errorf("sshd config lacks %q", w)
 			}
 		}
+		sock := debugfs(t, rootfs, "stat /etc/systemd/system/sockets.target.wants/"+guestcontract.SSHSocketName)
+		if !strings.Contains(sock, "Type: symlink") {
+			t.Errorf("%s not enabled:\n%s", guestcontract.SSHSocketName, sock)
+		}
+		if u := debugfs(t, rootfs, "cat /etc/systemd/system/"+guestcontract.SSHServiceName); !strings.Contains(u, "sshd -i") {
+			t.Errorf("%s:\n%s", guestcontract.SSHServiceName, u)
+		}
+		// ssh.service would take port 22 from the socket.
+		if ls := debugfs(t, rootfs, "ls /etc/systemd/system/multi-user.target.wants"); strings.Contains(ls, "ssh.service") {
+			t.Errorf("ssh.service still enabled:\n%s", ls)
+		}
 		if mid := debugfs(t, rootfs, "stat /etc/machine-id"); !strings.Contains(mid, "Size: 0") {
 			t.Errorf("machine-id not empty:\n%s", mid)
 		}

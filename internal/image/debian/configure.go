@@ -24,20 +24,10 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 `
 
-// sshdEarly starts sshd right after the agent has installed the VM's host
-// keys, rather than after all of sysinit (udev settling, tmpfiles, ...):
-// a create waits for sshd, and under TCG sysinit takes seconds.
-const sshdEarly = `# banger: sshd needs only the host keys the agent installs.
-[Unit]
-DefaultDependencies=no
-After=` + guestcontract.AgentUnitName + `
-Conflicts=shutdown.target
-Before=shutdown.target
-`
-
 // Configure prepares an unpacked root filesystem for the guest contract:
 // banger-agent installed at guestcontract.AgentPath and its unit enabled, sshd
-// limited to keys, no ssh host keys (the agent makes them per VM), root's
+// limited to keys and started per connection from a socket (ssh.service
+// disabled), no ssh host keys (the agent makes them per VM), root's
 // password locked, an empty machine-id (systemd makes one per boot), a
 // placeholder hostname, an empty fstab (the initramfs sets up the overlay
 // root), no resolv.conf from the build host, and no first-boot wizard or
@@ -66,8 +56,17 @@ func Configure(tree, agentBin string, log io.Writer) error {
 	if err := writeFile(tree, "/etc/ssh/sshd_config.d/banger.conf", sshdConfig, 0o644); err != nil {
 		return err
 	}
-	if err := writeFile(tree, "/etc/systemd/system/ssh.service.d/banger.conf", sshdEarly, 0o644); err != nil {
+	step("sshd: one per connection from %s, ssh.service disabled", guestcontract.SSHSocketName)
+	if err := writeFile(tree, guestcontract.UnitDir+"/"+guestcontract.SSHServiceName, guestcontract.SSHServiceUnit, 0o644); err != nil {
 		return err
+	}
+	if err := installUnit(tree, guestcontract.SSHSocketName, guestcontract.SSHSocketUnit); err != nil {
+		return err
+	}
+	for _, l := range []string{"multi-user.target.wants/ssh.service", "sshd.service"} {
+		if err := os.Remove(filepath.Join(tree, guestcontract.UnitDir, l)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("disable ssh.service: %w", err)
+		}
 	}
 	keys, _ := filepath.Glob(filepath.Join(tree, "etc/ssh/ssh_host_*"))
 	for _, k := range keys {
