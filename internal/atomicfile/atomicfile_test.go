@@ -29,6 +29,27 @@ func TestWriteReplacesWithMode(t *testing.T) {
 	assertOnly(t, dir, "f")
 }
 
+// TestWriteUnsynced: the unsynced write replaces the file and its mode
+// the same way, leaving no temporary behind.
+func TestWriteUnsynced(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteUnsynced(p, []byte("new"), 0o600); err != nil {
+		t.Fatalf("WriteUnsynced: %v", err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil || string(got) != "new" {
+		t.Fatalf("content = %q, %v; want new", got, err)
+	}
+	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, want 0600", st.Mode().Perm())
+	}
+	assertOnly(t, dir, "f")
+}
+
 // failingReader yields some bytes, then an error: the write must leave
 // the old file and no temporary behind.
 type failingReader struct{ sent bool }

@@ -274,7 +274,24 @@ func startFakeVMM(t *testing.T, sock string, reap bool) (Handles, *exec.Cmd) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitExeced(t, cmd.Process.Pid)
 	return Handles{VMM: QEMU, PID: cmd.Process.Pid, StartTime: st, QMPSocket: sock}, cmd
+}
+
+// waitExeced waits until pid's command line reads non-empty. Start can
+// return while the kernel still finishes the execve; until then the
+// command line is empty and Check counts any start-time match as alive,
+// which would make the tests of which socket or jail it names flaky.
+func waitExeced(t *testing.T, pid int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := wait.Until(ctx, time.Millisecond, func() (bool, error) {
+		argv, err := ProcCmdline(pid)
+		return len(argv) > 0, err
+	}); err != nil {
+		t.Fatalf("command line of %d: %v", pid, err)
+	}
 }
 
 func TestAlive(t *testing.T) {
@@ -339,6 +356,7 @@ func TestAlive_jailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitExeced(t, cmd.Process.Pid)
 	h := Handles{VMM: Firecracker, PID: cmd.Process.Pid, StartTime: st, Jail: jail, APISocket: filepath.Join(jail, "api.sock")}
 	if got := h.ControlSocket(); got != "/api.sock" {
 		t.Fatalf("ControlSocket() = %q, want /api.sock", got)

@@ -28,11 +28,13 @@ type fakeSystem struct {
 	keygens   int
 	keygenErr error
 	reloads   int
+	syncs     int
 }
 
 var _ System = (*fakeSystem)(nil)
 
 func (f *fakeSystem) SetHostname(n string) error { f.hostnames = append(f.hostnames, n); return nil }
+func (f *fakeSystem) Sync() error                { f.syncs++; return nil }
 func (f *fakeSystem) ConfigureNetwork(c NetConfig) error {
 	f.nets = append(f.nets, c)
 	return nil
@@ -212,8 +214,9 @@ func TestApply_TwiceIsHarmless(t *testing.T) {
 	if diff := cmp.Diff(first, snapshot(t, root)); diff != "" {
 		t.Fatalf("second apply changed the tree (-first +second):\n%s", diff)
 	}
-	if sys.keygens != 1 || len(sys.mounts) != 1 || len(sys.hostnames) != 2 {
-		t.Fatalf("keygens %d mounts %d hostnames %v", sys.keygens, len(sys.mounts), sys.hostnames)
+	// Each apply ends with one sync of everything it wrote.
+	if sys.keygens != 1 || len(sys.mounts) != 1 || len(sys.hostnames) != 2 || sys.syncs != 2 {
+		t.Fatalf("keygens %d mounts %d hostnames %v syncs %d", sys.keygens, len(sys.mounts), sys.hostnames, sys.syncs)
 	}
 }
 

@@ -227,6 +227,13 @@ func (LinuxSystem) ReloadSSHD() error {
 	return nil
 }
 
+// Sync flushes every filesystem (sync(2)): the root overlay and the work
+// disk both hold identity files.
+func (LinuxSystem) Sync() error {
+	unix.Sync()
+	return nil
+}
+
 // GenerateHostKeys creates the missing ed25519 and ecdsa ssh host keys of
 // the filesystem at root; existing keys are kept.
 func (LinuxSystem) GenerateHostKeys(root string) error {

@@ -65,6 +65,8 @@ type Driver struct {
 	// Jailer, when set, runs every Firecracker under Firecracker's jailer
 	// (see Jailer); nil runs it directly.
 	Jailer *Jailer
+
+	versions vmm.VersionCache // Version's answers, per binary on disk
 }
 
 var (

@@ -121,11 +121,13 @@ func (d *Driver) Version(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	v, err := BinaryVersion(ctx, bin)
-	if err != nil {
-		return "", err
-	}
-	return v.String(), nil
+	return d.versions.Get(bin, func() (string, error) {
+		v, err := BinaryVersion(ctx, bin)
+		if err != nil {
+			return "", err
+		}
+		return v.String(), nil
+	})
 }
 
 // checkSnapshot reports a missing state or memory file in dir before a

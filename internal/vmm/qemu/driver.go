@@ -28,6 +28,8 @@ type Driver struct {
 	// HostKHz returns the host TSC kHz for TCG guests; nil reads
 	// /proc/cpuinfo.
 	HostKHz func() (int, error)
+
+	versions vmm.VersionCache // Version's answers, per binary on disk
 }
 
 var _ vmm.Driver = (*Driver)(nil)

@@ -164,11 +164,13 @@ func (d *Driver) Version(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.CommandContext(ctx, bin, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("%s --version: %w", bin, err)
-	}
-	return ParseVersion(string(out))
+	return d.versions.Get(bin, func() (string, error) {
+		out, err := exec.CommandContext(ctx, bin, "--version").Output()
+		if err != nil {
+			return "", fmt.Errorf("%s --version: %w", bin, err)
+		}
+		return ParseVersion(string(out))
+	})
 }
 
 // ParseVersion reads the first line of `qemu-system-x86_64 --version`.
