@@ -170,8 +170,8 @@ func (m *Manager) takeSnapshot(ctx context.Context, op *operation.Op, vm store.V
 	if !ok {
 		return Snapshot{}, api.Errorf(api.CodeConflict, "vm %s is not running: a snapshot is taken of a running vm (banger vm start %s)", vm.Name, vm.Name)
 	}
-	if h.VMM != vmm.QEMU {
-		return Snapshot{}, api.Errorf(api.CodeInvalid, "vm %s runs under %s, whose saved state loads only into the vm that saved it (its tap and vsock socket are restored as they were): snapshots and forks need the qemu vmm", vm.Name, h.VMM)
+	if err := m.relocatable(ctx, h.VMM, h); err != nil {
+		return Snapshot{}, api.Errorf(api.CodeInvalid, "vm %s: snapshots and forks need state that restores into another vm: %v", vm.Name, err)
 	}
 	dir := filepath.Join(m.snapshotsDir(vm.ID), name)
 	if _, err := os.Stat(dir); err == nil {

@@ -70,6 +70,9 @@ func (f *snapVMM) Save(_ context.Context, h vmm.Handles, dir string) (vmm.SavedS
 
 func (f *snapVMM) Version(context.Context) (string, error) { return "fake-1", nil }
 
+// Relocatable: the stand-in's state, like QEMU's, restores anywhere.
+func (f *snapVMM) Relocatable(context.Context, vmm.Handles) error { return nil }
+
 func (f *snapVMM) count() (starts, resumes, saves int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

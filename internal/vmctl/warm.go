@@ -165,6 +165,17 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 	return err
 }
 
+// relocatable reports nil when state saved by the VMM name (of the running
+// VM h, or of a VM it would start now when h is zero) restores into
+// another VM, else why not.
+func (m *Manager) relocatable(ctx context.Context, name string, h vmm.Handles) error {
+	r, ok := m.opt.Drivers[name].(vmm.Relocator)
+	if !ok {
+		return fmt.Errorf("%s cannot restore saved state into another vm", name)
+	}
+	return r.Relocatable(ctx, h)
+}
+
 // autoTemplate makes the image's warm template for vm's shape from vm
 // itself, just booted cold, when there is none (or an unusable one):
 // later creates of the shape restore instead of booting. It costs this
@@ -174,7 +185,7 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 // skipped: their templates could never be checked.
 func (m *Manager) autoTemplate(ctx context.Context, op *operation.Op, vm store.VM) error {
 	h, ok := m.alive(vm.ID)
-	if !ok || h.VMM != vmm.QEMU {
+	if !ok || m.relocatable(ctx, h.VMM, h) != nil {
 		return nil
 	}
 	if _, ok := m.opt.Drivers[h.VMM].(vmm.Versioner); !ok {
@@ -228,8 +239,8 @@ func (m *Manager) Warm(ctx context.Context, op *operation.Op, req api.CreateVMRe
 	req.Cold = true
 	if _, vmmName, err := m.validate(ctx, req); err != nil {
 		return Template{}, err
-	} else if vmmName != vmm.QEMU {
-		return Template{}, api.Errorf(api.CodeInvalid, "warm templates need the qemu vmm (--vmm qemu): %s restores a snapshot's tap and vsock socket as they were saved, so its state loads only into the VM that saved it", vmmName)
+	} else if err := m.relocatable(ctx, vmmName, vmm.Handles{}); err != nil {
+		return Template{}, api.Errorf(api.CodeInvalid, "warm templates need state that restores into another vm (or --vmm qemu): %v", err)
 	}
 	vm, err := m.Create(ctx, op, req)
 	if err != nil {

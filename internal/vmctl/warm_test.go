@@ -91,8 +91,10 @@ func TestDropTemplates(t *testing.T) {
 	}
 }
 
-// TestWarm_refusesFirecracker: Firecracker state loads only into the VM
-// that saved it, so a template for it is refused before anything is made.
+// TestWarm_refusesFirecracker: a driver whose state loads only into the
+// VM that saved it (here one that is no vmm.Relocator; Firecracker
+// without the jailer says so itself) gets no template, refused before
+// anything is made.
 func TestWarm_refusesFirecracker(t *testing.T) {
 	h := newHarness(t)
 	h.m.opt.Drivers[vmm.Firecracker] = h.vmm
@@ -101,7 +103,7 @@ func TestWarm_refusesFirecracker(t *testing.T) {
 		return h.m.Warm(ctx, op, api.CreateVMRequest{Image: "debian-12", VMM: "firecracker", Spec: spec()})
 	})
 	_, err := op.Wait(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "warm templates need the qemu vmm") {
+	if err == nil || !strings.Contains(err.Error(), "warm templates need state that restores into another vm") {
 		t.Fatalf("Warm under firecracker = %v", err)
 	}
 	if vms, _ := h.st.ListVMs(context.Background()); len(vms) != 0 {

@@ -270,6 +270,15 @@ type Snapshotter interface {
 	Save(ctx context.Context, h Handles, dir string) (SavedState, error)
 }
 
+// Relocator is implemented by Snapshotters whose saved state can be
+// restored into another VM (its own disks, tap and sockets), which warm
+// templates, named snapshots and forks need. Relocatable reports nil when
+// the state of h, once saved, would restore elsewhere, else why not; h is
+// a running VM, or the zero Handles for a VM the driver would start now.
+type Relocator interface {
+	Relocatable(ctx context.Context, h Handles) error
+}
+
 // SavedState describes the files a Snapshotter wrote and the VMM that can
 // load them. A VMM refuses state written by another build or for another
 // machine shape, so callers compare Binary and Version (and the Spec's

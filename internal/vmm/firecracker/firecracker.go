@@ -227,7 +227,7 @@ func (d *Driver) Start(ctx context.Context, s vmm.Spec) (vmm.Handles, error) {
 	if err == nil {
 		c := fcapi.New(p.api)
 		if s.RestoreDir != "" {
-			err = d.restore(ctx, c, fp, fspec.RestoreDir)
+			err = d.restore(ctx, c, fp, fspec)
 		} else {
 			err = d.boot(ctx, c, fp, fspec)
 		}

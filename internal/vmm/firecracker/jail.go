@@ -155,8 +155,26 @@ func (j *Jailer) prepare(root string, s vmm.Spec, p paths, seccompFilter string)
 	return in, nil
 }
 
+// sealState makes saved state files, just moved out of a jail, root's
+// and read-only to the jail's group (0440): a later jail restoring them
+// (a warm template, a snapshot another VM forks from) can read them, but
+// no jailed Firecracker can change what the next restore loads.
+func (j *Jailer) sealState(files ...string) error {
+	for _, f := range files {
+		if err := os.Chown(f, 0, j.GID); err != nil {
+			return fmt.Errorf("seal saved state %s: %w", f, err)
+		}
+		if err := os.Chmod(f, 0o440); err != nil {
+			return fmt.Errorf("seal saved state %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
 // link hard-links src to dst. A file inside own (the VM directory) is
-// given to the jail's UID:GID; any other must be readable by everyone.
+// given to the jail's UID:GID; any other must be readable by everyone, or
+// be saved state sealed by sealState (root's, read-only to the jail's
+// group).
 func (j *Jailer) link(src, dst, own string) error {
 	st, err := os.Stat(src)
 	if err != nil {
@@ -168,16 +186,26 @@ func (j *Jailer) link(src, dst, own string) error {
 		}
 		return fmt.Errorf("jail %s: %w", src, err)
 	}
-	if within(src, own) {
+	// Sealed state stays sealed even in the VM's own directory: the link
+	// shares its inode, which a later restore elsewhere may need intact.
+	if within(src, own) && !j.sealed(st) {
 		if err := os.Chown(dst, j.UID, j.GID); err != nil {
 			return fmt.Errorf("give %s to %d:%d: %w", src, j.UID, j.GID, err)
 		}
 		return nil
 	}
-	if st.Mode().Perm()&0o004 == 0 {
-		return fmt.Errorf("jail %s: jailed firecracker (uid %d) cannot read it (mode %04o)", src, j.UID, st.Mode().Perm())
+	if st.Mode().Perm()&0o004 != 0 || j.sealed(st) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("jail %s: jailed firecracker (uid %d) cannot read it (mode %04o)", src, j.UID, st.Mode().Perm())
+}
+
+// sealed reports whether st is a file sealState made: owned by root,
+// group the jail's, readable by that group and writable by nobody else.
+func (j *Jailer) sealed(st fs.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	perm := st.Mode().Perm()
+	return ok && sys.Uid == 0 && int(sys.Gid) == j.GID && perm&0o040 != 0 && perm&0o022 == 0
 }
 
 func within(path, dir string) bool {

@@ -138,6 +138,18 @@ func TestDriver_Jailed(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(jail, jailSnapshotDir)); len(left) != 0 {
 		t.Errorf("the save left %d files in the jail", len(left))
 	}
+	// Sealed: root's and read-only to the jail's group, so no jailed
+	// Firecracker restoring it later can change what the next one loads.
+	for _, f := range []string{StateFile, MemoryFile} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != 0 || st.Gid != 65534 || fi.Mode().Perm() != 0o440 {
+			t.Errorf("saved %s: owner %d:%d mode %04o, want 0:65534 0440", f, st.Uid, st.Gid, fi.Mode().Perm())
+		}
+	}
 	if err := d.Kill(ctx, h); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +171,35 @@ func TestDriver_Jailed(t *testing.T) {
 		t.Errorf("snapshot load %v, want the state linked into the jail", load)
 	}
 	if err := d.Kill(ctx, h2); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another VM restores the same state (a warm template, a fork): its
+	// own jail, the state linked from outside its directory, its own tap.
+	if err := d.Relocatable(ctx, h); err != nil {
+		t.Errorf("a jailed vm's state is not relocatable: %v", err)
+	}
+	s3 := testSpec(t)
+	s3.VMID, s3.Tap, s3.RestoreDir = "01JFCOTHER", "bgtap3", dir
+	h3, err := d.Start(ctx, s3)
+	if err != nil {
+		t.Fatalf("restore into another vm: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Kill(context.Background(), h3) })
+	e3 := env{record: filepath.Join(h3.Jail, "calls.jsonl")}
+	load = nil
+	for _, c := range e3.calls(t) {
+		if c.Path == "/snapshot/load" {
+			_ = json.Unmarshal(c.Body, &load)
+		}
+	}
+	if ov, _ := load["network_overrides"].([]any); len(ov) != 1 || ov[0].(map[string]any)["host_dev_name"] != "bgtap3" {
+		t.Errorf("snapshot load %v, want network_overrides naming the new vm's tap bgtap3", load)
+	}
+	if err := d.Kill(ctx, h3); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Cleanup(h3); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Cleanup(h2); err != nil {

@@ -22,7 +22,44 @@ const (
 var (
 	_ vmm.Snapshotter = (*Driver)(nil)
 	_ vmm.Versioner   = (*Driver)(nil)
+	_ vmm.Relocator   = (*Driver)(nil)
 )
+
+// overridesSince is the first Firecracker release whose snapshot load
+// takes network_overrides (a new tap for a restored interface).
+var overridesSince = Version{1, 12, 0}
+
+// Relocatable reports whether a VM's saved state can be restored into
+// another VM. Firecracker's state names the host paths of the VM's disks
+// and vsock socket, and no release can override the disks' paths: only a
+// jailed VM, whose paths are the same names inside every jail, can be
+// restored elsewhere, and only by a Firecracker that can swap the tap
+// (network_overrides, 1.12 and later).
+func (d *Driver) Relocatable(ctx context.Context, h vmm.Handles) error {
+	if h.PID != 0 && h.Jail == "" || h.PID == 0 && d.Jailer == nil {
+		return errors.New("firecracker's saved state names the host paths of the vm's disks and socket, so it restores only into the vm that saved it; run firecracker under the jailer (jailer_bin in config), whose paths are the same in every jail, for warm templates, snapshots and forks")
+	}
+	v, err := d.Version(ctx)
+	if err != nil {
+		return err
+	}
+	if !d.canOverride(v) {
+		return fmt.Errorf("firecracker %s cannot give a restored vm its own tap (network_overrides needs %s or later)", v, overridesSince)
+	}
+	return nil
+}
+
+// canOverride reports whether Firecracker release v (as Version returns
+// it) takes network_overrides on snapshot load.
+func (d *Driver) canOverride(v string) bool {
+	var have Version
+	if _, err := fmt.Sscanf(v, "%d.%d.%d", &have.Major, &have.Minor, &have.Patch); err != nil {
+		return false
+	}
+	return have.Major > overridesSince.Major ||
+		have.Major == overridesSince.Major && (have.Minor > overridesSince.Minor ||
+			have.Minor == overridesSince.Minor && have.Patch >= overridesSince.Patch)
+}
 
 // Pause stops the guest's vCPUs (PATCH /vm Paused).
 func (d *Driver) Pause(ctx context.Context, h vmm.Handles) error {
@@ -72,6 +109,9 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 	})
 	if err == nil && jailDir != "" {
 		err = errors.Join(os.Rename(filepath.Join(jailDir, StateFile), state), os.Rename(filepath.Join(jailDir, MemoryFile), mem))
+		if err == nil {
+			err = d.Jailer.sealState(state, mem)
+		}
 	}
 	var files []vmm.StateFile
 	if err == nil {
@@ -141,21 +181,29 @@ func checkSnapshot(dir string) error {
 	return nil
 }
 
-// restore makes a fresh process load dir's snapshot and resume instead of
-// booting: only the logger and metrics are configured before the load (as
-// Firecracker requires), and no device is added after it (the vsock
-// device comes back from the snapshot, bound at its saved path).
-func (d *Driver) restore(ctx context.Context, c *fcapi.Client, p paths, dir string) error {
+// restore makes a fresh process load the snapshot in s.RestoreDir and
+// resume instead of booting: only the logger and metrics are configured
+// before the load (as Firecracker requires), and no device is added after
+// it (the vsock device comes back from the snapshot, bound at its saved
+// path, which under the jailer is the same in every jail). Where the
+// release allows, the interface is given s.Tap, so state saved by another
+// (jailed) VM restores onto this VM's tap.
+func (d *Driver) restore(ctx context.Context, c *fcapi.Client, p paths, s vmm.Spec) error {
 	if err := d.logging(ctx, c, p); err != nil {
 		return err
 	}
-	err := c.WithTimeout(snapshotTimeout).LoadSnapshot(ctx, fcapi.SnapshotLoadParams{
-		SnapshotPath: filepath.Join(dir, StateFile),
-		MemBackend:   &fcapi.MemoryBackend{BackendType: fcapi.BackendFile, BackendPath: filepath.Join(dir, MemoryFile)},
+	load := fcapi.SnapshotLoadParams{
+		SnapshotPath: filepath.Join(s.RestoreDir, StateFile),
+		MemBackend:   &fcapi.MemoryBackend{BackendType: fcapi.BackendFile, BackendPath: filepath.Join(s.RestoreDir, MemoryFile)},
 		ResumeVM:     true,
-	})
-	if err != nil {
-		return fmt.Errorf("load snapshot %s: %w", dir, err)
+	}
+	if s.Tap != "" {
+		if v, err := d.Version(ctx); err == nil && d.canOverride(v) {
+			load.NetworkOverrides = []fcapi.NetworkOverride{{IfaceID: ifaceID, HostDevName: s.Tap}}
+		}
+	}
+	if err := c.WithTimeout(snapshotTimeout).LoadSnapshot(ctx, load); err != nil {
+		return fmt.Errorf("load snapshot %s: %w", s.RestoreDir, err)
 	}
 	return nil
 }

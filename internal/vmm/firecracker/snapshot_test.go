@@ -42,6 +42,24 @@ func vmState(t *testing.T, h vmm.Handles) string {
 // whose files VerifyState accepts, a restore that loads it (no boot
 // source, no vsock device added after the load) and runs, and a corrupt
 // state file that fails Start with no process left.
+// TestRelocatable: only a jailed VM's state restores into another VM, and
+// only with a release that takes network_overrides.
+func TestRelocatable(t *testing.T) {
+	for v, want := range map[string]bool{"1.8.0": false, "1.11.9": false, "1.12.0": true, "1.16.1": true, "2.0.0": true, "junk": false} {
+		if got := (&Driver{}).canOverride(v); got != want {
+			t.Errorf("canOverride(%q) = %v, want %v", v, got, want)
+		}
+	}
+	ctx := context.Background()
+	d := &Driver{Binary: "/nonexistent/firecracker"}
+	if err := d.Relocatable(ctx, vmm.Handles{PID: 42, APISocket: "/vm/api.sock"}); err == nil || !strings.Contains(err.Error(), "jailer") {
+		t.Errorf("an unjailed running vm: %v, want a pointer to the jailer", err)
+	}
+	if err := d.Relocatable(ctx, vmm.Handles{}); err == nil || !strings.Contains(err.Error(), "jailer") {
+		t.Errorf("a driver without a jailer: %v, want a pointer to the jailer", err)
+	}
+}
+
 func TestDriver_PauseSaveRestore(t *testing.T) {
 	bin := buildFake(t)
 	e := setupEnv(t)
@@ -118,10 +136,13 @@ func TestDriver_PauseSaveRestore(t *testing.T) {
 			}
 		}
 	}
+	// The stand-in is a release with network_overrides: the restored
+	// interface is put on the spec's tap.
 	wantLoad := map[string]any{
-		"snapshot_path": filepath.Join(dir, StateFile),
-		"mem_backend":   map[string]any{"backend_type": "File", "backend_path": filepath.Join(dir, MemoryFile)},
-		"resume_vm":     true,
+		"snapshot_path":     filepath.Join(dir, StateFile),
+		"mem_backend":       map[string]any{"backend_type": "File", "backend_path": filepath.Join(dir, MemoryFile)},
+		"resume_vm":         true,
+		"network_overrides": []any{map[string]any{"iface_id": ifaceID, "host_dev_name": s.Tap}},
 	}
 	if !reflect.DeepEqual(load, wantLoad) {
 		t.Fatalf("snapshot load body %v, want %v", load, wantLoad)

@@ -19,7 +19,10 @@ import (
 // stream: RAM (zero pages skipped) and device state.
 const StateFile = "vmstate"
 
-var _ vmm.Snapshotter = (*Driver)(nil)
+var (
+	_ vmm.Snapshotter = (*Driver)(nil)
+	_ vmm.Relocator   = (*Driver)(nil)
+)
 
 // Pause stops the guest's vCPUs (QMP stop).
 func (d *Driver) Pause(ctx context.Context, h vmm.Handles) error {
@@ -155,6 +158,11 @@ func runningVersion(ctx context.Context, q *qmpConn) (string, error) {
 	}
 	return out, nil
 }
+
+// Relocatable is always nil: QEMU's saved state names no host path (the
+// state comes on a descriptor, and the restoring QEMU's command line gives
+// the new VM's disks, tap and sockets).
+func (d *Driver) Relocatable(context.Context, vmm.Handles) error { return nil }
 
 // Version is the version of the QEMU binary Start would run, in the form
 // SavedState.Version records: state saved by one build loads only into
