@@ -80,6 +80,21 @@ func TestFirecracker(t *testing.T) {
 
 	t.Run("the VMM is the stand-in with a QEMU child", func(t *testing.T) { standIn(t) })
 
+	// Unjailed, Firecracker's state names this VM's disk paths: it cannot
+	// become another VM, and a fork says why before touching anything.
+	t.Run("fork without the jailer is refused", func(t *testing.T) {
+		r := e.banger("", "vm", "fork", name, "-n", "1", "--name", "nf")
+		if r.code == 0 || !strings.Contains(r.stderr, "jailer") {
+			t.Fatalf("fork: code %d, stderr %q; want a refusal naming the jailer", r.code, r.stderr)
+		}
+		if v := e.banger("", "vm", "show", "nf-1"); v.code == 0 {
+			t.Errorf("a refused fork left vm nf-1")
+		}
+		if v := e.vm(name); v["state"] != "running" {
+			t.Errorf("source is %v after a refused fork", v["state"])
+		}
+	})
+
 	t.Run("stop, then start and exec again", func(t *testing.T) {
 		pid, child := standIn(t)
 		console, _ := e.vm(name)["console_log"].(string)
@@ -205,8 +220,10 @@ func newFirecrackerEnv(t *testing.T, extra string) (*env, string) {
 // jail, as 65534. It proves the driver's jailer command line, the hard
 // links and owners it gives the jail, the paths it gives the API inside
 // the jail, the tap owned by the jail's user, the liveness check by jail
-// id, and that delete removes the jail; it does not prove a real
-// jailer's cgroups or a real Firecracker inside it.
+// id, suspend and restore, a fork restored into another jail (the state
+// sealed, the tap overridden, the copy re-identified), and that delete
+// removes the jails; it does not prove a real jailer's cgroups or a real
+// Firecracker inside it.
 func TestFirecrackerJailed(t *testing.T) {
 	jailer := filepath.Join(t.TempDir(), "jailer")
 	build := exec.Command("go", "build", "-o", jailer, "./internal/vmm/firecracker/fakejailer")
@@ -257,6 +274,60 @@ func TestFirecrackerJailed(t *testing.T) {
 		// host's TSC frequency (without it, its boot often hangs).
 		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child)); err != nil || !bytes.Contains(cmdline, []byte("tsc_early_khz=")) {
 			t.Errorf("the jailed QEMU's kernel command line has no tsc_early_khz (%v)", err)
+		}
+	})
+	// Saved state through the jailed stand-in: its snapshot is QEMU's
+	// migration stream of the whole machine, so what survives is the
+	// guest's memory, as with Firecracker's own snapshots.
+	e.must(e.banger("", "vm", "session", "start", name, "--name", "counter", "--",
+		"sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 0.2; done"))
+	bootID := e.bootID(t, name)
+	t.Run("suspend, then start restores the memory", func(t *testing.T) {
+		before := e.waitCount(t, name, 0)
+		r := e.must(e.banger("", "vm", "suspend", name))
+		t.Logf("suspend through the jailed stand-in:\n%s", r.stderr)
+		if v := e.vm(name); v["state"] != "suspended" {
+			t.Fatalf("state after suspend = %v", v["state"])
+		}
+		if processRunning(pid) {
+			t.Fatalf("jailed VMM %d still runs after suspend", pid)
+		}
+		r = e.must(e.banger("", "vm", "start", name))
+		t.Logf("restore through the jailed stand-in:\n%s", r.stderr)
+		if !strings.Contains(r.stderr, "restore") {
+			t.Errorf("start did not restore:\n%s", r.stderr)
+		}
+		if got := e.bootID(t, name); got != bootID {
+			t.Errorf("boot id %s after restore, %s before: the guest rebooted", got, bootID)
+		}
+		e.waitCount(t, name, before)
+		e.checkClock(t, name)
+		pid = int(e.vm(name)["pid"].(float64))
+	})
+	t.Run("fork -n 1: a copy in its own jail with its own identity", func(t *testing.T) {
+		base := e.waitCount(t, name, 0)
+		r := e.must(e.banger("", "vm", "fork", name, "-n", "1", "--name", "jf"))
+		t.Logf("fork through the jailed stand-in:\n%s", r.stderr)
+		const c = "jf-1"
+		v := e.vm(c)
+		cid, _ := v["id"].(string)
+		out := e.must(e.banger("", "vm", "exec", c, "--", "sh", "-c", "hostname; cat /sys/class/net/e*/address; cat /etc/machine-id")).stdout
+		if want := fmt.Sprintf("%s\n%v\n%s\n", c, v["mac"], cid); out != want {
+			t.Errorf("copy's hostname, mac and machine-id %q, want %q", out, want)
+		}
+		// The memory came along: same boot, the counter goes on.
+		if got := e.bootID(t, c); got != bootID {
+			t.Errorf("copy's boot id %s, source's %s: it booted instead of restoring", got, bootID)
+		}
+		e.waitCount(t, c, base)
+		copyJail := filepath.Join(e.state, "jail", "firecracker", cid[:12], "root")
+		if _, err := os.Stat(filepath.Join(copyJail, "api.sock")); err != nil {
+			t.Errorf("the copy has no jail of its own: %v", err)
+		}
+		e.waitCount(t, name, base) // the source runs on
+		e.must(e.banger("", "vm", "delete", c))
+		if _, err := os.Stat(filepath.Dir(copyJail)); !os.IsNotExist(err) {
+			t.Errorf("copy's jail %s left after delete: %v", filepath.Dir(copyJail), err)
 		}
 	})
 	t.Run("delete removes the jail", func(t *testing.T) {

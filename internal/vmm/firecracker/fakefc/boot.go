@@ -149,26 +149,52 @@ func hostKHz() (int, error) {
 // startGuest boots the configured machine under QEMU TCG and returns
 // once QMP reports it running. Called with f.mu held.
 func (f *fake) startGuest() error {
+	g, err := f.launch(nil)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := g.waitRunning(ctx); err != nil {
+		g.stop()
+		return bad("start qemu: %v", err)
+	}
+	f.adopt(g)
+	return nil
+}
+
+// launch starts QEMU for the configured machine in a fresh private
+// directory and returns without waiting for it. With incoming set, QEMU
+// is started to load a migration stream from it (as fd 3, -incoming
+// fd:3) and to stay stopped once loaded (-S), as the QEMU driver
+// restores. Called with f.mu held.
+func (f *fake) launch(incoming *os.File) (*guest, error) {
 	if f.tapCount > 1 {
-		return bad("fakefc boots one network interface, not %d", f.tapCount)
+		return nil, bad("fakefc boots one network interface, not %d", f.tapCount)
 	}
 	dir, err := privateDir(f.apiSock)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s := f.spec(dir)
 	if err := s.Validate(); err != nil {
 		os.RemoveAll(dir)
-		return bad("%v", err)
+		return nil, bad("%v", err)
 	}
 	khz, err := hostKHz()
 	if err != nil {
 		os.RemoveAll(dir)
-		return bad("%v", err)
+		return nil, bad("%v", err)
 	}
 	argv := qemuArgv(s, qemu.Options{Binary: f.qemuBin, HostKHz: khz}, f.serialOut)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Args[0] = qemuArgv0
+	if incoming != nil {
+		// Under -sandbox spawn=deny QEMU may not exec a helper to read
+		// the stream: it inherits the open file instead.
+		cmd.ExtraFiles = []*os.File{incoming}
+		cmd.Args = append(cmd.Args, "-incoming", "fd:3", "-S")
+	}
 	// The stand-in's own stdin (what its parent gave it): left nil, exec
 	// would open /dev/null, which a jail does not have.
 	cmd.Stdin = os.Stdin
@@ -198,19 +224,19 @@ func (f *fake) startGuest() error {
 	}()
 	if err := <-started; err != nil {
 		os.RemoveAll(dir)
-		return bad("start qemu: %v", err)
+		return nil, bad("start qemu: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	if err := g.waitRunning(ctx); err != nil {
-		g.stop()
-		return bad("start qemu: %v", err)
-	}
+	f.record(Record{Kind: "qemu", Args: cmd.Args, PID: cmd.Process.Pid})
+	return g, nil
+}
+
+// adopt makes g the stand-in's guest once it is up: the agent bridge
+// dials its serial port from now on, and the stand-in exits with it.
+// Called with f.mu held.
+func (f *fake) adopt(g *guest) {
 	g.dialer = agentclient.NewSerialDialer(g.agent)
 	f.guest = g
-	f.record(Record{Kind: "qemu", Args: cmd.Args, PID: cmd.Process.Pid})
 	go f.exitWithGuest(g)
-	return nil
 }
 
 // waitRunning polls QMP until QEMU reports the guest running, QEMU exits
@@ -366,20 +392,27 @@ func (f *fake) vsockBridge(ln net.Listener) {
 	}
 }
 
+// bridge serves one vsock connection: the handshake, then the splice
+// onto a fresh stream of the agent session.
 func (f *fake) bridge(c net.Conn, hostPort uint32) {
+	f.track(c, true)
+	defer f.track(c, false)
 	defer c.Close()
 	port, err := readConnect(c)
 	if err != nil || port != guestcontract.AgentVsockPort {
 		return
 	}
 	f.mu.Lock()
-	g := f.guest
+	var dialer agentclient.Dialer
+	if f.guest != nil {
+		dialer = f.guest.dialer
+	}
 	f.mu.Unlock()
-	if g == nil {
+	if dialer == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), agentclient.DefaultHandshakeTimeout)
-	stream, err := g.dialer.DialContext(ctx)
+	stream, err := dialer.DialContext(ctx)
 	cancel()
 	if err != nil {
 		return
@@ -402,6 +435,42 @@ func (f *fake) bridge(c net.Conn, hostPort uint32) {
 	go func() { _, _ = io.Copy(c, stream); closeWrite(c); done <- struct{}{} }()
 	<-done
 	<-done
+}
+
+// track adds c to, or removes it from, the open vsock connections, which
+// a snapshot closes with the agent session they are spliced onto.
+func (f *fake) track(c net.Conn, open bool) {
+	f.bridgeMu.Lock()
+	defer f.bridgeMu.Unlock()
+	if !open {
+		delete(f.bridges, c)
+		return
+	}
+	if f.bridges == nil {
+		f.bridges = map[net.Conn]struct{}{}
+	}
+	f.bridges[c] = struct{}{}
+}
+
+// hangUp closes the host's end of the agent channel: the yamux session on
+// the serial port and every vsock connection spliced onto it. A fresh
+// dialer takes the old one's place, so the next CONNECT opens a new
+// session. It reports whether a session was open, that is whether the
+// guest has a close to notice. Called with f.mu held.
+func (f *fake) hangUp() bool {
+	g := f.guest
+	connected := false
+	if c, ok := g.dialer.(interface{ Connected() bool }); ok {
+		connected = c.Connected()
+	}
+	_ = g.dialer.Close()
+	g.dialer = agentclient.NewSerialDialer(g.agent)
+	f.bridgeMu.Lock()
+	for c := range f.bridges {
+		_ = c.Close()
+	}
+	f.bridgeMu.Unlock()
+	return connected
 }
 
 // pingTimeout bounds the ping that shows the guest agent is there.

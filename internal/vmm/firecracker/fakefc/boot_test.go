@@ -205,8 +205,8 @@ func connect(t *testing.T, path string, port uint32) (net.Conn, bool) {
 // TestBoot boots Debian's cloud kernel (the ELF vmlinux banger extracts,
 // through its PVH note) under the stand-in in boot mode, without a root
 // filesystem: the kernel's panic on the console proves the boot and the
-// console path. Then pause and resume go through QMP (a snapshot is
-// refused, as no guest state can be saved), CONNECT to a port
+// console path. Then pause and resume go through QMP (a Diff snapshot is
+// refused, a Full one taken while paused), CONNECT to a port
 // with nothing behind it is closed, a SIGKILL of the stand-in ends QEMU
 // (Pdeathsig), and a guest that reboots ends QEMU and the stand-in with
 // exit code 0, its private directory removed.
@@ -256,10 +256,21 @@ func TestBoot(t *testing.T) {
 		if out := s.call(t, "GET", "/", "", 200); !strings.Contains(out, `"Paused"`) {
 			t.Fatalf("state after pause: %s", out)
 		}
-		// No guest state can be saved: the snapshot is refused, not faked.
+		// A Diff snapshot is refused; a Full one leaves the guest paused
+		// and resumable (TestBootSnapshot loads one).
 		snap := filepath.Join(filepath.Dir(s.sock), "snap")
-		s.call(t, "PUT", "/snapshot/create", `{"snapshot_path":"`+snap+`","mem_file_path":"`+snap+`.mem"}`, 400)
+		body := `{"snapshot_path":"` + snap + `","mem_file_path":"` + snap + `.mem"`
+		if msg := fault(t, s.call(t, "PUT", "/snapshot/create", body+`,"snapshot_type":"Diff"}`, 400)); !strings.Contains(msg, "only Full") {
+			t.Errorf("Diff snapshot refused with %q", msg)
+		}
+		s.call(t, "PUT", "/snapshot/create", body+`}`, 204)
+		if out := s.call(t, "GET", "/", "", 200); !strings.Contains(out, `"Paused"`) {
+			t.Fatalf("state after a snapshot: %s", out)
+		}
 		s.call(t, "PATCH", "/vm", `{"state":"Resumed"}`, 204)
+		if out := s.call(t, "GET", "/", "", 200); !strings.Contains(out, `"Running"`) {
+			t.Fatalf("state after resuming: %s", out)
+		}
 		for _, port := range []uint32{guestcontract.AgentVsockPort, 52} {
 			if c, ok := connect(t, s.vsock, port); ok {
 				c.Close()

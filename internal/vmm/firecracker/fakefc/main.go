@@ -31,16 +31,34 @@
 // virtio-serial port (the guest agent listens on both); other ports are
 // closed. PATCH /vm maps to QMP stop and cont; SendCtrlAltDel to QMP
 // system_powerdown, and the stand-in exits (code 0) when QEMU does, as
-// Firecracker exits when its guest reboots under reboot=k. Snapshots are
-// not emulated in boot mode: create and load are refused (a 400 naming
-// the reason), so a suspend fails before the guest is lost instead of
-// saving files that hold none of its state.
+// Firecracker exits when its guest reboots under reboot=k.
+//
+// Snapshots in boot mode save the guest for real, as banger's QEMU driver
+// does. PUT /snapshot/create (paused, Full only) first quiesces the agent
+// channel: the guest runs for a moment while the stand-in hangs up its
+// yamux session (and the vsock connections spliced onto it) and waits,
+// bounded, for the guest to close its end of the port, so the saved guest
+// holds no session with the old stand-in. The guest is stopped again and
+// QEMU migrates it (RAM and device state) through a descriptor into
+// mem_file_path; snapshot_path is the stand-in's JSON state file, here
+// also holding the machine, kernel, initrd, boot_args, drives, network
+// interface, vsock device, serial output, QEMU version and the memory
+// file's size and checksum. Both are created 0600; the VM stays paused.
+// PUT /snapshot/load in a fresh stand-in refuses anything else (an
+// echo-mode snapshot, a Uffd backend, a missing, truncated or altered
+// memory file, another QEMU build), applies network_overrides and
+// vsock_override, starts QEMU with the saved machine's command line and
+// -incoming fd:3 -S, waits for the load and resumes the guest when
+// resume_vm says so; the vsock socket then bridges as after InstanceStart.
 //
 // What it proves: banger's driver, its use of the API against the pinned
 // spec, the vsock CONNECT protocol, and handle and reconcile logic, with a
-// real guest in boot mode. What it does not: Firecracker's own device
-// model, KVM, its seccomp filter, its timing, or that guest memory and
-// device state survive a snapshot; only a real Firecracker on KVM can.
+// real guest in boot mode; for snapshots, the API sequence of a save and
+// a restore, the network and vsock overrides, and that the guest's state
+// survives (under QEMU). What it does not: Firecracker's own device model,
+// KVM, its seccomp filter, its timing, its snapshot format and memory-file
+// layout, UFFD memory backends or diff snapshots; only a real Firecracker
+// on KVM can.
 //
 // Environment: FAKEFC_SWAGGER (path of the OpenAPI spec, required),
 // FAKEFC_QEMU (the QEMU binary; enables boot mode), FAKEFC_RECORD
@@ -52,6 +70,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -134,6 +153,10 @@ type fake struct {
 	connMu    sync.Mutex
 	conns     int
 	connsPath string
+
+	// Open vsock connections of the agent bridge (boot mode).
+	bridgeMu sync.Mutex
+	bridges  map[net.Conn]struct{}
 }
 
 func main() {
@@ -322,7 +345,7 @@ func (f *fake) handle(r *http.Request, body []byte) (int, any, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	key := r.Method + " " + route.Path
-	if err := f.apply(key, params, m); err != nil {
+	if err := f.apply(r.Context(), key, params, m); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) {
 			return ae.status, nil, err
@@ -390,7 +413,10 @@ func mustExist(what string, v any) error {
 	return nil
 }
 
-func (f *fake) apply(key string, params map[string]string, m map[string]any) error {
+// apply checks the request against the state machine and carries it out.
+// ctx is the request's: it bounds what waits on QEMU (a snapshot).
+// Called with f.mu held.
+func (f *fake) apply(ctx context.Context, key string, params map[string]string, m map[string]any) error {
 	if preBootOnly[key] && f.booted {
 		return bad("the requested operation is not supported after starting the microVM: %s", key)
 	}
@@ -516,8 +542,11 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 		if !f.paused {
 			return bad("create snapshot is allowed only when the microVM is paused")
 		}
+		if t, ok := m["snapshot_type"]; ok && t != "Full" {
+			return bad("fakefc writes only Full snapshots, not %v", t)
+		}
 		if f.guest != nil {
-			return bad("fakefc in boot mode cannot create a snapshot: it cannot save its guest's memory and device state")
+			return f.createBootSnapshot(ctx, m)
 		}
 		return f.createSnapshot(m)
 	case "PUT /snapshot/load":
@@ -525,7 +554,7 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 			return bad("loading a microVM snapshot not allowed after configuring boot-specific resources")
 		}
 		if f.qemuBin != "" {
-			return bad("fakefc in boot mode cannot load a snapshot: its snapshots hold no guest memory or device state")
+			return f.loadBootSnapshot(ctx, m)
 		}
 		return f.loadSnapshot(m)
 	case "PUT /actions":
@@ -569,19 +598,21 @@ func (f *fake) apply(key string, params map[string]string, m map[string]any) err
 
 // snapshotFile is what fakefc writes as snapshot_path: enough of the
 // configuration to restore, and a marker so anything else is refused.
+// Boot is set only by a stand-in in boot mode, whose mem_file_path holds
+// the guest's QEMU migration stream.
 type snapshotFile struct {
 	Marker    string          `json:"fakefc_snapshot"`
 	Machine   map[string]any  `json:"machine"`
 	Drives    map[string]bool `json:"drives"`
 	VsockPath string          `json:"vsock_path"`
+	Boot      *bootSnapshot   `json:"boot_mode,omitempty"`
 }
 
+// createSnapshot is PUT /snapshot/create in echo mode: a state file of the
+// configuration and a sparse memory file of the machine's size.
 func (f *fake) createSnapshot(m map[string]any) error {
 	snap, _ := m["snapshot_path"].(string)
 	mem, _ := m["mem_file_path"].(string)
-	if t, ok := m["snapshot_type"]; ok && t != "Full" {
-		return bad("fakefc writes only Full snapshots, not %v", t)
-	}
 	b, err := json.Marshal(snapshotFile{Marker: Version, Machine: f.machine, Drives: f.drives, VsockPath: f.vsockPath})
 	if err != nil {
 		return err
@@ -604,28 +635,56 @@ func (f *fake) createSnapshot(m map[string]any) error {
 	return nil
 }
 
-func (f *fake) loadSnapshot(m map[string]any) error {
-	snap, _ := m["snapshot_path"].(string)
+// memFile returns the memory file a PUT /snapshot/load names, through
+// mem_file_path or a File mem_backend.
+func memFile(m map[string]any) (string, error) {
 	mem, _ := m["mem_file_path"].(string)
 	if be, ok := m["mem_backend"].(map[string]any); ok {
 		if mem != "" {
-			return bad("mem_file_path and mem_backend are mutually exclusive")
+			return "", bad("mem_file_path and mem_backend are mutually exclusive")
 		}
 		if be["backend_type"] != "File" {
-			return bad("fakefc loads memory from files only, not %v", be["backend_type"])
+			return "", bad("fakefc loads memory from files only, not %v", be["backend_type"])
 		}
 		mem, _ = be["backend_path"].(string)
 	}
 	if mem == "" {
-		return bad("one of mem_file_path and mem_backend is required")
+		return "", bad("one of mem_file_path and mem_backend is required")
 	}
+	return mem, nil
+}
+
+// readSnapshot reads and checks the marker of the snapshot file at snap.
+func readSnapshot(snap string) (snapshotFile, error) {
+	var sf snapshotFile
 	b, err := os.ReadFile(snap)
 	if err != nil {
-		return bad("cannot open the snapshot file: %v", err)
+		return sf, bad("cannot open the snapshot file: %v", err)
 	}
-	var sf snapshotFile
-	if err := json.Unmarshal(b, &sf); err != nil || sf.Marker != Version {
-		return bad("cannot deserialize the microVM state: %v", errors.Join(err, errors.New("not a snapshot of this firecracker")))
+	if err := json.Unmarshal(b, &sf); err != nil {
+		return sf, bad("cannot deserialize the microVM state in %s: not a snapshot of this firecracker: %v", snap, err)
+	}
+	if sf.Marker != Version {
+		return sf, bad("cannot deserialize the microVM state in %s: not a snapshot of this firecracker (marker %q)", snap, sf.Marker)
+	}
+	return sf, nil
+}
+
+// loadSnapshot is PUT /snapshot/load in echo mode: it checks what
+// createSnapshot wrote and takes its configuration, rebinding the vsock
+// socket (at vsock_override's path when given) to the echo server.
+func (f *fake) loadSnapshot(m map[string]any) error {
+	snap, _ := m["snapshot_path"].(string)
+	mem, err := memFile(m)
+	if err != nil {
+		return err
+	}
+	sf, err := readSnapshot(snap)
+	if err != nil {
+		return err
+	}
+	if sf.Boot != nil {
+		return bad("snapshot file %s holds a boot-mode guest: only a stand-in with FAKEFC_QEMU set can load it", snap)
 	}
 	mib, _ := sf.Machine["mem_size_mib"].(float64)
 	fi, err := os.Stat(mem)
