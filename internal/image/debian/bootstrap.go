@@ -25,6 +25,7 @@ import (
 const (
 	guestOverlayScript = "/etc/initramfs-tools/scripts/local-bottom/banger-overlay"
 	guestModulesFile   = "/usr/share/initramfs-tools/modules.d/banger"
+	guestInitramfsConf = "/etc/initramfs-tools/conf.d/banger"
 )
 
 // modulesFile is the content of guestModulesFile.
@@ -91,7 +92,7 @@ func shellQuote(s string) string {
 
 // BootstrapArgs returns the mmdebstrap argv that bootstraps r into the
 // tarball out. filesDir holds this package's files ("banger-overlay",
-// "modules") for the hooks to upload. The essential hook installs the
+// "modules", "initramfs.conf") for the hooks to upload. The essential hook installs the
 // initramfs files before the kernel package is configured, so the
 // kernel's own initramfs already carries them; the customize hooks
 // install r's npm packages (the chroot has the host's network and
@@ -116,6 +117,8 @@ func BootstrapArgs(r Recipe, filesDir, out string) []string {
 		"--essential-hook=upload " + filepath.Join(filesDir, "banger-overlay") + " " + guestOverlayScript,
 		"--essential-hook=chmod 0755 \"$1" + guestOverlayScript + "\"",
 		"--essential-hook=upload " + filepath.Join(filesDir, "modules") + " " + guestModulesFile,
+		"--essential-hook=mkdir -p \"$1" + filepath.Dir(guestInitramfsConf) + "\"",
+		"--essential-hook=upload " + filepath.Join(filesDir, "initramfs.conf") + " " + guestInitramfsConf,
 	}, npm, []string{
 		"--customize-hook=echo '" + stageMarker + StageInitramfs + "'",
 		"--customize-hook=ls \"$1\"/boot/vmlinuz-* >/dev/null",
@@ -169,6 +172,9 @@ func bootstrap(ctx context.Context, r Recipe, tarball, workDir string, log io.Wr
 	}
 	if err := os.WriteFile(filepath.Join(filesDir, "banger-overlay"), OverlayScript(), 0o755); err != nil {
 		return fmt.Errorf("write overlay script: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(filesDir, "initramfs.conf"), InitramfsConf(), 0o644); err != nil {
+		return fmt.Errorf("write initramfs config: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(filesDir, "modules"), modulesFile(), 0o644); err != nil {
 		return fmt.Errorf("write modules file: %w", err)

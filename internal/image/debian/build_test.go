@@ -173,6 +173,13 @@ func TestBuildDefault(t *testing.T) {
 				t.Errorf("initrd lacks %s", w)
 			}
 		}
+		// MODULES=list: the listed modules and their dependencies only,
+		// none of "most" (storage controllers a virtio guest never has).
+		for _, absent := range []string{"/nvme.ko", "/ahci.ko", "/xen-blkfront.ko"} {
+			if slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, absent) }) {
+				t.Errorf("initrd carries %s: not built with MODULES=list", absent)
+			}
+		}
 		if got := string(files["scripts/local-bottom/banger-overlay"]); got != string(debian.OverlayScript()) {
 			t.Errorf("initrd overlay script differs from the package's:\n%s", got)
 		}
@@ -212,6 +219,9 @@ func TestBuildDefault(t *testing.T) {
 			if !strings.Contains(sshd, w) {
 				t.Errorf("sshd config lacks %q", w)
 			}
+		}
+		if gen := debugfs(t, rootfs, "stat /etc/systemd/system-generators/systemd-gpt-auto-generator"); !strings.Contains(gen, "Type: symlink") {
+			t.Errorf("gpt-auto generator not masked:\n%s", gen)
 		}
 		sock := debugfs(t, rootfs, "stat /etc/systemd/system/sockets.target.wants/"+guestcontract.SSHSocketName)
 		if !strings.Contains(sock, "Type: symlink") {

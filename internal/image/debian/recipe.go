@@ -175,6 +175,13 @@ func OverlayScript() []byte {
 	return b
 }
 
+// InitramfsConf returns the initramfs-tools configuration the bootstrap
+// installs (as guestInitramfsConf): only the listed modules go in.
+func InitramfsConf() []byte {
+	b, _ := files.ReadFile("files/initramfs.conf")
+	return b
+}
+
 // InitramfsModules are the modules the initramfs loads at boot: the
 // virtio transports and devices, vsock, overlayfs and ext4 (all modules
 // in Debian's cloud kernel).
