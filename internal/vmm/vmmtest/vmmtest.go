@@ -241,7 +241,7 @@ func BusyboxInitramfsWith(t testing.TB, k Kernel, o InitramfsOptions) string {
 			t.Fatal(err)
 		}
 	}
-	copyFile(t, busybox, filepath.Join(root, "bin", "busybox"), 0o755)
+	CopyFile(t, busybox, filepath.Join(root, "bin", "busybox"), 0o755)
 	if err := os.Symlink("busybox", filepath.Join(root, "bin", "sh")); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func BusyboxInitramfsWith(t testing.TB, k Kernel, o InitramfsOptions) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		copyFile(t, p, filepath.Join(root, "lib", "modules", m+".ko"), 0o644)
+		CopyFile(t, p, filepath.Join(root, "lib", "modules", m+".ko"), 0o644)
 	}
 	if o.ACPIPowerOff {
 		dir := filepath.Join(root, "etc", "acpi", "PWRF")
@@ -266,6 +266,13 @@ func BusyboxInitramfsWith(t testing.TB, k Kernel, o InitramfsOptions) string {
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return PackInitramfs(t, root)
+}
+
+// PackInitramfs packs the tree at root into an uncompressed newc cpio
+// archive (in a test temp dir) and returns its path.
+func PackInitramfs(t testing.TB, root string) string {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "initramfs.cpio")
 	cmd := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet > "+out)
 	cmd.Dir = root
@@ -275,7 +282,9 @@ func BusyboxInitramfsWith(t testing.TB, k Kernel, o InitramfsOptions) string {
 	return out
 }
 
-func copyFile(t testing.TB, from, to string, mode os.FileMode) {
+// CopyFile copies the file from to the path to with mode, failing t on
+// error: the step of putting a binary or module into an initramfs tree.
+func CopyFile(t testing.TB, from, to string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {

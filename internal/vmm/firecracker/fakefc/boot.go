@@ -242,6 +242,15 @@ func (f *fake) adopt(g *guest) {
 // waitRunning polls QMP until QEMU reports the guest running, QEMU exits
 // or ctx ends.
 func (g *guest) waitRunning(ctx context.Context) error {
+	return g.pollStatus(ctx, "qemu not running", func(status string) (bool, error) {
+		return status == "running", nil
+	})
+}
+
+// pollStatus polls QMP query-status every 20 ms until check says the
+// status is the one waited for (true) or a failure (an error), QEMU exits
+// or ctx ends; what names the wait in the timeout error.
+func (g *guest) pollStatus(ctx context.Context, what string, check func(status string) (bool, error)) error {
 	var last error
 	for {
 		select {
@@ -253,16 +262,16 @@ func (g *guest) waitRunning(ctx context.Context) error {
 			Status string `json:"status"`
 		}
 		err := g.qmpDo(ctx, "query-status", &st)
-		if err == nil && st.Status == "running" {
-			return nil
-		}
 		if err == nil {
+			if done, err := check(st.Status); err != nil || done {
+				return err
+			}
 			err = fmt.Errorf("status %q", st.Status)
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("qemu not running: %w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%s: %w (last: %v)", what, ctx.Err(), last)
 		case <-g.exited:
 		case <-time.After(20 * time.Millisecond):
 		}

@@ -337,45 +337,26 @@ func (f *fake) forgetSnapshot(serialOut string) {
 // with -S) and query-migrate does not report a failure. It fails when
 // QEMU exits (as it does on a stream it cannot load) or ctx ends.
 func (g *guest) waitLoaded(ctx context.Context) error {
-	var last error
-	for {
-		select {
-		case <-g.exited:
-			return fmt.Errorf("qemu exited: %v", g.err)
+	return g.pollStatus(ctx, "load not complete", func(status string) (bool, error) {
+		switch status {
+		case "inmigrate":
+			return false, nil
+		case "paused":
 		default:
+			return false, fmt.Errorf("qemu status %q while loading, want paused", status)
 		}
-		var st struct {
-			Status string `json:"status"`
+		var mig struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
 		}
-		err := g.qmpDo(ctx, "query-status", &st)
-		if err == nil {
-			switch st.Status {
-			case "paused":
-				var mig struct {
-					Status    string `json:"status"`
-					ErrorDesc string `json:"error-desc"`
-				}
-				if err := g.qmpDo(ctx, "query-migrate", &mig); err != nil {
-					return err
-				}
-				if mig.Status == "failed" {
-					return fmt.Errorf("incoming migration failed: %s", mig.ErrorDesc)
-				}
-				return nil
-			case "inmigrate":
-				err = errors.New("still loading")
-			default:
-				return fmt.Errorf("qemu status %q while loading, want paused", st.Status)
-			}
+		if err := g.qmpDo(ctx, "query-migrate", &mig); err != nil {
+			return false, err
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("load not complete: %w (last: %v)", ctx.Err(), last)
-		case <-g.exited:
-		case <-time.After(20 * time.Millisecond):
+		if mig.Status == "failed" {
+			return false, fmt.Errorf("incoming migration failed: %s", mig.ErrorDesc)
 		}
-	}
+		return true, nil
+	})
 }
 
 // qemuVersion runs `bin --version` as qemu.Driver.Version does, but with

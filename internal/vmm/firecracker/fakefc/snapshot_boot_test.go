@@ -198,15 +198,7 @@ func agentInitramfs(t *testing.T, k vmmtest.Kernel, token string) string {
 			t.Fatal(err)
 		}
 	}
-	install := func(from, to string, mode os.FileMode) {
-		b, err := os.ReadFile(from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, to), b, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	install := func(from, to string, mode os.FileMode) { vmmtest.CopyFile(t, from, filepath.Join(root, to), mode) }
 	install(busybox, "bin/busybox", 0o755)
 	install(buildAgent(t), "bin/banger-agent", 0o755)
 	for _, m := range agentModules {
@@ -240,13 +232,7 @@ while true; do sleep 3600; done
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "initramfs.cpio")
-	cmd := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet > "+out)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build initramfs: %v: %s", err, b)
-	}
-	return out
+	return vmmtest.PackInitramfs(t, root)
 }
 
 // bootMarker is printed on the console by the agent initramfs at boot.
@@ -283,8 +269,8 @@ func health(ctx context.Context, t *testing.T, vsock, token string) agent.Health
 // stand-in exits when its QEMU does.
 func TestBootSnapshot(t *testing.T) {
 	testenv.RequireCommand(t, "qemu-system-x86_64")
-	if testing.Short() {
-		t.Skip("-short: boots a guest under QEMU (the suite and CI run without -short)")
+	if testing.Short() && !testenv.InCI() {
+		t.Skip("-short outside CI: boots a guest under QEMU (the suite runs without -short; with CI=true it always runs)")
 	}
 	qemuBin, _ := exec.LookPath("qemu-system-x86_64")
 	k := vmmtest.DebianKernel(t)
