@@ -12,7 +12,7 @@ import (
 // template's own cold boot, and differ in everything a clone must not
 // share (hostname, MAC, address, ssh host keys, random output,
 // machine-id), with the
-// old address gone, the guest clock right and ssh working against the
+// old address gone, the journal still readable, the guest clock right and ssh working against the
 // host-pinned key.
 func (e *env) checkWarm(t *testing.T) {
 	start := time.Now()
@@ -35,9 +35,9 @@ func (e *env) checkWarm(t *testing.T) {
 		}
 		v := e.vm(name)
 		out := e.must(e.banger("", "vm", "exec", name, "--", "sh", "-c",
-			"hostname; cat /sys/class/net/e*/address; ip -4 -o addr show scope global | awk '{print $4}' | tr '\\n' ' '; echo; cat /etc/ssh/ssh_host_*_key.pub | awk '{print $2}' | tr '\\n' ' '; echo; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id"))
+			"hostname; cat /sys/class/net/e*/address; ip -4 -o addr show scope global | awk '{print $4}' | tr '\\n' ' '; echo; cat /etc/ssh/ssh_host_*_key.pub | awk '{print $2}' | tr '\\n' ' '; echo; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; cat /etc/machine-id; journalctl -b -q --no-pager -u banger-agent | wc -l"))
 		lines := strings.Split(strings.TrimSpace(out.stdout), "\n")
-		if len(lines) != 6 {
+		if len(lines) != 7 {
 			t.Fatalf("%s: identity probe printed %q", name, out.stdout)
 		}
 		g := guest{lines[0], lines[1], strings.TrimSpace(lines[2]), strings.TrimSpace(lines[3]), lines[4], lines[5]}
@@ -52,6 +52,11 @@ func (e *env) checkWarm(t *testing.T) {
 		}
 		if g.machineID != v["id"] {
 			t.Errorf("%s: machine-id %q, want the vm id %v", name, g.machineID, v["id"])
+		}
+		// journalctl reads the directory named by the new machine-id;
+		// journald writes on under the old one.
+		if n := strings.TrimSpace(lines[6]); n == "0" {
+			t.Errorf("%s: journalctl shows no banger-agent lines after the machine-id changed", name)
 		}
 		if strings.Contains(g.hostKey, " ") || g.hostKey == "" {
 			t.Errorf("%s: host keys %q, want exactly one (the host-made ed25519)", name, g.hostKey)

@@ -153,8 +153,10 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			took = append(took, fmt.Sprintf("%s %s", what, time.Since(mark).Round(10*time.Millisecond)))
 			mark = time.Now()
 		}
+		var thawed string
 		if restore != nil && restore.template != nil {
-			if err := m.reidentify(ctx, vm, h, restore.template); err != nil {
+			var err error
+			if thawed, err = m.reidentify(ctx, vm, h, restore.template); err != nil {
 				return err
 			}
 			lap("identity")
@@ -169,8 +171,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 				return err
 			}
 		}
-		var thawed string
-		if restore != nil {
+		if restore != nil && thawed == "" {
 			thawed = m.thaw(ctx, op, vm, m.agentClient(vm, h))
 			lap("thaw")
 		}

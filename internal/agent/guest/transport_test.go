@@ -204,3 +204,88 @@ func TestLinuxSystem_ConfigureNetwork(t *testing.T) {
 		t.Fatalf("eth0 got addresses %v", a)
 	}
 }
+
+// waitingStream is a host connection that, like a virtio-serial port, can
+// be opened before its host is there: reads before the host comes are a
+// bug (the real port answers them with EOF and the session is lost).
+type waitingStream struct {
+	net.Conn
+	host       chan struct{}
+	readEarly  *bool
+	hostArrive func()
+}
+
+func (w *waitingStream) WaitHost(ctx context.Context) error {
+	w.hostArrive()
+	select {
+	case <-w.host:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *waitingStream) Read(p []byte) (int, error) {
+	select {
+	case <-w.host:
+	default:
+		*w.readEarly = true
+	}
+	return w.Conn.Read(p)
+}
+
+func TestServeSessions_WaitsForHost(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "chardev.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var readEarly bool
+	waiting := make(chan struct{}, 4)
+	hosts := make(chan chan struct{}, 4)
+	open := func() (io.ReadWriteCloser, error) {
+		c, err := l.Accept()
+		if err != nil {
+			return nil, err
+		}
+		return &waitingStream{Conn: c, host: <-hosts, readEarly: &readEarly, hostArrive: func() { waiting <- struct{}{} }}, nil
+	}
+	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); l.Close(); <-done }()
+
+	for i := 0; i < 2; i++ {
+		host := make(chan struct{})
+		hosts <- host
+		c := agentclient.NewClient(agentclient.NewSerialDialer(path), "t")
+		res := make(chan error, 1)
+		go func() {
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ccancel()
+			_, err := c.Health(cctx)
+			res <- err
+		}()
+		select { // the guest holds the port and waits: it must not read yet
+		case <-waiting:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("host %d: the guest never waited for its host", i)
+		}
+		select {
+		case err := <-res:
+			t.Fatalf("host %d answered before it was there: %v", i, err)
+		default:
+		}
+		close(host)
+		if err := <-res; err != nil {
+			t.Fatalf("host %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if readEarly {
+		t.Fatal("the session read the port before its host was connected")
+	}
+}
