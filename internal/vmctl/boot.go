@@ -170,6 +170,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			if health, err = m.waitAgent(ctx, vm, h); err != nil {
 				return err
 			}
+			lap("agent")
 		}
 		if restore != nil && thawed == "" {
 			thawed = m.thaw(ctx, op, vm, m.agentClient(vm, h))
@@ -188,7 +189,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			s.Detail("agent %s, restored, %s", health.Version, thawed)
 			return nil
 		}
-		s.Detail("agent %s, systemd %s, %s", health.Version, orDash(health.SystemState), ssh)
+		s.Detail("agent %s, systemd %s, %s (%s)", health.Version, orDash(health.SystemState), ssh, strings.Join(took, ", "))
 		return nil
 	}); err != nil {
 		return vm, err

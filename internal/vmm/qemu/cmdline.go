@@ -5,6 +5,7 @@ package qemu
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -28,6 +29,9 @@ type Options struct {
 	// tsc_early_khz under TCG (without it the kernel often hangs
 	// calibrating the TSC). Zero omits it.
 	HostKHz int
+	// Kernel is the file -kernel loads (see bootKernel); the spec's
+	// BzImage when empty.
+	Kernel string
 }
 
 // Paths of the files QEMU creates for s, all inside s.Dir.
@@ -74,7 +78,7 @@ func Cmdline(s vmm.Spec, o Options) []string {
 		// append=on keeps earlier boots in the log across restarts.
 		"-chardev", "file,id=console,path="+escape(consolePath(s))+",append=on",
 		"-serial", "chardev:console",
-		"-kernel", s.BzImage,
+		"-kernel", cmp.Or(o.Kernel, s.BzImage),
 	)
 	if s.Initrd != "" {
 		args = append(args, "-initrd", s.Initrd)

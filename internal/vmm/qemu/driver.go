@@ -56,7 +56,7 @@ func (d *Driver) Options(s vmm.Spec) (Options, error) {
 	if err != nil {
 		return Options{}, err
 	}
-	o := Options{Binary: bin}
+	o := Options{Binary: bin, Kernel: bootKernel(s)}
 	if s.Accel != vmm.AccelKVM {
 		khz := d.HostKHz
 		if khz == nil {
