@@ -111,6 +111,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 				}
 			}
 			spec.RestoreDir = restore.dir
+			spec.RestoreKernel = restore.Kernel
 			if t := restore.template; t != nil && t.Name != "" {
 				accelNote += fmt.Sprintf(", restored from snapshot %s@%s taken %s", t.From, t.Name, restore.SavedAt.Format(time.DateTime))
 			} else if t != nil {

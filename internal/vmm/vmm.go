@@ -76,6 +76,9 @@ type Spec struct {
 	// again. The Spec must describe the same machine (shape, drives,
 	// MAC, CID) as the one that was saved.
 	RestoreDir string
+	// RestoreKernel is, with RestoreDir, the SavedState.Kernel of that
+	// state: the driver loads the same kernel file it was saved with.
+	RestoreKernel string
 	// OnSpawn, when set, is called with the handles (PID and start time
 	// filled in) the moment the VMM process exists, before the driver waits
 	// for it to be ready, so the caller can record them durably: a daemon
@@ -291,6 +294,11 @@ type SavedState struct {
 	// Files are the names (inside the state dir) the driver wrote, each
 	// with its size, so a truncated copy is refused before load.
 	Files []StateFile `json:"files"`
+	// Kernel is the base name of the kernel file the guest booted from,
+	// for drivers whose state depends on it (QEMU: the option ROM that
+	// entered the kernel is part of the state). Empty in state saved
+	// before it was recorded, which QEMU had booted from the bzImage.
+	Kernel string `json:"kernel,omitempty"`
 }
 
 // StateFile is one file of a SavedState.

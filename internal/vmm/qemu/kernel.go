@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 
 	"banger/internal/vmm"
 )
@@ -19,14 +22,36 @@ const xenElfnotePhys32Entry = 18
 // the real-mode setup and the decompressor: under TCG that reaches the
 // first kernel message about half a second sooner (measured on the
 // default image, bzImage 0.8-1.4 s, vmlinux 0.5 s from QEMU's start).
-// Saved state records which one booted (its option ROM differs), so a
-// guest always restores with the kernel it was saved with as long as the
-// image's files are unchanged.
+// Saved state records which one booted (SavedState.Kernel).
+//
+// A restore loads the file the state was saved with (s.RestoreKernel):
+// state saved from a guest booted the other way would not load.
 func bootKernel(s vmm.Spec) string {
+	if s.RestoreDir != "" {
+		if s.Vmlinux != "" && s.RestoreKernel == filepath.Base(s.Vmlinux) {
+			return s.Vmlinux
+		}
+		return s.BzImage
+	}
 	if s.Vmlinux != "" && HasPVHEntry(s.Vmlinux) {
 		return s.Vmlinux
 	}
 	return s.BzImage
+}
+
+// runningKernel is the base name of the -kernel file of the running QEMU
+// h, for SavedState.Kernel.
+func runningKernel(h vmm.Handles) (string, error) {
+	argv, err := vmm.ProcCmdline(h.PID)
+	if err != nil {
+		return "", fmt.Errorf("read qemu's command line: %w", err)
+	}
+	for i, a := range argv[:max(len(argv)-1, 0)] {
+		if a == "-kernel" {
+			return filepath.Base(argv[i+1]), nil
+		}
+	}
+	return "", errors.New("qemu's command line names no -kernel")
 }
 
 // HasPVHEntry reports whether path is an ELF kernel with a PVH entry

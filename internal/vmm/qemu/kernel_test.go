@@ -69,4 +69,19 @@ func TestBootKernel(t *testing.T) {
 			t.Errorf("bootKernel(vmlinux %s) = %s, want %s", tt.vmlinux, got, tt.want)
 		}
 	}
+	// A restore loads what the state was saved with, whatever a boot
+	// would pick now: state saved before the kernel was recorded came
+	// from the bzImage.
+	for _, tt := range []struct {
+		saved, want string
+	}{
+		{"vmlinux", pvh},
+		{"", "/bz"},
+		{"vmlinuz", "/bz"},
+	} {
+		s := vmm.Spec{Vmlinux: pvh, BzImage: "/bz", RestoreDir: "/state", RestoreKernel: tt.saved}
+		if got := bootKernel(s); got != tt.want {
+			t.Errorf("restore of state saved from %q loads %s, want %s", tt.saved, got, tt.want)
+		}
+	}
 }

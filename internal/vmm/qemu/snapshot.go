@@ -57,6 +57,10 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 		if err != nil {
 			return err
 		}
+		kernel, err := runningKernel(h)
+		if err != nil {
+			return err
+		}
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return err
@@ -80,7 +84,7 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 		if err != nil {
 			return err
 		}
-		st = vmm.SavedState{VMM: vmm.QEMU, Version: version, Files: files}
+		st = vmm.SavedState{VMM: vmm.QEMU, Version: version, Files: files, Kernel: kernel}
 		return nil
 	})
 	if err != nil {
