@@ -41,17 +41,6 @@ const (
 type Reidentify struct {
 	Identity Identity  `json:"identity"`
 	HostKeys []HostKey `json:"host_keys"`
-	// Thaw, when set, is applied first, as POST /thaw would: the clock is
-	// right before any identity file is written, and a warm start saves a
-	// round trip. An agent that predates it answers without a
-	// ReidentifyResult.Thaw, and the host then sends POST /thaw itself.
-	Thaw *Thaw `json:"thaw,omitempty"`
-}
-
-// ReidentifyResult is the answer to POST /identity.
-type ReidentifyResult struct {
-	// Thaw is the result of Reidentify.Thaw, when one was sent.
-	Thaw *ThawResult `json:"thaw,omitempty"`
 }
 
 // HostKey is one ssh host key pair, in the files' formats: Private as

@@ -154,10 +154,8 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			took = append(took, fmt.Sprintf("%s %s", what, time.Since(mark).Round(10*time.Millisecond)))
 			mark = time.Now()
 		}
-		var thawed string
 		if restore != nil && restore.template != nil {
-			var err error
-			if thawed, err = m.reidentify(ctx, vm, h, restore.template); err != nil {
+			if err := m.reidentify(ctx, vm, h, restore.template); err != nil {
 				return err
 			}
 			lap("identity")
@@ -173,7 +171,11 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			}
 			lap("agent")
 		}
-		if restore != nil && thawed == "" {
+		var thawed string
+		if restore != nil {
+			// After the identity, not with it: the guest's first request
+			// waits until it is listening again, and a time sent then
+			// would be set that late.
 			thawed = m.thaw(ctx, op, vm, m.agentClient(vm, h))
 			lap("thaw")
 		}

@@ -214,9 +214,11 @@ func (m *Manager) quiesceAgent(ctx context.Context, vm store.VM, h vmm.Handles) 
 // thaw steps the guest clock and reseeds its random pool, and says what
 // it did. A guest that cannot is warned about, not failed: it runs.
 func (m *Manager) thaw(ctx context.Context, op *operation.Op, vm store.VM, c *agentclient.Client) string {
+	entropy := make([]byte, 64)
+	_, _ = rand.Read(entropy)
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := c.Thaw(tctx, *newThaw())
+	res, err := c.Thaw(tctx, agent.Thaw{Time: time.Now(), Entropy: entropy})
 	if err != nil {
 		var ae *agentclient.APIError
 		if errors.As(err, &ae) && ae.Status == 404 {
@@ -226,18 +228,6 @@ func (m *Manager) thaw(ctx context.Context, op *operation.Op, vm store.VM, c *ag
 		}
 		return "clock not corrected"
 	}
-	return thawText(res)
-}
-
-// newThaw is a thaw request made now: the host's clock and fresh entropy.
-func newThaw() *agent.Thaw {
-	entropy := make([]byte, 64)
-	_, _ = rand.Read(entropy)
-	return &agent.Thaw{Time: time.Now(), Entropy: entropy}
-}
-
-// thawText says what a thaw did, for a stage's detail.
-func thawText(res agent.ThawResult) string {
 	return fmt.Sprintf("clock stepped %s, random pool reseeded", res.ClockStep.Round(time.Millisecond))
 }
 

@@ -124,23 +124,21 @@ func (m *Manager) cloneTemplateDisks(ctx context.Context, vm store.VM, t *savedM
 // reidentify gives a guest restored from a warm template this VM's
 // identity: host-made ssh host keys (pinned first), hostname, MAC,
 // address, resolver and agent token. It talks to the guest with the
-// template's token, over the VM's own agent connection, and thaws the
-// guest in the same request; thawed says what that did, or is "" when
-// the agent predates it and the caller must thaw.
-func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t *templateMeta) (thawed string, err error) {
+// template's token, over the VM's own agent connection.
+func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t *templateMeta) error {
 	id, err := m.Identity(vm)
 	if err != nil {
-		return "", err
+		return err
 	}
 	// Made on the host: ssh-keygen in the guest would be slow under
 	// software emulation (the VM keeps it for its later cold boots).
 	priv, pub, err := m.hostKey(ctx, vm)
 	if err != nil {
-		return "", err
+		return err
 	}
 	if m.opt.KnownHosts != nil {
 		if err := m.opt.KnownHosts.Set(vm.Name+".vm", []string{pub}); err != nil {
-			return "", fmt.Errorf("pin ssh host key: %w", err)
+			return fmt.Errorf("pin ssh host key: %w", err)
 		}
 	}
 	c := m.agentClientAs(vm, h, t.Token)
@@ -152,16 +150,8 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 			return false, fmt.Errorf("%s exited after restore (console: %s, log: %s)", vm.VMM, h.ConsoleLog, h.VMMLog)
 		}
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		var res agent.ReidentifyResult
-		res, last = c.Reidentify(actx, agent.Reidentify{
-			Identity: id,
-			HostKeys: []agent.HostKey{{Type: "ed25519", Private: priv, Public: pub}},
-			Thaw:     newThaw(),
-		})
+		last = c.Reidentify(actx, agent.Reidentify{Identity: id, HostKeys: []agent.HostKey{{Type: "ed25519", Private: priv, Public: pub}}})
 		acancel()
-		if last == nil && res.Thaw != nil {
-			thawed = thawText(*res.Thaw)
-		}
 		var ae *agentclient.APIError
 		if errors.As(last, &ae) {
 			// The agent answered: retrying will not change its mind.
@@ -170,9 +160,9 @@ func (m *Manager) reidentify(ctx context.Context, vm store.VM, h vmm.Handles, t 
 		return last == nil, nil
 	})
 	if err != nil && err == ctx.Err() {
-		return "", fmt.Errorf("restored guest did not take its identity within %s: %v", m.opt.AgentTimeout, last)
+		return fmt.Errorf("restored guest did not take its identity within %s: %v", m.opt.AgentTimeout, last)
 	}
-	return thawed, err
+	return err
 }
 
 // relocatable reports nil when state saved by the VMM name (of the running

@@ -533,32 +533,19 @@ func (c *Client) Thaw(ctx context.Context, t agent.Thaw) (agent.ThawResult, erro
 }
 
 // Reidentify gives a guest restored from another VM's memory its own
-// identity and host keys (POST /identity), thawing it first when r.Thaw
-// is set. Later requests must carry the new token: use a client made with
-// it.
-func (c *Client) Reidentify(ctx context.Context, r agent.Reidentify) (agent.ReidentifyResult, error) {
+// identity and host keys (POST /identity). Later requests must carry the
+// new token: use a client made with it.
+func (c *Client) Reidentify(ctx context.Context, r agent.Reidentify) error {
 	ctx, cancel := withDefaultTimeout(ctx, durOr(c.RequestTimeout, DefaultRequestTimeout))
 	defer cancel()
 	body, err := json.Marshal(r)
 	if err != nil {
-		return agent.ReidentifyResult{}, err
+		return err
 	}
 	req, err := c.newRequest(ctx, http.MethodPost, agent.PathIdentity, nil, bytes.NewReader(body))
 	if err != nil {
-		return agent.ReidentifyResult{}, err
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.do(req)
-	if err != nil {
-		return agent.ReidentifyResult{}, err
-	}
-	defer resp.Body.Close()
-	var out agent.ReidentifyResult
-	if resp.StatusCode == http.StatusNoContent {
-		return out, nil // an agent that predates ReidentifyResult
-	}
-	if err := decodeLimited(resp.Body, maxJSONResponse, &out); err != nil {
-		return out, fmt.Errorf("agent %s %s: %w", req.Method, req.URL.Path, err)
-	}
-	return out, nil
+	return c.doJSON(req, nil)
 }

@@ -15,8 +15,7 @@ import (
 const minTokenLen = 32
 
 // handleReidentify gives a restored guest its own identity (POST
-// /identity), after thawing it when asked to. The new token takes effect
-// for the requests after this one.
+// /identity). The new token takes effect for the requests after this one.
 func (s *Server) handleReidentify(w http.ResponseWriter, r *http.Request) {
 	if s.Reidentify == nil {
 		writeError(w, http.StatusNotFound, agent.CodeNotFound, errors.New("this agent cannot take a new identity"))
@@ -35,20 +34,11 @@ func (s *Server) handleReidentify(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, errors.New("identity: file_sync entries apply at boot, not here"))
 		return
 	}
-	var res agent.ReidentifyResult
-	if req.Thaw != nil {
-		t, status, err := s.thaw(*req.Thaw)
-		if err != nil {
-			writeError(w, status, codeFor(status), err)
-			return
-		}
-		res.Thaw = &t
-	}
 	if err := s.Reidentify(req); err != nil {
 		writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("apply identity: %w", err))
 		return
 	}
 	tok := req.Identity.Token
 	s.token.Store(&tok)
-	writeJSON(w, http.StatusOK, res)
+	w.WriteHeader(http.StatusNoContent)
 }

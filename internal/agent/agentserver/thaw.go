@@ -23,22 +23,13 @@ func (s *Server) handleThaw(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("decode thaw: %w", err))
 		return
 	}
-	res, status, err := s.thaw(req)
-	if err != nil {
-		writeError(w, status, codeFor(status), err)
+	if req.Time.IsZero() {
+		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("thaw: no time"))
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
-}
-
-// thaw checks and applies req; on failure it also says which HTTP status
-// the error deserves.
-func (s *Server) thaw(req agent.Thaw) (agent.ThawResult, int, error) {
-	if req.Time.IsZero() {
-		return agent.ThawResult{}, http.StatusBadRequest, fmt.Errorf("thaw: no time")
-	}
 	if len(req.Entropy) > agent.MaxThawEntropy {
-		return agent.ThawResult{}, http.StatusBadRequest, fmt.Errorf("thaw: %d bytes of entropy, at most %d", len(req.Entropy), agent.MaxThawEntropy)
+		writeError(w, http.StatusBadRequest, agent.CodeBadRequest, fmt.Errorf("thaw: %d bytes of entropy, at most %d", len(req.Entropy), agent.MaxThawEntropy))
+		return
 	}
 	if len(req.Entropy) > 0 {
 		add := s.AddEntropy
@@ -46,7 +37,8 @@ func (s *Server) thaw(req agent.Thaw) (agent.ThawResult, int, error) {
 			add = addEntropy
 		}
 		if err := add(req.Entropy); err != nil {
-			return agent.ThawResult{}, http.StatusInternalServerError, fmt.Errorf("reseed random pool: %w", err)
+			writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("reseed random pool: %w", err))
+			return
 		}
 	}
 	step := time.Until(req.Time)
@@ -55,17 +47,10 @@ func (s *Server) thaw(req agent.Thaw) (agent.ThawResult, int, error) {
 		set = setClock
 	}
 	if err := set(req.Time); err != nil {
-		return agent.ThawResult{}, http.StatusInternalServerError, fmt.Errorf("set clock: %w", err)
+		writeError(w, http.StatusInternalServerError, agent.CodeInternal, fmt.Errorf("set clock: %w", err))
+		return
 	}
-	return agent.ThawResult{ClockStep: step}, http.StatusOK, nil
-}
-
-// codeFor is the error code of an HTTP status thaw returns.
-func codeFor(status int) string {
-	if status == http.StatusBadRequest {
-		return agent.CodeBadRequest
-	}
-	return agent.CodeInternal
+	writeJSON(w, http.StatusOK, agent.ThawResult{ClockStep: step})
 }
 
 func setClock(t time.Time) error {

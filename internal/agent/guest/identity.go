@@ -424,11 +424,7 @@ var givenKeyTypes = map[string]bool{"ed25519": true, "ecdsa": true, "rsa": true}
 // authorized keys, and ssh host keys replaced by the host's (every old
 // key removed, so no two VMs share one), then sshd reloads them. Steps
 // run in that order and the first failure stops it: a half-renamed
-// guest must not look done. It does not sync: its caller answers the
-// host first and syncs after (the files are in the page cache for every
-// reader at once, and a crash before the sync loses nothing the next cold
-// boot does not apply again from the config drive; the flush cost a
-// restored guest under emulation a tenth of its warm start).
+// guest must not look done.
 func Reidentify(root string, req agent.Reidentify, sys System) error {
 	id := req.Identity
 	if !hostnameRE.MatchString(id.Hostname) {
@@ -476,6 +472,9 @@ func Reidentify(root string, req agent.Reidentify, sys System) error {
 		if err := applyInlineFile(root, f, sys); err != nil {
 			return fmt.Errorf("file %s: %w", f.Guest, err)
 		}
+	}
+	if err := sys.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
 	}
 	return sys.ReloadSSHD()
 }

@@ -64,8 +64,6 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		err := Reidentify("/", req, LinuxSystem{})
 		if err == nil {
 			srv.SetIdentityEnv(req.Identity.Env)
-			// Durable after the answer, not before (see Reidentify).
-			go func() { _ = LinuxSystem{}.Sync() }()
 		}
 		log.Info("new identity after restore", "hostname", req.Identity.Hostname, "vm_id", req.Identity.VMID, "err", err)
 		return err
