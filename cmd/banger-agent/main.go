@@ -14,7 +14,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := guest.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if os.Getpid() == 1 && os.Args[0] == "/init" {
+		// The kernel runs the initramfs's /init with no arguments.
+		args = []string{"initramfs"}
+	}
+	code := guest.Main(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

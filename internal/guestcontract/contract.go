@@ -33,7 +33,12 @@ const (
 // initramfs, or by the agent when the initramfs did not).
 const WorkMountPoint = "/root"
 
-// Kernel command-line parameters read by the image's initramfs hook.
+// InitramfsModuleOrder is where banger's initramfs lists the kernel
+// modules its /init (banger-agent) loads, one absolute path per line,
+// each after those it depends on.
+const InitramfsModuleOrder = "/lib/modules/banger.order"
+
+// Kernel command-line parameters read by the image's initramfs.
 const (
 	// ParamOverlay names the overlay drive ("LABEL=banger-overlay").
 	ParamOverlay = "banger.overlay"

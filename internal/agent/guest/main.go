@@ -19,7 +19,8 @@ import (
 // Main is banger-agent's entry point: `banger-agent [serve]` boots and
 // serves (as PID 1 it becomes the init and runs the agent as its child),
 // `banger-agent version` prints the version, `banger-agent unit` prints
-// the systemd unit. It returns the process exit code.
+// the systemd unit, `banger-agent initramfs` is the initramfs's /init
+// (RunInitramfs). It returns the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -32,6 +33,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "unit":
 		fmt.Fprint(stdout, guestcontract.AgentUnit)
+		return 0
+	case "initramfs":
+		// The kernel ran this binary as the initramfs's /init.
+		if err := RunInitramfs(); err != nil {
+			say("%v", err)
+			return 1
+		}
 		return 0
 	case "serve":
 		if os.Getpid() == 1 && os.Getenv("BANGER_AGENT_CHILD") == "" {

@@ -1,6 +1,7 @@
 package debian
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +13,11 @@ import (
 	"strings"
 	"syscall"
 
+	"banger/internal/atomicfile"
 	"banger/internal/disk"
 	"banger/internal/guestcontract"
 	"banger/internal/image"
+	"banger/internal/initramfs"
 )
 
 // AssembleOptions are the inputs of Assemble.
@@ -187,12 +190,11 @@ func placeKernel(tree, kernelDir, outDir string, log io.Writer) (string, error) 
 	slices.Sort(kernels)
 	src := kernels[len(kernels)-1]
 	release := strings.TrimPrefix(filepath.Base(src), "vmlinuz-")
-	initrd := filepath.Join(tree, "boot", "initrd.img-"+release)
-	fmt.Fprintf(log, "kernel: %s and %s\n", src, initrd)
+	fmt.Fprintf(log, "kernel: %s and banger's initramfs (banger-agent as /init, modules %s)\n", src, strings.Join(InitramfsModules, " "))
 	if err := copyFile(src, vmlinuz, 0o644); err != nil {
 		return "", err
 	}
-	if err := copyFile(initrd, filepath.Join(outDir, image.FileInitrd), 0o644); err != nil {
+	if err := writeInitramfs(tree, release, filepath.Join(outDir, image.FileInitrd)); err != nil {
 		return "", err
 	}
 	if err := image.ExtractVmlinux(vmlinuz, filepath.Join(outDir, image.FileVmlinux)); err != nil {
@@ -219,6 +221,26 @@ func placeKernel(tree, kernelDir, outDir string, log io.Writer) (string, error) 
 		}
 	}
 	return v, nil
+}
+
+// writeInitramfs builds the image's initramfs (package initramfs) at out
+// from the tree's banger-agent and its modules for release. The tree's
+// own initrd (initramfs-tools') is not used: it starts udev and scripts
+// that cost seconds of every cold boot under emulation.
+func writeInitramfs(tree, release, out string) error {
+	agent, err := os.ReadFile(filepath.Join(tree, guestcontract.AgentPath))
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	modDir := filepath.Join(tree, "usr/lib/modules", release)
+	if _, err := os.Stat(modDir); err != nil {
+		modDir = filepath.Join(tree, "lib/modules", release)
+	}
+	var buf bytes.Buffer
+	if err := initramfs.Build(&buf, agent, modDir, InitramfsModules); err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	return atomicfile.Write(out, buf.Bytes(), 0o644)
 }
 
 // kernelVersion returns the kernel release ("6.1.0-28-cloud-amd64"), the

@@ -125,8 +125,8 @@ func TestBootDefault(t *testing.T) {
 		what string
 		re   *regexp.Regexp
 	}{
-		{"initramfs overlay on the overlay drive", regexp.MustCompile(`banger-overlay: root is overlayfs \(upper on /dev/vd[a-z]\)`)},
-		{"work drive at /root", regexp.MustCompile(`banger-overlay: /root is /dev/vd[a-z]`)},
+		{"initramfs overlay on the overlay drive", regexp.MustCompile(`banger-init: root is overlayfs \(upper on /dev/vd[a-z]\)`)},
+		{"work drive at /root", regexp.MustCompile(`banger-init: /root is /dev/vd[a-z]`)},
 		{"multi-user.target", regexp.MustCompile(`Reached target .*multi-user\.target`)},
 	}
 	var console string

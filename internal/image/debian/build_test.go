@@ -163,34 +163,45 @@ func TestBuildDefault(t *testing.T) {
 		for n := range files {
 			names = append(names, n)
 		}
-		want := []string{"scripts/local-bottom/banger-overlay"}
+		// banger's initramfs: banger-agent as /init and the listed
+		// modules with their dependencies, in load order.
+		agent, err := os.ReadFile(debiantest.AgentBin(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(files["init"], agent) {
+			t.Errorf("initrd /init (%d bytes) is not the image's banger-agent (%d bytes)", len(files["init"]), len(agent))
+		}
+		if _, ok := files["dev/console"]; !ok {
+			t.Error("initrd lacks dev/console (the kernel opens it for /init)")
+		}
+		order := strings.Fields(string(files[strings.TrimPrefix(guestcontract.InitramfsModuleOrder, "/")]))
 		for _, m := range []string{"virtio_mmio", "virtio_blk", "virtio_net", "virtio_pci", "virtio_console",
 			"vmw_vsock_virtio_transport", "vsock", "overlay"} {
-			want = append(want, "/"+m+".ko")
-		}
-		for _, w := range want {
-			if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, w) }) {
-				t.Errorf("initrd lacks %s", w)
+			i := slices.IndexFunc(order, func(p string) bool { return strings.HasSuffix(p, "/"+m+".ko") })
+			if i < 0 {
+				t.Errorf("initrd module order lacks %s: %v", m, order)
+				continue
+			}
+			if _, ok := files[strings.TrimPrefix(order[i], "/")]; !ok {
+				t.Errorf("initrd lists %s but does not carry it", order[i])
 			}
 		}
-		// MODULES=list: the listed modules and their dependencies only,
-		// none of "most" (storage controllers a virtio guest never has).
-		for _, absent := range []string{"/nvme.ko", "/ahci.ko", "/xen-blkfront.ko"} {
-			if slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, absent) }) {
-				t.Errorf("initrd carries %s: not built with MODULES=list", absent)
+		// Dependencies load first (ext4 is built into Debian's kernel).
+		for _, pair := range [][2]string{{"virtio", "virtio_blk"}, {"vsock", "vmw_vsock_virtio_transport"}} {
+			a := slices.IndexFunc(order, func(p string) bool { return strings.HasSuffix(p, "/"+pair[0]+".ko") })
+			b := slices.IndexFunc(order, func(p string) bool { return strings.HasSuffix(p, "/"+pair[1]+".ko") })
+			if a < 0 || b < 0 || a > b {
+				t.Errorf("%s (at %d) must load before %s (at %d): %v", pair[0], a, pair[1], b, order)
 			}
 		}
-		if got := string(files["scripts/local-bottom/banger-overlay"]); got != string(debian.OverlayScript()) {
-			t.Errorf("initrd overlay script differs from the package's:\n%s", got)
-		}
-		if order := string(files["scripts/local-bottom/ORDER"]); !strings.Contains(order, "/scripts/local-bottom/banger-overlay") {
-			t.Errorf("local-bottom ORDER does not run banger-overlay:\n%s", order)
-		}
-		// conf/modules lists what the initramfs loads at boot.
-		loaded := strings.Fields(string(files["conf/modules"]))
-		for _, m := range debian.InitramfsModules {
-			if !slices.Contains(loaded, m) {
-				t.Errorf("initrd conf/modules lacks %s: %q", m, loaded)
+		// The listed modules and their dependencies only, none of the
+		// storage controllers a virtio guest never has.
+		for n := range files {
+			for _, absent := range []string{"/nvme.ko", "/ahci.ko", "/xen-blkfront.ko"} {
+				if strings.HasSuffix(n, absent) {
+					t.Errorf("initrd carries %s", n)
+				}
 			}
 		}
 	})
