@@ -23,6 +23,16 @@ import (
 	"banger/internal/testenv"
 )
 
+// serveSessions runs ServeSessions over open until the test ends, then
+// closes l and waits for it.
+func serveSessions(t *testing.T, l net.Listener, open func() (io.ReadWriteCloser, error)) {
+	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { cancel(); l.Close(); <-done })
+}
+
 func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
 	dir, err := os.MkdirTemp("", "bgr")
 	if err != nil {
@@ -45,11 +55,7 @@ func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
 		}
 		return c, err
 	}
-	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
-	defer func() { cancel(); l.Close(); <-done }()
+	serveSessions(t, l, open)
 
 	for i := 0; i < 3; i++ {
 		c := agentclient.NewClient(agentclient.NewSerialDialer(path), "t")
@@ -252,11 +258,7 @@ func TestServeSessions_WaitsForHost(t *testing.T) {
 		}
 		return &waitingStream{Conn: c, host: <-hosts, readEarly: &readEarly, hostArrive: func() { waiting <- struct{}{} }}, nil
 	}
-	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
-	defer func() { cancel(); l.Close(); <-done }()
+	serveSessions(t, l, open)
 
 	for i := 0; i < 2; i++ {
 		host := make(chan struct{})
