@@ -159,10 +159,6 @@ func TestBuildDefault(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var names []string
-		for n := range files {
-			names = append(names, n)
-		}
 		// banger's initramfs: banger-agent as /init and the listed
 		// modules with their dependencies, in load order.
 		agent, err := os.ReadFile(debiantest.AgentBin(t))
