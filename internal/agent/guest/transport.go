@@ -66,42 +66,28 @@ func FindSerialPort(name string) string {
 }
 
 // ServeSerial serves srv over yamux sessions on the virtio-serial port
-// named name until ctx ends: it waits for the port to appear, opens it,
-// waits for a host to connect (see serialPort.WaitHost) and runs a yamux
-// server session on it; when the host side disconnects (reads return
-// EOF) it closes the port, which the host sees, and opens it again for
-// the next host.
+// named name until ctx ends: it waits for the port to appear, opens it
+// and runs a yamux server session on it; when the host side disconnects
+// (reads return EOF) it reopens the port and starts a new session.
 func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log *slog.Logger) error {
 	var dev string
 	if err := waitFor(ctx, func() bool { dev = FindSerialPort(name); return dev != "" }); err != nil {
 		return nil
 	}
 	log.Info("serving on virtio-serial", "port", dev)
-	sigio := notifySIGIO()
 	return ServeSessions(ctx, srv, func() (io.ReadWriteCloser, error) {
-		return openSerialPort(dev, sigio)
+		return os.OpenFile(dev, os.O_RDWR, 0)
 	}, log)
-}
-
-// hostWaiter is a stream that can tell when its peer is there (a
-// virtio-serial port): the session starts only then.
-type hostWaiter interface {
-	WaitHost(ctx context.Context) error
 }
 
 // ServeSessions runs one yamux server session at a time over the byte
 // streams open returns, serving srv on each, until ctx ends. A session
-// that ends (EOF, protocol error) is followed by a new open, after a
-// short pause unless the stream waits for its host itself (hostWaiter)
-// and the session ended cleanly.
+// that ends (EOF, protocol error) is followed by a new open after a short
+// pause.
 func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
 	for ctx.Err() == nil {
-		waited, err := serveOneSession(ctx, srv, open)
-		if err != nil {
+		if err := serveOneSession(ctx, srv, open); err != nil {
 			log.Debug("serial session ended", "err", err)
-		}
-		if waited && err == nil {
-			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -111,24 +97,15 @@ func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io
 	return nil
 }
 
-// serveOneSession opens a stream, waits for its host if it can tell
-// (waited reports that it did) and serves one yamux session on it.
-func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) (waited bool, err error) {
+func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) error {
 	port, err := open()
 	if err != nil {
-		return false, fmt.Errorf("open serial port: %w", err)
-	}
-	if w, ok := port.(hostWaiter); ok {
-		if err := w.WaitHost(ctx); err != nil {
-			port.Close()
-			return false, fmt.Errorf("wait for the host: %w", err)
-		}
-		waited = true
+		return fmt.Errorf("open serial port: %w", err)
 	}
 	sess, err := yamux.Server(port, agentmux.GuestConfig())
 	if err != nil {
 		port.Close()
-		return waited, fmt.Errorf("start yamux session: %w", err)
+		return fmt.Errorf("start yamux session: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
@@ -136,7 +113,7 @@ func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (
 	sess.Close()
 	port.Close()
 	if errors.Is(err, io.EOF) {
-		return waited, nil
+		return nil
 	}
-	return waited, err
+	return err
 }

@@ -202,9 +202,10 @@ func ParseVersion(out string) (string, error) {
 // it as VSERPORT_CHANGE, open false). From then on the guest only opens
 // fresh sessions, so a pause or save cannot freeze it inside the old one,
 // and the host that connects after it runs again is the only peer it
-// knows. Only the close is awaited: the guest reopens its port at once
-// (to wait there for its next host), and QEMU throttles these events to
-// one a second per port, so the "open" event may come late or merged. A guest that does not close in time (an older agent,
+// knows. Only the close is awaited: with no host connected the guest
+// reopens and closes its port every few hundred milliseconds, and QEMU
+// throttles these events to one a second per port, so an "open" event
+// may never be seen. A guest that does not close in time (an older agent,
 // or a hostile one) only costs the wait: the error says so and the
 // caller goes on.
 func (d *Driver) QuiesceAgent(ctx context.Context, h vmm.Handles, hangUp func() bool, timeout time.Duration) error {
