@@ -73,7 +73,7 @@ func TestKernelCmdline(t *testing.T) {
 		khz   int
 		want  string
 	}{
-		{vmm.AccelTCG, 2400000, "console=ttyS0 tsc_early_khz=2400000"},
+		{vmm.AccelTCG, 2400000, "console=ttyS0 tsc_early_khz=2400000 tsc=reliable"},
 		{vmm.AccelTCG, 0, "console=ttyS0"},
 		{vmm.AccelKVM, 2400000, "console=ttyS0"},
 	}

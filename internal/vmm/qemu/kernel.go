@@ -2,9 +2,10 @@ package qemu
 
 import (
 	"bytes"
+	"context"
 	"debug/elf"
 	"encoding/binary"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -39,19 +40,20 @@ func bootKernel(s vmm.Spec) string {
 	return s.BzImage
 }
 
-// runningKernel is the base name of the -kernel file of the running QEMU
-// h, for SavedState.Kernel.
-func runningKernel(h vmm.Handles) (string, error) {
-	argv, err := vmm.ProcCmdline(h.PID)
+// runningKernel is the base name of the kernel file the running QEMU
+// booted (its machine's "kernel" property), for SavedState.Kernel. It
+// asks over QMP rather than reading /proc: a jailed VMM's QEMU may have
+// none.
+func runningKernel(ctx context.Context, q *qmpConn) (string, error) {
+	raw, err := q.execute(ctx, "qom-get", map[string]string{"path": "/machine", "property": "kernel"})
 	if err != nil {
-		return "", fmt.Errorf("read qemu's command line: %w", err)
+		return "", fmt.Errorf("qmp qom-get kernel: %w", err)
 	}
-	for i, a := range argv[:max(len(argv)-1, 0)] {
-		if a == "-kernel" {
-			return filepath.Base(argv[i+1]), nil
-		}
+	var kernel string
+	if err := json.Unmarshal(raw, &kernel); err != nil || kernel == "" {
+		return "", fmt.Errorf("qmp qom-get kernel: %q names no kernel", raw)
 	}
-	return "", errors.New("qemu's command line names no -kernel")
+	return filepath.Base(kernel), nil
 }
 
 // HasPVHEntry reports whether path is an ELF kernel with a PVH entry

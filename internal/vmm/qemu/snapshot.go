@@ -57,7 +57,7 @@ func (d *Driver) Save(ctx context.Context, h vmm.Handles, dir string) (vmm.Saved
 		if err != nil {
 			return err
 		}
-		kernel, err := runningKernel(h)
+		kernel, err := runningKernel(ctx, q)
 		if err != nil {
 			return err
 		}

@@ -115,6 +115,10 @@ func TestDriver_SaveRestore(t *testing.T) {
 	if err := vmm.VerifyState(dir, saved); err != nil {
 		t.Fatal(err)
 	}
+	// The kernel the guest booted from, asked over QMP (no /proc).
+	if saved.Kernel != filepath.Base(s.BzImage) {
+		t.Errorf("saved kernel %q, want %q", saved.Kernel, filepath.Base(s.BzImage))
+	}
 	if err := d.Kill(ctx, h); err != nil {
 		t.Fatal(err)
 	}
