@@ -47,7 +47,8 @@ const (
 )
 
 // BaseCmdline is the kernel command line every banger guest boots with.
-// Drivers append only what they must (QEMU under TCG adds tsc_early_khz).
+// Drivers append only what they must (QEMU under TCG adds tsc_early_khz
+// and tsc=reliable).
 const BaseCmdline = "console=ttyS0 reboot=k panic=-1 root=LABEL=" + LabelRoot + " ro rootwait" +
 	" " + ParamOverlay + "=LABEL=" + LabelOverlay + " " + ParamWork + "=LABEL=" + LabelWork
 
