@@ -670,16 +670,22 @@ func readSnapshot(snap string) (snapshotFile, error) {
 	return sf, nil
 }
 
+// openSnapshot reads the paths of a PUT /snapshot/load body and the
+// snapshot file it names: the opening both load modes share.
+func openSnapshot(m map[string]any) (snap, mem string, sf snapshotFile, err error) {
+	snap, _ = m["snapshot_path"].(string)
+	if mem, err = memFile(m); err != nil {
+		return snap, mem, sf, err
+	}
+	sf, err = readSnapshot(snap)
+	return snap, mem, sf, err
+}
+
 // loadSnapshot is PUT /snapshot/load in echo mode: it checks what
 // createSnapshot wrote and takes its configuration, rebinding the vsock
 // socket (at vsock_override's path when given) to the echo server.
 func (f *fake) loadSnapshot(m map[string]any) error {
-	snap, _ := m["snapshot_path"].(string)
-	mem, err := memFile(m)
-	if err != nil {
-		return err
-	}
-	sf, err := readSnapshot(snap)
+	snap, mem, sf, err := openSnapshot(m)
 	if err != nil {
 		return err
 	}

@@ -180,12 +180,7 @@ func writePrivate(path string, b []byte) error {
 // resume_vm says so. Any failure leaves the stand-in unconfigured with no
 // QEMU running. Called with f.mu held.
 func (f *fake) loadBootSnapshot(ctx context.Context, m map[string]any) (err error) {
-	snap, _ := m["snapshot_path"].(string)
-	mem, err := memFile(m)
-	if err != nil {
-		return err
-	}
-	sf, err := readSnapshot(snap)
+	snap, mem, sf, err := openSnapshot(m)
 	if err != nil {
 		return err
 	}
