@@ -192,4 +192,10 @@ type CreateVMRequest struct {
 	// Secrets names the [[secret]]s the VM may use; empty means those
 	// marked default (or the snapshot's, for From).
 	Secrets []string `json:"secrets,omitempty"`
+	// NoSSHWait finishes the create once the guest agent answers, without
+	// waiting for sshd to listen, for callers that use only the agent
+	// (`vm run -- CMD`). A create that makes the image's warm template
+	// waits anyway, so the template has sshd listening. `vm ssh` waits
+	// for sshd itself.
+	NoSSHWait bool `json:"no_ssh_wait,omitempty"`
 }

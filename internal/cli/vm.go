@@ -125,7 +125,7 @@ func newVMCreateCmd(a *app) *cobra.Command {
 		Short: "Create and boot a VM",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			vm, err := a.createVM(cmd.Context(), &f)
+			vm, err := a.createVM(cmd.Context(), &f, false)
 			if err != nil {
 				return err
 			}
@@ -160,7 +160,8 @@ func newVMRunCmd(a *app) *cobra.Command {
 					return err
 				}
 			}
-			vm, err := a.createVM(cmd.Context(), &f)
+			// A command runs through the agent: sshd need not be up yet.
+			vm, err := a.createVM(cmd.Context(), &f, len(args) > 0)
 			if err != nil {
 				return err
 			}
@@ -176,8 +177,9 @@ func newVMRunCmd(a *app) *cobra.Command {
 }
 
 // createVM prints the spec line, starts the create operation and follows
-// it to the created VM.
-func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
+// it to the created VM. noSSHWait finishes once the agent answers (see
+// api.CreateVMRequest.NoSSHWait).
+func (a *app) createVM(ctx context.Context, f *vmFlags, noSSHWait bool) (api.VM, error) {
 	if _, err := a.config(); err != nil {
 		return api.VM{}, err
 	}
@@ -185,6 +187,7 @@ func (a *app) createVM(ctx context.Context, f *vmFlags) (api.VM, error) {
 	if err != nil {
 		return api.VM{}, err
 	}
+	req.NoSSHWait = noSSHWait
 	if req.From != "" {
 		fmt.Fprintf(a.streams.ErrOut, "from snapshot %s\n", req.From)
 	} else {

@@ -292,6 +292,10 @@ func (d *Daemon) handleVMSSH(w http.ResponseWriter, r *http.Request) error {
 	if !d.VMs.Alive(vm.ID) {
 		return api.Errorf(api.CodeConflict, "vm %s is not running (start it with: banger vm start %s)", vm.Name, vm.Name)
 	}
+	// A VM made by `vm run -- CMD` did not wait for sshd; wait here, so
+	// ssh connects rather than being refused. When it never listens,
+	// ssh's own error says so.
+	d.VMs.WaitSSH(r.Context(), vm)
 	alias := vm.Name + ".vm"
 	return writeJSON(w, http.StatusOK, api.SSHInfo{
 		Name:       vm.Name,

@@ -96,6 +96,30 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("the agent /init started is adopted by its unit", func(t *testing.T) {
+		// banger's initramfs applied the identity and started the agent
+		// before systemd; banger-agent.service made it its main process.
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c",
+			`pid=$(systemctl show -p MainPID --value banger-agent); tr '\0' ' ' < /proc/$pid/cmdline; echo; cat /proc/$pid/cgroup; systemctl is-active banger-agent; journalctl -b -q --no-pager -u banger-agent | grep -c 'adopted by banger-agent.service'`))
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) != 4 || !strings.Contains(lines[0], "serve --identity-fd=3") ||
+			lines[1] != "0::/system.slice/banger-agent.service" || lines[2] != "active" || lines[3] == "0" {
+			t.Fatalf("the unit's main process is not the adopted early agent, or it does not log to the journal:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("run skips the sshd wait and ssh waits for it", func(t *testing.T) {
+		r := e.must(e.banger("", "vm", "run", "--cold", "--name", "t3", "--", "true"))
+		if !strings.Contains(r.stderr, "sshd not waited for") {
+			t.Errorf("vm run -- CMD waited for sshd:\n%s", r.stderr)
+		}
+		// Straight after: ssh must wait for sshd, not be refused.
+		if r := e.must(e.banger("", "vm", "ssh", "t3", "--", "hostname")); strings.TrimSpace(r.stdout) != "t3" {
+			t.Errorf("ssh t3 right after vm run: %q\n%s", r.stdout, r.stderr)
+		}
+		e.must(e.banger("", "vm", "delete", "t3"))
+	})
+
 	t.Run("ports lists a guest listener", func(t *testing.T) {
 		e.must(e.banger("", "vm", "exec", "t1", "--", "systemd-run", "--unit=bgports", "systemd-socket-activate", "-l", "8765", "cat"))
 		var found bool

@@ -109,10 +109,12 @@ const (
 )
 
 // SSHSocketUnit is the text of SSHSocketName. It is ordered after the
-// agent (ready once the VM's host keys are installed), not after sysinit:
-// under emulation sysinit takes seconds, and a connection needs only the
-// keys. It replaces the distribution's ssh.service, which it conflicts
-// with (both want port 22).
+// agent (ready once the VM's host keys are installed and, with the early
+// agent, once the unit adopted it, so a VM whose sshd listens is one
+// whose agent is settled: templates and snapshots are taken after
+// that), not after sysinit: under emulation sysinit takes seconds, and a
+// connection needs only the keys. It replaces the distribution's
+// ssh.service, which it conflicts with (both want port 22).
 const SSHSocketUnit = `[Unit]
 Description=OpenSSH server socket, one sshd per connection (banger)
 DefaultDependencies=no
@@ -156,8 +158,12 @@ RuntimeDirectoryPreserve=yes
 // symlinks. It runs before sshd and network-online.target so the identity
 // (hostname, address, keys, host keys) is in place before they start, and
 // tells systemd it is ready once the identity is applied and the
-// listeners run. Install it in UnitDir
-// and enable it (a symlink in multi-user.target.wants).
+// listeners run. When banger's initramfs already started the agent (the
+// early agent: identity applied before systemd ran), ExecStart adopts it
+// instead: it makes it the unit's main process and reports ready, then
+// exits; NotifyAccess=all lets that exiting process send the barrier
+// that orders its exit after the messages. Install it in UnitDir and
+// enable it (a symlink in multi-user.target.wants).
 const AgentUnit = `[Unit]
 Description=banger guest agent
 Documentation=man:banger(1)
@@ -167,7 +173,7 @@ Conflicts=shutdown.target
 
 [Service]
 Type=notify
-NotifyAccess=main
+NotifyAccess=all
 ExecStart=` + AgentPath + ` serve
 Restart=always
 RestartSec=1

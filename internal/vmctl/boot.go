@@ -30,7 +30,9 @@ func macForIP(ip netip.Addr) string { return hostnet.MACForIP(ip).String() }
 // registered on op. With restore set, the VMM loads the VM's saved state
 // (checked first) instead of booting, the config drive is left as the
 // guest last saw it, and the guest's clock and random pool are renewed.
-func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image, restore *savedMeta) (store.VM, error) {
+// sshWait makes "agent ready" also wait for sshd (images that boot
+// systemd).
+func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img store.Image, restore *savedMeta, sshWait bool) (store.VM, error) {
 	bootStage := StageBoot
 	switch {
 	case restore == nil:
@@ -180,10 +182,16 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			lap("thaw")
 		}
 		ssh := "no sshd"
-		if man.Init == image.InitSystemd && m.waitSSH(ctx, vm, h) {
+		switch {
+		case man.Init != image.InitSystemd:
+		case !sshWait:
+			ssh = "sshd not waited for"
+		case m.waitSSH(ctx, vm, h):
 			ssh = "sshd listening"
 		}
-		lap("sshd")
+		if sshWait {
+			lap("sshd")
+		}
 		switch {
 		case warm:
 			s.Detail("new identity, %s, %s (%s)", thawed, ssh, strings.Join(took, ", "))
@@ -324,6 +332,26 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 		return agent.Health{}, err
 	}
 	return health, err
+}
+
+// WaitSSH waits (bounded by Options.SSHWait) until the running VM's sshd
+// listens, so `vm ssh` right after a create that did not wait for it
+// (NoSSHWait) connects rather than being refused. It returns at once
+// for a VM that is not running and for images without sshd; it reports
+// whether sshd listens.
+func (m *Manager) WaitSSH(ctx context.Context, vm store.VM) bool {
+	h, ok := m.alive(vm.ID)
+	if !ok {
+		return false
+	}
+	img, err := m.opt.Store.GetImage(ctx, vm.ImageID)
+	if err != nil {
+		return false
+	}
+	if man, err := manifestOf(img); err != nil || man.Init != image.InitSystemd {
+		return false
+	}
+	return m.waitSSH(ctx, vm, h)
 }
 
 // waitSSH waits (bounded) until the guest lists a TCP listener on port 22,

@@ -146,11 +146,12 @@ func (m *Manager) create(ctx context.Context, op *operation.Op, req api.CreateVM
 	if err := m.assignAddress(ctx, &vm); err != nil {
 		return store.VM{}, err
 	}
-	vm, err = m.boot(ctx, op, vm, img, warm)
+	makeTemplate := warm == nil && from == nil && !req.Cold && m.opt.Config.WarmTemplates != config.WarmManual
+	vm, err = m.boot(ctx, op, vm, img, warm, !req.NoSSHWait || makeTemplate)
 	if err != nil {
 		return store.VM{}, err
 	}
-	if warm == nil && from == nil && !req.Cold && m.opt.Config.WarmTemplates != config.WarmManual {
+	if makeTemplate {
 		if err := m.autoTemplate(ctx, op, vm); err != nil {
 			return store.VM{}, err
 		}

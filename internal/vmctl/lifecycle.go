@@ -52,7 +52,7 @@ func (m *Manager) Start(ctx context.Context, op *operation.Op, ref string, cold 
 	} else if err := m.discardSaved(op, vm); err != nil {
 		return vm, err
 	}
-	vm, err = m.boot(ctx, op, vm, img, restore)
+	vm, err = m.boot(ctx, op, vm, img, restore, true)
 	if err != nil {
 		m.markFailed(vm.ID, err)
 		return vm, err

@@ -492,10 +492,14 @@ var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // host) leaves the file alone.
 //
 // journald keeps writing under the old id's directory, and journalctl
-// shows only the directory named by the current id: each journal
-// directory holding the old id's gets a link from the new id to it, so the
-// guest's log (this boot's and the template's) stays where journalctl
-// looks, now and after later boots.
+// shows only the directory named by the current id: each journal root
+// (/var/log/journal, /run/log/journal) gets a link from the new id to the
+// old id's directory, so the guest's log (this boot's and the template's)
+// stays where journalctl looks, now and after later boots. The link is
+// made even where the old id's directory does not exist yet: a guest
+// restored from a template taken early in its boot has its journal in
+// /run until systemd-journal-flush moves it to /var/log/journal/<old id>,
+// after this.
 func applyMachineID(root, vmID string) error {
 	if !machineIDRE.MatchString(vmID) {
 		return nil
@@ -516,7 +520,7 @@ func applyMachineID(root, vmID string) error {
 	}
 	for _, dir := range []string{"var/log/journal", "run/log/journal"} {
 		d := filepath.Join(root, dir)
-		if fi, err := os.Lstat(filepath.Join(d, old)); err != nil || !fi.IsDir() {
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
 			continue
 		}
 		if err := os.Symlink(old, filepath.Join(d, vmID)); err != nil && !errors.Is(err, fs.ErrExist) {

@@ -200,6 +200,11 @@ func switchRoot(init string) error {
 	if _, err := os.Stat(init); err != nil {
 		return fmt.Errorf("init %s: %w", init, err)
 	}
+	if init != guestcontract.AgentPath {
+		// Not the agent as init (which applies and serves itself): apply
+		// the identity and start serving now, while systemd loads.
+		startEarlyAgent()
+	}
 	return unix.Exec(init, []string{init}, os.Environ())
 }
 

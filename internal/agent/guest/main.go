@@ -1,16 +1,20 @@
 package guest
 
 import (
-	"banger/internal/agent"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
+	"banger/internal/agent"
 	"banger/internal/agent/agentserver"
 	"banger/internal/buildinfo"
 	"banger/internal/guestcontract"
@@ -26,7 +30,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	out := &logOutput{console: stderr}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	switch cmd {
 	case "version":
 		fmt.Fprintln(stdout, buildinfo.Version())
@@ -49,7 +54,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			return 0
 		}
-		if err := serve(ctx, args, log); err != nil {
+		if err := serve(ctx, args, log, out); err != nil {
 			fmt.Fprintf(stderr, "banger-agent: %v\n", err)
 			return 1
 		}
@@ -60,12 +65,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func serve(ctx context.Context, args []string, log *slog.Logger) error {
+// serve applies the identity and serves the agent API until ctx ends.
+// Under systemd it first adopts the agent /init started, if there is one
+// (see EarlyPIDFile), and returns at once when it did.
+func serve(ctx context.Context, args []string, log *slog.Logger, out *logOutput) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	noBoot := fs.Bool("no-boot", false, "do not look for the config drive or apply the identity")
 	tokenFile := fs.String("token-file", "", "read the bearer token from this file instead of the identity")
+	identityFD := fs.Int("identity-fd", -1, "read the identity /init applied from this descriptor (the early agent)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *identityFD < 0 && !*noBoot && os.Getenv("NOTIFY_SOCKET") != "" {
+		adopted, err := adoptEarlyAgent(log)
+		if adopted {
+			return nil
+		}
+		if err != nil {
+			log.Warn("serving without the early agent", "err", err)
+		}
 	}
 	srv := &agentserver.Server{Version: buildinfo.Version(), Logger: log}
 	srv.Reidentify = func(req agent.Reidentify) error {
@@ -76,7 +94,31 @@ func serve(ctx context.Context, args []string, log *slog.Logger) error {
 		log.Info("new identity after restore", "hostname", req.Identity.Hostname, "vm_id", req.Identity.VMID, "err", err)
 		return err
 	}
-	if !*noBoot {
+	switch {
+	case *identityFD >= 0:
+		st, err := readEarlyIdentity(*identityFD)
+		if err != nil {
+			return err
+		}
+		srv.Token = st.Token
+		srv.SetIdentityEnv(st.Env)
+		var applyErr error
+		if st.Err != "" {
+			applyErr = errors.New(st.Err)
+		}
+		srv.SetIdentityResult(applyErr)
+		log.Info("serving the identity /init applied", "hostname", st.Hostname, "vm_id", st.VMID)
+		// The unit that adopts this process signals it; from then on
+		// the lines belong in the journal, under the unit.
+		adopted := make(chan os.Signal, 1)
+		signal.Notify(adopted, unix.SIGUSR1)
+		go func() {
+			for range adopted {
+				out.toJournal()
+				log.Info("adopted by " + guestcontract.AgentUnitName)
+			}
+		}()
+	case !*noBoot:
 		id, err := Boot(ctx, BootConfig{Sys: LinuxSystem{}})
 		if err != nil {
 			log.Error("identity", "err", err)

@@ -17,7 +17,11 @@ func TestReidentify(t *testing.T) {
 	root := t.TempDir()
 	write(t, filepath.Join(root, "etc", "hostname"), "template\n", 0o644)
 	write(t, filepath.Join(root, "etc", "machine-id"), "ffffffffffffffffffffffffffffffff\n", 0o644)
-	write(t, filepath.Join(root, "var", "log", "journal", "ffffffffffffffffffffffffffffffff", "system.journal"), "j", 0o640)
+	write(t, filepath.Join(root, "run", "log", "journal", "ffffffffffffffffffffffffffffffff", "system.journal"), "j", 0o640)
+	// Not flushed to /var yet: only the persistent root exists.
+	if err := os.MkdirAll(filepath.Join(root, "var", "log", "journal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	write(t, filepath.Join(root, "etc", "hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\ttemplate\n", 0o644)
 	for _, typ := range []string{"ed25519", "rsa", "ecdsa"} {
 		write(t, filepath.Join(root, "etc", "ssh", "ssh_host_"+typ+"_key"), "template "+typ, 0o600)
@@ -73,12 +77,16 @@ func TestReidentify(t *testing.T) {
 		t.Errorf("machine-id %q, want the VM id", mid)
 	}
 	// journalctl reads the directory of the current machine-id: the
-	// journal journald still writes (under the old id) must be there.
-	if got, err := os.Readlink(filepath.Join(root, "var", "log", "journal", "0123456789abcdef0123456789abcdef")); err != nil || got != "ffffffffffffffffffffffffffffffff" {
-		t.Errorf("journal link %q, %v", got, err)
+	// journal journald still writes (under the old id) must be there, in
+	// /run now and in /var once systemd-journal-flush made the old id's
+	// directory there.
+	for _, dir := range []string{"run", "var"} {
+		if got, err := os.Readlink(filepath.Join(root, dir, "log", "journal", "0123456789abcdef0123456789abcdef")); err != nil || got != "ffffffffffffffffffffffffffffffff" {
+			t.Errorf("%s journal link %q, %v", dir, got, err)
+		}
 	}
-	if _, err := os.Lstat(filepath.Join(root, "run", "log", "journal", "0123456789abcdef0123456789abcdef")); err == nil {
-		t.Error("a journal link made where no journal was")
+	if b, err := os.ReadFile(filepath.Join(root, "run", "log", "journal", "0123456789abcdef0123456789abcdef", "system.journal")); err != nil || string(b) != "j" {
+		t.Errorf("the journal through the link: %q, %v", b, err)
 	}
 	resolv, _ := os.ReadFile(filepath.Join(root, "etc", "resolv.conf"))
 	if !strings.Contains(string(resolv), "nameserver 10.0.3.1") {
