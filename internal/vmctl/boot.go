@@ -337,11 +337,11 @@ func (m *Manager) waitAgent(ctx context.Context, vm store.VM, h vmm.Handles) (ag
 // WaitSSH waits (bounded by Options.SSHWait) until the running VM's sshd
 // listens, so `vm ssh` right after a create that did not wait for it
 // (NoSSHWait) connects rather than being refused. It returns at once
-// for a VM that is not running and for images without sshd; it reports
-// whether sshd listens.
+// for a VM that is not running or is paused (its agent cannot answer)
+// and for images without sshd; it reports whether sshd listens.
 func (m *Manager) WaitSSH(ctx context.Context, vm store.VM) bool {
 	h, ok := m.alive(vm.ID)
-	if !ok {
+	if !ok || h.Paused {
 		return false
 	}
 	img, err := m.opt.Store.GetImage(ctx, vm.ImageID)
