@@ -108,6 +108,35 @@ func TestLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("a restarted agent unit serves by itself", func(t *testing.T) {
+		// The unit adopts the early agent only once: restarted (it ends
+		// the adopted agent), it boots from the config drive and serves,
+		// with the same token, so the host reconnects. The guest is
+		// watched over ssh meanwhile: the host does not yet notice that
+		// an agent request in flight died with its agent (the serial
+		// session stays up, and the new agent answers its keepalives),
+		// so such a request would wait forever.
+		e.must(e.banger("", "vm", "exec", "t1", "--", "systemd-run", "--on-active=1", "systemctl", "restart", "banger-agent"))
+		probe := `pid=$(systemctl show -p MainPID --value banger-agent); tr '\0' ' ' < /proc/$pid/cmdline; echo; systemctl is-active banger-agent`
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			last := e.banger("", "vm", "ssh", "t1", "--", probe)
+			lines := strings.Split(strings.TrimSpace(last.stdout), "\n")
+			if last.code == 0 && len(lines) == 2 && strings.Contains(lines[0], "serve") &&
+				!strings.Contains(lines[0], "--identity-fd") && lines[1] == "active" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the restarted unit never served by itself; last probe (exit %d):\n%s\n%s", last.code, last.stdout, last.stderr)
+			}
+			time.Sleep(500 * time.Millisecond) // polling the guest, not waiting on a guess
+		}
+		r := e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c", "hostname; journalctl -b -q --no-pager -u banger-agent | grep -c 'identity applied'"))
+		if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 || lines[0] != "t1" || lines[1] == "0" {
+			t.Errorf("after the restart: hostname and boots of the identity %q", r.stdout)
+		}
+	})
+
 	t.Run("run skips the sshd wait and ssh waits for it", func(t *testing.T) {
 		r := e.must(e.banger("", "vm", "run", "--cold", "--name", "t3", "--", "true"))
 		if !strings.Contains(r.stderr, "sshd not waited for") {
