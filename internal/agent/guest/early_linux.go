@@ -245,28 +245,15 @@ func ownCgroup() (string, error) {
 // pipe's write end and waits until systemd closes it, which it does once
 // it has processed every earlier message.
 func notifyBarrier(timeout time.Duration) error {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
-		return errors.New("sd_notify barrier: NOTIFY_SOCKET is not set")
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	// A raw socket: the net package refuses control messages on a
-	// connected datagram socket. x/sys maps a leading '@' to the
-	// abstract namespace, as systemd means it.
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		w.Close()
-		return fmt.Errorf("sd_notify barrier: %w", err)
-	}
-	err = unix.Sendmsg(fd, []byte("BARRIER=1"), unix.UnixRights(int(w.Fd())), &unix.SockaddrUnix{Name: path}, 0)
-	unix.Close(fd)
+	err = sendNotify("BARRIER=1", []int{int(w.Fd())})
 	w.Close()
 	if err != nil {
-		return fmt.Errorf("sd_notify barrier: %w", err)
+		return fmt.Errorf("barrier: %w", err)
 	}
 	_ = r.SetReadDeadline(time.Now().Add(timeout))
 	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {

@@ -65,6 +65,12 @@ func fakeNotify(t *testing.T, closeFDs bool) <-chan string {
 // the descriptor it was sent, and fails (not hangs) when it never does.
 func TestNotifyBarrier(t *testing.T) {
 	msgs := fakeNotify(t, true)
+	if err := Notify("READY=1"); err != nil {
+		t.Fatalf("notify: %v", err)
+	}
+	if m := <-msgs; m != "READY=1" {
+		t.Errorf("notify sent %q", m)
+	}
 	if err := notifyBarrier(5 * time.Second); err != nil {
 		t.Fatalf("barrier with a receiver that closes: %v", err)
 	}
