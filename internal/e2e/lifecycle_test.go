@@ -146,6 +146,12 @@ func TestLifecycle(t *testing.T) {
 		if r := e.must(e.banger("", "vm", "ssh", "t3", "--", "hostname")); strings.TrimSpace(r.stdout) != "t3" {
 			t.Errorf("ssh t3 right after vm run: %q\n%s", r.stdout, r.stderr)
 		}
+		// A cold boot's clock comes from the RTC, in whole seconds: the
+		// host steps it once the agent answers.
+		if !regexp.MustCompile(`agent ready: .*clock stepped`).MatchString(r.stderr) {
+			t.Errorf("the cold boot's clock was not stepped:\n%s", r.stderr)
+		}
+		e.checkClockWithin(t, "t3", 250*time.Millisecond)
 		e.must(e.banger("", "vm", "delete", "t3"))
 	})
 

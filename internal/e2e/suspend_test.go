@@ -167,6 +167,25 @@ func (e *env) checkClock(t *testing.T, name string) {
 	}
 }
 
+// checkClockWithin fails when the guest clock, read by `vm exec date`,
+// is more than tol before the host's clock when the exec began or after
+// it when the exec ended.
+func (e *env) checkClockWithin(t *testing.T, name string, tol time.Duration) {
+	t.Helper()
+	before := time.Now()
+	r := e.must(e.banger("", "vm", "exec", name, "--", "date", "+%s.%N"))
+	after := time.Now()
+	secs, err := strconv.ParseFloat(strings.TrimSpace(r.stdout), 64)
+	if err != nil {
+		t.Fatalf("guest date: %v: %q", err, r.stdout)
+	}
+	guest := time.Unix(0, int64(secs*1e9))
+	if guest.Before(before.Add(-tol)) || guest.After(after.Add(tol)) {
+		t.Fatalf("guest clock %s is outside the exec's host interval [%s, %s] ± %s",
+			guest.Format("15:04:05.000"), before.Format("15:04:05.000"), after.Format("15:04:05.000"), tol)
+	}
+}
+
 func (e *env) checkSessionRunning(t *testing.T, name string) {
 	t.Helper()
 	r := e.must(e.banger("", "vm", "session", "list", name, "--json"))

@@ -173,14 +173,14 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			}
 			lap("agent")
 		}
-		var thawed string
-		if restore != nil {
-			// After the identity, not with it: the guest's first request
-			// waits until it is listening again, and a time sent then
-			// would be set that late.
-			thawed = m.thaw(ctx, op, vm, m.agentClient(vm, h))
-			lap("thaw")
-		}
+		// After the identity, not with it: the guest's first request
+		// waits until it is listening again, and a time sent then would
+		// be set that late. A cold boot is thawed too: its clock came
+		// from the RTC, which counts whole seconds, so it starts up to a
+		// second behind the host's (make then warns of clock skew on
+		// files from the host).
+		thawed := m.thaw(ctx, op, vm, m.agentClient(vm, h), restore == nil)
+		lap("thaw")
 		ssh := "no sshd"
 		switch {
 		case man.Init != image.InitSystemd:
@@ -200,7 +200,7 @@ func (m *Manager) boot(ctx context.Context, op *operation.Op, vm store.VM, img s
 			s.Detail("agent %s, restored, %s", health.Version, thawed)
 			return nil
 		}
-		s.Detail("agent %s, systemd %s, %s (%s)", health.Version, orDash(health.SystemState), ssh, strings.Join(took, ", "))
+		s.Detail("agent %s, systemd %s, %s, %s (%s)", health.Version, orDash(health.SystemState), thawed, ssh, strings.Join(took, ", "))
 		return nil
 	}); err != nil {
 		return vm, err

@@ -342,7 +342,7 @@ func (m *Manager) saveLive(ctx context.Context, op *operation.Op, vm store.VM, h
 		if err := resume(); err != nil {
 			return err
 		}
-		s.Detail("%s", m.thaw(ctx, op, vm, m.agentClient(vm, h)))
+		s.Detail("%s", m.thaw(ctx, op, vm, m.agentClient(vm, h), false))
 		return nil
 	})
 	return t, err

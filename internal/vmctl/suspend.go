@@ -188,7 +188,7 @@ func (m *Manager) Resume(ctx context.Context, op *operation.Op, ref string) (sto
 		return vm, err
 	}
 	if err := op.Do(StageAgent, func(s *operation.Stage) error {
-		s.Detail("%s", m.thaw(ctx, op, vm, m.agentClient(vm, h)))
+		s.Detail("%s", m.thaw(ctx, op, vm, m.agentClient(vm, h), false))
 		return nil
 	}); err != nil {
 		return vm, err
@@ -212,8 +212,10 @@ func (m *Manager) quiesceAgent(ctx context.Context, vm store.VM, h vmm.Handles) 
 }
 
 // thaw steps the guest clock and reseeds its random pool, and says what
-// it did. A guest that cannot is warned about, not failed: it runs.
-func (m *Manager) thaw(ctx context.Context, op *operation.Op, vm store.VM, c *agentclient.Client) string {
+// it did. A guest that cannot is warned about, not failed: it runs. cold
+// is set for a guest that just booted, whose clock is off by less than a
+// second: an agent too old to be thawed is then not worth a warning.
+func (m *Manager) thaw(ctx context.Context, op *operation.Op, vm store.VM, c *agentclient.Client, cold bool) string {
 	entropy := make([]byte, 64)
 	_, _ = rand.Read(entropy)
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -221,9 +223,13 @@ func (m *Manager) thaw(ctx context.Context, op *operation.Op, vm store.VM, c *ag
 	res, err := c.Thaw(tctx, agent.Thaw{Time: time.Now(), Entropy: entropy})
 	if err != nil {
 		var ae *agentclient.APIError
-		if errors.As(err, &ae) && ae.Status == 404 {
+		switch {
+		case errors.As(err, &ae) && ae.Status == 404 && cold:
+			// An older image: its clock is as the RTC set it, less than
+			// a second behind; not worth a warning at every boot.
+		case errors.As(err, &ae) && ae.Status == 404:
 			op.Logf("warning: vm %s: its agent predates clock correction; the guest clock is behind (rebuild the image)", vm.Name)
-		} else {
+		default:
 			op.Logf("warning: vm %s: correct the guest clock: %v", vm.Name, err)
 		}
 		return "clock not corrected"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -85,27 +86,71 @@ func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log 
 // that ends (EOF, protocol error) is followed by a new open after a short
 // pause.
 func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
+	var delay reopenDelay
 	for ctx.Err() == nil {
-		if err := serveOneSession(ctx, srv, open); err != nil {
+		heard, err := serveOneSession(ctx, srv, open)
+		if err != nil {
 			log.Debug("serial session ended", "err", err)
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(pollInterval):
+		case <-time.After(delay.next(heard)):
 		}
 	}
 	return nil
 }
 
-func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) error {
-	port, err := open()
-	if err != nil {
-		return fmt.Errorf("open serial port: %w", err)
+// minReopen is the shortest pause between two opens of the agent port.
+const minReopen = 10 * time.Millisecond
+
+// reopenDelay paces the opens of the agent port. A virtio-serial port
+// cannot be waited on for a host to connect: with none, a read returns
+// EOF at once, so the guest polls by opening the port again. Right after
+// a session that heard from its host the pause is short (minReopen): a
+// host hangs up before a save and the guest restored from it resumes
+// inside this pause, and a restarted daemon reconnects within
+// milliseconds. While sessions end unheard (no host connected) the pause
+// doubles up to pollInterval, so an idle guest does not spin.
+type reopenDelay struct{ d time.Duration }
+
+// next returns the pause after a session; heard reports whether it read
+// anything from the host.
+func (r *reopenDelay) next(heard bool) time.Duration {
+	if heard || r.d == 0 {
+		r.d = minReopen
+	} else {
+		r.d = min(2*r.d, pollInterval)
 	}
+	return r.d
+}
+
+// heardPort is the agent port, noting whether anything was read from it.
+type heardPort struct {
+	io.ReadWriteCloser
+	heard atomic.Bool
+}
+
+func (p *heardPort) Read(b []byte) (int, error) {
+	n, err := p.ReadWriteCloser.Read(b)
+	if n > 0 {
+		p.heard.Store(true)
+	}
+	return n, err
+}
+
+// serveOneSession opens the port and serves one yamux session on it until
+// the host goes away (EOF) or ctx ends. heard reports whether the host
+// sent anything.
+func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) (bool, error) {
+	rwc, err := open()
+	if err != nil {
+		return false, fmt.Errorf("open serial port: %w", err)
+	}
+	port := &heardPort{ReadWriteCloser: rwc}
 	sess, err := yamux.Server(port, agentmux.GuestConfig())
 	if err != nil {
 		port.Close()
-		return fmt.Errorf("start yamux session: %w", err)
+		return false, fmt.Errorf("start yamux session: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
@@ -113,7 +158,7 @@ func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (
 	sess.Close()
 	port.Close()
 	if errors.Is(err, io.EOF) {
-		return nil
+		err = nil
 	}
-	return err
+	return port.heard.Load(), err
 }

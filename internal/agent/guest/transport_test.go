@@ -210,3 +210,72 @@ func TestLinuxSystem_ConfigureNetwork(t *testing.T) {
 		t.Fatalf("eth0 got addresses %v", a)
 	}
 }
+
+// TestReopenDelay: short after a session that heard from its host (a
+// restored guest resumes inside this pause), doubling to pollInterval
+// while no host is connected.
+func TestReopenDelay(t *testing.T) {
+	var r reopenDelay
+	want := []time.Duration{minReopen, 2 * minReopen, 4 * minReopen}
+	for i, w := range want {
+		if got := r.next(false); got != w {
+			t.Fatalf("unheard session %d: pause %v, want %v", i, got, w)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		r.next(false)
+	}
+	if got := r.next(false); got != pollInterval {
+		t.Fatalf("after many unheard sessions: pause %v, want %v", got, pollInterval)
+	}
+	if got := r.next(true); got != minReopen {
+		t.Fatalf("after a heard session: pause %v, want %v", got, minReopen)
+	}
+}
+
+// TestServeOneSession_Heard: a session on a port nobody writes to (no host
+// connected: EOF at once) is unheard; one that served a host request is
+// heard.
+func TestServeOneSession_Heard(t *testing.T) {
+	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	ctx := context.Background()
+
+	guestEnd, hostEnd := net.Pipe()
+	hostEnd.Close()
+	heard, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return guestEnd, nil })
+	if err != nil || heard {
+		t.Fatalf("no host: heard %v, err %v; want false, nil", heard, err)
+	}
+
+	dir, err := os.MkdirTemp("", "bgr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "chardev.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type result struct {
+		heard bool
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return l.Accept() })
+		done <- result{h, err}
+	}()
+	c := agentclient.NewClient(agentclient.NewSerialDialer(path), "t")
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.Health(cctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	r := <-done
+	if r.err != nil || !r.heard {
+		t.Fatalf("after a host request: heard %v, err %v; want true, nil", r.heard, r.err)
+	}
+}
