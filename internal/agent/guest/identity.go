@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -407,8 +408,16 @@ func copyTree(src, dst string, sys System) error {
 // with data through atomicfile, so a reader never sees half a file. It
 // does not sync: Apply and Reidentify end with one System.Sync for all
 // their files (two flushes per file cost a restored guest under emulation
-// a large part of its re-identification).
+// a large part of its re-identification). A regular file that already
+// holds data with mode is left alone: most of what a warm clone is given
+// (resolver, authorized keys, environment) is what its template had, and
+// a rename on the overlay root costs more than the read.
 func writeFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == mode.Perm() && fi.Size() == int64(len(data)) {
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+			return nil
+		}
+	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)

@@ -309,3 +309,58 @@ func TestApply_HostMadeKeys(t *testing.T) {
 		t.Errorf("a refused key removed the installed one: %v", err)
 	}
 }
+
+// TestWriteFileAtomic_SkipsUnchanged: a file that already holds the data
+// with the mode keeps its inode; other content or another mode replaces
+// it, and a symlink in its place is replaced, not written through.
+func TestWriteFileAtomic_SkipsUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "etc", "resolv.conf")
+	ino := func() uint64 {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	if err := writeFileAtomic(p, []byte("nameserver 192.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first := ino()
+	if err := writeFileAtomic(p, []byte("nameserver 192.0.2.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ino() != first {
+		t.Fatal("unchanged content was written again")
+	}
+	if err := writeFileAtomic(p, []byte("nameserver 192.0.2.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(p); ino() == first || fi.Mode().Perm() != 0o600 {
+		t.Fatal("a new mode did not replace the file")
+	}
+	second := ino()
+	if err := writeFileAtomic(p, []byte("nameserver 192.0.2.9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); ino() == second || string(b) != "nameserver 192.0.2.9\n" {
+		t.Fatalf("new content not written: %q", b)
+	}
+	target := filepath.Join(dir, "elsewhere")
+	if err := os.WriteFile(target, []byte("nameserver 192.0.2.9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(p, []byte("nameserver 192.0.2.9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("the symlink was kept: %v %v", fi.Mode(), err)
+	}
+}
