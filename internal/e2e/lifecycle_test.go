@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/stream"
+	"banger/internal/wait"
 )
 
 // TestLifecycle boots real VMs under QEMU inside a private namespace and
@@ -112,10 +114,30 @@ func TestLifecycle(t *testing.T) {
 		// The unit adopts the early agent only once: restarted (it ends
 		// the adopted agent), it boots from the config drive and serves,
 		// with the same token, so the host reconnects. The guest is
-		// watched over ssh meanwhile: the host does not yet notice that
-		// an agent request in flight died with its agent (the serial
-		// session stays up, and the new agent answers its keepalives),
-		// so such a request would wait forever.
+		// watched over ssh meanwhile.
+		//
+		// An exec in flight dies with the agent. The host's serial session
+		// outlives it (its connection is to the VMM), so unless the new
+		// agent ends that session the exec would wait forever.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		type ended struct {
+			err    error
+			stderr string
+		}
+		inflight := make(chan ended, 1)
+		go func() {
+			cmd := e.ns.Command(ctx, filepath.Join(e.bin, "banger"), "vm", "exec", "t1", "--", "sleep", "600")
+			var errb bytes.Buffer
+			cmd.Env, cmd.Stderr = e.envv, &errb
+			err := cmd.Run()
+			inflight <- ended{err, errb.String()}
+		}()
+		if err := wait.Until(ctx, 200*time.Millisecond, func() (bool, error) {
+			return e.banger("", "vm", "ssh", "t1", "--", "pgrep", "-fx", "sleep 600").code == 0, nil
+		}); err != nil {
+			t.Fatalf("the in-flight exec never started: %v", err)
+		}
 		e.must(e.banger("", "vm", "exec", "t1", "--", "systemd-run", "--on-active=1", "systemctl", "restart", "banger-agent"))
 		probe := `pid=$(systemctl show -p MainPID --value banger-agent); tr '\0' ' ' < /proc/$pid/cmdline; echo; systemctl is-active banger-agent`
 		deadline := time.Now().Add(90 * time.Second)
@@ -134,6 +156,15 @@ func TestLifecycle(t *testing.T) {
 		r := e.must(e.banger("", "vm", "exec", "t1", "--", "sh", "-c", "hostname; journalctl -b -q --no-pager -u banger-agent | grep -c 'identity applied'"))
 		if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 2 || lines[0] != "t1" || lines[1] == "0" {
 			t.Errorf("after the restart: hostname and boots of the identity %q", r.stdout)
+		}
+		select {
+		case got := <-inflight:
+			if got.err == nil || ctx.Err() != nil {
+				t.Fatalf("the exec in flight when the agent restarted ended with %v (deadline: %v)\n%s", got.err, ctx.Err(), got.stderr)
+			}
+			t.Logf("the exec in flight when the agent restarted: %v: %s", got.err, strings.TrimSpace(got.stderr))
+		case <-time.After(time.Minute):
+			t.Fatal("the exec in flight when the agent restarted still waits, a minute after the new agent served")
 		}
 	})
 

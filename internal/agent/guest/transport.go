@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,20 +76,71 @@ func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log 
 	if err := waitFor(ctx, func() bool { dev = FindSerialPort(name); return dev != "" }); err != nil {
 		return nil
 	}
-	log.Info("serving on virtio-serial", "port", dev)
+	reset := !firstServer(ServedMarker)
+	log.Info("serving on virtio-serial", "port", dev, "reset_host", reset)
 	return ServeSessions(ctx, srv, func() (io.ReadWriteCloser, error) {
 		return os.OpenFile(dev, os.O_RDWR, 0)
-	}, log)
+	}, reset, log)
+}
+
+// ServedMarker is created by the first agent process of a boot that
+// serves the virtio-serial port; a later one (the unit restarted, the
+// agent crashed) finds it there. /run is a tmpfs, so the marker lives as
+// long as the boot (and is in a restored guest's memory with the agent
+// that made it).
+var ServedMarker = "/run/banger/agent-served"
+
+// firstServer reports whether no agent process served before in this
+// boot, and marks that one does now. When the marker cannot be made it
+// answers true: a missed reset costs less than one sent to a fresh host.
+func firstServer(marker string) bool {
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		return true
+	}
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return !errors.Is(err, fs.ErrExist)
+	}
+	f.Close()
+	return true
+}
+
+// resetFrame is a yamux GoAway frame with the internal-error code
+// (version 0, type 3, no flags, stream 0, code 2 in the length field).
+// It ends the peer's session at once, with every stream on it.
+var resetFrame = []byte{0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
+
+// resetWait bounds the write of resetFrame: a port whose host is not
+// connected blocks writes, and then there is no stale session to end.
+const resetWait = 100 * time.Millisecond
+
+// resetHost ends the session the host may still hold with an agent
+// process that is gone. yamux drops frames for streams it does not know
+// without answering, so without this a host request in flight when the
+// agent died (a long exec, an attach) would wait forever on a session
+// the new agent answers keepalives on.
+func resetHost(port io.Writer) error {
+	if d, ok := port.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		if d.SetWriteDeadline(time.Now().Add(resetWait)) == nil {
+			defer d.SetWriteDeadline(time.Time{})
+		}
+	}
+	_, err := port.Write(resetFrame)
+	return err
 }
 
 // ServeSessions runs one yamux server session at a time over the byte
 // streams open returns, serving srv on each, until ctx ends. A session
 // that ends (EOF, protocol error) is followed by a new open after a short
 // pause.
-func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), log *slog.Logger) error {
+//
+// With reset, the first session begins by ending the host's session with
+// an earlier agent process (resetHost).
+func ServeSessions(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), reset bool, log *slog.Logger) error {
 	var delay reopenDelay
 	for ctx.Err() == nil {
-		heard, err := serveOneSession(ctx, srv, open)
+		heard, err := serveOneSession(ctx, srv, open, reset, log)
+		reset = false
 		if err != nil {
 			log.Debug("serial session ended", "err", err)
 		}
@@ -141,10 +193,17 @@ func (p *heardPort) Read(b []byte) (int, error) {
 // serveOneSession opens the port and serves one yamux session on it until
 // the host goes away (EOF) or ctx ends. heard reports whether the host
 // sent anything.
-func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error)) (bool, error) {
+func serveOneSession(ctx context.Context, srv *agentserver.Server, open func() (io.ReadWriteCloser, error), reset bool, log *slog.Logger) (bool, error) {
 	rwc, err := open()
 	if err != nil {
 		return false, fmt.Errorf("open serial port: %w", err)
+	}
+	if reset {
+		if err := resetHost(rwc); err != nil {
+			log.Debug("no host session to reset", "err", err)
+		} else {
+			log.Info("ended the host's session with the previous agent")
+		}
 	}
 	port := &heardPort{ReadWriteCloser: rwc}
 	sess, err := yamux.Server(port, agentmux.GuestConfig())

@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"banger/internal/agent"
 	"banger/internal/agent/agentclient"
+	"banger/internal/agent/agentmux"
 	"banger/internal/agent/agentserver"
 	"banger/internal/guestcontract"
 	"banger/internal/testenv"
@@ -29,7 +31,7 @@ func serveSessions(t *testing.T, l net.Listener, open func() (io.ReadWriteCloser
 	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, slog.New(slog.DiscardHandler)) }()
+	go func() { defer close(done); _ = ServeSessions(ctx, srv, open, false, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { cancel(); l.Close(); <-done })
 }
 
@@ -242,7 +244,7 @@ func TestServeOneSession_Heard(t *testing.T) {
 
 	guestEnd, hostEnd := net.Pipe()
 	hostEnd.Close()
-	heard, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return guestEnd, nil })
+	heard, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return guestEnd, nil }, false, slog.New(slog.DiscardHandler))
 	if err != nil || heard {
 		t.Fatalf("no host: heard %v, err %v; want false, nil", heard, err)
 	}
@@ -264,7 +266,7 @@ func TestServeOneSession_Heard(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		h, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return l.Accept() })
+		h, err := serveOneSession(ctx, srv, func() (io.ReadWriteCloser, error) { return l.Accept() }, false, slog.New(slog.DiscardHandler))
 		done <- result{h, err}
 	}()
 	c := agentclient.NewClient(agentclient.NewSerialDialer(path), "t")
@@ -277,5 +279,117 @@ func TestServeOneSession_Heard(t *testing.T) {
 	r := <-done
 	if r.err != nil || !r.heard {
 		t.Fatalf("after a host request: heard %v, err %v; want true, nil", r.heard, r.err)
+	}
+}
+
+// TestFirstServer: the first agent process of a boot finds no marker; a
+// later one (restarted unit, crashed agent) does.
+func TestFirstServer(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "run", "agent-served")
+	if !firstServer(marker) {
+		t.Fatal("the first server of a boot was told another served before")
+	}
+	if firstServer(marker) {
+		t.Fatal("a second server was told it is the first")
+	}
+}
+
+// portOf is the guest end of a virtio-serial port: the agent process that
+// had it open dies, the host's connection to the VMM does not end.
+type portOf struct{ net.Conn }
+
+func (portOf) Close() error { return nil }
+
+// TestServeSessions_ResetEndsStaleHostSession plays an agent that died
+// with a host request in flight: the host's session stays up (its
+// connection is to the VMM, not the agent) and its stream waits. A new
+// agent process must end that session, so the request fails instead of
+// waiting forever.
+func TestServeSessions_ResetEndsStaleHostSession(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bgr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "chardev.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	hostConn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostConn.Close()
+	guestConn, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guestConn.Close()
+
+	host, err := yamux.Client(hostConn, agentmux.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	// The old agent accepts a stream and reads the request on it...
+	old, err := yamux.Server(portOf{guestConn}, agentmux.GuestConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := host.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := old.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(got, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// ...then dies without a word: its reads end, the port stays.
+	if err := guestConn.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	<-old.CloseChan()
+	if err := guestConn.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := stream.Read(make([]byte, 1))
+		readErr <- err
+	}()
+
+	srv := &agentserver.Server{Token: "t", Version: "serial-test", HomeDir: t.TempDir()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opened := make(chan struct{}, 1)
+	go func() {
+		_ = ServeSessions(ctx, srv, func() (io.ReadWriteCloser, error) {
+			select {
+			case opened <- struct{}{}:
+				return portOf{guestConn}, nil
+			default:
+				<-ctx.Done() // one port: later opens wait for the test to end
+				return nil, ctx.Err()
+			}
+		}, true, slog.New(slog.DiscardHandler))
+	}()
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("the stale stream read data")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the host's request still waits on the dead agent's session")
+	}
+	if !host.IsClosed() {
+		t.Fatal("the host's session is still open")
 	}
 }
