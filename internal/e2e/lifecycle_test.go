@@ -134,7 +134,7 @@ func TestLifecycle(t *testing.T) {
 			inflight <- ended{err, errb.String()}
 		}()
 		if err := wait.Until(ctx, 200*time.Millisecond, func() (bool, error) {
-			return e.banger("", "vm", "ssh", "t1", "--", "pgrep", "-fx", "sleep 600").code == 0, nil
+			return e.banger("", "vm", "exec", "t1", "--", "pgrep", "-fx", "sleep 600").code == 0, nil
 		}); err != nil {
 			t.Fatalf("the in-flight exec never started: %v", err)
 		}
