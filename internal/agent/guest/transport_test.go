@@ -35,18 +35,27 @@ func serveSessions(t *testing.T, l net.Listener, open func() (io.ReadWriteCloser
 	t.Cleanup(func() { cancel(); l.Close(); <-done })
 }
 
-func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
+// chardevListener listens on a unix socket standing for the VMM's end of
+// the agent's virtio-serial port (in a short temp dir: socket paths are
+// bounded) and returns it with its path; both go when the test ends.
+func chardevListener(t *testing.T) (net.Listener, string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "bgr")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	path := filepath.Join(dir, "chardev.sock")
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+func TestServeSessions_ReopenAfterHostDisconnect(t *testing.T) {
+	l, path := chardevListener(t)
 	opens := 0
 	// The "port": each open yields the next host connection, as the guest
 	// side of a virtio-serial port sees a new host after a reconnect.
@@ -249,17 +258,7 @@ func TestServeOneSession_Heard(t *testing.T) {
 		t.Fatalf("no host: heard %v, err %v; want false, nil", heard, err)
 	}
 
-	dir, err := os.MkdirTemp("", "bgr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "chardev.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path := chardevListener(t)
 	type result struct {
 		heard bool
 		err   error
@@ -306,17 +305,7 @@ func (portOf) Close() error { return nil }
 // agent process must end that session, so the request fails instead of
 // waiting forever.
 func TestServeSessions_ResetEndsStaleHostSession(t *testing.T) {
-	dir, err := os.MkdirTemp("", "bgr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "chardev.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path := chardevListener(t)
 	hostConn, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
