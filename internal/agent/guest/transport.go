@@ -76,19 +76,19 @@ func ServeSerial(ctx context.Context, srv *agentserver.Server, name string, log 
 	if err := waitFor(ctx, func() bool { dev = FindSerialPort(name); return dev != "" }); err != nil {
 		return nil
 	}
-	reset := !firstServer(ServedMarker)
+	reset := !firstServer(servedMarker)
 	log.Info("serving on virtio-serial", "port", dev, "reset_host", reset)
 	return ServeSessions(ctx, srv, func() (io.ReadWriteCloser, error) {
 		return os.OpenFile(dev, os.O_RDWR, 0)
 	}, reset, log)
 }
 
-// ServedMarker is created by the first agent process of a boot that
+// servedMarker is created by the first agent process of a boot that
 // serves the virtio-serial port; a later one (the unit restarted, the
 // agent crashed) finds it there. /run is a tmpfs, so the marker lives as
 // long as the boot (and is in a restored guest's memory with the agent
 // that made it).
-var ServedMarker = "/run/banger/agent-served"
+const servedMarker = "/run/banger/agent-served"
 
 // firstServer reports whether no agent process served before in this
 // boot, and marks that one does now. When the marker cannot be made it
